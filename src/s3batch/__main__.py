@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from s3batch.cli import main
+
+main()

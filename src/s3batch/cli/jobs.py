@@ -1,0 +1,261 @@
+"""Job commands with the same options and JSON as `aws s3control ...`, plus report and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+
+from s3batch.cli.context import CliContext, load_json_arg, run
+from s3batch.cli.render import JobProgress, print_json, report_table
+from s3batch.domain.job import Job, JobStatus
+from s3batch.domain.report import ReportRow
+from s3batch.service.jobs import JobService
+from s3batch.service.shapes import job_descriptor, job_list_entry
+from s3batch.service.worker import ensure_worker, run_worker, worker_lock
+from s3batch.store.sqlite import SqliteJobStore
+
+#: How often `--wait` refreshes the progress bar, in seconds.
+FOLLOW_POLL_S = 0.2
+#: How often `--wait` checks that a worker is alive (restarting one after a crash), in seconds.
+WORKER_CHECK_S = 2.0
+#: Exit codes of `create-job --wait`.
+EXIT_COMPLETE, EXIT_NOT_COMPLETE = 0, 1
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def _json_opt(name: str, help: str) -> Any:
+    return click.option(name, help=help + " JSON, or file://path.json.")
+
+
+@click.command("create-job")
+@click.option("--account-id", help="Account that owns the job (optional).")
+@click.option("--confirmation-required/--no-confirmation-required", default=None)
+@_json_opt("--operation", "The JobOperation, e.g. '{\"S3PutObjectTagging\": {...}}'.")
+@_json_opt("--report", "The JobReport.")
+@click.option("--client-request-token", help="Idempotency token (a UUID if omitted).")
+@_json_opt("--manifest", "The JobManifest.")
+@_json_opt("--manifest-generator", "The ManifestGenerator.")
+@click.option("--description")
+@click.option("--priority", type=int)
+@click.option("--role-arn", help="Accepted for compatibility; optional.")
+@_json_opt("--tags", "A list of {Key, Value}.")
+@_json_opt("--cli-input-json", "All parameters in one document.")
+@click.option("--function", "functions", multiple=True, metavar="NAME=module:callable",
+              help="Register a Lambda function name for this job (repeatable).")  # fmt: skip
+@click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
+@pass_ctx
+def create_job(ctx: CliContext, wait: bool, functions: tuple[str, ...], **options: Any) -> None:
+    """Create a job (aws s3control create-job). It runs in a background worker."""
+    request = _create_request(options)
+    account = request.pop("AccountId", None)
+    registry = _registry(ctx, functions)
+
+    async def go(service: JobService) -> Job:
+        return await service.create_job(
+            request, storage=ctx.storage, account_id=account, functions=registry
+        )
+
+    job = ctx.with_service(go)
+    ensure_worker(ctx.settings)
+    if not wait:
+        print_json({"JobId": job.job_id})
+        return
+    final = follow(ctx, job.job_id, job.account_id)
+    print_json({"Job": job_descriptor(final)})
+    sys.exit(EXIT_COMPLETE if final.status is JobStatus.COMPLETE else EXIT_NOT_COMPLETE)
+
+
+_OPTION_FIELDS = {
+    "account_id": "AccountId",
+    "confirmation_required": "ConfirmationRequired",
+    "client_request_token": "ClientRequestToken",
+    "description": "Description",
+    "priority": "Priority",
+    "role_arn": "RoleArn",
+}
+_JSON_FIELDS = {
+    "operation": "Operation",
+    "report": "Report",
+    "manifest": "Manifest",
+    "manifest_generator": "ManifestGenerator",
+    "tags": "Tags",
+}
+
+
+def _create_request(options: dict[str, Any]) -> dict[str, Any]:
+    base = load_json_arg(options.pop("cli_input_json"), "--cli-input-json") or {}
+    if not isinstance(base, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--cli-input-json")
+    request = dict(base)
+    for opt, field in _OPTION_FIELDS.items():
+        if options.get(opt) is not None:
+            request[field] = options[opt]
+    for opt, field in _JSON_FIELDS.items():
+        value = load_json_arg(options.get(opt), "--" + opt.replace("_", "-"))
+        if value is not None:
+            request[field] = value
+    for field in ("Operation", "Report", "Priority"):
+        if field not in request:
+            flag = "--" + "".join("-" + c.lower() if c.isupper() else c for c in field).lstrip("-")
+            raise click.UsageError(f"the following arguments are required: {flag}")
+    return request
+
+
+def _registry(ctx: CliContext, functions: tuple[str, ...]) -> dict[str, str]:
+    from s3batch.functions.registry import load_registry
+
+    registry = load_registry(ctx.settings.functions_file)
+    for item in functions:
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise click.BadParameter(f"{item!r}: expected NAME=module:callable", param_hint="--function")
+        registry[name.strip()] = target.strip()
+    return registry
+
+
+def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
+    """Poll the job store until the job ends, drawing progress on stderr."""
+
+    async def go() -> Job:
+        store = SqliteJobStore(ctx.settings.db_path)
+        hinted, last_check = False, time.monotonic()
+        try:
+            with JobProgress() as bar:
+                while True:
+                    job = await store.get_job(job_id, account_id)
+                    bar.update(job)
+                    if job.status.terminal:
+                        return job
+                    if job.status is JobStatus.SUSPENDED and not hinted:
+                        hinted = True
+                        bar.console.print(
+                            f"Job {job_id} waits for confirmation: s3batch update-job-status "
+                            f"--job-id {job_id} --requested-job-status Ready"
+                        )
+                    if time.monotonic() - last_check > WORKER_CHECK_S:
+                        ensure_worker(ctx.settings)  # a crashed worker is replaced and resumes
+                        last_check = time.monotonic()
+                    await asyncio.sleep(FOLLOW_POLL_S)
+        finally:
+            await store.close()
+
+    return run(go())
+
+
+@click.command("describe-job")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@pass_ctx
+def describe_job(ctx: CliContext, account_id: str | None, job_id: str) -> None:
+    """Show a job (aws s3control describe-job)."""
+    job = ctx.with_service(lambda s: s.describe_job(job_id, account_id))
+    ensure_worker(ctx.settings)
+    print_json({"Job": job_descriptor(job)})
+
+
+@click.command("list-jobs")
+@click.option("--account-id")
+@click.option("--job-statuses", multiple=True, help="Repeatable, or space-separated.")
+@click.option("--next-token")
+@click.option("--max-results", type=int)
+@pass_ctx
+def list_jobs(
+    ctx: CliContext,
+    account_id: str | None,
+    job_statuses: tuple[str, ...],
+    next_token: str | None,
+    max_results: int | None,
+) -> None:
+    """List jobs, newest first (aws s3control list-jobs)."""
+    statuses = [s for item in job_statuses for s in item.split()]
+    jobs, token = ctx.with_service(
+        lambda s: s.list_jobs(account_id, statuses, max_results, next_token)
+    )
+    ensure_worker(ctx.settings)
+    out: dict[str, Any] = {"Jobs": [job_list_entry(j) for j in jobs]}
+    if token:
+        out["NextToken"] = token
+    print_json(out)
+
+
+@click.command("update-job-status")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@click.option("--requested-job-status", required=True, type=click.Choice(["Cancelled", "Ready"]))
+@click.option("--status-update-reason")
+@pass_ctx
+def update_job_status(
+    ctx: CliContext,
+    account_id: str | None,
+    job_id: str,
+    requested_job_status: str,
+    status_update_reason: str | None,
+) -> None:
+    """Confirm (Ready) or cancel (Cancelled) a job (aws s3control update-job-status)."""
+    job = ctx.with_service(
+        lambda s: s.update_status(job_id, requested_job_status, status_update_reason, account_id)
+    )
+    ensure_worker(ctx.settings)
+    out = {"JobId": job.job_id, "Status": job.status.value}
+    if job.status_update_reason:
+        out["StatusUpdateReason"] = job.status_update_reason
+    print_json(out)
+
+
+@click.command("update-job-priority")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@click.option("--priority", required=True, type=int)
+@pass_ctx
+def update_job_priority(
+    ctx: CliContext, account_id: str | None, job_id: str, priority: int
+) -> None:
+    """Change a job's priority (aws s3control update-job-priority)."""
+    job = ctx.with_service(lambda s: s.update_priority(job_id, priority, account_id))
+    print_json({"JobId": job.job_id, "Priority": job.priority})
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--account-id")
+@click.option("--failed-only", is_flag=True, help="Only failed tasks.")
+@pass_ctx
+def report(ctx: CliContext, job_id: str, account_id: str | None, failed_only: bool) -> None:
+    """Print a job's completion report as a table, failures first."""
+
+    async def go(service: JobService) -> tuple[Job, list[ReportRow]]:
+        job = await service.describe_job(job_id, account_id)
+        rows = [r async for batch in service.store.report_rows(job.job_id) for r in batch]
+        return job, rows
+
+    job, rows = ctx.with_service(go)
+    if failed_only:
+        rows = [r for r in rows if r.status == "failed"]
+    p = job.progress
+    title = (
+        f"Job {job.job_id} — {job.status.value}: {p.succeeded} succeeded, {p.failed} failed "
+        f"of {p.total or 0}"
+    )
+    console = Console(width=max(Console().width, 120))
+    console.print(report_table(rows, title))
+    if job.report_manifest:
+        console.print(f"Completion report: {job.report_manifest}")
+
+
+@click.command()
+@click.option("--exit-when-idle", is_flag=True, help="Exit once no job is left to run.")
+@pass_ctx
+def worker(ctx: CliContext, exit_when_idle: bool) -> None:
+    """Run jobs in the foreground (normally started for you in the background)."""
+    with worker_lock(ctx.settings.home) as held:
+        if held is None:
+            click.echo("another worker is already running for this S3BATCH_HOME", err=True)
+            return
+        (ctx.settings.home / "worker.pid").write_text(str(__import__("os").getpid()))
+        run(run_worker(ctx.settings, exit_when_idle))

@@ -1,0 +1,91 @@
+"""Output for the CLI: AWS-CLI-style JSON on stdout, progress and tables on stderr/stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from s3batch.domain.job import Job
+from s3batch.domain.report import ReportRow
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()  # the AWS CLI prints timestamps this way
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    """Indented JSON, as `aws` prints with its default `--output json`."""
+    sys.stdout.write(json.dumps(data, indent=4, default=_default, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+class JobProgress:
+    """A live bar on stderr: done/total, rate, ETA, failures."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("[bold]{task.fields[status]:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9} obj/s"),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> JobProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def update(self, job: Job) -> None:
+        p = job.progress
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        fields = {
+            "status": job.status.value,
+            "rate": f"{p.done / elapsed:,.0f}",
+            "failed": f"{p.failed:,}",
+        }
+        if self.task is None:
+            self.task = self.bar.add_task("job", total=p.total, **fields)
+        self.bar.update(self.task, completed=p.done, total=p.total, **fields)
+
+
+def report_table(rows: Iterable[ReportRow], title: str) -> Table:
+    """Failures first, then successes, each in manifest order."""
+    ordered = sorted(rows, key=lambda r: r.status != "failed")
+    table = Table(title=title, show_lines=False)
+    for column in ("Bucket", "Key", "VersionId", "Status", "HTTP", "ErrorCode", "ResultMessage"):
+        table.add_column(column, overflow="fold")
+    for r in ordered:
+        style = "red" if r.status == "failed" else None
+        table.add_row(
+            r.bucket, r.key, r.version_id, r.status, r.http_status, r.error_code, r.message,
+            style=style,
+        )  # fmt: skip
+    return table

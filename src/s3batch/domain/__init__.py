@@ -1,0 +1,1 @@
+"""Pure job, task, manifest and report model. Nothing here does I/O."""

@@ -1,0 +1,218 @@
+"""S3BatchOperations_CSV_20180820 manifests: spec, and a streaming line parser.
+
+The parser works on raw lines with their byte offsets, so the runner can record where each
+chunk of tasks starts and re-read only that part of the manifest after a crash.
+
+Choices where AWS leaves behaviour unspecified (documented in docs/compatibility.md):
+- a UTF-8 byte-order mark on line 1 is ignored; CRLF and LF both end a line;
+- blank lines are skipped (they are not tasks and do not shift later line numbers);
+- a first row equal to the Fields names ("Bucket,Key") is refused as a header row instead of
+  becoming a task on a bucket named "Bucket";
+- the key field is limited to 1,024 characters as written (URL-encoded), as AWS documents.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import unquote_plus
+
+from s3batch.domain.task import Task
+from s3batch.errors import BadRequest, ManifestError
+
+#: Longest key field AWS accepts in a CSV manifest, in characters.
+MAX_KEY_FIELD_CHARS = 1024
+
+
+class ManifestFormat(StrEnum):
+    CSV = "S3BatchOperations_CSV_20180820"
+    INVENTORY_CSV = "S3InventoryReport_CSV_20161130"
+
+
+class Field(StrEnum):
+    IGNORE = "Ignore"
+    BUCKET = "Bucket"
+    KEY = "Key"
+    VERSION_ID = "VersionId"
+
+
+#: Without Fields, rows are Bucket,Key with an optional third VersionId column.
+DEFAULT_FIELDS: tuple[Field, ...] = (Field.BUCKET, Field.KEY, Field.VERSION_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """Where Bucket, Key and VersionId sit in a row."""
+
+    fields: tuple[Field, ...]
+    #: True when Fields was not given: the VersionId column may be absent.
+    inferred: bool = False
+
+    @classmethod
+    def from_fields(cls, names: Sequence[str] | None) -> CsvLayout:
+        if not names:
+            return cls(DEFAULT_FIELDS, inferred=True)
+        try:
+            fields = tuple(Field(n) for n in names)
+        except ValueError as exc:
+            raise BadRequest(
+                f"Manifest.Spec.Fields: {exc}; allowed: Ignore, Bucket, Key, VersionId"
+            ) from exc
+        for required in (Field.BUCKET, Field.KEY):
+            if fields.count(required) != 1:
+                raise BadRequest(f"Manifest.Spec.Fields must name {required.value} exactly once")
+        if fields.count(Field.VERSION_ID) > 1:
+            raise BadRequest("Manifest.Spec.Fields names VersionId more than once")
+        return cls(fields)
+
+    @property
+    def has_versions(self) -> bool:
+        return Field.VERSION_ID in self.fields
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """One physical manifest line: 1-based number, byte offset of its start, and text."""
+
+    number: int
+    offset: int
+    text: str
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines, tracking 1-based numbers and byte offsets.
+
+    Feed it chunks as they arrive (from a sync or async source); it decodes each line as UTF-8.
+    """
+
+    def __init__(self, start_offset: int = 0, first_line: int = 1) -> None:
+        self._buf = b""
+        self._offset = start_offset
+        self._number = first_line
+
+    def feed(self, chunk: bytes) -> list[RawLine]:
+        self._buf += chunk
+        lines = []
+        start = 0
+        while (nl := self._buf.find(b"\n", start)) >= 0:
+            lines.append(self._emit(self._buf[start : nl + 1]))
+            start = nl + 1
+        self._buf = self._buf[start:]
+        return lines
+
+    def close(self) -> list[RawLine]:
+        rest, self._buf = self._buf, b""
+        return [self._emit(rest)] if rest else []
+
+    def _emit(self, raw: bytes) -> RawLine:
+        line = RawLine(self._number, self._offset, _decode(raw, self._number))
+        self._offset += len(raw)
+        self._number += 1
+        return line
+
+
+def split_lines(chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1) -> Iterator[
+    RawLine
+]:
+    """All lines of a byte stream (convenience for sync sources and tests)."""
+    splitter = LineSplitter(start_offset, first_line)
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.close()
+
+
+def _decode(line: bytes, number: int) -> str:
+    if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    try:
+        return line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", number) from exc
+
+
+class CsvManifestParser:
+    """Turns manifest lines into Tasks, validating each and naming the line on error.
+
+    Stateful only for the all-or-none VersionId rule and the header check on the first row.
+    """
+
+    def __init__(self, layout: CsvLayout, resuming: bool = False) -> None:
+        self.layout = layout
+        self._versioned: bool | None = None
+        #: When resuming mid-file, the header check (first row only) must not apply.
+        self._seen_rows = 1 if resuming else 0
+
+    def parse(self, line: RawLine, seq: int) -> Task | None:
+        """A Task for a data line, None for a blank line."""
+        if not line.text.strip():
+            return None
+        row = self._split(line)
+        self._check_header(row, line.number)
+        self._seen_rows += 1
+        values = self._pick(row, line.number)
+        bucket, raw_key, version = values
+        return Task(
+            seq=seq,
+            bucket=bucket,
+            raw_key=raw_key,
+            key=unquote_plus(raw_key),
+            version_id=version,
+        )
+
+    def _split(self, line: RawLine) -> list[str]:
+        try:
+            rows = list(csv.reader([line.text], strict=True))
+        except csv.Error as exc:
+            raise ManifestError(f"malformed CSV ({exc})", line.number) from exc
+        if len(rows) != 1:
+            raise ManifestError("malformed CSV (unterminated quote)", line.number)
+        return rows[0]
+
+    def _check_header(self, row: list[str], number: int) -> None:
+        if self._seen_rows:
+            return
+        names = [f.value for f in self.layout.fields]
+        if row[: len(names)] == names or [c.strip().lower() for c in row[:2]] == ["bucket", "key"]:
+            raise ManifestError(
+                "looks like a header row; S3 Batch Operations manifests have no header", number
+            )
+
+    def _pick(self, row: list[str], number: int) -> tuple[str, str, str | None]:
+        fields = self.layout.fields
+        if self.layout.inferred and len(row) == len(fields) - 1:
+            row = [*row, ""]
+        if len(row) < len(fields):
+            raise ManifestError(
+                f"expected {len(fields)} columns ({', '.join(f.value for f in fields)}), "
+                f"found {len(row)}",
+                number,
+            )
+        named = {f: row[i] for i, f in enumerate(fields) if f is not Field.IGNORE}
+        bucket, key = named[Field.BUCKET].strip(), named[Field.KEY]
+        if not bucket:
+            raise ManifestError("empty bucket name", number)
+        if "/" in bucket or any(c.isspace() for c in bucket):
+            raise ManifestError(f"invalid bucket name {bucket!r}", number)
+        if not key:
+            raise ManifestError("empty key", number)
+        if len(key) > MAX_KEY_FIELD_CHARS:
+            raise ManifestError(
+                f"key field is {len(key)} characters; the limit is {MAX_KEY_FIELD_CHARS}", number
+            )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+            raise ManifestError("key contains a control character; keys must be URL-encoded", number)
+        return bucket, key, self._version(named.get(Field.VERSION_ID), number)
+
+    def _version(self, value: str | None, number: int) -> str | None:
+        version = value.strip() if value else None
+        has = bool(version)
+        if self.layout.has_versions:
+            if self._versioned is None:
+                self._versioned = has
+            elif self._versioned != has:
+                raise ManifestError(
+                    "VersionId must be given on every row or on none", number
+                )
+        return version or None

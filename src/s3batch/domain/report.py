@@ -1,0 +1,112 @@
+"""Completion report rows and manifest.json, in AWS's exact layout (spec §4).
+
+The results CSV has no header and 7 columns in the order AWS actually writes:
+Bucket, Key, VersionId, TaskStatus, HTTPStatusCode, ErrorCode, ResultMessage —
+HTTPStatusCode before ErrorCode, although REPORT_SCHEMA (kept verbatim) lists them the other way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from s3batch.domain.task import Task, TaskResult
+
+REPORT_FORMAT = "Report_CSV_20180820"
+#: Verbatim from AWS, including its column-order mismatch with the rows.
+REPORT_SCHEMA = "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode, ResultMessage"
+
+
+class ReportScope(StrEnum):
+    ALL = "AllTasks"
+    FAILED_ONLY = "FailedTasksOnly"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    bucket: str
+    key: str
+    version_id: str
+    status: str
+    http_status: str
+    error_code: str
+    message: str
+
+    @classmethod
+    def of(cls, task: Task, result: TaskResult) -> ReportRow:
+        return cls(
+            bucket=task.bucket,
+            key=task.raw_key,
+            version_id=task.version_id or "",
+            status=result.status.value,
+            http_status="" if result.http_status is None else str(result.http_status),
+            error_code=result.error_code,
+            message=result.message,
+        )
+
+    def as_list(self) -> list[str]:
+        return [
+            self.bucket,
+            self.key,
+            self.version_id,
+            self.status,
+            self.http_status,
+            self.error_code,
+            self.message,
+        ]
+
+
+def render_rows(rows: Iterable[ReportRow]) -> str:
+    """RFC 4180 CSV text for rows (quotes only where needed, `"` doubled, LF endings)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        writer.writerow(row.as_list())
+    return out.getvalue()
+
+
+def parse_rows(text: str) -> list[ReportRow]:
+    return [ReportRow(*fields) for fields in csv.reader(io.StringIO(text)) if fields]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFile:
+    status: str
+    bucket: str
+    key: str
+    md5: str
+
+
+def results_key(prefix: str | None, job_id: str, name: str) -> str:
+    base = f"job-{job_id}/results/{name}.csv"
+    return f"{prefix.rstrip('/')}/{base}" if prefix else base
+
+
+def manifest_key(prefix: str | None, job_id: str) -> str:
+    base = f"job-{job_id}/manifest.json"
+    return f"{prefix.rstrip('/')}/{base}" if prefix else base
+
+
+def render_manifest(files: Sequence[ResultFile], created: datetime) -> str:
+    stamp = created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"
+    return json.dumps(
+        {
+            "Format": REPORT_FORMAT,
+            "ReportCreationDate": stamp,
+            "Results": [
+                {
+                    "TaskExecutionStatus": f.status,
+                    "Bucket": f.bucket,
+                    "MD5Checksum": f.md5,
+                    "Key": f.key,
+                }
+                for f in files
+            ],
+            "ReportSchema": REPORT_SCHEMA,
+        }
+    )

@@ -1,0 +1,1 @@
+"""How tasks execute: one contract (base.Engine), one module per engine."""

@@ -1,0 +1,152 @@
+"""JobService: create, describe, list and update jobs (the S3 Control operations)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from s3batch.domain.job import Job, JobStatus, user_status_change
+from s3batch.domain.request import (
+    MAX_PRIORITY,
+    client_token,
+    normalize_create_job,
+    request_hash,
+)
+from s3batch.errors import BadRequest, InvalidNextToken, JobStatusError
+from s3batch.operations import get_kind
+from s3batch.settings import Settings
+from s3batch.storage.config import S3Config, StorageConfig, to_dict
+from s3batch.store.base import JobStore
+
+#: ListJobs page size limit (AWS: maxResults 0..1000).
+MAX_LIST_RESULTS = 1000
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def create_job(
+        self,
+        request: Mapping[str, Any],
+        *,
+        storage: StorageConfig,
+        account_id: str | None = None,
+        functions: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Validate and record a job (status New). Same token + same request → same job."""
+        normalized = normalize_create_job(request)
+        name, params = next(iter(normalized["Operation"].items()))
+        get_kind(name).validate(params)
+        account = account_id or self.settings.account_id
+        job = Job(
+            job_id=str(uuid.uuid4()),
+            account_id=account,
+            status=JobStatus.NEW,
+            priority=normalized["Priority"],
+            request=normalized,
+            runtime=self._runtime(normalized, storage, functions or {}),
+            creation_time=time.time(),
+            client_request_token=client_token(request),
+            request_hash=request_hash(normalized),
+            tags=tuple((t["Key"], t["Value"]) for t in normalized["Tags"]),
+        )
+        return await self.store.insert_job(job)
+
+    def _runtime(
+        self, request: Mapping[str, Any], storage: StorageConfig, functions: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """What a worker needs besides the request: recorded so a resume behaves the same."""
+        runtime: dict[str, Any] = {"storage": to_dict(storage), "region": self.settings.region}
+        invoke = request["Operation"].get("LambdaInvoke")
+        if invoke is not None:
+            from s3batch.functions.registry import resolve_function
+
+            spec = resolve_function(
+                invoke["FunctionArn"],
+                functions,
+                cwd=os.getcwd(),
+                timeout_s=self.settings.function_timeout_s,
+            )
+            runtime["function"] = asdict(spec)
+            runtime["function_env"] = _function_env(storage, self.settings.region)
+        return runtime
+
+    async def describe_job(self, job_id: str, account_id: str | None = None) -> Job:
+        return await self.store.get_job(job_id, account_id or self.settings.account_id)
+
+    async def list_jobs(
+        self,
+        account_id: str | None = None,
+        statuses: list[str] | None = None,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        try:
+            wanted = [JobStatus(s) for s in statuses or []]
+        except ValueError as exc:
+            raise BadRequest(f"jobStatuses: {exc}") from exc
+        limit = MAX_LIST_RESULTS if max_results is None else max_results
+        if not 0 <= limit <= MAX_LIST_RESULTS:
+            raise BadRequest(f"maxResults must be between 0 and {MAX_LIST_RESULTS}")
+        jobs = await self.store.list_jobs(
+            account_id or self.settings.account_id,
+            wanted or None,
+            limit + 1,
+            _decode_token(next_token) if next_token else None,
+        )
+        if len(jobs) > limit and limit > 0:
+            last = jobs[limit - 1]
+            return jobs[:limit], f"{last.creation_time!r}:{last.job_id}"
+        return jobs[:limit], None
+
+    async def update_status(
+        self, job_id: str, requested: str, reason: str | None = None, account_id: str | None = None
+    ) -> Job:
+        job = await self.describe_job(job_id, account_id)
+        if reason is not None and not 1 <= len(reason) <= 256:
+            raise BadRequest("statusUpdateReason must be 1-256 characters")
+        target = user_status_change(job.status, requested)
+        if target is None:
+            raise JobStatusError(
+                f"cannot move job {job_id} from {job.status.value} to {requested}"
+            )
+        fields: dict[str, Any] = {"status_update_reason": reason}
+        if target.terminal:
+            fields["termination_date"] = time.time()
+        updated = await self.store.transition(job_id, [job.status], target, **fields)
+        if updated is None:  # raced with the runner: report the state it moved to
+            raise JobStatusError(f"job {job_id} changed state meanwhile; try again")
+        return updated
+
+    async def update_priority(
+        self, job_id: str, priority: int, account_id: str | None = None
+    ) -> Job:
+        if isinstance(priority, bool) or not 0 <= priority <= MAX_PRIORITY:
+            raise BadRequest(f"priority must be between 0 and {MAX_PRIORITY}")
+        await self.describe_job(job_id, account_id)
+        return await self.store.update_fields(job_id, priority=priority)
+
+
+def _function_env(storage: StorageConfig, region: str) -> dict[str, str]:
+    """Environment for handler processes, so boto3 inside a handler reaches the same store."""
+    env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+    if isinstance(storage, S3Config) and storage.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = storage.endpoint_url
+        env["AWS_ENDPOINT_URL_S3"] = storage.endpoint_url
+    return env
+
+
+def _decode_token(token: str) -> tuple[float, str]:
+    stamp, sep, job_id = token.partition(":")
+    try:
+        if not sep or not job_id:
+            raise ValueError(token)
+        return float(stamp), job_id
+    except ValueError as exc:
+        raise InvalidNextToken(f"invalid nextToken {token!r}") from exc

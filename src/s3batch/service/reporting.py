@@ -1,0 +1,82 @@
+"""Writes the completion report into the report bucket in AWS's layout (spec §4).
+
+    <Prefix>/job-<id>/manifest.json
+    <Prefix>/job-<id>/results/<40-hex>.csv     one file per task status that has rows
+
+Rows stream from the job store into temporary files (memory stays flat in job size), the MD5 is
+taken while writing, and manifest.json goes last so a reader that finds it finds every file.
+A report is written for Complete, Failed and Cancelled jobs when at least one task ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from s3batch.domain.arn import bucket_from_arn
+from s3batch.domain.job import Job
+from s3batch.domain.report import (
+    ReportRow,
+    ReportScope,
+    ResultFile,
+    manifest_key,
+    render_manifest,
+    results_key,
+)
+from s3batch.storage.base import ObjectStore
+from s3batch.store.base import JobStore
+
+STATUSES = ("succeeded", "failed")
+
+
+class _ResultsFile:
+    def __init__(self, directory: Path, status: str) -> None:
+        self.path = directory / f"{status}.csv"
+        self.handle: IO[str] = self.path.open("w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.handle, lineterminator="\n")
+        self.rows = 0
+
+    def write(self, row: ReportRow) -> None:
+        self.writer.writerow(row.as_list())
+        self.rows += 1
+
+    def finish(self) -> str:
+        self.handle.close()
+        digest = hashlib.md5(usedforsecurity=False)
+        with self.path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str | None:
+    """Write the report; return the manifest.json location (s3://bucket/key) or None."""
+    spec = job.request["Report"]
+    if not spec.get("Enabled") or job.progress.done == 0:
+        return None
+    bucket = bucket_from_arn(spec["Bucket"], "Report.Bucket")
+    prefix = spec.get("Prefix")
+    wanted = ("failed",) if spec.get("ReportScope") == ReportScope.FAILED_ONLY else STATUSES
+    with tempfile.TemporaryDirectory(prefix="s3batch-report-") as tmp:
+        files = {status: _ResultsFile(Path(tmp), status) for status in wanted}
+        async for rows in store.report_rows(job.job_id):
+            for row in rows:
+                if row.status in files:
+                    files[row.status].write(row)
+        written = []
+        for status, results in files.items():
+            md5 = results.finish()
+            if results.rows == 0:
+                continue
+            name = hashlib.sha1(f"{job.job_id}:{status}".encode(), usedforsecurity=False).hexdigest()
+            key = results_key(prefix, job.job_id, name)
+            await objects.put_file(bucket, key, results.path, content_type="text/csv")
+            written.append(ResultFile(status, bucket, key, md5))
+    key = manifest_key(prefix, job.job_id)
+    body = render_manifest(written, datetime.now(UTC)).encode()
+    await objects.put_bytes(bucket, key, body, content_type="application/json")
+    return f"s3://{bucket}/{key}"

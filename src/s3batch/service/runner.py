@@ -1,0 +1,385 @@
+"""JobRunner: drives one job through its statuses (spec §5) and records every result durably.
+
+New → Preparing → (Suspended) → Ready → Active → Completing → Complete
+                                         Active → Cancelling → Cancelled (user)
+                                         Active → Failing → Failed (failure threshold)
+Preparing → Failed (manifest unreadable, ETag mismatch, parse error naming the line)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from s3batch.domain.arn import object_from_arn
+from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
+from s3batch.domain.manifest import CsvLayout, CsvManifestParser, LineSplitter, RawLine
+from s3batch.domain.report import ReportRow
+from s3batch.domain.task import Task, TaskResult
+from s3batch.engines.base import Engine
+from s3batch.errors import ManifestError, StorageError
+from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.service.reporting import write_report
+from s3batch.storage.base import ObjectStore
+from s3batch.storage.config import from_dict, open_store
+from s3batch.store.base import Chunk, FinishedTask, JobStore
+
+log = logging.getLogger(__name__)
+
+#: Tasks per chunk, the unit of durable progress and of report compaction.
+CHUNK_TASKS = 1000
+#: Chunk rows written to the store per transaction while preparing.
+CHUNK_INSERT_BATCH = 500
+#: Finished tasks are written at least this often (seconds) or every FLUSH_MAX_ROWS rows.
+FLUSH_INTERVAL_S = 0.25
+FLUSH_MAX_ROWS = 2000
+#: How often a running job checks for a cancel request, in seconds.
+STATUS_POLL_S = 0.5
+#: Bytes read from the manifest per request.
+MANIFEST_READ_BYTES = 1 << 20
+
+
+class _Stop(Exception):
+    """Ends an Active run early with a target status."""
+
+    def __init__(self, status: JobStatus, reasons: tuple[FailureReason, ...] = ()) -> None:
+        super().__init__(status.value)
+        self.status, self.reasons = status, reasons
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, engine: Engine, function_workers: int = 2) -> None:
+        self.store = store
+        self.engine = engine
+        self.function_workers = function_workers
+
+    async def drive(self, job_id: str) -> Job:
+        """Advance the job until it is terminal or waits for confirmation."""
+        job = await self.store.get_job(job_id)
+        objects = open_store(from_dict(job.runtime["storage"]))
+        try:
+            while not job.status.terminal and job.status is not JobStatus.SUSPENDED:
+                job = await self._step(job, objects)
+        finally:
+            await objects.close()
+        return job
+
+    async def _step(self, job: Job, objects: ObjectStore) -> Job:
+        s = job.status
+        if s is JobStatus.NEW:
+            return await self._move(job, [s], JobStatus.PREPARING)
+        if s is JobStatus.PREPARING:
+            return await self._prepare(job, objects)
+        if s is JobStatus.READY:
+            return await self._move(job, [s], JobStatus.ACTIVE, active_since=time.time())
+        if s in (JobStatus.ACTIVE, JobStatus.PAUSING, JobStatus.PAUSED):
+            return await self._execute(job, objects)
+        return await self._finish(job, objects)
+
+    async def _move(
+        self, job: Job, allowed: Sequence[JobStatus], to: JobStatus, **fields: Any
+    ) -> Job:
+        moved = await self.store.transition(job.job_id, allowed, to, **fields)
+        # None: someone else (a user cancel) moved it first; carry on from where it is now.
+        return moved if moved is not None else await self.store.get_job(job.job_id)
+
+    # -- Preparing ----------------------------------------------------------------------
+
+    async def _prepare(self, job: Job, objects: ObjectStore) -> Job:
+        try:
+            total = await self._plan_chunks(job, objects)
+        except (ManifestError, StorageError) as exc:
+            return await self._fail_early(job, _failure(exc))
+        if total == 0:
+            return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
+        if job.request.get("ConfirmationRequired"):
+            return await self._move(
+                job,
+                [JobStatus.PREPARING],
+                JobStatus.SUSPENDED,
+                total_tasks=total,
+                suspended_date=time.time(),
+                suspended_cause="Awaiting confirmation: update-job-status --requested-job-status Ready",
+            )
+        return await self._move(job, [JobStatus.PREPARING], JobStatus.READY, total_tasks=total)
+
+    async def _fail_early(self, job: Job, reason: FailureReason) -> Job:
+        return await self._move(
+            job,
+            [JobStatus.PREPARING],
+            JobStatus.FAILED,
+            failure_reasons=(reason,),
+            termination_date=time.time(),
+        )
+
+    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> int:
+        """Read the whole manifest once: validate every line and record chunk boundaries."""
+        source = await _ManifestSource.open(job, objects)
+        parser = CsvManifestParser(source.layout)
+        unsaved: list[Chunk] = []
+        n_chunks, seq = 0, 0
+        start: tuple[int, int, int] | None = None  # (line, offset, seq) of the open chunk
+        async for line in source.lines(0, 1):
+            if parser.parse(line, seq) is None:
+                continue
+            start = start or (line.number, line.offset, seq)
+            seq += 1
+            if seq - start[2] == CHUNK_TASKS:
+                unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], CHUNK_TASKS))
+                n_chunks, start = n_chunks + 1, None
+            if len(unsaved) >= CHUNK_INSERT_BATCH:
+                await self.store.add_chunks(job.job_id, unsaved)
+                unsaved = []
+        if start is not None:
+            unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], seq - start[2]))
+        await self.store.add_chunks(job.job_id, unsaved)
+        return seq
+
+    # -- Active -------------------------------------------------------------------------
+
+    async def _execute(self, job: Job, objects: ObjectStore) -> Job:
+        try:
+            source = await _ManifestSource.open(job, objects)
+        except (ManifestError, StorageError) as exc:
+            return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
+        run = _Run(self.store, job.job_id)
+        consume = asyncio.create_task(self._consume(job, source, run))
+        watch = asyncio.create_task(self._watch(job.job_id, consume))
+        try:
+            await consume
+            target, reasons = JobStatus.COMPLETING, ()
+        except _Stop as stop:
+            target, reasons = stop.status, stop.reasons
+        except asyncio.CancelledError:
+            if not watch.done() or watch.cancelled():
+                raise
+            target, reasons = JobStatus.CANCELLING, ()
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        return await self._leave_active(job, target, reasons)
+
+    async def _leave_active(
+        self, job: Job, target: JobStatus, reasons: tuple[FailureReason, ...]
+    ) -> Job:
+        current = await self.store.get_job(job.job_id)
+        if current.status is JobStatus.CANCELLING:
+            target = JobStatus.CANCELLING
+        fields: dict[str, Any] = {
+            "elapsed_active_s": current.progress.elapsed_active_s,
+            "active_since": None,
+        }
+        if reasons:
+            fields["failure_reasons"] = reasons
+        running = [JobStatus.ACTIVE, JobStatus.PAUSING, JobStatus.PAUSED, JobStatus.CANCELLING]
+        return await self._move(current, running, target, **fields)
+
+    async def _watch(self, job_id: str, consume: asyncio.Task[None]) -> None:
+        """Cancel the run when a user asks for it (bounded: ends with the run)."""
+        while not consume.done():
+            await asyncio.sleep(STATUS_POLL_S)
+            if (await self.store.get_job(job_id)).status is JobStatus.CANCELLING:
+                consume.cancel()
+                return
+
+    async def _consume(self, job: Job, source: _ManifestSource, run: _Run) -> None:
+        pending = await self.store.pending_chunks(job.job_id)
+        for chunk in pending:
+            run.open_chunk(chunk, await self.store.chunk_progress(job.job_id, chunk.chunk_no))
+        await run.complete_full_chunks()
+        tasks = _pending_tasks(source, pending, run)
+        results = self.engine.run(self._context(job), job.request["Operation"], tasks)
+        try:
+            async for task, result in results:
+                await run.add(task, result)
+                if run.progress_over_threshold:
+                    raise _Stop(JobStatus.FAILING, (_threshold_reason(run),))
+        finally:
+            await asyncio.shield(run.flush())
+            with contextlib.suppress(Exception):
+                await results.aclose()  # type: ignore[attr-defined]
+        if run.chunks:  # every task must have a result before the job may complete
+            missing = sum(c.n_tasks - run.finished_in_chunk[n] for n, c in run.chunks.items())
+            raise _Stop(
+                JobStatus.FAILING,
+                (FailureReason("InternalError", f"{missing} tasks finished without a result"),),
+            )
+
+    def _context(self, job: Job) -> JobContext:
+        function = job.runtime.get("function")
+        return JobContext(
+            job_id=job.job_id,
+            account_id=job.account_id,
+            region=job.runtime.get("region", "us-east-1"),
+            storage=from_dict(job.runtime["storage"]),
+            function=FunctionSpec(**{**function, "sys_path": tuple(function["sys_path"])})
+            if function
+            else None,
+            function_workers=self.function_workers,
+            function_env=job.runtime.get("function_env", {}),
+        )
+
+    # -- Completing / Cancelling / Failing ---------------------------------------------
+
+    async def _finish(self, job: Job, objects: ObjectStore) -> Job:
+        final = {
+            JobStatus.COMPLETING: JobStatus.COMPLETE,
+            JobStatus.CANCELLING: JobStatus.CANCELLED,
+            JobStatus.FAILING: JobStatus.FAILED,
+        }[job.status]
+        fields: dict[str, Any] = {"termination_date": time.time()}
+        try:
+            location = await write_report(objects, self.store, job)
+            if location:
+                fields["report_manifest"] = location
+        except StorageError as exc:
+            final = JobStatus.FAILED
+            fields["failure_reasons"] = (
+                *job.failure_reasons,
+                FailureReason("ReportWriteFailed", f"could not write the completion report: {exc}"),
+            )
+        return await self._move(job, [job.status], final, **fields)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Book-keeping of an Active run: where each task belongs, buffered results, counters."""
+
+    store: JobStore
+    job_id: str
+    chunks: dict[int, Chunk] = field(default_factory=dict)
+    #: Every chunk opened, by first_seq, for bisecting; closed ones stay (looked up in chunks).
+    starts: list[int] = field(default_factory=list)
+    opened: list[Chunk] = field(default_factory=list)
+    finished_in_chunk: dict[int, int] = field(default_factory=dict)
+    done_idx: dict[int, set[int]] = field(default_factory=dict)
+    buffer: list[FinishedTask] = field(default_factory=list)
+    last_flush: float = field(default_factory=time.monotonic)
+    succeeded: int = 0
+    failed: int = 0
+
+    def open_chunk(self, chunk: Chunk, recorded: dict[int, ReportRow]) -> None:
+        self.chunks[chunk.chunk_no] = chunk
+        self.starts.append(chunk.first_seq)  # pending chunks arrive in seq order
+        self.opened.append(chunk)
+        self.finished_in_chunk[chunk.chunk_no] = len(recorded)
+        self.done_idx[chunk.chunk_no] = set(recorded)
+
+    def chunk_of(self, seq: int) -> Chunk | None:
+        i = bisect.bisect_right(self.starts, seq) - 1
+        if i < 0:
+            return None
+        chunk = self.opened[i]
+        inside = seq < chunk.first_seq + chunk.n_tasks
+        return chunk if inside and chunk.chunk_no in self.chunks else None
+
+    async def add(self, task: Task, result: TaskResult) -> None:
+        chunk = self.chunk_of(task.seq)
+        assert chunk is not None, f"task {task.seq} belongs to no open chunk"
+        self.buffer.append(FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, ReportRow.of(task, result)))
+        if len(self.buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.buffer:
+            return
+        batch, self.buffer = self.buffer, []
+        progress = await self.store.record(self.job_id, batch)
+        self.succeeded, self.failed = progress.succeeded, progress.failed
+        for item in batch:
+            self.finished_in_chunk[item.chunk_no] += 1
+        await self.complete_full_chunks()
+
+    async def complete_full_chunks(self) -> None:
+        for no, chunk in list(self.chunks.items()):
+            if self.finished_in_chunk[no] >= chunk.n_tasks:
+                await self.store.complete_chunk(self.job_id, no, chunk.n_tasks)
+                del self.chunks[no], self.finished_in_chunk[no], self.done_idx[no]
+
+    @property
+    def progress_over_threshold(self) -> bool:
+        return Progress(succeeded=self.succeeded, failed=self.failed).over_failure_threshold()
+
+
+def _threshold_reason(run: _Run) -> FailureReason:
+    done = run.succeeded + run.failed
+    return FailureReason(
+        "TaskFailureThresholdExceeded",
+        f"{run.failed} of {done} tasks failed (more than 50% after at least 1,000 tasks)",
+    )
+
+
+async def _pending_tasks(
+    source: _ManifestSource, pending: list[Chunk], run: _Run
+) -> AsyncIterator[Task]:
+    """Tasks of unfinished chunks not yet recorded, read from the first such chunk on."""
+    if not pending:
+        return
+    first = pending[0]
+    end = pending[-1].first_seq + pending[-1].n_tasks
+    parser = CsvManifestParser(source.layout, resuming=first.first_line > 1)
+    seq = first.first_seq
+    async for line in source.lines(first.byte_offset, first.first_line):
+        task = parser.parse(line, seq)
+        if task is None:
+            continue
+        seq += 1
+        chunk = run.chunk_of(task.seq)
+        if chunk is not None and (task.seq - chunk.first_seq) not in run.done_idx[chunk.chunk_no]:
+            yield task
+        if seq >= end:
+            return
+
+
+@dataclass(slots=True)
+class _ManifestSource:
+    """The job's manifest object, ETag-checked, readable from any byte offset."""
+
+    objects: ObjectStore
+    bucket: str
+    key: str
+    version_id: str | None
+    layout: CsvLayout
+
+    @classmethod
+    async def open(cls, job: Job, objects: ObjectStore) -> _ManifestSource:
+        manifest = job.request["Manifest"]
+        loc = object_from_arn(manifest["Location"]["ObjectArn"])
+        version = manifest["Location"].get("ObjectVersionId")
+        try:
+            info = await objects.head(loc.bucket, loc.key, version)
+        except StorageError as exc:
+            raise ManifestError(f"cannot read s3://{loc.bucket}/{loc.key}: {exc}") from exc
+        expected = manifest["Location"]["ETag"].strip('"')
+        if info.etag != expected:
+            raise ManifestError(
+                f"ETag mismatch: the job expects {expected}, the object has {info.etag}"
+            )
+        layout = CsvLayout.from_fields(manifest["Spec"].get("Fields"))
+        return cls(objects, loc.bucket, loc.key, version, layout)
+
+    async def lines(self, offset: int, first_line: int) -> AsyncIterator[RawLine]:
+        splitter = LineSplitter(offset, first_line)
+        stream = self.objects.iter_bytes(
+            self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES
+        )
+        async for chunk in stream:
+            for line in splitter.feed(chunk):
+                yield line
+        for line in splitter.close():
+            yield line
+
+
+def _failure(exc: Exception) -> FailureReason:
+    if isinstance(exc, ManifestError):
+        code = "ManifestETagMismatch" if "ETag mismatch" in str(exc) else "ManifestReadError"
+        return FailureReason(code, str(exc)[:256])
+    return FailureReason("ManifestReadError", str(exc)[:256])

@@ -1,0 +1,112 @@
+"""The worker: one process per S3BATCH_HOME that drives runnable jobs, most urgent first.
+
+An OS file lock (flock) on HOME/worker.lock makes it the only one; the lock dies with the
+process, so after `kill -9` the next s3batch command finds it free, starts a new worker, and
+that worker resumes the interrupted job from the job store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from s3batch.domain.job import FailureReason, JobStatus
+from s3batch.engines.local import LocalEngine
+from s3batch.service.runner import JobRunner
+from s3batch.settings import Settings
+from s3batch.store.sqlite import SqliteJobStore
+
+log = logging.getLogger(__name__)
+
+#: How long an idle worker keeps looking for new jobs before it exits, in seconds.
+IDLE_EXIT_S = 3.0
+#: How often an idle worker looks for jobs, in seconds.
+POLL_S = 0.2
+
+
+@contextlib.contextmanager
+def worker_lock(home: Path) -> Iterator[IO[str] | None]:
+    """Yield the open lock file if this process got the lock, else None."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "worker.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        yield None
+        return
+    try:
+        yield handle
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def worker_running(home: Path) -> bool:
+    with worker_lock(home) as held:
+        return held is None
+
+
+async def run_worker(settings: Settings, exit_when_idle: bool = True) -> int:
+    """Drive jobs until idle (or forever). Returns how many jobs it drove."""
+    store = SqliteJobStore(settings.db_path)
+    engine = LocalEngine(settings.concurrency, settings.retry)
+    runner = JobRunner(store, engine, settings.function_workers)
+    driven, idle_since = 0, time.monotonic()
+    try:
+        while True:
+            jobs = [j for j in await store.runnable_jobs() if j.status is not JobStatus.SUSPENDED]
+            if jobs:
+                await _drive_safely(runner, store, jobs[0].job_id)
+                driven, idle_since = driven + 1, time.monotonic()
+                continue
+            if exit_when_idle and time.monotonic() - idle_since > IDLE_EXIT_S:
+                return driven
+            await asyncio.sleep(POLL_S)
+    finally:
+        await store.close()
+
+
+async def _drive_safely(runner: JobRunner, store: SqliteJobStore, job_id: str) -> None:
+    """Drive a job; a bug fails that job with a reason instead of crash-looping the worker."""
+    try:
+        await runner.drive(job_id)
+    except Exception as exc:
+        log.exception("job %s failed with an internal error", job_id)
+        job = await store.get_job(job_id)
+        if not job.status.terminal:
+            reason = FailureReason("InternalError", f"{type(exc).__name__}: {exc}"[:256])
+            await store.transition(
+                job_id,
+                [job.status],
+                JobStatus.FAILED,
+                failure_reasons=(*job.failure_reasons, reason),
+                termination_date=time.time(),
+                active_since=None,
+            )
+
+
+def ensure_worker(settings: Settings) -> bool:
+    """Start a background worker for HOME unless one runs. True if one was started."""
+    if worker_running(settings.home):
+        return False
+    log_path = settings.home / "worker.log"
+    with log_path.open("ab") as log_file:
+        subprocess.Popen(
+            [sys.executable, "-m", "s3batch", "worker", "--exit-when-idle"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,  # survives the CLI's terminal and Ctrl-C
+            env={**os.environ, "S3BATCH_HOME": str(settings.home)},
+        )
+    return True

@@ -1,0 +1,91 @@
+"""Settings: every tunable named once, with its unit, read from the environment.
+
+S3BATCH_HOME            state directory (job store, worker log, default local buckets)
+S3BATCH_STORAGE         file:///path | s3:// | http(s)://host:port (see storage.config)
+S3BATCH_CONCURRENCY     tasks in flight per job
+S3BATCH_FUNCTION_WORKERS  handler processes for LambdaInvoke (default: CPU count)
+S3BATCH_FUNCTION_TIMEOUT  seconds one handler call may run
+S3BATCH_MAX_ATTEMPTS    attempts per task for retryable failures
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from s3batch.errors import ConfigError
+from s3batch.retry import RetryPolicy
+
+#: Default tasks in flight per job. More than ~64 rarely helps against one endpoint.
+DEFAULT_CONCURRENCY = 64
+#: Default seconds a function handler may run (AWS Lambda's default is 3; batch work is longer).
+DEFAULT_FUNCTION_TIMEOUT_S = 60.0
+#: Account used when none is given (the AWS CLI requires one; s3batch does not).
+DEFAULT_ACCOUNT_ID = "000000000000"
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    home: Path
+    concurrency: int = DEFAULT_CONCURRENCY
+    function_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
+    retry: RetryPolicy = RetryPolicy()
+    account_id: str = DEFAULT_ACCOUNT_ID
+    region: str = DEFAULT_REGION
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "jobs.sqlite3"
+
+    @property
+    def buckets_root(self) -> Path:
+        """The embedded default object store: one sub-folder per bucket."""
+        return self.home / "buckets"
+
+    @property
+    def functions_file(self) -> Path:
+        return self.home / "functions.toml"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        home = Path(env.get("S3BATCH_HOME") or platformdirs.user_data_dir("s3batch"))
+        return cls(
+            home=home.expanduser().resolve(),
+            concurrency=_int(env, "S3BATCH_CONCURRENCY", DEFAULT_CONCURRENCY),
+            function_workers=_int(env, "S3BATCH_FUNCTION_WORKERS", os.cpu_count() or 1),
+            function_timeout_s=_float(env, "S3BATCH_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_S),
+            retry=RetryPolicy(max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+        )
+
+
+def _int(env: os._Environ[str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return value
+
+
+def _float(env: os._Environ[str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -1,0 +1,152 @@
+"""The object-store contract every adapter implements.
+
+Every method raises `s3batch.errors.StorageError` for a failed call, with the S3 error code
+(`NoSuchKey`, `NoSuchBucket`, `AccessDenied`, `NotImplemented`, `SlowDown`, ...), the HTTP
+status (None when no HTTP answer came back) and `retryable` set for throttling, 5xx, timeouts
+and connection errors. Nothing else may escape: callers rely on that to turn a failure into a
+failed task instead of a dead job.
+
+ETags are returned without surrounding quotes. Keys are always the decoded key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    #: Without quotes. MD5 of the content for single-part objects.
+    etag: str
+    last_modified: datetime
+    version_id: str | None = None
+    storage_class: str = "STANDARD"
+    content_type: str | None = None
+    #: User metadata (x-amz-meta-*), keys lower-cased.
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Other system headers kept on copy: CacheControl, ContentDisposition, ContentEncoding,
+    #: ContentLanguage, Expires (as botocore names them).
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """One object (version) to delete in a batch."""
+
+    key: str
+    version_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyOptions:
+    """How CopyObject builds the destination.
+
+    `replace_metadata=False` copies the source's user metadata and system headers; True uses
+    `metadata` and `headers` instead. `tags=None` copies the source's tags; a mapping (even
+    empty) replaces them. `extra` carries further S3 CopyObject parameters verbatim
+    (botocore names: ACL, ServerSideEncryption, ObjectLockMode, ...); adapters that cannot
+    honour one raise StorageError("NotImplemented").
+    """
+
+    replace_metadata: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] | None = None
+    storage_class: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    etag: str
+    version_id: str | None = None
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Async access to one object store (an S3 endpoint or a local folder)."""
+
+    async def create_bucket(self, bucket: str) -> None:
+        """Create the bucket; succeed quietly if it already exists and is ours."""
+        ...
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo: ...
+
+    async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        """The whole body. For small objects (manifests, function inputs)."""
+        ...
+
+    def iter_bytes(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        start: int = 0,
+        chunk_size: int = 1 << 20,
+    ) -> AsyncIterator[bytes]:
+        """The body from byte `start` on, in chunks; memory stays flat in object size."""
+        ...
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo: ...
+
+    async def put_file(
+        self, bucket: str, key: str, path: Path, *, content_type: str | None = None
+    ) -> None:
+        """Upload a local file; multipart when large."""
+        ...
+
+    async def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        src_version_id: str | None = None,
+        options: CopyOptions = CopyOptions(),
+    ) -> CopyResult:
+        """Server-side copy; multipart copy above the single-request limit (5 GiB)."""
+        ...
+
+    async def get_tags(
+        self, bucket: str, key: str, version_id: str | None = None
+    ) -> dict[str, str]: ...
+
+    async def put_tags(
+        self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
+    ) -> None:
+        """Replace the whole tag set."""
+        ...
+
+    async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None: ...
+
+    async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        """Delete an object (or one version). Deleting a missing key succeeds, as in S3."""
+        ...
+
+    async def delete_many(
+        self, bucket: str, objects: Sequence[VersionRef]
+    ) -> list[Exception | None]:
+        """Delete up to 1,000 objects; one entry per input, None for success."""
+        ...
+
+    def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Objects under `prefix`, in key order."""
+        ...
+
+    async def close(self) -> None: ...

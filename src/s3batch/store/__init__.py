@@ -1,0 +1,1 @@
+"""Durable job state: one contract (base.JobStore), SQLite by default."""

@@ -1,0 +1,86 @@
+"""The job-store contract the service and runner rely on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from s3batch.domain.job import Job, JobStatus, Progress
+from s3batch.domain.report import ReportRow
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A run of consecutive manifest tasks, the unit of durable progress."""
+
+    chunk_no: int
+    #: seq of the chunk's first task (task seqs are consecutive within a chunk).
+    first_seq: int
+    #: 1-based manifest line and byte offset where the chunk starts.
+    first_line: int
+    byte_offset: int
+    n_tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedTask:
+    chunk_no: int
+    #: Position within the chunk, 0-based.
+    idx: int
+    row: ReportRow
+
+
+class JobStore(Protocol):
+    async def insert_job(self, job: Job) -> Job:
+        """Insert, or return the existing job for the same (account, token) and request hash.
+        Raises IdempotencyError when the token was used for a different request."""
+        ...
+
+    async def get_job(self, job_id: str, account_id: str | None = None) -> Job:
+        """Raises NotFound."""
+        ...
+
+    async def list_jobs(
+        self,
+        account_id: str | None,
+        statuses: Collection[JobStatus] | None = None,
+        limit: int = 1000,
+        after: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        """Newest first; `after` is the (creation_time, job_id) of the last job already seen."""
+        ...
+
+    async def transition(
+        self, job_id: str, allowed_from: Collection[JobStatus], to: JobStatus, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set: move to `to` only from one of `allowed_from`; None if not."""
+        ...
+
+    async def update_fields(self, job_id: str, **fields: Any) -> Job: ...
+
+    async def add_chunks(self, job_id: str, chunks: Sequence[Chunk]) -> None: ...
+
+    async def pending_chunks(self, job_id: str) -> list[Chunk]: ...
+
+    async def chunk_progress(self, job_id: str, chunk_no: int) -> dict[int, ReportRow]:
+        """Rows already recorded for an unfinished chunk, by idx (to skip them on resume)."""
+        ...
+
+    async def record(self, job_id: str, finished: Sequence[FinishedTask]) -> Progress:
+        """Durably record finished tasks and return the job's updated counters."""
+        ...
+
+    async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
+        """Compact the chunk's rows into its results blob."""
+        ...
+
+    def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
+        """Every recorded row of the job, chunk by chunk in manifest order."""
+        ...
+
+    async def runnable_jobs(self) -> list[Job]:
+        """Jobs a worker should drive, most urgent first."""
+        ...
+
+    async def close(self) -> None: ...
