@@ -27,8 +27,9 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Sleep before attempt number `attempt + 1` (attempt counts from 1)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        return ceiling * (rng or random).random()
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
+        draw: float = (rng or random).random()
+        return ceiling * draw
 
     def should_retry(self, attempt: int) -> bool:
         return attempt < self.max_attempts

@@ -34,7 +34,7 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     function_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     account_id: str = DEFAULT_ACCOUNT_ID
     region: str = DEFAULT_REGION
 
@@ -60,7 +60,9 @@ class Settings:
             concurrency=_int(env, "S3BATCH_CONCURRENCY", DEFAULT_CONCURRENCY),
             function_workers=_int(env, "S3BATCH_FUNCTION_WORKERS", os.cpu_count() or 1),
             function_timeout_s=_float(env, "S3BATCH_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_S),
-            retry=RetryPolicy(max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)),
+            retry=RetryPolicy(
+                max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)
+            ),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
 

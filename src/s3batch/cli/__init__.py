@@ -29,7 +29,9 @@ from s3batch.settings import Settings
     "storage_url",
     help="Object store: file:///path, s3:// or http(s)://host:port (else S3BATCH_STORAGE).",
 )
-@click.option("--home", type=click.Path(file_okay=False), help="State directory (else S3BATCH_HOME).")
+@click.option(
+    "--home", type=click.Path(file_okay=False), help="State directory (else S3BATCH_HOME)."
+)
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
 @click.version_option(__version__, prog_name="s3batch")
 @click.pass_context
@@ -41,7 +43,9 @@ def cli(
     verbose: int,
 ) -> None:
     """Run S3 Batch Operations jobs on any S3-compatible store or a local folder."""
-    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s"
+    )
     if home:
         import os
 

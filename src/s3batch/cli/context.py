@@ -62,7 +62,9 @@ def load_json_arg(value: str | None, name: str) -> Any:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=name) from exc
+            raise click.BadParameter(
+                f"cannot read {path}: {exc.strerror}", param_hint=name
+            ) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -35,8 +35,14 @@ MARKER = ".s3batch-demo"
 
 
 @click.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default="demo-output",
-              show_default=True, help="Where the demo's buckets and job store go (recreated).")  # fmt: skip
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default="demo-output",
+    show_default=True,
+    help="Where the demo's buckets and job store go (recreated each run).",
+)
 def demo(directory: str) -> None:
     """Run the sentiment walkthrough on a local folder store and print the report."""
     from s3batch.cli.context import CliContext
@@ -97,8 +103,11 @@ async def _seed(storage: LocalConfig) -> str:
 def _request(etag: str) -> dict[str, object]:
     return {
         "Operation": {
-            "LambdaInvoke": {"FunctionArn": FUNCTION_ARN, "InvocationSchemaVersion": "2.0",
-                             "UserArguments": {"language": "en"}}  # fmt: skip
+            "LambdaInvoke": {
+                "FunctionArn": FUNCTION_ARN,
+                "InvocationSchemaVersion": "2.0",
+                "UserArguments": {"language": "en"},
+            }
         },
         "Manifest": {
             "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
@@ -120,7 +129,11 @@ def _request(etag: str) -> dict[str, object]:
 def _equivalent_command(etag: str) -> str:
     req = _request(etag)
     parts = ["s3batch --storage file://… create-job --wait"]
-    for flag, key in (("--operation", "Operation"), ("--manifest", "Manifest"), ("--report", "Report")):
+    for flag, key in (
+        ("--operation", "Operation"),
+        ("--manifest", "Manifest"),
+        ("--report", "Report"),
+    ):
         parts.append(f"{flag} '{json.dumps(req[key], separators=(',', ':'))}'")
     parts.append("--priority 10 --no-confirmation-required")
     return " ".join(parts)
@@ -150,7 +163,10 @@ def _sentiment_table(rows: list[ReportRow], job: Job) -> Table:
         try:
             result = json.loads(row.message)
             scores = result["SentimentScore"]
-            cells = [result["Sentiment"], *(f"{scores[k]:.3f}" for k in ("Positive", "Negative", "Neutral", "Mixed"))]
+            cells = [
+                result["Sentiment"],
+                *(f"{scores[k]:.3f}" for k in ("Positive", "Negative", "Neutral", "Mixed")),
+            ]
         except (ValueError, KeyError, TypeError):
             cells = [row.error_code or "?", "", "", "", row.message[:60]]
         table.add_row(row.key, row.status, *cells)
@@ -168,4 +184,3 @@ def _print_report_files(console: Console, storage: LocalConfig, job: Job) -> Non
             if path.suffix == ".csv":
                 for line in path.read_text().splitlines():
                     console.print(f"    {line}", markup=False, highlight=False)
-

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -27,9 +28,10 @@ WORKER_CHECK_S = 2.0
 EXIT_COMPLETE, EXIT_NOT_COMPLETE = 0, 1
 
 pass_ctx = click.make_pass_decorator(CliContext)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _json_opt(name: str, help: str) -> Any:
+def _json_opt(name: str, help: str) -> Callable[[F], F]:
     return click.option(name, help=help + " JSON, or file://path.json.")
 
 
@@ -46,11 +48,16 @@ def _json_opt(name: str, help: str) -> Any:
 @click.option("--role-arn", help="Accepted for compatibility; optional.")
 @_json_opt("--tags", "A list of {Key, Value}.")
 @_json_opt("--cli-input-json", "All parameters in one document.")
-@click.option("--function", "functions", multiple=True, metavar="NAME=module:callable",
-              help="Register a Lambda function name for this job (repeatable).")  # fmt: skip
+@click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    metavar="NAME=module:callable",
+    help="Register a Lambda function name for this job (repeatable).",
+)
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @pass_ctx
-def create_job(ctx: CliContext, wait: bool, functions: tuple[str, ...], **options: Any) -> None:
+def create_job(ctx: CliContext, /, wait: bool, functions: tuple[str, ...], **options: Any) -> None:
     """Create a job (aws s3control create-job). It runs in a background worker."""
     request = _create_request(options)
     account = request.pop("AccountId", None)
@@ -110,11 +117,13 @@ def _create_request(options: dict[str, Any]) -> dict[str, Any]:
 def _registry(ctx: CliContext, functions: tuple[str, ...]) -> dict[str, str]:
     from s3batch.functions.registry import load_registry
 
-    registry = load_registry(ctx.settings.functions_file)
+    registry: dict[str, str] = dict(load_registry(ctx.settings.functions_file))
     for item in functions:
         name, sep, target = item.partition("=")
         if not sep or ":" not in target:
-            raise click.BadParameter(f"{item!r}: expected NAME=module:callable", param_hint="--function")
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=module:callable", param_hint="--function"
+            )
         registry[name.strip()] = target.strip()
     return registry
 

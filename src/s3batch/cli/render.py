@@ -66,14 +66,14 @@ class JobProgress:
     def update(self, job: Job) -> None:
         p = job.progress
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        fields = {
-            "status": job.status.value,
-            "rate": f"{p.done / elapsed:,.0f}",
-            "failed": f"{p.failed:,}",
-        }
+        status, rate, failed = job.status.value, f"{p.done / elapsed:,.0f}", f"{p.failed:,}"
         if self.task is None:
-            self.task = self.bar.add_task("job", total=p.total, **fields)
-        self.bar.update(self.task, completed=p.done, total=p.total, **fields)
+            self.task = self.bar.add_task(
+                "job", total=p.total, status=status, rate=rate, failed=failed
+            )
+        self.bar.update(
+            self.task, completed=p.done, total=p.total, status=status, rate=rate, failed=failed
+        )
 
 
 def report_table(rows: Iterable[ReportRow], title: str) -> Table:
@@ -85,7 +85,13 @@ def report_table(rows: Iterable[ReportRow], title: str) -> Table:
     for r in ordered:
         style = "red" if r.status == "failed" else None
         table.add_row(
-            r.bucket, r.key, r.version_id, r.status, r.http_status, r.error_code, r.message,
+            r.bucket,
+            r.key,
+            r.version_id,
+            r.status,
+            r.http_status,
+            r.error_code,
+            r.message,
             style=style,
-        )  # fmt: skip
+        )
     return table

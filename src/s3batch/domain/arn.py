@@ -24,7 +24,9 @@ def bucket_from_arn(arn: str, field: str = "Bucket") -> str:
     """`arn:aws:s3:::bucket` → `bucket`. A bare bucket name is accepted too."""
     if not arn.startswith("arn:"):
         if not arn or "/" in arn:
-            raise BadRequest(f"{field}: expected a bucket ARN like arn:aws:s3:::bucket, got {arn!r}")
+            raise BadRequest(
+                f"{field}: expected a bucket ARN like arn:aws:s3:::bucket, got {arn!r}"
+            )
         return arn
     m = _S3_ARN.match(arn)
     if not m or "/" in m.group("rest"):

@@ -92,7 +92,10 @@ class Progress:
         return self.succeeded + self.failed
 
     def over_failure_threshold(self) -> bool:
-        return self.done >= FAILURE_THRESHOLD_MIN_TASKS and self.failed > FAILURE_RATE_LIMIT * self.done
+        return (
+            self.done >= FAILURE_THRESHOLD_MIN_TASKS
+            and self.failed > FAILURE_RATE_LIMIT * self.done
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,4 +130,4 @@ class Job:
 
     @property
     def operation_name(self) -> str:
-        return next(iter(self.request["Operation"]))
+        return str(next(iter(self.request["Operation"])))

@@ -113,9 +113,9 @@ class LineSplitter:
         return line
 
 
-def split_lines(chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1) -> Iterator[
-    RawLine
-]:
+def split_lines(
+    chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1
+) -> Iterator[RawLine]:
     """All lines of a byte stream (convenience for sync sources and tests)."""
     splitter = LineSplitter(start_offset, first_line)
     for chunk in chunks:
@@ -202,7 +202,9 @@ class CsvManifestParser:
                 f"key field is {len(key)} characters; the limit is {MAX_KEY_FIELD_CHARS}", number
             )
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-            raise ManifestError("key contains a control character; keys must be URL-encoded", number)
+            raise ManifestError(
+                "key contains a control character; keys must be URL-encoded", number
+            )
         return bucket, key, self._version(named.get(Field.VERSION_ID), number)
 
     def _version(self, value: str | None, number: int) -> str | None:
@@ -212,7 +214,5 @@ class CsvManifestParser:
             if self._versioned is None:
                 self._versioned = has
             elif self._versioned != has:
-                raise ManifestError(
-                    "VersionId must be given on every row or on none", number
-                )
+                raise ManifestError("VersionId must be given on every row or on none", number)
         return version or None

@@ -17,9 +17,7 @@ from s3batch.storage.config import open_store
 log = logging.getLogger(__name__)
 
 
-def build_operation(
-    job: JobContext, operation: Mapping[str, Any]
-) -> tuple[Operation, ObjectStore]:
+def build_operation(job: JobContext, operation: Mapping[str, Any]) -> tuple[Operation, ObjectStore]:
     name, params = next(iter(operation.items()))
     store = open_store(job.storage)
     return get_kind(name).create(params, OperationContext(job=job, store=store)), store
@@ -50,7 +48,9 @@ async def execute_task(
     return result
 
 
-async def execute_batch(op: Operation, tasks: Sequence[Task], policy: RetryPolicy) -> list[TaskResult]:
+async def execute_batch(
+    op: Operation, tasks: Sequence[Task], policy: RetryPolicy
+) -> list[TaskResult]:
     """One apply_many call, then per-task retries for what failed retryably."""
     try:
         firsts = await op.apply_many(tasks)
@@ -61,5 +61,7 @@ async def execute_batch(op: Operation, tasks: Sequence[Task], policy: RetryPolic
         failed = TaskResult.fail("InternalError", f"{type(exc).__name__}: {exc}", None, True)
         firsts = [failed] * len(tasks)
     return list(
-        await asyncio.gather(*(execute_task(op, t, policy, r) for t, r in zip(tasks, firsts, strict=True)))
+        await asyncio.gather(
+            *(execute_task(op, t, policy, r) for t, r in zip(tasks, firsts, strict=True))
+        )
     )

@@ -23,9 +23,7 @@ def supported() -> tuple[str, ...]:
 def get_kind(name: str) -> OperationKind:
     module = _MODULES.get(name)
     if module is None:
-        raise BadRequest(
-            f"operation {name} is not supported yet; supported: {', '.join(_MODULES)}"
-        )
+        raise BadRequest(f"operation {name} is not supported yet; supported: {', '.join(_MODULES)}")
     kind = import_module(module).KIND
     assert isinstance(kind, OperationKind)
     return kind

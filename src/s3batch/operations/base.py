@@ -82,7 +82,7 @@ class Operation(ABC):
     async def apply_many(self, tasks: Sequence[Task]) -> list[TaskResult]:
         return list(await asyncio.gather(*(self.apply(t) for t in tasks)))
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most operations hold nothing
         """Release what `create` acquired (process pools, clients)."""
 
 

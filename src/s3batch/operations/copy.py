@@ -22,13 +22,23 @@ from s3batch.storage.base import CopyOptions
 
 NAME = "S3PutObjectCopy"
 STORAGE_CLASSES = (
-    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "GLACIER", "INTELLIGENT_TIERING",
-    "DEEP_ARCHIVE", "GLACIER_IR",
-)  # fmt: skip
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "GLACIER",
+    "INTELLIGENT_TIERING",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+)
 CANNED_ACLS = (
-    "private", "public-read", "public-read-write", "aws-exec-read", "authenticated-read",
-    "bucket-owner-read", "bucket-owner-full-control",
-)  # fmt: skip
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+)
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: NewObjectMetadata field → CopyObject header parameter.
 _HEADER_FIELDS = {
@@ -41,12 +51,23 @@ _HEADER_FIELDS = {
 }
 _METADATA_FIELDS = {*_HEADER_FIELDS, "UserMetadata", "SSEAlgorithm"}
 _KNOWN = {
-    "TargetResource", "TargetKeyPrefix", "StorageClass", "MetadataDirective",
-    "NewObjectMetadata", "NewObjectTagging", "CannedAccessControlList", "RequesterPays",
-    "SSEAwsKmsKeyId", "BucketKeyEnabled", "ChecksumAlgorithm", "ModifiedSinceConstraint",
-    "UnModifiedSinceConstraint", "ObjectLockLegalHoldStatus", "ObjectLockMode",
+    "TargetResource",
+    "TargetKeyPrefix",
+    "StorageClass",
+    "MetadataDirective",
+    "NewObjectMetadata",
+    "NewObjectTagging",
+    "CannedAccessControlList",
+    "RequesterPays",
+    "SSEAwsKmsKeyId",
+    "BucketKeyEnabled",
+    "ChecksumAlgorithm",
+    "ModifiedSinceConstraint",
+    "UnModifiedSinceConstraint",
+    "ObjectLockLegalHoldStatus",
+    "ObjectLockMode",
     "ObjectLockRetainUntilDate",
-}  # fmt: skip
+}
 
 
 def validate(params: Mapping[str, Any]) -> None:
@@ -82,8 +103,9 @@ def _options(params: Mapping[str, Any]) -> CopyOptions:
     if meta is not None and not isinstance(meta, Mapping):
         raise BadRequest(f"{NAME}.NewObjectMetadata must be an object")
     default = "REPLACE" if meta else "COPY"
-    directive = one_of(NAME, "MetadataDirective", params.get("MetadataDirective", default),
-                       ("COPY", "REPLACE"))  # fmt: skip
+    directive = one_of(
+        NAME, "MetadataDirective", params.get("MetadataDirective", default), ("COPY", "REPLACE")
+    )
     tags = params.get("NewObjectTagging")
     return CopyOptions(
         replace_metadata=directive == "REPLACE",
@@ -117,21 +139,25 @@ def _extra(params: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]
     """Parameters passed to CopyObject as they are (botocore names)."""
     extra: dict[str, Any] = {}
     if "CannedAccessControlList" in params:
-        extra["ACL"] = one_of(NAME, "CannedAccessControlList", params["CannedAccessControlList"],
-                              CANNED_ACLS)  # fmt: skip
+        extra["ACL"] = one_of(
+            NAME, "CannedAccessControlList", params["CannedAccessControlList"], CANNED_ACLS
+        )
     if params.get("RequesterPays"):
         extra["RequestPayer"] = "requester"
     if params.get("SSEAwsKmsKeyId"):
         extra["ServerSideEncryption"] = "aws:kms"
         extra["SSEKMSKeyId"] = params["SSEAwsKmsKeyId"]
     elif meta.get("SSEAlgorithm"):
-        alg = one_of(NAME, "NewObjectMetadata.SSEAlgorithm", meta["SSEAlgorithm"], ("AES256", "KMS"))
+        alg = one_of(
+            NAME, "NewObjectMetadata.SSEAlgorithm", meta["SSEAlgorithm"], ("AES256", "KMS")
+        )
         extra["ServerSideEncryption"] = "aws:kms" if alg == "KMS" else "AES256"
     if "BucketKeyEnabled" in params:
         extra["BucketKeyEnabled"] = bool(params["BucketKeyEnabled"])
     if "ChecksumAlgorithm" in params:
-        extra["ChecksumAlgorithm"] = one_of(NAME, "ChecksumAlgorithm", params["ChecksumAlgorithm"],
-                                            CHECKSUM_ALGORITHMS)  # fmt: skip
+        extra["ChecksumAlgorithm"] = one_of(
+            NAME, "ChecksumAlgorithm", params["ChecksumAlgorithm"], CHECKSUM_ALGORITHMS
+        )
     for src, dst in (
         ("ModifiedSinceConstraint", "CopySourceIfModifiedSince"),
         ("UnModifiedSinceConstraint", "CopySourceIfUnmodifiedSince"),

@@ -113,9 +113,7 @@ class JobService:
             raise BadRequest("statusUpdateReason must be 1-256 characters")
         target = user_status_change(job.status, requested)
         if target is None:
-            raise JobStatusError(
-                f"cannot move job {job_id} from {job.status.value} to {requested}"
-            )
+            raise JobStatusError(f"cannot move job {job_id} from {job.status.value} to {requested}")
         fields: dict[str, Any] = {"status_update_reason": reason}
         if target.terminal:
             fields["termination_date"] = time.time()

@@ -41,6 +41,7 @@ FLUSH_INTERVAL_S = 0.25
 FLUSH_MAX_ROWS = 2000
 #: How often a running job checks for a cancel request, in seconds.
 STATUS_POLL_S = 0.5
+SUSPENDED_CAUSE = "Awaiting confirmation: update-job-status --requested-job-status Ready"
 #: Bytes read from the manifest per request.
 MANIFEST_READ_BYTES = 1 << 20
 
@@ -97,7 +98,9 @@ class JobRunner:
         except (ManifestError, StorageError) as exc:
             return await self._fail_early(job, _failure(exc))
         if total == 0:
-            return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
+            return await self._fail_early(
+                job, FailureReason("ManifestEmpty", "manifest has no tasks")
+            )
         if job.request.get("ConfirmationRequired"):
             return await self._move(
                 job,
@@ -105,7 +108,7 @@ class JobRunner:
                 JobStatus.SUSPENDED,
                 total_tasks=total,
                 suspended_date=time.time(),
-                suspended_cause="Awaiting confirmation: update-job-status --requested-job-status Ready",
+                suspended_cause=SUSPENDED_CAUSE,
             )
         return await self._move(job, [JobStatus.PREPARING], JobStatus.READY, total_tasks=total)
 
@@ -153,7 +156,7 @@ class JobRunner:
         watch = asyncio.create_task(self._watch(job.job_id, consume))
         try:
             await consume
-            target, reasons = JobStatus.COMPLETING, ()
+            target, reasons = JobStatus.COMPLETING, tuple[FailureReason, ...]()
         except _Stop as stop:
             target, reasons = stop.status, stop.reasons
         except asyncio.CancelledError:
@@ -283,8 +286,13 @@ class _Run:
     async def add(self, task: Task, result: TaskResult) -> None:
         chunk = self.chunk_of(task.seq)
         assert chunk is not None, f"task {task.seq} belongs to no open chunk"
-        self.buffer.append(FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, ReportRow.of(task, result)))
-        if len(self.buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+        self.buffer.append(
+            FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, ReportRow.of(task, result))
+        )
+        if (
+            len(self.buffer) >= FLUSH_MAX_ROWS
+            or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S
+        ):
             await self.flush()
 
     async def flush(self) -> None:

@@ -56,7 +56,11 @@ class SqliteJobStore:
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         files = sorted(
-            (f for f in resources.files("s3batch.store.migrations").iterdir() if f.name.endswith(".sql")),
+            (
+                f
+                for f in resources.files("s3batch.store.migrations").iterdir()
+                if f.name.endswith(".sql")
+            ),
             key=lambda f: f.name,
         )
         for number, migration in enumerate(files, start=1):
@@ -85,7 +89,8 @@ class SqliteJobStore:
         with self._tx() as c:
             if job.client_request_token is not None:
                 row = c.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE account_id=? AND client_request_token=?",
+                    f"SELECT {_JOB_COLUMNS} FROM jobs "
+                    "WHERE account_id=? AND client_request_token=?",
                     (job.account_id, job.client_request_token),
                 ).fetchone()
                 if row is not None:
@@ -120,7 +125,8 @@ class SqliteJobStore:
         limit: int = 1000,
         after: tuple[float, str] | None = None,
     ) -> list[Job]:
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
         if account_id is not None:
             where.append("account_id=?")
             args.append(account_id)
@@ -169,8 +175,17 @@ class SqliteJobStore:
         return await self._run(update)
 
     async def runnable_jobs(self) -> list[Job]:
-        order = {"Cancelling": 0, "Failing": 0, "Completing": 0, "Active": 1, "Pausing": 1,
-                 "Paused": 2, "New": 3, "Preparing": 3, "Ready": 4}
+        order = {
+            "Cancelling": 0,
+            "Failing": 0,
+            "Completing": 0,
+            "Active": 1,
+            "Pausing": 1,
+            "Paused": 2,
+            "New": 3,
+            "Preparing": 3,
+            "Ready": 4,
+        }
 
         def query() -> list[Job]:
             with self._lock:
@@ -192,8 +207,10 @@ class SqliteJobStore:
                 c.executemany(
                     "INSERT OR IGNORE INTO chunks (job_id, chunk_no, first_seq, first_line, "
                     "byte_offset, n_tasks) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(job_id, k.chunk_no, k.first_seq, k.first_line, k.byte_offset, k.n_tasks)
-                     for k in chunks],
+                    [
+                        (job_id, k.chunk_no, k.first_seq, k.first_line, k.byte_offset, k.n_tasks)
+                        for k in chunks
+                    ],
                 )
 
         await self._run(insert)
@@ -266,7 +283,7 @@ class SqliteJobStore:
     async def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
         last = -1
         while True:
-            batch = await self._run(lambda: self._next_chunk_rows(job_id, last))
+            batch = await asyncio.to_thread(self._next_chunk_rows, job_id, last)
             if batch is None:
                 return
             last, rows = batch
@@ -336,19 +353,56 @@ def _to_column(name: str, value: Any) -> Any:
 def _job_to_row(job: Job) -> tuple[Any, ...]:
     p = job.progress
     return (
-        job.job_id, job.account_id, job.client_request_token, job.request_hash,
-        json.dumps(job.request), json.dumps(job.runtime), job.status.value, job.priority,
-        p.total, p.succeeded, p.failed, p.elapsed_active_s, job.active_since, job.creation_time,
-        job.termination_date, job.suspended_date, job.suspended_cause, job.status_update_reason,
-        _to_column("failure_reasons", job.failure_reasons), _to_column("tags", job.tags),
-        job.report_manifest, json.dumps(job.extra),
-    )  # fmt: skip
+        job.job_id,
+        job.account_id,
+        job.client_request_token,
+        job.request_hash,
+        json.dumps(job.request),
+        json.dumps(job.runtime),
+        job.status.value,
+        job.priority,
+        p.total,
+        p.succeeded,
+        p.failed,
+        p.elapsed_active_s,
+        job.active_since,
+        job.creation_time,
+        job.termination_date,
+        job.suspended_date,
+        job.suspended_cause,
+        job.status_update_reason,
+        _to_column("failure_reasons", job.failure_reasons),
+        _to_column("tags", job.tags),
+        job.report_manifest,
+        json.dumps(job.extra),
+    )
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    (job_id, account_id, token, req_hash, request, runtime, status, priority, total, ok, failed,
-     elapsed, active_since, created, terminated, suspended, cause, reason, failures, tags,
-     report, extra) = row  # fmt: skip
+    (
+        job_id,
+        account_id,
+        token,
+        req_hash,
+        request,
+        runtime,
+        status,
+        priority,
+        total,
+        ok,
+        failed,
+        elapsed,
+        active_since,
+        created,
+        terminated,
+        suspended,
+        cause,
+        reason,
+        failures,
+        tags,
+        report,
+        extra,
+    ) = row
     live = time.time() - active_since if active_since is not None else 0.0
     return Job(
         job_id=job_id,
@@ -359,7 +413,9 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         runtime=json.loads(runtime),
         status=JobStatus(status),
         priority=priority,
-        progress=Progress(total=total, succeeded=ok, failed=failed, elapsed_active_s=elapsed + live),
+        progress=Progress(
+            total=total, succeeded=ok, failed=failed, elapsed_active_s=elapsed + live
+        ),
         active_since=active_since,
         creation_time=created,
         termination_date=terminated,

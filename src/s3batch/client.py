@@ -1,0 +1,148 @@
+"""The Python API: a client with boto3 `s3control`'s method names, arguments and return shapes.
+
+    from s3batch.client import S3Batch
+    batch = S3Batch(storage="file:///data/buckets")          # or endpoint_url="http://..."
+    job_id = batch.create_job(Operation=..., Manifest=..., Report=..., Priority=10)["JobId"]
+    batch.wait(job_id)                                       # or run_until_idle() in-process
+    batch.describe_job(JobId=job_id)["Job"]["ProgressSummary"]
+
+Jobs run in the background worker of the client's S3BATCH_HOME (started on demand, like the
+CLI does), or in this process with `run_until_idle()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from s3batch.domain.job import JobStatus
+from s3batch.domain.report import ReportRow
+from s3batch.service.jobs import JobService
+from s3batch.service.shapes import job_descriptor, job_list_entry
+from s3batch.service.worker import ensure_worker, run_worker, worker_lock
+from s3batch.settings import Settings
+from s3batch.storage.config import StorageConfig, resolve_storage
+from s3batch.store.sqlite import SqliteJobStore
+
+T = TypeVar("T")
+#: Seconds between status polls in `wait`.
+WAIT_POLL_S = 0.1
+
+
+class S3Batch:
+    def __init__(
+        self,
+        *,
+        home: str | Path | None = None,
+        storage: str | None = None,
+        endpoint_url: str | None = None,
+        functions: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
+        background: bool = True,
+    ) -> None:
+        base = settings or Settings.from_env()
+        if home is not None:
+            from dataclasses import replace
+
+            base = replace(base, home=Path(home).resolve())
+        self.settings = base
+        self.storage: StorageConfig = resolve_storage(storage, endpoint_url, base.buckets_root)
+        self.functions = dict(functions or {})
+        self.background = background
+
+    def _call(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
+        async def go() -> T:
+            store = SqliteJobStore(self.settings.db_path)
+            try:
+                return await fn(JobService(self.settings, store))
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
+
+    def create_job(self, **request: Any) -> dict[str, Any]:
+        account = request.pop("AccountId", None)
+        job = self._call(
+            lambda s: s.create_job(
+                request, storage=self.storage, account_id=account, functions=self.functions
+            )
+        )
+        if self.background:
+            ensure_worker(self.settings)
+        return {"JobId": job.job_id}
+
+    def describe_job(self, *, JobId: str, AccountId: str | None = None) -> dict[str, Any]:
+        return {"Job": job_descriptor(self._call(lambda s: s.describe_job(JobId, AccountId)))}
+
+    def list_jobs(
+        self,
+        *,
+        AccountId: str | None = None,
+        JobStatuses: list[str] | None = None,
+        NextToken: str | None = None,
+        MaxResults: int | None = None,
+    ) -> dict[str, Any]:
+        jobs, token = self._call(
+            lambda s: s.list_jobs(AccountId, JobStatuses, MaxResults, NextToken)
+        )
+        out: dict[str, Any] = {"Jobs": [job_list_entry(j) for j in jobs]}
+        if token:
+            out["NextToken"] = token
+        return out
+
+    def update_job_status(
+        self,
+        *,
+        JobId: str,
+        RequestedJobStatus: str,
+        StatusUpdateReason: str | None = None,
+        AccountId: str | None = None,
+    ) -> dict[str, Any]:
+        job = self._call(
+            lambda s: s.update_status(JobId, RequestedJobStatus, StatusUpdateReason, AccountId)
+        )
+        if self.background:
+            ensure_worker(self.settings)
+        out = {"JobId": job.job_id, "Status": job.status.value}
+        if job.status_update_reason:
+            out["StatusUpdateReason"] = job.status_update_reason
+        return out
+
+    def update_job_priority(
+        self, *, JobId: str, Priority: int, AccountId: str | None = None
+    ) -> dict[str, Any]:
+        job = self._call(lambda s: s.update_priority(JobId, Priority, AccountId))
+        return {"JobId": job.job_id, "Priority": job.priority}
+
+    # -- beyond boto3 -------------------------------------------------------------------
+
+    def run_until_idle(self) -> int:
+        """Run queued jobs in this process until none is runnable. Returns jobs driven."""
+        with worker_lock(self.settings.home) as held:
+            if held is None:
+                raise RuntimeError("a background worker holds this S3BATCH_HOME; use wait()")
+            return asyncio.run(run_worker(self.settings, exit_when_idle=True))
+
+    def wait(self, job_id: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Poll until the job is terminal or Suspended; return its DescribeJob `Job`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.describe_job(JobId=job_id)["Job"]
+            if JobStatus(job["Status"]).terminal or job["Status"] == "Suspended":
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['Status']} after {timeout_s}s")
+            ensure_worker(self.settings)
+            time.sleep(WAIT_POLL_S)
+
+    def report_rows(self, job_id: str) -> list[ReportRow]:
+        """Every task's report row, in manifest order (also for jobs without a report)."""
+
+        async def rows(service: JobService) -> list[ReportRow]:
+            job = await service.describe_job(job_id)
+            return [r async for batch in service.store.report_rows(job.job_id) for r in batch]
+
+        return self._call(rows)
