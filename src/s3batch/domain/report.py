@@ -61,17 +61,28 @@ class ReportRow:
         ]
 
 
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _field(value: str) -> str:
+    # Hand-rolled because csv.writer leaves a lone "\r" unquoted when lines end in "\n",
+    # which would split a Lambda message containing one into two report rows.
+    if _NEEDS_QUOTES.isdisjoint(value):
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def render_row(row: ReportRow) -> str:
+    """One RFC 4180 line: quotes only where needed, `"` doubled, LF ending."""
+    return ",".join(_field(v) for v in row.as_list()) + "\n"
+
+
 def render_rows(rows: Iterable[ReportRow]) -> str:
-    """RFC 4180 CSV text for rows (quotes only where needed, `"` doubled, LF endings)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for row in rows:
-        writer.writerow(row.as_list())
-    return out.getvalue()
+    return "".join(render_row(r) for r in rows)
 
 
 def parse_rows(text: str) -> list[ReportRow]:
-    return [ReportRow(*fields) for fields in csv.reader(io.StringIO(text)) if fields]
+    return [ReportRow(*fields) for fields in csv.reader(io.StringIO(text, newline="")) if fields]
 
 
 @dataclass(frozen=True, slots=True)

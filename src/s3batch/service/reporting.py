@@ -10,7 +10,6 @@ A report is written for Complete, Failed and Cancelled jobs when at least one ta
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import tempfile
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from s3batch.domain.report import (
     ResultFile,
     manifest_key,
     render_manifest,
+    render_row,
     results_key,
 )
 from s3batch.storage.base import ObjectStore
@@ -37,11 +37,10 @@ class _ResultsFile:
     def __init__(self, directory: Path, status: str) -> None:
         self.path = directory / f"{status}.csv"
         self.handle: IO[str] = self.path.open("w", newline="", encoding="utf-8")
-        self.writer = csv.writer(self.handle, lineterminator="\n")
         self.rows = 0
 
     def write(self, row: ReportRow) -> None:
-        self.writer.writerow(row.as_list())
+        self.handle.write(render_row(row))
         self.rows += 1
 
     def finish(self) -> str:
