@@ -67,7 +67,7 @@ def test_too_few_columns_names_the_line() -> None:
 
 def test_key_longer_than_1024_characters_is_refused() -> None:
     assert parse(f"b,{'k' * 1024}\n")[0].key == "k" * 1024
-    with pytest.raises(ManifestError, match="1,024|1024") as err:
+    with pytest.raises(ManifestError, match=r"1,?024") as err:
         parse(f"b,ok\nb,{'k' * 1025}\n")
     assert err.value.line == 2
 
