@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import Env, read_report, report_spec
 
 pytestmark = pytest.mark.integration
@@ -37,9 +38,7 @@ def s3batch(
         capture_output=True, text=True, env=proc_env, timeout=JOB_TIMEOUT_S, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:
-        raise AssertionError(
-            f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
-        )
+        raise AssertionError(f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}")
     return result
 
 
@@ -71,6 +70,9 @@ def job_args(env: Env, keys: list[str], operation: dict[str, Any]) -> list[str]:
 
 def test_create_job_runs_in_the_background_and_prints_aws_json(local_env: Env) -> None:
     args = job_args(local_env, ["a.txt", "b c.txt"], {"S3DeleteObject": {}})
+    # The AWS CLI's shorthand syntax, as in AWS's own create-job examples.
+    args[5] = "Bucket=arn:aws:s3:::data,Prefix=reports,Format=Report_CSV_20180820,Enabled=true,ReportScope=AllTasks"
+    args += ["--tags", "Key=team,Value=data"]
     out = json.loads(s3batch(local_env, "create-job", *args).stdout)
     assert set(out) == {"JobId"}
     job = wait_for(local_env, out["JobId"], {"Complete", "Failed"})
@@ -81,10 +83,7 @@ def test_create_job_runs_in_the_background_and_prints_aws_json(local_env: Env) -
     listed = json.loads(s3batch(local_env, "list-jobs", "--account-id", "123456789012").stdout)
     assert [j["JobId"] for j in listed["Jobs"]] == [out["JobId"]]
     # Jobs of another account are invisible.
-    assert (
-        json.loads(s3batch(local_env, "list-jobs", "--account-id", "999999999999").stdout)["Jobs"]
-        == []
-    )
+    assert json.loads(s3batch(local_env, "list-jobs", "--account-id", "999999999999").stdout)["Jobs"] == []
 
 
 def test_cli_input_json_and_bad_json_option(local_env: Env, tmp_path: Path) -> None:
@@ -152,14 +151,10 @@ def test_wait_exits_non_zero_for_a_failed_job_and_report_lists_failures_first(
     assert "NoSuchKey" in table
 
 
-def test_kill_9_mid_job_resumes_without_redoing_or_double_reporting(
-    local_env: Env, tmp_path: Path
-) -> None:
+def test_kill_9_mid_job_resumes_without_redoing_or_double_reporting(local_env: Env, tmp_path: Path) -> None:
     keys = [f"k{i:03d}" for i in range(120)]
     log = tmp_path / "invocations.log"
-    args = job_args(
-        local_env, keys, {"LambdaInvoke": {"FunctionArn": "python:slow_handler:handler"}}
-    )
+    args = job_args(local_env, keys, {"LambdaInvoke": {"FunctionArn": "python:slow_handler:handler"}})
     extra = {
         "SLOW_HANDLER_LOG": str(log),
         "S3BATCH_FUNCTION_WORKERS": "2",
@@ -169,9 +164,7 @@ def test_kill_9_mid_job_resumes_without_redoing_or_double_reporting(
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
-        done = json.loads(
-            s3batch(local_env, "describe-job", "--job-id", job_id, extra_env=extra).stdout
-        )
+        done = json.loads(s3batch(local_env, "describe-job", "--job-id", job_id, extra_env=extra).stdout)
         if done["Job"]["ProgressSummary"]["NumberOfTasksSucceeded"] >= 30:
             break
         time.sleep(0.1)

@@ -29,9 +29,7 @@ from s3batch.settings import Settings
     "storage_url",
     help="Object store: file:///path, s3:// or http(s)://host:port (else S3BATCH_STORAGE).",
 )
-@click.option(
-    "--home", type=click.Path(file_okay=False), help="State directory (else S3BATCH_HOME)."
-)
+@click.option("--home", type=click.Path(file_okay=False), help="State directory (else S3BATCH_HOME).")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
 @click.version_option(__version__, prog_name="s3batch")
 @click.pass_context

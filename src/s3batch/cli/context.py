@@ -53,21 +53,54 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def load_json_arg(value: str | None, name: str) -> Any:
-    """A JSON option value, or `file://path` holding JSON, as the AWS CLI accepts."""
+    """A JSON option value, `file://path` holding JSON, or AWS CLI shorthand
+    (`Bucket=arn:aws:s3:::b,Enabled=true`; for lists, structures separated by spaces)."""
     if value is None:
         return None
     text = value
+    if _is_shorthand(value):
+        return parse_shorthand(value)
     if value.startswith("file://"):
         path = Path(value[len("file://") :]).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {path}: {exc.strerror}", param_hint=name
-            ) from exc
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=name) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
             f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", param_hint=name
         ) from exc
+
+
+def _is_shorthand(value: str) -> bool:
+    stripped = value.strip()
+    return (
+        bool(stripped) and stripped[0] not in '{["' and not stripped.startswith("file://") and "=" in stripped
+    )
+
+
+def _scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
+
+
+def _struct(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"shorthand {text!r}: expected Key=Value pairs separated by commas")
+        out[key.strip()] = _scalar(val.strip())
+    return out
+
+
+def parse_shorthand(value: str) -> Any:
+    """The AWS CLI's shorthand for flat structures, and space-separated lists of them."""
+    items = value.split()
+    if len(items) == 1:
+        return _struct(items[0])
+    return [_struct(item) for item in items]

@@ -64,9 +64,7 @@ def create_job(ctx: CliContext, /, wait: bool, functions: tuple[str, ...], **opt
     registry = _registry(ctx, functions)
 
     async def go(service: JobService) -> Job:
-        return await service.create_job(
-            request, storage=ctx.storage, account_id=account, functions=registry
-        )
+        return await service.create_job(request, storage=ctx.storage, account_id=account, functions=registry)
 
     job = ctx.with_service(go)
     ensure_worker(ctx.settings)
@@ -105,6 +103,8 @@ def _create_request(options: dict[str, Any]) -> dict[str, Any]:
             request[field] = options[opt]
     for opt, field in _JSON_FIELDS.items():
         value = load_json_arg(options.get(opt), "--" + opt.replace("_", "-"))
+        if field == "Tags" and isinstance(value, dict):
+            value = [value]  # shorthand for a one-tag list
         if value is not None:
             request[field] = value
     for field in ("Operation", "Report", "Priority"):
@@ -121,9 +121,7 @@ def _registry(ctx: CliContext, functions: tuple[str, ...]) -> dict[str, str]:
     for item in functions:
         name, sep, target = item.partition("=")
         if not sep or ":" not in target:
-            raise click.BadParameter(
-                f"{item!r}: expected NAME=module:callable", param_hint="--function"
-            )
+            raise click.BadParameter(f"{item!r}: expected NAME=module:callable", param_hint="--function")
         registry[name.strip()] = target.strip()
     return registry
 
@@ -183,9 +181,7 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first (aws s3control list-jobs)."""
     statuses = [s for item in job_statuses for s in item.split()]
-    jobs, token = ctx.with_service(
-        lambda s: s.list_jobs(account_id, statuses, max_results, next_token)
-    )
+    jobs, token = ctx.with_service(lambda s: s.list_jobs(account_id, statuses, max_results, next_token))
     ensure_worker(ctx.settings)
     out: dict[str, Any] = {"Jobs": [job_list_entry(j) for j in jobs]}
     if token:
@@ -222,9 +218,7 @@ def update_job_status(
 @click.option("--job-id", required=True)
 @click.option("--priority", required=True, type=int)
 @pass_ctx
-def update_job_priority(
-    ctx: CliContext, account_id: str | None, job_id: str, priority: int
-) -> None:
+def update_job_priority(ctx: CliContext, account_id: str | None, job_id: str, priority: int) -> None:
     """Change a job's priority (aws s3control update-job-priority)."""
     job = ctx.with_service(lambda s: s.update_priority(job_id, priority, account_id))
     print_json({"JobId": job.job_id, "Priority": job.priority})
@@ -248,8 +242,7 @@ def report(ctx: CliContext, job_id: str, account_id: str | None, failed_only: bo
         rows = [r for r in rows if r.status == "failed"]
     p = job.progress
     title = (
-        f"Job {job.job_id} — {job.status.value}: {p.succeeded} succeeded, {p.failed} failed "
-        f"of {p.total or 0}"
+        f"Job {job.job_id} — {job.status.value}: {p.succeeded} succeeded, {p.failed} failed of {p.total or 0}"
     )
     console = Console(width=max(Console().width, 120))
     console.print(report_table(rows, title))

@@ -68,12 +68,8 @@ class JobProgress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         status, rate, failed = job.status.value, f"{p.done / elapsed:,.0f}", f"{p.failed:,}"
         if self.task is None:
-            self.task = self.bar.add_task(
-                "job", total=p.total, status=status, rate=rate, failed=failed
-            )
-        self.bar.update(
-            self.task, completed=p.done, total=p.total, status=status, rate=rate, failed=failed
-        )
+            self.task = self.bar.add_task("job", total=p.total, status=status, rate=rate, failed=failed)
+        self.bar.update(self.task, completed=p.done, total=p.total, status=status, rate=rate, failed=failed)
 
 
 def report_table(rows: Iterable[ReportRow], title: str) -> Table:
