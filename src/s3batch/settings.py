@@ -6,6 +6,8 @@ S3BATCH_CONCURRENCY     tasks in flight per job
 S3BATCH_FUNCTION_WORKERS  handler processes for LambdaInvoke (default: CPU count)
 S3BATCH_FUNCTION_TIMEOUT  seconds one handler call may run
 S3BATCH_MAX_ATTEMPTS    attempts per task for retryable failures
+S3BATCH_ENGINE          local (asyncio, default) | process (a pool of processes)
+S3BATCH_PROCESSES       processes of the process engine (default: CPU count)
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Settings:
     function_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: "local" (asyncio in the worker) or "process" (a pool of worker processes).
+    engine: str = "local"
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     account_id: str = DEFAULT_ACCOUNT_ID
     region: str = DEFAULT_REGION
 
@@ -60,9 +65,9 @@ class Settings:
             concurrency=_int(env, "S3BATCH_CONCURRENCY", DEFAULT_CONCURRENCY),
             function_workers=_int(env, "S3BATCH_FUNCTION_WORKERS", os.cpu_count() or 1),
             function_timeout_s=_float(env, "S3BATCH_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_S),
-            retry=RetryPolicy(
-                max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)
-            ),
+            retry=RetryPolicy(max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)),
+            engine=env.get("S3BATCH_ENGINE") or "local",
+            processes=_int(env, "S3BATCH_PROCESSES", os.cpu_count() or 1),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
 

@@ -48,9 +48,7 @@ async def execute_task(
     return result
 
 
-async def execute_batch(
-    op: Operation, tasks: Sequence[Task], policy: RetryPolicy
-) -> list[TaskResult]:
+async def execute_batch(op: Operation, tasks: Sequence[Task], policy: RetryPolicy) -> list[TaskResult]:
     """One apply_many call, then per-task retries for what failed retryably."""
     try:
         firsts = await op.apply_many(tasks)
@@ -61,7 +59,5 @@ async def execute_batch(
         failed = TaskResult.fail("InternalError", f"{type(exc).__name__}: {exc}", None, True)
         firsts = [failed] * len(tasks)
     return list(
-        await asyncio.gather(
-            *(execute_task(op, t, policy, r) for t, r in zip(tasks, firsts, strict=True))
-        )
+        await asyncio.gather(*(execute_task(op, t, policy, r) for t, r in zip(tasks, firsts, strict=True)))
     )

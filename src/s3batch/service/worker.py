@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from s3batch.domain.job import FailureReason, JobStatus
-from s3batch.engines.local import LocalEngine
+from s3batch.engines import make_engine
 from s3batch.service.runner import JobRunner
 from s3batch.settings import Settings
 from s3batch.store.sqlite import SqliteJobStore
@@ -59,7 +59,7 @@ def worker_running(home: Path) -> bool:
 async def run_worker(settings: Settings, exit_when_idle: bool = True) -> int:
     """Drive jobs until idle (or forever). Returns how many jobs it drove."""
     store = SqliteJobStore(settings.db_path)
-    engine = LocalEngine(settings.concurrency, settings.retry)
+    engine = make_engine(settings)
     runner = JobRunner(store, engine, settings.function_workers)
     driven, idle_since = 0, time.monotonic()
     try:
