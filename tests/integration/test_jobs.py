@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Env, read_report, report_spec
 
+from conftest import Env, read_report, report_spec
 from s3batch.errors import BadRequest, IdempotencyError, JobStatusError, NotFound
 
 pytestmark = pytest.mark.integration
@@ -67,17 +67,14 @@ def test_copy_with_awkward_keys_and_a_missing_object(env: Env, bucket_name: str)
         "%C3%BCn%C3%AFc%C3%B6d%C3%A9/%D0%BA%D0%BB%D1%8E%D1%87.txt",
     }  # fmt: skip
     assert all(
-        r[3:6] == ["succeeded", "200", ""] and r[6] == "Successful"
-        for r in report["rows"]["succeeded"]
+        r[3:6] == ["succeeded", "200", ""] and r[6] == "Successful" for r in report["rows"]["succeeded"]
     )
 
 
 def test_delete_objects_in_batches(env: Env, bucket_name: str) -> None:
     keys = [f"d/{i:04d} x.bin" for i in range(30)]
     seed(env, bucket_name, keys)
-    batch, job_id = create(
-        env, bucket_name, {"S3DeleteObject": {}}, [(bucket_name, k) for k in keys]
-    )
+    batch, job_id = create(env, bucket_name, {"S3DeleteObject": {}}, [(bucket_name, k) for k in keys])
     job = run(batch, job_id)
     assert job["Status"] == "Complete"
     assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == 30
@@ -94,9 +91,7 @@ def test_failed_tasks_only_report_and_report_layout(env: Env, bucket_name: str) 
             "TargetKeyPrefix": "c/",
         }
     }
-    batch, job_id = create(
-        env, bucket_name, op, rows, Report=report_spec(bucket_name, "FailedTasksOnly")
-    )
+    batch, job_id = create(env, bucket_name, op, rows, Report=report_spec(bucket_name, "FailedTasksOnly"))
     assert run(batch, job_id)["Status"] == "Complete"
     report = read_report(env, bucket_name, job_id)
     assert list(report["rows"]) == ["failed"]
@@ -188,9 +183,7 @@ def test_confirmation_required_waits_in_suspended(env: Env, bucket_name: str) ->
     assert env.get(bucket_name, "a.txt") is not None
     with pytest.raises(JobStatusError):
         batch.update_job_status(JobId=job_id, RequestedJobStatus="Complete")
-    confirmed = batch.update_job_status(
-        JobId=job_id, RequestedJobStatus="Ready", StatusUpdateReason="go"
-    )
+    confirmed = batch.update_job_status(JobId=job_id, RequestedJobStatus="Ready", StatusUpdateReason="go")
     assert confirmed == {"JobId": job_id, "Status": "Ready", "StatusUpdateReason": "go"}
     job = run(batch, job_id)
     assert job["Status"] == "Complete"
@@ -204,10 +197,7 @@ def test_cancel_before_start_and_unknown_job(local_env: Env) -> None:
     batch, job_id = create(
         local_env, "b", {"S3DeleteObject": {}}, [("b", "a.txt")], ConfirmationRequired=True
     )
-    assert (
-        batch.update_job_status(JobId=job_id, RequestedJobStatus="Cancelled")["Status"]
-        == "Cancelled"
-    )
+    assert batch.update_job_status(JobId=job_id, RequestedJobStatus="Cancelled")["Status"] == "Cancelled"
     job = run(batch, job_id)
     assert job["Status"] == "Cancelled"
     assert local_env.get("b", "a.txt") is not None
@@ -218,9 +208,7 @@ def test_cancel_before_start_and_unknown_job(local_env: Env) -> None:
 
 def test_higher_priority_runs_first(local_env: Env) -> None:
     seed(local_env, "b", ["a.txt"])
-    low_batch, low = create(
-        local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")], Priority=1
-    )
+    low_batch, low = create(local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")], Priority=1)
     _, high = create(local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")], Priority=100)
     low_batch.run_until_idle()
     jobs = {j: low_batch.describe_job(JobId=j)["Job"] for j in (low, high)}
@@ -230,9 +218,7 @@ def test_higher_priority_runs_first(local_env: Env) -> None:
 
 def test_list_jobs_paginates_and_filters(local_env: Env) -> None:
     seed(local_env, "b", ["a.txt"])
-    ids = [
-        create(local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")])[1] for _ in range(3)
-    ]
+    ids = [create(local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")])[1] for _ in range(3)]
     batch = local_env.batch()
     page = batch.list_jobs(MaxResults=2)
     assert len(page["Jobs"]) == 2 and "NextToken" in page
@@ -271,3 +257,24 @@ def test_bad_requests_are_refused_before_any_job_exists(
         batch.create_job(**request)
     assert isinstance(err.value, BadRequest) or type(err.value).__name__ == "TooManyTags"
     assert batch.list_jobs()["Jobs"] == []
+
+
+def test_process_engine_runs_the_same_job_unchanged(local_env: Env) -> None:
+    from dataclasses import replace
+
+    from s3batch.client import S3Batch
+    from s3batch.settings import Settings
+
+    keys = [f"p/{i:03d}.txt" for i in range(450)]
+    seed(local_env, "b", keys)
+    settings = replace(Settings.from_env(), home=local_env.home, engine="process", processes=2)
+    batch = S3Batch(settings=settings, storage=f"file://{local_env.root}", background=False)
+    op = {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::b", "TargetKeyPrefix": "out"}}
+    job_id = batch.create_job(
+        Operation=op, Manifest=local_env.manifest("b", [("b", k) for k in keys]), Report=report_spec("b"), Priority=1
+    )["JobId"]
+    job = run(batch, job_id)
+    assert job["Status"] == "Complete"
+    assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
+    assert all(local_env.get("b", f"out/{k}") == f"body of {k}".encode() for k in keys)
+    assert len(read_report(local_env, "b", job_id)["rows"]["succeeded"]) == len(keys)
