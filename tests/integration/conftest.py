@@ -18,6 +18,9 @@ from urllib.parse import quote_plus
 import pytest
 
 from s3batch.client import S3Batch
+
+#: Handler modules used by LambdaInvoke tests (put on PYTHONPATH for worker processes).
+FIXTURE_HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
 from s3batch.storage.config import LocalConfig, S3Config, StorageConfig
 
 
@@ -34,9 +37,7 @@ class Env:
 
     def batch(self, **kwargs: Any) -> S3Batch:
         url = f"file://{self.root}" if self.root else self.storage.endpoint_url  # type: ignore[union-attr]
-        return S3Batch(
-            home=self.home, storage=url, functions=self.functions, background=False, **kwargs
-        )
+        return S3Batch(home=self.home, storage=url, functions=self.functions, background=False, **kwargs)
 
     def make_bucket(self, bucket: str) -> None:
         if self.root is not None:
@@ -61,9 +62,7 @@ class Env:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def manifest(
-        self, bucket: str, rows: list[tuple[str, str]], key: str = "manifest.csv"
-    ) -> dict[str, Any]:
+    def manifest(self, bucket: str, rows: list[tuple[str, str]], key: str = "manifest.csv") -> dict[str, Any]:
         """Write a CSV manifest (keys URL-encoded as AWS requires); return the Manifest spec."""
         body = "".join(f"{b},{quote_plus(k, safe='/')}\n" for b, k in rows).encode()
         return self.raw_manifest(bucket, body, key)
@@ -80,9 +79,7 @@ class Env:
         base = f"{prefix}/job-{job_id}/"
         if self.root is not None:
             folder = self.root / bucket / base
-            return {
-                str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-            }
+            return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
         listed = self.client.list_objects_v2(Bucket=bucket, Prefix=base).get("Contents", [])
         return {o["Key"][len(base) :]: self.get(bucket, o["Key"]) or b"" for o in listed}
 
@@ -107,9 +104,7 @@ def read_report(env: Env, bucket: str, job_id: str, prefix: str = "reports") -> 
     for entry in manifest["Results"]:
         body = files[entry["Key"][len(f"{prefix}/job-{job_id}/") :]]
         assert hashlib.md5(body).hexdigest() == entry["MD5Checksum"]
-        rows[entry["TaskExecutionStatus"]] = list(
-            csv.reader(io.StringIO(body.decode(), newline=""))
-        )
+        rows[entry["TaskExecutionStatus"]] = list(csv.reader(io.StringIO(body.decode(), newline="")))
     return {"manifest": manifest, "rows": rows}
 
 

@@ -1,0 +1,108 @@
+"""LambdaInvoke jobs end to end: unchanged AWS handlers, both schemas, redrives, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURE_HANDLERS, Env, read_report, report_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def handlers_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Handlers are imported in worker processes; they find modules through PYTHONPATH like Lambda.
+    monkeypatch.syspath_prepend(str(FIXTURE_HANDLERS))
+    monkeypatch.setenv("PYTHONPATH", str(FIXTURE_HANDLERS))
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "2")
+    monkeypatch.setenv("S3BATCH_MAX_ATTEMPTS", "3")
+
+
+def invoke_job(
+    env: Env, bucket: str, keys: list[str], operation: dict[str, object]
+) -> tuple[dict[str, object], dict[str, object]]:
+    env.make_bucket(bucket)
+    for key in keys:
+        if not key.startswith("missing"):
+            env.put(bucket, key, b"0123456789")
+    batch = env.batch()
+    job_id = batch.create_job(
+        Operation={"LambdaInvoke": operation},
+        Manifest=env.manifest(bucket, [(bucket, k) for k in keys]),
+        Report=report_spec(bucket),
+        Priority=1,
+    )["JobId"]
+    batch.run_until_idle()
+    return batch.describe_job(JobId=job_id)["Job"], read_report(env, bucket, job_id)
+
+
+@pytest.mark.parametrize("schema", ["1.0", "2.0"])
+def test_unchanged_boto3_handler_on_s3(env: Env, bucket_name: str, schema: str) -> None:
+    if env.kind != "moto":
+        pytest.skip("the handler calls boto3, which needs an S3 endpoint")
+    op: dict[str, object] = {
+        "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:reader",
+        "InvocationSchemaVersion": schema,
+    }
+    if schema == "2.0":
+        op["UserArguments"] = {"suffix": "ok"}
+    env.functions["reader"] = "job_handlers:read_with_boto3"
+    keys = ["a b.txt", "c+d.txt", "ü/%.txt", "missing.txt"]
+    job, report = invoke_job(env, bucket_name, keys, op)
+    assert job["Status"] == "Complete"
+    succeeded = {r[1]: r[6] for r in report["rows"]["succeeded"]}
+    expected = "10 bytes ok" if schema == "2.0" else "10 bytes"
+    assert sorted(succeeded.values()) == [expected] * 3
+    [failed] = report["rows"]["failed"]
+    assert failed[1] == "missing.txt" and failed[3:7] == ["failed", "200", "PermanentFailure", "no such key"]
+
+
+def test_temporary_failure_is_redriven(
+    local_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLAKY_DIR", str(tmp_path))
+    job, report = invoke_job(local_env, "b", ["x1", "x2"], {"FunctionArn": "python:job_handlers:flaky"})
+    assert job["Status"] == "Complete"
+    assert [r[6] for r in report["rows"]["succeeded"]] == ["second time lucky"] * 2
+
+
+def test_temporary_failure_that_never_clears_fails_after_the_last_attempt(local_env: Env) -> None:
+    job, report = invoke_job(local_env, "b", ["y"], {"FunctionArn": "python:job_handlers:always_temporary"})
+    assert job["Status"] == "Complete"
+    [row] = report["rows"]["failed"]
+    assert row[3:7] == ["failed", "200", "TemporaryFailure", "still busy"]
+
+
+def test_handler_exception_is_a_failed_task_with_aws_message(local_env: Env) -> None:
+    job, report = invoke_job(local_env, "b", ["boom.txt"], {"FunctionArn": "python:job_handlers:raises"})
+    assert job["Status"] == "Complete"
+    [row] = report["rows"]["failed"]
+    assert row[5] == "PermanentFailure"
+    assert row[6].startswith("Lambda returned function error: ")
+    assert "cannot handle boom.txt" in row[6]
+
+
+def test_builtin_sentiment_classifies_the_demo_letters(local_env: Env) -> None:
+    from s3batch.functions.builtin.demo_texts import DEMO_TEXTS
+
+    local_env.make_bucket("letters")
+    for name, text in DEMO_TEXTS.items():
+        local_env.put("letters", name, text.encode())
+    batch = local_env.batch()
+    job_id = batch.create_job(
+        Operation={"LambdaInvoke": {"FunctionArn": "arn:aws:lambda:us-east-1:1:function:s3batch-sentiment"}},
+        Manifest=local_env.manifest("letters", [("letters", n) for n in DEMO_TEXTS]),
+        Report=report_spec("letters"),
+        Priority=1,
+    )["JobId"]
+    batch.run_until_idle()
+    import json
+
+    rows = read_report(local_env, "letters", job_id)["rows"]["succeeded"]
+    sentiment = {r[1]: json.loads(r[6])["Sentiment"] for r in rows}
+    assert sentiment == {
+        "love-poem.txt": "POSITIVE",
+        "rude-love-letter.txt": "NEGATIVE",
+        "neutral-speech.txt": "NEUTRAL",
+    }
