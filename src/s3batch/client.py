@@ -85,9 +85,7 @@ class S3Batch:
         NextToken: str | None = None,
         MaxResults: int | None = None,
     ) -> dict[str, Any]:
-        jobs, token = self._call(
-            lambda s: s.list_jobs(AccountId, JobStatuses, MaxResults, NextToken)
-        )
+        jobs, token = self._call(lambda s: s.list_jobs(AccountId, JobStatuses, MaxResults, NextToken))
         out: dict[str, Any] = {"Jobs": [job_list_entry(j) for j in jobs]}
         if token:
             out["NextToken"] = token
@@ -101,9 +99,7 @@ class S3Batch:
         StatusUpdateReason: str | None = None,
         AccountId: str | None = None,
     ) -> dict[str, Any]:
-        job = self._call(
-            lambda s: s.update_status(JobId, RequestedJobStatus, StatusUpdateReason, AccountId)
-        )
+        job = self._call(lambda s: s.update_status(JobId, RequestedJobStatus, StatusUpdateReason, AccountId))
         if self.background:
             ensure_worker(self.settings)
         out = {"JobId": job.job_id, "Status": job.status.value}
@@ -124,7 +120,7 @@ class S3Batch:
         with worker_lock(self.settings.home) as held:
             if held is None:
                 raise RuntimeError("a background worker holds this S3BATCH_HOME; use wait()")
-            return asyncio.run(run_worker(self.settings, exit_when_idle=True))
+            return asyncio.run(run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0))
 
     def wait(self, job_id: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """Poll until the job is terminal or Suspended; return its DescribeJob `Job`."""

@@ -122,6 +122,11 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 
 
 @pytest.fixture
+def moto_env(tmp_path: Path, s3_endpoint: str, boto3_s3: Any) -> Env:
+    return Env("moto", S3Config(endpoint_url=s3_endpoint), tmp_path / "home", client=boto3_s3)
+
+
+@pytest.fixture
 def local_env(tmp_path: Path) -> Env:
     root = tmp_path / "buckets"
     root.mkdir()

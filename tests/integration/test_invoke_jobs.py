@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from conftest import FIXTURE_HANDLERS, Env, read_report, report_spec
 
 pytestmark = pytest.mark.integration
@@ -38,9 +39,8 @@ def invoke_job(
 
 
 @pytest.mark.parametrize("schema", ["1.0", "2.0"])
-def test_unchanged_boto3_handler_on_s3(env: Env, bucket_name: str, schema: str) -> None:
-    if env.kind != "moto":
-        pytest.skip("the handler calls boto3, which needs an S3 endpoint")
+def test_unchanged_boto3_handler_on_s3(moto_env: Env, bucket_name: str, schema: str) -> None:
+    env = moto_env
     op: dict[str, object] = {
         "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:reader",
         "InvocationSchemaVersion": schema,

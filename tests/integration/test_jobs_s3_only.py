@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Env
 from test_jobs import create, run, seed
 
+from conftest import Env
+
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def moto_env(env: Env) -> Env:
-    if env.kind != "moto":
-        pytest.skip("runs once, on moto's server")
-    return env
 
 
 def test_tagging_replace_then_delete(moto_env: Env, bucket_name: str) -> None:
@@ -83,9 +77,7 @@ def test_copy_tags_and_metadata_directives(moto_env: Env, bucket_name: str) -> N
 def test_versioned_delete_removes_only_the_listed_version(moto_env: Env, bucket_name: str) -> None:
     env = moto_env
     env.make_bucket(bucket_name)
-    env.client.put_bucket_versioning(
-        Bucket=bucket_name, VersioningConfiguration={"Status": "Enabled"}
-    )
+    env.client.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration={"Status": "Enabled"})
     v1 = env.client.put_object(Bucket=bucket_name, Key="k", Body=b"one")["VersionId"]
     env.client.put_object(Bucket=bucket_name, Key="k", Body=b"two")
     batch = env.batch()

@@ -122,9 +122,7 @@ class JobService:
             raise JobStatusError(f"job {job_id} changed state meanwhile; try again")
         return updated
 
-    async def update_priority(
-        self, job_id: str, priority: int, account_id: str | None = None
-    ) -> Job:
+    async def update_priority(self, job_id: str, priority: int, account_id: str | None = None) -> Job:
         if isinstance(priority, bool) or not 0 <= priority <= MAX_PRIORITY:
             raise BadRequest(f"priority must be between 0 and {MAX_PRIORITY}")
         await self.describe_job(job_id, account_id)

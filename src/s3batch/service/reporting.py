@@ -71,9 +71,7 @@ async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str |
             md5 = results.finish()
             if results.rows == 0:
                 continue
-            name = hashlib.sha1(
-                f"{job.job_id}:{status}".encode(), usedforsecurity=False
-            ).hexdigest()
+            name = hashlib.sha1(f"{job.job_id}:{status}".encode(), usedforsecurity=False).hexdigest()
             key = results_key(prefix, job.job_id, name)
             await objects.put_file(bucket, key, results.path, content_type="text/csv")
             written.append(ResultFile(status, bucket, key, md5))

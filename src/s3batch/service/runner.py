@@ -83,9 +83,7 @@ class JobRunner:
             return await self._execute(job, objects)
         return await self._finish(job, objects)
 
-    async def _move(
-        self, job: Job, allowed: Sequence[JobStatus], to: JobStatus, **fields: Any
-    ) -> Job:
+    async def _move(self, job: Job, allowed: Sequence[JobStatus], to: JobStatus, **fields: Any) -> Job:
         moved = await self.store.transition(job.job_id, allowed, to, **fields)
         # None: someone else (a user cancel) moved it first; carry on from where it is now.
         return moved if moved is not None else await self.store.get_job(job.job_id)
@@ -98,9 +96,7 @@ class JobRunner:
         except (ManifestError, StorageError) as exc:
             return await self._fail_early(job, _failure(exc))
         if total == 0:
-            return await self._fail_early(
-                job, FailureReason("ManifestEmpty", "manifest has no tasks")
-            )
+            return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
         if job.request.get("ConfirmationRequired"):
             return await self._move(
                 job,
@@ -151,7 +147,7 @@ class JobRunner:
             source = await _ManifestSource.open(job, objects)
         except (ManifestError, StorageError) as exc:
             return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
-        run = _Run(self.store, job.job_id)
+        run = _Run(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
         consume = asyncio.create_task(self._consume(job, source, run))
         watch = asyncio.create_task(self._watch(job.job_id, consume))
         try:
@@ -169,9 +165,7 @@ class JobRunner:
                 await watch
         return await self._leave_active(job, target, reasons)
 
-    async def _leave_active(
-        self, job: Job, target: JobStatus, reasons: tuple[FailureReason, ...]
-    ) -> Job:
+    async def _leave_active(self, job: Job, target: JobStatus, reasons: tuple[FailureReason, ...]) -> Job:
         current = await self.store.get_job(job.job_id)
         if current.status is JobStatus.CANCELLING:
             target = JobStatus.CANCELLING
@@ -286,13 +280,14 @@ class _Run:
     async def add(self, task: Task, result: TaskResult) -> None:
         chunk = self.chunk_of(task.seq)
         assert chunk is not None, f"task {task.seq} belongs to no open chunk"
+        if result.succeeded:
+            self.succeeded += 1
+        else:
+            self.failed += 1
         self.buffer.append(
             FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, ReportRow.of(task, result))
         )
-        if (
-            len(self.buffer) >= FLUSH_MAX_ROWS
-            or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S
-        ):
+        if len(self.buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
             await self.flush()
 
     async def flush(self) -> None:
@@ -300,8 +295,7 @@ class _Run:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
-        progress = await self.store.record(self.job_id, batch)
-        self.succeeded, self.failed = progress.succeeded, progress.failed
+        await self.store.record(self.job_id, batch)
         for item in batch:
             self.finished_in_chunk[item.chunk_no] += 1
         await self.complete_full_chunks()
@@ -325,9 +319,7 @@ def _threshold_reason(run: _Run) -> FailureReason:
     )
 
 
-async def _pending_tasks(
-    source: _ManifestSource, pending: list[Chunk], run: _Run
-) -> AsyncIterator[Task]:
+async def _pending_tasks(source: _ManifestSource, pending: list[Chunk], run: _Run) -> AsyncIterator[Task]:
     """Tasks of unfinished chunks not yet recorded, read from the first such chunk on."""
     if not pending:
         return
@@ -368,17 +360,13 @@ class _ManifestSource:
             raise ManifestError(f"cannot read s3://{loc.bucket}/{loc.key}: {exc}") from exc
         expected = manifest["Location"]["ETag"].strip('"')
         if info.etag != expected:
-            raise ManifestError(
-                f"ETag mismatch: the job expects {expected}, the object has {info.etag}"
-            )
+            raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
         layout = CsvLayout.from_fields(manifest["Spec"].get("Fields"))
         return cls(objects, loc.bucket, loc.key, version, layout)
 
     async def lines(self, offset: int, first_line: int) -> AsyncIterator[RawLine]:
         splitter = LineSplitter(offset, first_line)
-        stream = self.objects.iter_bytes(
-            self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES
-        )
+        stream = self.objects.iter_bytes(self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES)
         async for chunk in stream:
             for line in splitter.feed(chunk):
                 yield line

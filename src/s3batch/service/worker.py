@@ -56,7 +56,9 @@ def worker_running(home: Path) -> bool:
         return held is None
 
 
-async def run_worker(settings: Settings, exit_when_idle: bool = True) -> int:
+async def run_worker(
+    settings: Settings, exit_when_idle: bool = True, idle_exit_s: float = IDLE_EXIT_S
+) -> int:
     """Drive jobs until idle (or forever). Returns how many jobs it drove."""
     store = SqliteJobStore(settings.db_path)
     engine = make_engine(settings)
@@ -69,7 +71,7 @@ async def run_worker(settings: Settings, exit_when_idle: bool = True) -> int:
                 await _drive_safely(runner, store, jobs[0].job_id)
                 driven, idle_since = driven + 1, time.monotonic()
                 continue
-            if exit_when_idle and time.monotonic() - idle_since > IDLE_EXIT_S:
+            if exit_when_idle and time.monotonic() - idle_since >= idle_exit_s:
                 return driven
             await asyncio.sleep(POLL_S)
     finally:

@@ -54,20 +54,19 @@ class SqliteJobStore:
     # -- plumbing -----------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        """Apply migrations/NNNN_*.sql in order, each in one transaction; PRAGMA user_version
+        records the last applied. Re-checked under the write lock, so two processes opening a
+        new file at once apply each migration once."""
         files = sorted(
-            (
-                f
-                for f in resources.files("s3batch.store.migrations").iterdir()
-                if f.name.endswith(".sql")
-            ),
+            (f for f in resources.files("s3batch.store.migrations").iterdir() if f.name.endswith(".sql")),
             key=lambda f: f.name,
         )
         for number, migration in enumerate(files, start=1):
-            if number <= version:
-                continue
             with self._tx() as c:
-                c.executescript(migration.read_text())
+                if c.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                for statement in _statements(migration.read_text()):
+                    c.execute(statement)
                 c.execute(f"PRAGMA user_version = {number}")
 
     def _tx(self) -> _Transaction:
@@ -89,8 +88,7 @@ class SqliteJobStore:
         with self._tx() as c:
             if job.client_request_token is not None:
                 row = c.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs "
-                    "WHERE account_id=? AND client_request_token=?",
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE account_id=? AND client_request_token=?",
                     (job.account_id, job.client_request_token),
                 ).fetchone()
                 if row is not None:
@@ -101,9 +99,7 @@ class SqliteJobStore:
                         )
                     return existing
             values = _job_to_row(job)
-            c.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
-            )
+            c.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values)
             return job
 
     async def get_job(self, job_id: str, account_id: str | None = None) -> Job:
@@ -111,9 +107,7 @@ class SqliteJobStore:
 
     def _get_job(self, job_id: str, account_id: str | None = None) -> Job:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)
-            ).fetchone()
+            row = self._conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         if row is None or (account_id is not None and row[1] != account_id):
             raise NotFound(f"No such job: {job_id}")
         return _job_from_row(row)
@@ -190,8 +184,7 @@ class SqliteJobStore:
         def query() -> list[Job]:
             with self._lock:
                 rows = self._conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN "
-                    f"({', '.join('?' * len(order))})",
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({', '.join('?' * len(order))})",
                     tuple(order),
                 ).fetchall()
             jobs = [_job_from_row(r) for r in rows]
@@ -243,8 +236,7 @@ class SqliteJobStore:
             ok = sum(1 for f in finished if f.row.status == "succeeded")
             with self._tx() as c:
                 c.executemany(
-                    "INSERT OR IGNORE INTO task_results (job_id, chunk_no, idx, row) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO task_results (job_id, chunk_no, idx, row) VALUES (?, ?, ?, ?)",
                     [(job_id, f.chunk_no, f.idx, json.dumps(f.row.as_list())) for f in finished],
                 )
                 c.execute(
@@ -274,9 +266,7 @@ class SqliteJobStore:
                     "WHERE job_id=? AND chunk_no=?",
                     (ok, len(report) - ok, blob, job_id, chunk_no),
                 )
-                c.execute(
-                    "DELETE FROM task_results WHERE job_id=? AND chunk_no=?", (job_id, chunk_no)
-                )
+                c.execute("DELETE FROM task_results WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
 
         await self._run(compact)
 
@@ -328,6 +318,21 @@ class _Transaction:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.lock.release()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into statements (executescript would commit our transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -413,9 +418,7 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         runtime=json.loads(runtime),
         status=JobStatus(status),
         priority=priority,
-        progress=Progress(
-            total=total, succeeded=ok, failed=failed, elapsed_active_s=elapsed + live
-        ),
+        progress=Progress(total=total, succeeded=ok, failed=failed, elapsed_active_s=elapsed + live),
         active_since=active_since,
         creation_time=created,
         termination_date=terminated,
