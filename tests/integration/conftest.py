@@ -18,10 +18,10 @@ from urllib.parse import quote_plus
 import pytest
 
 from s3batch.client import S3Batch
+from s3batch.storage.config import LocalConfig, S3Config, StorageConfig
 
 #: Handler modules used by LambdaInvoke tests (put on PYTHONPATH for worker processes).
 FIXTURE_HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
-from s3batch.storage.config import LocalConfig, S3Config, StorageConfig
 
 
 @dataclass
