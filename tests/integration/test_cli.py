@@ -71,7 +71,9 @@ def job_args(env: Env, keys: list[str], operation: dict[str, Any]) -> list[str]:
 def test_create_job_runs_in_the_background_and_prints_aws_json(local_env: Env) -> None:
     args = job_args(local_env, ["a.txt", "b c.txt"], {"S3DeleteObject": {}})
     # The AWS CLI's shorthand syntax, as in AWS's own create-job examples.
-    args[5] = "Bucket=arn:aws:s3:::data,Prefix=reports,Format=Report_CSV_20180820,Enabled=true,ReportScope=AllTasks"
+    args[5] = (
+        "Bucket=arn:aws:s3:::data,Prefix=reports,Format=Report_CSV_20180820,Enabled=true,ReportScope=AllTasks"
+    )
     args += ["--tags", "Key=team,Value=data"]
     out = json.loads(s3batch(local_env, "create-job", *args).stdout)
     assert set(out) == {"JobId"}
@@ -180,5 +182,7 @@ def test_kill_9_mid_job_resumes_without_redoing_or_double_reporting(local_env: E
     reported = [row[1] for row in report["rows"]["succeeded"]]
     assert sorted(reported) == keys  # every task exactly once
     invocations = log.read_text().splitlines()
-    # Only tasks in flight at the kill may run twice (at most the concurrency limit).
-    assert len(invocations) - len(keys) <= 4
+    # Only tasks in flight at the kill (≤ concurrency 4) or finished within the last flush
+    # interval (0.1 s at 2 workers × 20 tasks/s ≈ 4, doubled for scheduling slack) run twice.
+    in_flight, unflushed = 4, 8
+    assert len(invocations) - len(keys) <= in_flight + unflushed

@@ -78,7 +78,9 @@ class JobService:
         return runtime
 
     async def describe_job(self, job_id: str, account_id: str | None = None) -> Job:
-        return await self.store.get_job(job_id, account_id or self.settings.account_id)
+        """`account_id=None` (local CLI and Python API without --account-id) sees every
+        account's jobs; the HTTP API always passes the caller's account."""
+        return await self.store.get_job(job_id, account_id)
 
     async def list_jobs(
         self,
@@ -95,7 +97,7 @@ class JobService:
         if not 0 <= limit <= MAX_LIST_RESULTS:
             raise BadRequest(f"maxResults must be between 0 and {MAX_LIST_RESULTS}")
         jobs = await self.store.list_jobs(
-            account_id or self.settings.account_id,
+            account_id,
             wanted or None,
             limit + 1,
             _decode_token(next_token) if next_token else None,

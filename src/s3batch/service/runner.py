@@ -37,7 +37,8 @@ CHUNK_TASKS = 1000
 #: Chunk rows written to the store per transaction while preparing.
 CHUNK_INSERT_BATCH = 500
 #: Finished tasks are written at least this often (seconds) or every FLUSH_MAX_ROWS rows.
-FLUSH_INTERVAL_S = 0.25
+#: A crash can redo only tasks in flight plus those finished within the last interval.
+FLUSH_INTERVAL_S = 0.1
 FLUSH_MAX_ROWS = 2000
 #: How often a running job checks for a cancel request, in seconds.
 STATUS_POLL_S = 0.5
