@@ -57,7 +57,7 @@ def demo(directory: str) -> None:
         retry=settings.retry,
     )
     storage = LocalConfig(root=str(root / "buckets"))
-    console = Console()
+    console = Console(width=max(Console().width, 110), soft_wrap=True)
     etag = run(_seed(storage))
     console.print(f"[bold]Objects[/] in {storage.root}/{DATA_BUCKET}; manifest ETag {etag}")
     console.print("[bold]Equivalent command:[/] " + _equivalent_command(etag))
@@ -157,7 +157,8 @@ async def _rows(settings: Settings, job: Job) -> list[ReportRow]:
 
 def _sentiment_table(rows: list[ReportRow], job: Job) -> Table:
     table = Table(title=f"Job {job.job_id}: {job.status.value}")
-    for col in ("Key", "Status", "Sentiment", "Positive", "Negative", "Neutral", "Mixed"):
+    table.add_column("Key", no_wrap=True)
+    for col in ("Status", "Sentiment", "Positive", "Negative", "Neutral", "Mixed"):
         table.add_column(col)
     for row in rows:
         try:
