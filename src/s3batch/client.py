@@ -126,7 +126,7 @@ class S3Batch:
         """Poll until the job is terminal or Suspended; return its DescribeJob `Job`."""
         deadline = time.monotonic() + timeout_s
         while True:
-            job = self.describe_job(JobId=job_id)["Job"]
+            job: dict[str, Any] = self.describe_job(JobId=job_id)["Job"]
             if JobStatus(job["Status"]).terminal or job["Status"] == "Suspended":
                 return job
             if time.monotonic() > deadline:

@@ -16,7 +16,7 @@ import contextlib
 import multiprocessing as mp
 import queue
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -98,7 +98,7 @@ async def _feed(tasks: AsyncIterator[Task], inbox: Any, processes: int) -> None:
         await asyncio.to_thread(inbox.put, _DONE)
 
 
-async def _next_result(outbox: Any, workers: list[BaseProcess]) -> Any:
+async def _next_result(outbox: Any, workers: Sequence[BaseProcess]) -> Any:
     while True:
         try:
             return await asyncio.to_thread(outbox.get, True, RESULT_POLL_S)
@@ -108,7 +108,7 @@ async def _next_result(outbox: Any, workers: list[BaseProcess]) -> Any:
                 raise WorkerDied(f"engine worker exited with code {dead[0].exitcode}") from None
 
 
-def _stop(workers: list[BaseProcess]) -> None:
+def _stop(workers: Sequence[BaseProcess]) -> None:
     for w in workers:
         w.join(timeout=SHUTDOWN_TIMEOUT_S / len(workers))
         if w.is_alive():
