@@ -91,7 +91,7 @@ def test_builtin_sentiment_classifies_the_demo_letters(local_env: Env) -> None:
         local_env.put("letters", name, text.encode())
     batch = local_env.batch()
     job_id = batch.create_job(
-        Operation={"LambdaInvoke": {"FunctionArn": "arn:aws:lambda:us-east-1:1:function:s3batch-sentiment"}},
+        Operation={"LambdaInvoke": {"FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:s3batch-sentiment"}},
         Manifest=local_env.manifest("letters", [("letters", n) for n in DEMO_TEXTS]),
         Report=report_spec("letters"),
         Priority=1,
@@ -106,3 +106,35 @@ def test_builtin_sentiment_classifies_the_demo_letters(local_env: Env) -> None:
         "rude-love-letter.txt": "NEGATIVE",
         "neutral-speech.txt": "NEUTRAL",
     }
+
+
+def test_cancel_a_running_job_reports_exactly_the_tasks_that_ran(
+    local_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from s3batch.client import S3Batch
+
+    monkeypatch.setenv("SLOW_HANDLER_LOG", str(tmp_path / "log"))
+    keys = [f"s{i:03d}" for i in range(200)]
+    local_env.make_bucket("b")
+    for key in keys:
+        local_env.put("b", key, b"x")
+    batch = S3Batch(home=local_env.home, storage=f"file://{local_env.root}", background=True)
+    job_id = batch.create_job(
+        Operation={"LambdaInvoke": {"FunctionArn": "python:slow_handler:handler"}},
+        Manifest=local_env.manifest("b", [("b", k) for k in keys]),
+        Report=report_spec("b"),
+        Priority=1,
+    )["JobId"]
+    deadline = time.monotonic() + 30
+    while batch.describe_job(JobId=job_id)["Job"]["ProgressSummary"]["NumberOfTasksSucceeded"] < 10:
+        assert time.monotonic() < deadline, "job made no progress"
+        time.sleep(0.05)
+    assert batch.update_job_status(JobId=job_id, RequestedJobStatus="Cancelled")["Status"] == "Cancelling"
+    job = batch.wait(job_id, timeout_s=30)
+    assert job["Status"] == "Cancelled"
+    ran = job["ProgressSummary"]["NumberOfTasksSucceeded"] + job["ProgressSummary"]["NumberOfTasksFailed"]
+    assert 10 <= ran < len(keys)
+    rows = read_report(local_env, "b", job_id)["rows"]
+    assert len(rows.get("succeeded", [])) + len(rows.get("failed", [])) == ran
