@@ -271,7 +271,10 @@ def test_process_engine_runs_the_same_job_unchanged(local_env: Env) -> None:
     batch = S3Batch(settings=settings, storage=f"file://{local_env.root}", background=False)
     op = {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::b", "TargetKeyPrefix": "out"}}
     job_id = batch.create_job(
-        Operation=op, Manifest=local_env.manifest("b", [("b", k) for k in keys]), Report=report_spec("b"), Priority=1
+        Operation=op,
+        Manifest=local_env.manifest("b", [("b", k) for k in keys]),
+        Report=report_spec("b"),
+        Priority=1,
     )["JobId"]
     job = run(batch, job_id)
     assert job["Status"] == "Complete"

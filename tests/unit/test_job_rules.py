@@ -21,9 +21,7 @@ def test_terminal_states_have_no_way_out() -> None:
 
 
 def test_suspended_never_comes_back() -> None:
-    assert not any(
-        JobStatus.SUSPENDED in TRANSITIONS[s] for s in JobStatus if s is not JobStatus.PREPARING
-    )
+    assert not any(JobStatus.SUSPENDED in TRANSITIONS[s] for s in JobStatus if s is not JobStatus.PREPARING)
     assert can_transition(JobStatus.SUSPENDED, JobStatus.READY)
 
 
@@ -43,9 +41,7 @@ def test_suspended_never_comes_back() -> None:
         (JobStatus.ACTIVE, "Active", None),
     ],
 )
-def test_update_job_status_rules(
-    current: JobStatus, requested: str, expected: JobStatus | None
-) -> None:
+def test_update_job_status_rules(current: JobStatus, requested: str, expected: JobStatus | None) -> None:
     assert user_status_change(current, requested) is expected
 
 

@@ -24,9 +24,7 @@ def bucket_from_arn(arn: str, field: str = "Bucket") -> str:
     """`arn:aws:s3:::bucket` → `bucket`. A bare bucket name is accepted too."""
     if not arn.startswith("arn:"):
         if not arn or "/" in arn:
-            raise BadRequest(
-                f"{field}: expected a bucket ARN like arn:aws:s3:::bucket, got {arn!r}"
-            )
+            raise BadRequest(f"{field}: expected a bucket ARN like arn:aws:s3:::bucket, got {arn!r}")
         return arn
     m = _S3_ARN.match(arn)
     if not m or "/" in m.group("rest"):
@@ -38,9 +36,7 @@ def object_from_arn(arn: str, field: str = "ObjectArn") -> ObjectLocation:
     """`arn:aws:s3:::bucket/path/key` → (bucket, path/key)."""
     m = _S3_ARN.match(arn)
     if not m or "/" not in m.group("rest"):
-        raise BadRequest(
-            f"{field}: expected an object ARN like arn:aws:s3:::bucket/key, got {arn!r}"
-        )
+        raise BadRequest(f"{field}: expected an object ARN like arn:aws:s3:::bucket/key, got {arn!r}")
     bucket, _, key = m.group("rest").partition("/")
     if not bucket or not key:
         raise BadRequest(f"{field}: bucket or key missing in {arn!r}")

@@ -92,10 +92,7 @@ class Progress:
         return self.succeeded + self.failed
 
     def over_failure_threshold(self) -> bool:
-        return (
-            self.done >= FAILURE_THRESHOLD_MIN_TASKS
-            and self.failed > FAILURE_RATE_LIMIT * self.done
-        )
+        return self.done >= FAILURE_THRESHOLD_MIN_TASKS and self.failed > FAILURE_RATE_LIMIT * self.done
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

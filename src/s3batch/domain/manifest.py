@@ -57,9 +57,7 @@ class CsvLayout:
         try:
             fields = tuple(Field(n) for n in names)
         except ValueError as exc:
-            raise BadRequest(
-                f"Manifest.Spec.Fields: {exc}; allowed: Ignore, Bucket, Key, VersionId"
-            ) from exc
+            raise BadRequest(f"Manifest.Spec.Fields: {exc}; allowed: Ignore, Bucket, Key, VersionId") from exc
         for required in (Field.BUCKET, Field.KEY):
             if fields.count(required) != 1:
                 raise BadRequest(f"Manifest.Spec.Fields must name {required.value} exactly once")
@@ -113,9 +111,7 @@ class LineSplitter:
         return line
 
 
-def split_lines(
-    chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1
-) -> Iterator[RawLine]:
+def split_lines(chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1) -> Iterator[RawLine]:
     """All lines of a byte stream (convenience for sync sources and tests)."""
     splitter = LineSplitter(start_offset, first_line)
     for chunk in chunks:
@@ -185,8 +181,7 @@ class CsvManifestParser:
             row = [*row, ""]
         if len(row) < len(fields):
             raise ManifestError(
-                f"expected {len(fields)} columns ({', '.join(f.value for f in fields)}), "
-                f"found {len(row)}",
+                f"expected {len(fields)} columns ({', '.join(f.value for f in fields)}), found {len(row)}",
                 number,
             )
         named = {f: row[i] for i, f in enumerate(fields) if f is not Field.IGNORE}
@@ -202,9 +197,7 @@ class CsvManifestParser:
                 f"key field is {len(key)} characters; the limit is {MAX_KEY_FIELD_CHARS}", number
             )
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-            raise ManifestError(
-                "key contains a control character; keys must be URL-encoded", number
-            )
+            raise ManifestError("key contains a control character; keys must be URL-encoded", number)
         return bucket, key, self._version(named.get(Field.VERSION_ID), number)
 
     def _version(self, value: str | None, number: int) -> str | None:

@@ -62,9 +62,7 @@ def normalize_create_job(request: Mapping[str, Any]) -> dict[str, Any]:
         "Operation": _operation(request.get("Operation")),
         "Report": _report(request.get("Report")),
         "Priority": _priority(request.get("Priority")),
-        "ConfirmationRequired": _bool(
-            request.get("ConfirmationRequired", False), "ConfirmationRequired"
-        ),
+        "ConfirmationRequired": _bool(request.get("ConfirmationRequired", False), "ConfirmationRequired"),
     }
     has_manifest = request.get("Manifest") is not None
     if has_manifest == (request.get("ManifestGenerator") is not None):
@@ -97,9 +95,7 @@ def client_token(request: Mapping[str, Any]) -> str | None:
 
 def _operation(op: Any) -> dict[str, Any]:
     if not isinstance(op, Mapping) or len(op) != 1:
-        raise BadRequest(
-            'Operation must name exactly one operation, e.g. {"S3PutObjectTagging": {...}}'
-        )
+        raise BadRequest('Operation must name exactly one operation, e.g. {"S3PutObjectTagging": {...}}')
     name, params = next(iter(op.items()))
     if name not in OPERATION_NAMES:
         raise BadRequest(f"unknown operation {name!r}; known: {', '.join(OPERATION_NAMES)}")

@@ -139,18 +139,14 @@ def _extra(params: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]
     """Parameters passed to CopyObject as they are (botocore names)."""
     extra: dict[str, Any] = {}
     if "CannedAccessControlList" in params:
-        extra["ACL"] = one_of(
-            NAME, "CannedAccessControlList", params["CannedAccessControlList"], CANNED_ACLS
-        )
+        extra["ACL"] = one_of(NAME, "CannedAccessControlList", params["CannedAccessControlList"], CANNED_ACLS)
     if params.get("RequesterPays"):
         extra["RequestPayer"] = "requester"
     if params.get("SSEAwsKmsKeyId"):
         extra["ServerSideEncryption"] = "aws:kms"
         extra["SSEKMSKeyId"] = params["SSEAwsKmsKeyId"]
     elif meta.get("SSEAlgorithm"):
-        alg = one_of(
-            NAME, "NewObjectMetadata.SSEAlgorithm", meta["SSEAlgorithm"], ("AES256", "KMS")
-        )
+        alg = one_of(NAME, "NewObjectMetadata.SSEAlgorithm", meta["SSEAlgorithm"], ("AES256", "KMS"))
         extra["ServerSideEncryption"] = "aws:kms" if alg == "KMS" else "AES256"
     if "BucketKeyEnabled" in params:
         extra["BucketKeyEnabled"] = bool(params["BucketKeyEnabled"])

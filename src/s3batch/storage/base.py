@@ -104,9 +104,7 @@ class ObjectStore(Protocol):
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo: ...
 
-    async def put_file(
-        self, bucket: str, key: str, path: Path, *, content_type: str | None = None
-    ) -> None:
+    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
         """Upload a local file; multipart when large."""
         ...
 
@@ -123,9 +121,7 @@ class ObjectStore(Protocol):
         """Server-side copy; multipart copy above the single-request limit (5 GiB)."""
         ...
 
-    async def get_tags(
-        self, bucket: str, key: str, version_id: str | None = None
-    ) -> dict[str, str]: ...
+    async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]: ...
 
     async def put_tags(
         self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
@@ -139,9 +135,7 @@ class ObjectStore(Protocol):
         """Delete an object (or one version). Deleting a missing key succeeds, as in S3."""
         ...
 
-    async def delete_many(
-        self, bucket: str, objects: Sequence[VersionRef]
-    ) -> list[Exception | None]:
+    async def delete_many(self, bucket: str, objects: Sequence[VersionRef]) -> list[Exception | None]:
         """Delete up to 1,000 objects; one entry per input, None for success."""
         ...
 

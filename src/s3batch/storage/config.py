@@ -87,9 +87,7 @@ def _env_region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
-def resolve_storage(
-    storage_url: str | None, endpoint_url: str | None, default_root: Path
-) -> StorageConfig:
+def resolve_storage(storage_url: str | None, endpoint_url: str | None, default_root: Path) -> StorageConfig:
     """Pick the store the way the README documents it.
 
     1. An explicit storage URL (`--storage` / `S3BATCH_STORAGE`) wins.
@@ -102,9 +100,7 @@ def resolve_storage(
         return parse_storage_url(url, endpoint_url)
     endpoint = endpoint_url or _env_endpoint()
     if endpoint or os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
-        return S3Config(
-            endpoint_url=endpoint, region=_env_region(), profile=os.environ.get("AWS_PROFILE")
-        )
+        return S3Config(endpoint_url=endpoint, region=_env_region(), profile=os.environ.get("AWS_PROFILE"))
     return LocalConfig(root=str(default_root))
 
 
