@@ -9,6 +9,7 @@ import pytest
 from conftest import FIXTURE_HANDLERS, Env, read_report, report_spec
 
 pytestmark = pytest.mark.integration
+SENTIMENT_ARN = "arn:aws:lambda:us-east-1:123456789012:function:s3batch-sentiment"
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +92,7 @@ def test_builtin_sentiment_classifies_the_demo_letters(local_env: Env) -> None:
         local_env.put("letters", name, text.encode())
     batch = local_env.batch()
     job_id = batch.create_job(
-        Operation={"LambdaInvoke": {"FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:s3batch-sentiment"}},
+        Operation={"LambdaInvoke": {"FunctionArn": SENTIMENT_ARN}},
         Manifest=local_env.manifest("letters", [("letters", n) for n in DEMO_TEXTS]),
         Report=report_spec("letters"),
         Priority=1,

@@ -1,0 +1,261 @@
+"""MemoryStore: an in-memory ObjectStore for unit tests.
+
+Same answers as LocalStore (errors, default content type, copy rules) without a filesystem,
+so keys are only held to S3's own rules. `MemoryStore(versioned=True)` behaves like a
+versioned bucket: every write adds a version, a plain delete adds a delete marker. `calls`
+records each method call as (method name, bucket, key, ...) for assertions, and `fail`
+makes chosen calls raise a given StorageError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from s3batch.errors import StorageError
+from s3batch.storage.base import CopyOptions, CopyResult, ObjectInfo, VersionRef
+from s3batch.storage.local import (
+    DEFAULT_COPY_OPTIONS,
+    ObjectAttrs,
+    check_copy,
+    check_key_length,
+    check_range,
+    check_tags,
+    copied_attrs,
+    new_attrs,
+    no_such_bucket,
+    no_such_key,
+    object_info,
+)
+
+#: The version id S3 gives objects written while versioning is off.
+NULL_VERSION = "null"
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    version_id: str
+    #: None for a delete marker.
+    body: bytes | None
+    etag: str
+    last_modified: datetime
+    attrs: ObjectAttrs
+
+
+@dataclass(slots=True)
+class _Failure:
+    error: StorageError
+    key: str | None
+    times: int
+
+
+class MemoryStore:
+    """ObjectStore kept in dicts. Buckets must be created first, as in S3."""
+
+    def __init__(self, *, versioned: bool = False) -> None:
+        self.versioned = versioned
+        self.calls: list[tuple[str, ...]] = []
+        #: bucket → key → versions, oldest first (one version when not versioned).
+        self._buckets: dict[str, dict[str, list[_Version]]] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+
+    def fail(self, method: str, error: StorageError, *, key: str | None = None, times: int = 1) -> None:
+        """Make the next `times` calls of `method` (on `key`, or any key) raise `error`."""
+        self._failures.setdefault(method, []).append(_Failure(error, key, times))
+
+    def _record(self, method: str, *args: str) -> None:
+        self.calls.append((method, *args))
+        key = args[1] if len(args) > 1 else None  # the key (source key for copy)
+        for failure in self._failures.get(method, []):
+            if failure.times > 0 and failure.key in (None, key):
+                failure.times -= 1
+                raise failure.error
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def _bucket(self, bucket: str) -> dict[str, list[_Version]]:
+        try:
+            return self._buckets[bucket]
+        except KeyError:
+            raise no_such_bucket(bucket) from None
+
+    def _version(self, bucket: str, key: str, version_id: str | None) -> _Version:
+        """The version to read; the latest when `version_id` is None."""
+        self._check_version(version_id)
+        versions = self._bucket(bucket).get(key, [])
+        if version_id is None or not self.versioned:
+            if not versions or versions[-1].body is None:
+                raise no_such_key(key)
+            return versions[-1]
+        for version in versions:
+            if version.version_id == version_id:
+                if version.body is None:
+                    raise StorageError("MethodNotAllowed", "The specified method is not allowed", 405)
+                return version
+        raise StorageError("NoSuchVersion", "The specified version does not exist.", 404)
+
+    def _check_version(self, version_id: str | None) -> None:
+        if not self.versioned and version_id not in (None, NULL_VERSION):
+            raise StorageError("NotImplemented", "versioning is off for this memory store", 501)
+
+    def _info(self, bucket: str, key: str, version: _Version) -> ObjectInfo:
+        return object_info(
+            bucket,
+            key,
+            size=len(version.body or b""),
+            etag=version.etag,
+            last_modified=version.last_modified,
+            attrs=version.attrs,
+            version_id=version.version_id if self.versioned else None,
+        )
+
+    def _store(self, bucket: str, key: str, body: bytes | None, attrs: ObjectAttrs) -> _Version:
+        objects = self._bucket(bucket)
+        check_key_length(key)
+        version = _Version(
+            version_id=uuid.uuid4().hex if self.versioned else NULL_VERSION,
+            body=body,
+            etag=hashlib.md5(body or b"", usedforsecurity=False).hexdigest(),
+            last_modified=datetime.now(UTC),
+            attrs=attrs,
+        )
+        if self.versioned:
+            objects.setdefault(key, []).append(version)
+        else:
+            objects[key] = [version]
+        return version
+
+    def _retag(self, bucket: str, key: str, version_id: str | None, tags: Mapping[str, str]) -> None:
+        current = self._version(bucket, key, version_id)
+        versions = self._bucket(bucket)[key]
+        retagged = replace(current, attrs=replace(current.attrs, tags=dict(tags)))
+        position = next(i for i, v in enumerate(versions) if v is current)
+        versions[position] = retagged
+
+    # -- the contract -----------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        self._record("create_bucket", bucket)
+        self._buckets.setdefault(bucket, {})
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        self._record("head", bucket, key)
+        return self._info(bucket, key, self._version(bucket, key, version_id))
+
+    async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        self._record("get_bytes", bucket, key)
+        return self._version(bucket, key, version_id).body or b""
+
+    async def iter_bytes(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        start: int = 0,
+        chunk_size: int = 1 << 20,
+    ) -> AsyncIterator[bytes]:
+        self._record("iter_bytes", bucket, key)
+        body = self._version(bucket, key, version_id).body or b""
+        check_range(start, len(body))
+        for offset in range(start, len(body), chunk_size):
+            yield body[offset : offset + chunk_size]
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        self._record("put_bytes", bucket, key)
+        version = self._store(bucket, key, bytes(body), new_attrs(content_type, metadata))
+        return replace(self._info(bucket, key, version), content_type=content_type)
+
+    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
+        self._record("put_file", bucket, key)
+        try:
+            body = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise StorageError("LocalFileError", f"{path}: {exc}") from exc
+        self._store(bucket, key, body, new_attrs(content_type, None))
+
+    async def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        src_version_id: str | None = None,
+        options: CopyOptions = DEFAULT_COPY_OPTIONS,
+    ) -> CopyResult:
+        self._record("copy", src_bucket, src_key, dst_bucket, dst_key)
+        self._check_version(src_version_id)
+        check_copy((src_bucket, src_key), (dst_bucket, dst_key), src_version_id, options)
+        source = self._version(src_bucket, src_key, src_version_id)
+        version = self._store(dst_bucket, dst_key, source.body, copied_attrs(source.attrs, options))
+        return CopyResult(version.etag, version.version_id if self.versioned else None)
+
+    async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        self._record("get_tags", bucket, key)
+        return dict(self._version(bucket, key, version_id).attrs.tags)
+
+    async def put_tags(
+        self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
+    ) -> None:
+        self._record("put_tags", bucket, key)
+        check_tags(tags)
+        self._retag(bucket, key, version_id, tags)
+
+    async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        self._record("delete_tags", bucket, key)
+        self._retag(bucket, key, version_id, {})
+
+    async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        self._record("delete", bucket, key)
+        self._delete(bucket, key, version_id)
+
+    def _delete(self, bucket: str, key: str, version_id: str | None) -> None:
+        self._check_version(version_id)
+        objects = self._bucket(bucket)
+        check_key_length(key)
+        if self.versioned and version_id is None:
+            self._store(bucket, key, None, ObjectAttrs())  # a delete marker hides the key
+            return
+        kept = [v for v in objects.get(key, []) if self.versioned and v.version_id != version_id]
+        if kept:
+            objects[key] = kept
+        else:
+            objects.pop(key, None)  # deleting what is not there succeeds, as in S3
+
+    async def delete_many(self, bucket: str, objects: Sequence[VersionRef]) -> list[Exception | None]:
+        self._record("delete_many", bucket, *(ref.key for ref in objects))
+        self._bucket(bucket)
+        outcomes: list[Exception | None] = []
+        for ref in objects:
+            try:
+                self._delete(bucket, ref.key, ref.version_id)
+                outcomes.append(None)
+            except StorageError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        self._record("list_objects", bucket, prefix)
+        objects = self._bucket(bucket)
+        for key in sorted(k for k in objects if k.startswith(prefix)):
+            versions = objects.get(key)
+            if versions and versions[-1].body is not None:
+                info = self._info(bucket, key, versions[-1])
+                # ListObjectsV2 carries no version, type or metadata: neither does this.
+                yield replace(info, version_id=None, content_type=None, metadata={}, headers={})
+
+    async def close(self) -> None:
+        self.calls.append(("close",))

@@ -1,0 +1,611 @@
+"""S3Store: the ObjectStore contract over an S3-compatible endpoint, with aiobotocore.
+
+botocore's own retries are off: s3batch retries whole tasks itself (s3batch.retry) and feeds
+throttling into its concurrency limit, so a hidden second retry loop would only hide both.
+Every botocore/aiohttp failure leaves this module as a StorageError (see `_translating`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from s3batch.errors import ConfigError, StorageError
+from s3batch.storage.base import CopyOptions, CopyResult, ObjectInfo, VersionRef
+from s3batch.storage.config import S3Config
+
+#: S3's limit for one CopyObject request, in bytes.
+SINGLE_COPY_MAX_BYTES = 5 * 1024**3
+#: Sources larger than this are copied with UploadPartCopy, in bytes. Tests lower it.
+MULTIPART_COPY_THRESHOLD_BYTES = SINGLE_COPY_MAX_BYTES
+#: Preferred UploadPartCopy range, in bytes (S3 allows 5 MiB to 5 GiB per part).
+MULTIPART_COPY_PART_BYTES = 512 * 1024**2
+#: UploadPartCopy requests in flight for one multipart copy.
+MULTIPART_COPY_CONCURRENCY = 4
+#: put_file uploads files of at least this size in parts, in bytes.
+MULTIPART_UPLOAD_THRESHOLD_BYTES = 64 * 1024**2
+#: Preferred UploadPart size for put_file, in bytes; one part is held in memory at a time.
+MULTIPART_UPLOAD_PART_BYTES = 32 * 1024**2
+#: S3's limit on parts in one multipart upload.
+MAX_PARTS = 10_000
+#: S3's limit on keys in one DeleteObjects request.
+DELETE_OBJECTS_MAX_KEYS = 1000
+#: Region used when neither the config, the environment nor the profile names one.
+DEFAULT_REGION = "us-east-1"
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+#: System headers kept by a metadata COPY, by their botocore names.
+HEADER_NAMES = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+#: Error codes worth retrying later: throttling and transient server trouble.
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: HEAD answers carry no body, so botocore reports the bare status as the code.
+_STATUS_CODE_NAMES = {"404": "NoSuchKey", "403": "AccessDenied"}
+#: Status to report for a DeleteObjects per-key error (those carry a code but no status).
+_ENTRY_STATUSES = {
+    "AccessDenied": 403,
+    "NoSuchKey": 404,
+    "NoSuchVersion": 404,
+    "InvalidArgument": 400,
+    "InternalError": 500,
+    "SlowDown": 503,
+}
+#: Codes with which S3 may refuse a CopyObject because the source is too large.
+_TOO_LARGE_CODES = frozenset({"InvalidRequest", "EntityTooLarge"})
+
+#: CopyObject as S3 does it by default: metadata and tags copied from the source.
+DEFAULT_COPY_OPTIONS = CopyOptions()
+
+_T = TypeVar("_T")
+
+
+class S3Store:
+    """ObjectStore over S3. The client is created on first use and closed by `close()`."""
+
+    def __init__(self, config: S3Config) -> None:
+        if config.addressing_style not in ADDRESSING_STYLES:
+            raise ConfigError(
+                f"addressing_style {config.addressing_style!r}: expected one of {ADDRESSING_STYLES}"
+            )
+        self._config = config
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+        self._region = DEFAULT_REGION
+        self._open_lock = asyncio.Lock()
+
+    # -- client lifecycle -------------------------------------------------------------------
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            async with self._open_lock:  # many tasks start at once; open one client
+                if self._client is None:
+                    await self._open()
+        return self._client
+
+    async def _open(self) -> None:
+        cfg = self._config
+        stack = AsyncExitStack()
+        with _translating():
+            session = AioSession(profile=cfg.profile)
+            region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
+            client_config = AioConfig(
+                region_name=region,
+                s3={"addressing_style": cfg.addressing_style},
+                max_pool_connections=cfg.max_connections,
+                connect_timeout=cfg.connect_timeout_s,
+                read_timeout=cfg.read_timeout_s,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                # rclone and other stores fail botocore's default CRC checks on ranged reads.
+                response_checksum_validation="when_required",
+                request_checksum_calculation="when_required",
+            )
+            creator = session.create_client("s3", endpoint_url=cfg.endpoint_url, config=client_config)
+            self._client = await stack.enter_async_context(creator)
+        self._stack, self._region = stack, region
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            with _translating():
+                await stack.aclose()
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        client = await self._s3()
+        with _translating():
+            response: dict[str, Any] = await getattr(client, operation)(**params)
+        return response
+
+    # -- buckets and reads ------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        await self._s3()  # resolves the region
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self._region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            await self._call("create_bucket", **params)
+        except StorageError as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        try:
+            response = await self._call("head_object", **_target(bucket, key, version_id))
+        except StorageError as exc:
+            if exc.http_status == 404:
+                raise await self._head_not_found(bucket, version_id) from exc
+            raise
+        return _object_info(bucket, key, response)
+
+    async def _head_not_found(self, bucket: str, version_id: str | None) -> StorageError:
+        """A HEAD 404 has no body: ask the bucket to tell NoSuchBucket from NoSuchKey."""
+        try:
+            await self._call("head_bucket", Bucket=bucket)
+        except StorageError as bucket_exc:
+            if bucket_exc.http_status == 404:
+                return StorageError("NoSuchBucket", "The specified bucket does not exist", 404)
+        if version_id is not None:
+            return StorageError("NoSuchVersion", "The specified version does not exist.", 404)
+        return StorageError("NoSuchKey", "The specified key does not exist.", 404)
+
+    async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        response = await self._call("get_object", **_target(bucket, key, version_id))
+        with _translating():
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        return data
+
+    async def iter_bytes(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        start: int = 0,
+        chunk_size: int = 1 << 20,
+    ) -> AsyncIterator[bytes]:
+        params = _target(bucket, key, version_id)
+        if start > 0:
+            params["Range"] = f"bytes={start}-"
+        try:
+            response = await self._call("get_object", **params)
+        except StorageError as exc:
+            # Reading on from the very end is a valid resume point: nothing is left.
+            if exc.code == "InvalidRange" and (await self.head(bucket, key, version_id)).size == start:
+                return
+            raise
+        with _translating():
+            async with response["Body"] as body:
+                while chunk := await body.read(chunk_size):
+                    yield chunk
+
+    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        client = await self._s3()
+        # botocore asks for URL-encoded keys and decodes them, so odd keys survive XML.
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        with _translating():
+            async for page in pages:
+                for entry in page.get("Contents", []):
+                    yield ObjectInfo(
+                        bucket=bucket,
+                        key=entry["Key"],
+                        size=entry["Size"],
+                        etag=_unquote(entry.get("ETag", "")),
+                        last_modified=entry["LastModified"],
+                        storage_class=entry.get("StorageClass") or "STANDARD",
+                    )
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body}
+        if content_type is not None:
+            params["ContentType"] = content_type
+        if metadata:
+            params["Metadata"] = dict(metadata)
+        response = await self._call("put_object", **params)
+        # PutObject returns no date; the local clock saves a HEAD per write.
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=len(body),
+            etag=_unquote(response.get("ETag", "")),
+            last_modified=datetime.now(UTC),
+            version_id=response.get("VersionId"),
+            content_type=content_type,
+            metadata={k.lower(): v for k, v in (metadata or {}).items()},
+        )
+
+    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
+        size = (await _local_io(path, asyncio.to_thread(path.stat))).st_size
+        extra = {"ContentType": content_type} if content_type is not None else {}
+        if size < MULTIPART_UPLOAD_THRESHOLD_BYTES:
+            body = await _local_io(path, asyncio.to_thread(path.read_bytes))
+            await self._call("put_object", Bucket=bucket, Key=key, Body=body, **extra)
+            return
+        part_size = _part_size(size, MULTIPART_UPLOAD_PART_BYTES)
+
+        async def upload_parts(upload_id: str) -> list[dict[str, Any]]:
+            parts = []
+            for number, (first, last) in enumerate(_ranges(size, part_size), start=1):
+                data = await _local_io(path, asyncio.to_thread(_read_range, path, first, last))
+                response = await self._call(
+                    "upload_part",
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                )
+                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            return parts
+
+        await self._multipart(bucket, key, extra, {}, upload_parts)
+
+    async def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        src_version_id: str | None = None,
+        options: CopyOptions = DEFAULT_COPY_OPTIONS,
+    ) -> CopyResult:
+        source = _target(src_bucket, src_key, src_version_id)
+        if MULTIPART_COPY_THRESHOLD_BYTES < SINGLE_COPY_MAX_BYTES:
+            # A lowered threshold (tests, stores with a smaller limit) needs the size first.
+            info = await self.head(src_bucket, src_key, src_version_id)
+            if info.size > MULTIPART_COPY_THRESHOLD_BYTES:
+                return await self._copy_multipart(source, info, dst_bucket, dst_key, options)
+            return await self._copy_single(source, dst_bucket, dst_key, options)
+        try:
+            # Nearly every object fits one CopyObject: try it rather than HEAD every source.
+            return await self._copy_single(source, dst_bucket, dst_key, options)
+        except StorageError as exc:
+            if exc.code not in _TOO_LARGE_CODES:
+                raise
+            info = await self.head(src_bucket, src_key, src_version_id)
+            if info.size <= MULTIPART_COPY_THRESHOLD_BYTES:
+                raise
+            return await self._copy_multipart(source, info, dst_bucket, dst_key, options)
+
+    async def _copy_single(
+        self, source: dict[str, Any], dst_bucket: str, dst_key: str, options: CopyOptions
+    ) -> CopyResult:
+        params: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, "CopySource": source}
+        if options.replace_metadata:
+            params.update(MetadataDirective="REPLACE", Metadata=dict(options.metadata))
+            params.update(options.headers)
+        else:
+            params["MetadataDirective"] = "COPY"
+        if options.tags is None:
+            params["TaggingDirective"] = "COPY"
+        else:
+            params["TaggingDirective"] = "REPLACE"
+            if options.tags:  # no Tagging header at all means an empty tag set
+                params["Tagging"] = _tagging_header(options.tags)
+        if options.storage_class:
+            params["StorageClass"] = options.storage_class
+        params.update(options.extra)
+        response = await self._call("copy_object", **params)
+        etag = response.get("CopyObjectResult", {}).get("ETag", "")
+        return CopyResult(_unquote(etag), response.get("VersionId"))
+
+    async def _copy_multipart(
+        self,
+        source: dict[str, Any],
+        info: ObjectInfo,
+        dst_bucket: str,
+        dst_key: str,
+        options: CopyOptions,
+    ) -> CopyResult:
+        create, part_params = await self._multipart_copy_params(source, info, options)
+        part_size = _part_size(info.size, MULTIPART_COPY_PART_BYTES)
+        ranges = list(_ranges(info.size, part_size))
+        # Every part must come from the same source bytes even if the key is overwritten.
+        part_params.setdefault("CopySourceIfMatch", f'"{info.etag}"')
+
+        async def copy_parts(upload_id: str) -> list[dict[str, Any]]:
+            limit = asyncio.Semaphore(MULTIPART_COPY_CONCURRENCY)
+
+            async def one(number: int, first: int, last: int) -> dict[str, Any]:
+                async with limit:
+                    response = await self._call(
+                        "upload_part_copy",
+                        Bucket=dst_bucket,
+                        Key=dst_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={first}-{last}",
+                        **part_params,
+                    )
+                return _completed_part(number, response["CopyPartResult"])
+
+            return await _all_or_first_error(
+                [one(n, first, last) for n, (first, last) in enumerate(ranges, start=1)]
+            )
+
+        common = {"RequestPayer": options.extra["RequestPayer"]} if "RequestPayer" in options.extra else {}
+        response = await self._multipart(dst_bucket, dst_key, create, common, copy_parts)
+        return CopyResult(_unquote(response.get("ETag", "")), response.get("VersionId"))
+
+    async def _multipart_copy_params(
+        self, source: dict[str, Any], info: ObjectInfo, options: CopyOptions
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """CreateMultipartUpload parameters giving the result what CopyObject would give it,
+        and the extra parameters for each UploadPartCopy."""
+        create: dict[str, Any] = {}
+        if options.replace_metadata:
+            create.update(options.headers, Metadata=dict(options.metadata))
+        else:
+            create.update(info.headers, Metadata=dict(info.metadata))
+            if info.content_type is not None:
+                create["ContentType"] = info.content_type
+        tags = options.tags
+        if tags is None:
+            tags = await self.get_tags(source["Bucket"], source["Key"], source.get("VersionId"))
+        if tags:
+            create["Tagging"] = _tagging_header(tags)
+        if options.storage_class:
+            create["StorageClass"] = options.storage_class
+        part_params: dict[str, Any] = {}
+        for name, value in options.extra.items():
+            # Source conditions apply to each part read; everything else shapes the result.
+            target = part_params if name.startswith("CopySource") else create
+            target[name] = value
+        if "RequestPayer" in options.extra:
+            part_params["RequestPayer"] = options.extra["RequestPayer"]
+        return create, part_params
+
+    async def _multipart(
+        self,
+        bucket: str,
+        key: str,
+        create: Mapping[str, Any],
+        common: Mapping[str, Any],
+        upload_parts: Callable[[str], Awaitable[list[dict[str, Any]]]],
+    ) -> dict[str, Any]:
+        """Create, fill and complete a multipart upload; abort it if anything fails."""
+        upload = await self._call("create_multipart_upload", Bucket=bucket, Key=key, **create, **common)
+        upload_id = upload["UploadId"]
+        try:
+            parts = await upload_parts(upload_id)
+            return await self._call(
+                "complete_multipart_upload",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **common,
+            )
+        except BaseException:
+            # Uploaded parts are billed until aborted; cancellation must clean up too.
+            with contextlib.suppress(StorageError):
+                await self._call(
+                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id, **common
+                )
+            raise
+
+    # -- tags and deletes -------------------------------------------------------------------
+
+    async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        response = await self._call("get_object_tagging", **_target(bucket, key, version_id))
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    async def put_tags(
+        self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
+    ) -> None:
+        tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+        await self._call(
+            "put_object_tagging", **_target(bucket, key, version_id), Tagging={"TagSet": tag_set}
+        )
+
+    async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        await self._call("delete_object_tagging", **_target(bucket, key, version_id))
+
+    async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        await self._call("delete_object", **_target(bucket, key, version_id))
+
+    async def delete_many(self, bucket: str, objects: Sequence[VersionRef]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for start in range(0, len(objects), DELETE_OBJECTS_MAX_KEYS):
+            batch = objects[start : start + DELETE_OBJECTS_MAX_KEYS]
+            entries = [_delete_entry(ref) for ref in batch]
+            response = await self._call(
+                "delete_objects", Bucket=bucket, Delete={"Objects": entries, "Quiet": False}
+            )
+            outcomes.extend(_delete_outcomes(batch, response.get("Errors", [])))
+        return outcomes
+
+
+# -- request and response shapes ----------------------------------------------------------
+
+
+def _target(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id is not None:
+        params["VersionId"] = version_id
+    return params
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip('"')
+
+
+def _object_info(bucket: str, key: str, response: Mapping[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=response.get("ContentLength", 0),
+        etag=_unquote(response.get("ETag", "")),
+        last_modified=response["LastModified"],
+        version_id=response.get("VersionId"),
+        storage_class=response.get("StorageClass") or "STANDARD",
+        content_type=response.get("ContentType"),
+        metadata={k.lower(): v for k, v in response.get("Metadata", {}).items()},
+        headers={name: response[name] for name in HEADER_NAMES if name in response},
+    )
+
+
+def _tagging_header(tags: Mapping[str, str]) -> str:
+    # %20 rather than "+" for spaces: some S3 servers do not decode "+" in x-amz-tagging.
+    return urlencode(dict(tags), quote_via=quote)
+
+
+def _part_size(total: int, preferred: int) -> int:
+    """`preferred`, grown as needed to stay within MAX_PARTS."""
+    return max(preferred, math.ceil(total / MAX_PARTS))
+
+
+def _ranges(total: int, part_size: int) -> Iterator[tuple[int, int]]:
+    """Inclusive (first, last) byte ranges covering `total` bytes."""
+    for first in range(0, total, part_size):
+        yield first, min(first + part_size, total) - 1
+
+
+def _read_range(path: Path, first: int, last: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(first)
+        return f.read(last - first + 1)
+
+
+def _completed_part(number: int, result: Mapping[str, Any]) -> dict[str, Any]:
+    part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
+    # With a ChecksumAlgorithm, CompleteMultipartUpload must list each part's checksum.
+    part.update({k: v for k, v in result.items() if k.startswith("Checksum")})
+    return part
+
+
+async def _all_or_first_error(coros: Sequence[Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Run all; on the first failure cancel the rest and raise that failure itself."""
+
+    async def run(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        return await coro
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(coro)) for coro in coros]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def _delete_entry(ref: VersionRef) -> dict[str, str]:
+    entry = {"Key": ref.key}
+    if ref.version_id is not None:
+        entry["VersionId"] = ref.version_id
+    return entry
+
+
+def _delete_outcomes(
+    batch: Sequence[VersionRef], errors: Sequence[Mapping[str, Any]]
+) -> list[Exception | None]:
+    outcomes: list[Exception | None] = [None] * len(batch)
+    for error in errors:
+        key, version_id = error.get("Key"), error.get("VersionId")
+        exact = [i for i, r in enumerate(batch) if r.key == key and r.version_id == version_id]
+        # moto (and possibly others) leave VersionId out of error entries: match by key.
+        positions = exact or [i for i, r in enumerate(batch) if r.key == key]
+        code = str(error.get("Code") or "InternalError")
+        status = _ENTRY_STATUSES.get(code)
+        failure = StorageError(
+            code,
+            str(error.get("Message") or code),
+            status,
+            code in RETRYABLE_CODES or status in RETRYABLE_STATUSES,
+        )
+        for i in positions:
+            outcomes[i] = failure
+    return outcomes
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+async def _local_io(path: Path, work: Awaitable[_T]) -> _T:
+    """A local file read for put_file; its OSError is the caller's problem, not S3's."""
+    try:
+        return await work
+    except OSError as exc:
+        raise StorageError("LocalFileError", f"{path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _translating() -> Iterator[None]:
+    """Turn whatever botocore, aiohttp or the socket raise into a StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except ClientError as exc:
+        raise _from_client_error(exc) from exc
+    except (TimeoutError, ReadTimeoutError, ConnectTimeoutError) as exc:
+        raise StorageError("RequestTimeout", _describe(exc), None, True) from exc
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError, aiohttp.ClientError, OSError) as exc:
+        raise StorageError("ConnectionError", _describe(exc), None, True) from exc
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
+        raise StorageError("CredentialsError", _describe(exc)) from exc
+    except ParamValidationError as exc:
+        raise StorageError("InvalidArgument", _describe(exc)) from exc
+    except BotoCoreError as exc:
+        raise StorageError(type(exc).__name__, _describe(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _from_client_error(exc: ClientError) -> StorageError:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = str(error.get("Code") or status or "Unknown")
+    code = _STATUS_CODE_NAMES.get(code, code)
+    retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
+    return StorageError(code, str(error.get("Message") or exc), status, retryable)
