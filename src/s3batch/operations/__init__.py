@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 
 from s3batch.errors import BadRequest
 from s3batch.operations.base import OperationKind
@@ -13,17 +14,25 @@ _MODULES = {
     "S3PutObjectTagging": "s3batch.operations.tagging",
     "S3DeleteObjectTagging": "s3batch.operations.delete_tagging",
     "S3DeleteObject": "s3batch.operations.delete",
+    "S3PutObjectAcl": "s3batch.operations.acl",
+    "S3InitiateRestoreObject": "s3batch.operations.restore",
+    "S3PutObjectLegalHold": "s3batch.operations.legal_hold",
+    "S3PutObjectRetention": "s3batch.operations.retention",
+    "S3ReplicateObject": "s3batch.operations.replicate",
+    "S3ComputeObjectChecksum": "s3batch.operations.checksum",
+    "S3UpdateObjectEncryption": "s3batch.operations.encryption",
 }
 
 
 def supported() -> tuple[str, ...]:
-    return tuple(_MODULES)
+    """Operation names whose module is present in this installation."""
+    return tuple(name for name, module in _MODULES.items() if find_spec(module) is not None)
 
 
 def get_kind(name: str) -> OperationKind:
     module = _MODULES.get(name)
-    if module is None:
-        raise BadRequest(f"operation {name} is not supported yet; supported: {', '.join(_MODULES)}")
+    if module is None or find_spec(module) is None:
+        raise BadRequest(f"operation {name} is not supported yet; supported: {', '.join(supported())}")
     kind = import_module(module).KIND
     assert isinstance(kind, OperationKind)
     return kind

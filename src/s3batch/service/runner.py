@@ -12,9 +12,11 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from s3batch.domain.arn import object_from_arn
@@ -25,9 +27,17 @@ from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Engine
 from s3batch.errors import ManifestError, StorageError
 from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.service.manifests import (
+    MATERIALIZED_FIELDS,
+    SPOOL_BUCKET,
+    materialize,
+    needs_materializing,
+    spool_key,
+)
 from s3batch.service.reporting import write_report
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
+from s3batch.storage.local import LocalStore
 from s3batch.store.base import Chunk, FinishedTask, JobStore
 
 log = logging.getLogger(__name__)
@@ -56,10 +66,17 @@ class _Stop(Exception):
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, engine: Engine, function_workers: int = 2) -> None:
+    def __init__(
+        self, store: JobStore, engine: Engine, function_workers: int = 2, spool_root: Path | None = None
+    ) -> None:
         self.store = store
         self.engine = engine
         self.function_workers = function_workers
+        #: Where inventory/generated manifests are materialized (see service.manifests).
+        self.spool_root = spool_root or Path(tempfile.gettempdir()) / "s3batch-spool"
+
+    def _spool(self) -> ObjectStore:
+        return LocalStore(self.spool_root)
 
     async def drive(self, job_id: str) -> Job:
         """Advance the job until it is terminal or waits for confirmation."""
@@ -93,6 +110,8 @@ class JobRunner:
 
     async def _prepare(self, job: Job, objects: ObjectStore) -> Job:
         try:
+            if needs_materializing(job.request):
+                job = await self._materialize(job, objects)
             total = await self._plan_chunks(job, objects)
         except (ManifestError, StorageError) as exc:
             return await self._fail_early(job, _failure(exc))
@@ -109,6 +128,17 @@ class JobRunner:
             )
         return await self._move(job, [JobStatus.PREPARING], JobStatus.READY, total_tasks=total)
 
+    async def _materialize(self, job: Job, objects: ObjectStore) -> Job:
+        spool = self._spool()
+        try:
+            await spool.create_bucket(SPOOL_BUCKET)
+            facts = await materialize(job, objects, spool)
+            info = await spool.head(SPOOL_BUCKET, spool_key(job.job_id))
+        finally:
+            await spool.close()
+        extra = {**job.extra, **facts, "materialized": {"etag": info.etag}}
+        return await self.store.update_fields(job.job_id, extra=extra)
+
     async def _fail_early(self, job: Job, reason: FailureReason) -> Job:
         return await self._move(
             job,
@@ -120,7 +150,7 @@ class JobRunner:
 
     async def _plan_chunks(self, job: Job, objects: ObjectStore) -> int:
         """Read the whole manifest once: validate every line and record chunk boundaries."""
-        source = await _ManifestSource.open(job, objects)
+        source = await _ManifestSource.open(job, objects, self._spool())
         parser = CsvManifestParser(source.layout)
         unsaved: list[Chunk] = []
         n_chunks, seq = 0, 0
@@ -145,7 +175,7 @@ class JobRunner:
 
     async def _execute(self, job: Job, objects: ObjectStore) -> Job:
         try:
-            source = await _ManifestSource.open(job, objects)
+            source = await _ManifestSource.open(job, objects, self._spool())
         except (ManifestError, StorageError) as exc:
             return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
         run = _Run(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
@@ -351,19 +381,41 @@ class _ManifestSource:
     layout: CsvLayout
 
     @classmethod
-    async def open(cls, job: Job, objects: ObjectStore) -> _ManifestSource:
+    async def open(cls, job: Job, objects: ObjectStore, spool: ObjectStore) -> _ManifestSource:
+        materialized = job.extra.get("materialized")
+        if materialized is not None:
+            return await cls._checked(
+                spool,
+                SPOOL_BUCKET,
+                spool_key(job.job_id),
+                None,
+                materialized["etag"],
+                list(MATERIALIZED_FIELDS),
+            )
         manifest = job.request["Manifest"]
         loc = object_from_arn(manifest["Location"]["ObjectArn"])
         version = manifest["Location"].get("ObjectVersionId")
+        etag = manifest["Location"]["ETag"]
+        return await cls._checked(objects, loc.bucket, loc.key, version, etag, manifest["Spec"].get("Fields"))
+
+    @classmethod
+    async def _checked(
+        cls,
+        objects: ObjectStore,
+        bucket: str,
+        key: str,
+        version: str | None,
+        etag: str,
+        fields: list[str] | None,
+    ) -> _ManifestSource:
         try:
-            info = await objects.head(loc.bucket, loc.key, version)
+            info = await objects.head(bucket, key, version)
         except StorageError as exc:
-            raise ManifestError(f"cannot read s3://{loc.bucket}/{loc.key}: {exc}") from exc
-        expected = manifest["Location"]["ETag"].strip('"')
+            raise ManifestError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+        expected = etag.strip('"')
         if info.etag != expected:
             raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
-        layout = CsvLayout.from_fields(manifest["Spec"].get("Fields"))
-        return cls(objects, loc.bucket, loc.key, version, layout)
+        return cls(objects, bucket, key, version, CsvLayout.from_fields(fields))
 
     async def lines(self, offset: int, first_line: int) -> AsyncIterator[RawLine]:
         splitter = LineSplitter(offset, first_line)

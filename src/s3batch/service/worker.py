@@ -62,7 +62,7 @@ async def run_worker(
     """Drive jobs until idle (or forever). Returns how many jobs it drove."""
     store = SqliteJobStore(settings.db_path)
     engine = make_engine(settings)
-    runner = JobRunner(store, engine, settings.function_workers)
+    runner = JobRunner(store, engine, settings.function_workers, settings.home / "spool")
     driven, idle_since = 0, time.monotonic()
     try:
         while True:
