@@ -34,6 +34,16 @@ class ObjectInfo:
     #: Other system headers kept on copy: CacheControl, ContentDisposition, ContentEncoding,
     #: ContentLanguage, Expires (as botocore names them).
     headers: Mapping[str, Any] = field(default_factory=dict)
+    #: For version listings: whether this is the current version / a delete marker.
+    is_latest: bool = True
+    is_delete_marker: bool = False
+    #: COMPLETED | FAILED | REPLICA | PENDING, or None (never replicated). Filled by head(),
+    #: not by listings (S3 lists don't carry it).
+    replication_status: str | None = None
+    #: "SSE-S3" | "SSE-KMS" | "DSSE-KMS" | "SSE-C" | "NOT-SSE", or None when unknown (listings).
+    encryption: str | None = None
+    kms_key_id: str | None = None
+    bucket_key_enabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +149,24 @@ class ObjectStore(Protocol):
         """Delete up to 1,000 objects; one entry per input, None for success."""
         ...
 
-    def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Objects under `prefix`, in key order."""
+    def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Objects under `prefix` with keys after `start_after`, in key order (a caller may
+        stop early, e.g. at the end of a key range it lists in parallel with others)."""
+        ...
+
+    async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
+        """The common prefixes one level below `prefix` (ListObjectsV2 with a delimiter)."""
+        ...
+
+    def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every version and delete marker under `prefix`: key order, newest first per key.
+        Stores without versioning yield each object once as its latest version."""
+        ...
+
+    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
+        """Sizes of the parts a multipart object was uploaded in, or None for one part."""
         ...
 
     async def close(self) -> None: ...
