@@ -139,3 +139,47 @@ def test_cancel_a_running_job_reports_exactly_the_tasks_that_ran(
     assert 10 <= ran < len(keys)
     rows = read_report(local_env, "b", job_id)["rows"]
     assert len(rows.get("succeeded", [])) + len(rows.get("failed", [])) == ran
+
+
+def test_higher_priority_job_pauses_a_running_one_which_then_resumes(
+    local_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from s3batch.client import S3Batch
+
+    monkeypatch.setenv("SLOW_HANDLER_LOG", str(tmp_path / "log"))
+    keys = [f"s{i:03d}" for i in range(120)]
+    local_env.make_bucket("b")
+    for key in keys:
+        local_env.put("b", key, b"x")
+    batch = S3Batch(home=local_env.home, storage=f"file://{local_env.root}", background=True)
+
+    def submit(priority: int, rows: list[str], name: str) -> str:
+        return str(
+            batch.create_job(
+                Operation={"LambdaInvoke": {"FunctionArn": "python:slow_handler:handler"}},
+                Manifest=local_env.manifest("b", [("b", k) for k in rows], key=name),
+                Report=report_spec("b"),
+                Priority=priority,
+            )["JobId"]
+        )
+
+    low = submit(1, keys, "low.csv")
+    deadline = time.monotonic() + 30
+    while batch.describe_job(JobId=low)["Job"]["ProgressSummary"]["NumberOfTasksSucceeded"] < 5:
+        assert time.monotonic() < deadline, "low-priority job made no progress"
+        time.sleep(0.05)
+    high = submit(100, keys[:3], "high.csv")
+    statuses = set()
+    while batch.describe_job(JobId=high)["Job"]["Status"] != "Complete":
+        statuses.add(batch.describe_job(JobId=low)["Job"]["Status"])
+        assert time.monotonic() < deadline + 30, "high-priority job did not finish"
+        time.sleep(0.02)
+    low_job = batch.wait(low, timeout_s=60)
+    assert "Paused" in statuses or "Pausing" in statuses
+    assert low_job["Status"] == "Complete"
+    assert low_job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
+    high_job = batch.describe_job(JobId=high)["Job"]
+    assert high_job["TerminationDate"] < low_job["TerminationDate"]
+    assert len(read_report(local_env, "b", low)["rows"]["succeeded"]) == len(keys)

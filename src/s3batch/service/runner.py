@@ -84,7 +84,10 @@ class JobRunner:
         objects = open_store(from_dict(job.runtime["storage"]))
         try:
             while not job.status.terminal and job.status is not JobStatus.SUSPENDED:
+                before = job.status
                 job = await self._step(job, objects)
+                if before is JobStatus.PAUSING and job.status is JobStatus.PAUSED:
+                    break  # pre-empted: the worker now drives the more urgent job
         finally:
             await objects.close()
         return job
@@ -97,7 +100,11 @@ class JobRunner:
             return await self._prepare(job, objects)
         if s is JobStatus.READY:
             return await self._move(job, [s], JobStatus.ACTIVE, active_since=time.time())
-        if s in (JobStatus.ACTIVE, JobStatus.PAUSING, JobStatus.PAUSED):
+        if s is JobStatus.PAUSING:
+            return await self._move(job, [s], JobStatus.PAUSED)
+        if s is JobStatus.PAUSED:
+            return await self._move(job, [s], JobStatus.ACTIVE, active_since=time.time())
+        if s is JobStatus.ACTIVE:
             return await self._execute(job, objects)
         return await self._finish(job, objects)
 
@@ -187,9 +194,9 @@ class JobRunner:
         except _Stop as stop:
             target, reasons = stop.status, stop.reasons
         except asyncio.CancelledError:
-            if not watch.done() or watch.cancelled():
+            if not watch.done() or watch.cancelled() or watch.result() is None:
                 raise
-            target, reasons = JobStatus.CANCELLING, ()
+            target, reasons = watch.result() or JobStatus.CANCELLING, ()
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,16 +213,29 @@ class JobRunner:
         }
         if reasons:
             fields["failure_reasons"] = reasons
-        running = [JobStatus.ACTIVE, JobStatus.PAUSING, JobStatus.PAUSED, JobStatus.CANCELLING]
+        running = [JobStatus.ACTIVE, JobStatus.CANCELLING]
         return await self._move(current, running, target, **fields)
 
-    async def _watch(self, job_id: str, consume: asyncio.Task[None]) -> None:
-        """Cancel the run when a user asks for it (bounded: ends with the run)."""
+    async def _watch(self, job_id: str, consume: asyncio.Task[None]) -> JobStatus | None:
+        """Stop the run when a user cancels it (→ Cancelling) or a higher-priority job waits
+        (→ Pausing). Returns the status to move to; bounded: ends with the run."""
         while not consume.done():
             await asyncio.sleep(STATUS_POLL_S)
-            if (await self.store.get_job(job_id)).status is JobStatus.CANCELLING:
+            job = await self.store.get_job(job_id)
+            target = JobStatus.CANCELLING if job.status is JobStatus.CANCELLING else None
+            if target is None and await self._outranked(job):
+                target = JobStatus.PAUSING
+            if target is not None:
                 consume.cancel()
-                return
+                return target
+        return None
+
+    async def _outranked(self, job: Job) -> bool:
+        waiting = {JobStatus.NEW, JobStatus.PREPARING, JobStatus.READY, JobStatus.PAUSED}
+        return any(
+            other.priority > job.priority and other.status in waiting and other.job_id != job.job_id
+            for other in await self.store.runnable_jobs()
+        )
 
     async def _consume(self, job: Job, source: _ManifestSource, run: _Run) -> None:
         pending = await self.store.pending_chunks(job.job_id)

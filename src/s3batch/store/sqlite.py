@@ -169,16 +169,19 @@ class SqliteJobStore:
         return await self._run(update)
 
     async def runnable_jobs(self) -> list[Job]:
+        # Jobs that are ending go first (their tasks are done; only the report is left), then
+        # everything else by priority, oldest first: a Paused job resumes once nothing more
+        # urgent waits.
         order = {
             "Cancelling": 0,
             "Failing": 0,
             "Completing": 0,
+            "Pausing": 0,
             "Active": 1,
-            "Pausing": 1,
-            "Paused": 2,
-            "New": 3,
-            "Preparing": 3,
-            "Ready": 4,
+            "Paused": 1,
+            "New": 1,
+            "Preparing": 1,
+            "Ready": 1,
         }
 
         def query() -> list[Job]:
