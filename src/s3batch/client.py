@@ -113,6 +113,19 @@ class S3Batch:
         job = self._call(lambda s: s.update_priority(JobId, Priority, AccountId))
         return {"JobId": job.job_id, "Priority": job.priority}
 
+    def get_job_tagging(self, *, JobId: str, AccountId: str | None = None) -> dict[str, Any]:
+        return {"Tags": self._call(lambda s: s.get_tags(JobId, AccountId))}
+
+    def put_job_tagging(
+        self, *, JobId: str, Tags: list[dict[str, str]], AccountId: str | None = None
+    ) -> dict[str, Any]:
+        self._call(lambda s: s.put_tags(JobId, Tags, AccountId))
+        return {}
+
+    def delete_job_tagging(self, *, JobId: str, AccountId: str | None = None) -> dict[str, Any]:
+        self._call(lambda s: s.delete_tags(JobId, AccountId))
+        return {}
+
     # -- beyond boto3 -------------------------------------------------------------------
 
     def run_until_idle(self) -> int:

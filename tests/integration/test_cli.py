@@ -186,3 +186,13 @@ def test_kill_9_mid_job_resumes_without_redoing_or_double_reporting(local_env: E
     # interval (0.1 s at 2 workers × 20 tasks/s ≈ 4, doubled for scheduling slack) run twice.
     in_flight, unflushed = 4, 8
     assert len(invocations) - len(keys) <= in_flight + unflushed
+
+
+def test_job_tagging_commands(local_env: Env) -> None:
+    args = job_args(local_env, ["a.txt"], {"S3DeleteObjectTagging": {}})
+    job_id = json.loads(s3batch(local_env, "create-job", *args).stdout)["JobId"]
+    s3batch(local_env, "put-job-tagging", "--job-id", job_id, "--tags", "Key=a,Value=1 Key=b,Value=2")
+    tags = json.loads(s3batch(local_env, "get-job-tagging", "--job-id", job_id).stdout)
+    assert tags == {"Tags": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]}
+    s3batch(local_env, "delete-job-tagging", "--job-id", job_id)
+    assert json.loads(s3batch(local_env, "get-job-tagging", "--job-id", job_id).stdout) == {"Tags": []}

@@ -281,3 +281,31 @@ def test_process_engine_runs_the_same_job_unchanged(local_env: Env) -> None:
     assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
     assert all(local_env.get("b", f"out/{k}") == f"body of {k}".encode() for k in keys)
     assert len(read_report(local_env, "b", job_id)["rows"]["succeeded"]) == len(keys)
+
+
+def test_job_tagging(local_env: Env) -> None:
+    from s3batch.errors import TooManyTags
+
+    seed(local_env, "b", ["a.txt"])
+    batch, job_id = create(
+        local_env,
+        "b",
+        {"S3DeleteObjectTagging": {}},
+        [("b", "a.txt")],
+        Tags=[{"Key": "team", "Value": "data"}],
+    )
+    assert batch.get_job_tagging(JobId=job_id) == {"Tags": [{"Key": "team", "Value": "data"}]}
+    batch.put_job_tagging(JobId=job_id, Tags=[{"Key": "a", "Value": "1"}, {"Key": "b", "Value": ""}])
+    assert batch.get_job_tagging(JobId=job_id)["Tags"] == [
+        {"Key": "a", "Value": "1"},
+        {"Key": "b", "Value": ""},
+    ]
+    with pytest.raises(TooManyTags):
+        batch.put_job_tagging(JobId=job_id, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(51)])
+    with pytest.raises(BadRequest):
+        batch.put_job_tagging(JobId=job_id, Tags=[{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}])
+    assert len(batch.get_job_tagging(JobId=job_id)["Tags"]) == 2  # refused puts changed nothing
+    batch.delete_job_tagging(JobId=job_id)
+    assert batch.get_job_tagging(JobId=job_id) == {"Tags": []}
+    with pytest.raises(NotFound):
+        batch.get_job_tagging(JobId="nope")

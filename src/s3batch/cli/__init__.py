@@ -11,8 +11,11 @@ from s3batch.cli.context import CliContext
 from s3batch.cli.demo import demo
 from s3batch.cli.jobs import (
     create_job,
+    delete_job_tagging,
     describe_job,
+    get_job_tagging,
     list_jobs,
+    put_job_tagging,
     report,
     update_job_priority,
     update_job_status,
@@ -61,6 +64,9 @@ for command in (
     list_jobs,
     update_job_status,
     update_job_priority,
+    get_job_tagging,
+    put_job_tagging,
+    delete_job_tagging,
     report,
     worker,
     demo,

@@ -261,3 +261,34 @@ def worker(ctx: CliContext, exit_when_idle: bool) -> None:
             return
         (ctx.settings.home / "worker.pid").write_text(str(__import__("os").getpid()))
         run(run_worker(ctx.settings, exit_when_idle))
+
+
+@click.command("get-job-tagging")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@pass_ctx
+def get_job_tagging(ctx: CliContext, account_id: str | None, job_id: str) -> None:
+    """Show a job's tags (aws s3control get-job-tagging)."""
+    print_json({"Tags": ctx.with_service(lambda s: s.get_tags(job_id, account_id))})
+
+
+@click.command("put-job-tagging")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@_json_opt("--tags", "A list of {Key, Value}; replaces every tag.")
+@pass_ctx
+def put_job_tagging(ctx: CliContext, account_id: str | None, job_id: str, tags: str | None) -> None:
+    """Replace a job's tags (aws s3control put-job-tagging)."""
+    value = load_json_arg(tags, "--tags")
+    if value is None:
+        raise click.UsageError("the following arguments are required: --tags")
+    ctx.with_service(lambda s: s.put_tags(job_id, [value] if isinstance(value, dict) else value, account_id))
+
+
+@click.command("delete-job-tagging")
+@click.option("--account-id")
+@click.option("--job-id", required=True)
+@pass_ctx
+def delete_job_tagging(ctx: CliContext, account_id: str | None, job_id: str) -> None:
+    """Remove every tag of a job (aws s3control delete-job-tagging)."""
+    ctx.with_service(lambda s: s.delete_tags(job_id, account_id))

@@ -15,6 +15,7 @@ from s3batch.domain.request import (
     client_token,
     normalize_create_job,
     request_hash,
+    validate_tags,
 )
 from s3batch.errors import BadRequest, InvalidNextToken, JobStatusError
 from s3batch.operations import get_kind
@@ -129,6 +130,20 @@ class JobService:
             raise BadRequest(f"priority must be between 0 and {MAX_PRIORITY}")
         await self.describe_job(job_id, account_id)
         return await self.store.update_fields(job_id, priority=priority)
+
+    async def get_tags(self, job_id: str, account_id: str | None = None) -> list[dict[str, str]]:
+        job = await self.describe_job(job_id, account_id)
+        return [{"Key": k, "Value": v} for k, v in job.tags]
+
+    async def put_tags(self, job_id: str, tags: Any, account_id: str | None = None) -> None:
+        """Replace the whole tag set (AWS rules: ≤50 tags, unique keys; [] removes all)."""
+        checked = validate_tags(tags)
+        await self.describe_job(job_id, account_id)
+        await self.store.update_fields(job_id, tags=tuple((t["Key"], t["Value"]) for t in checked))
+
+    async def delete_tags(self, job_id: str, account_id: str | None = None) -> None:
+        await self.describe_job(job_id, account_id)
+        await self.store.update_fields(job_id, tags=())
 
 
 def _function_env(storage: StorageConfig, region: str) -> dict[str, str]:
