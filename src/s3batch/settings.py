@@ -8,6 +8,8 @@ S3BATCH_FUNCTION_TIMEOUT  seconds one handler call may run
 S3BATCH_MAX_ATTEMPTS    attempts per task for retryable failures
 S3BATCH_ENGINE          local (asyncio, default) | process (a pool of processes)
 S3BATCH_PROCESSES       processes of the process engine (default: CPU count)
+S3BATCH_JOB_RETENTION_DAYS      days a finished job stays (default 90, as AWS)
+S3BATCH_SUSPENDED_TIMEOUT_DAYS  days a job may wait for confirmation (default 30, as AWS)
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ DEFAULT_FUNCTION_TIMEOUT_S = 60.0
 #: Account used when none is given (the AWS CLI requires one; s3batch does not).
 DEFAULT_ACCOUNT_ID = "000000000000"
 DEFAULT_REGION = "us-east-1"
+#: Days a finished job stays visible (AWS: 90), and days a job may wait for confirmation (AWS: 30).
+DEFAULT_JOB_RETENTION_DAYS = 90.0
+DEFAULT_SUSPENDED_TIMEOUT_DAYS = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +45,8 @@ class Settings:
     #: "local" (asyncio in the worker) or "process" (a pool of worker processes).
     engine: str = "local"
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    job_retention_days: float = DEFAULT_JOB_RETENTION_DAYS
+    suspended_timeout_days: float = DEFAULT_SUSPENDED_TIMEOUT_DAYS
     account_id: str = DEFAULT_ACCOUNT_ID
     region: str = DEFAULT_REGION
 
@@ -67,6 +74,10 @@ class Settings:
             function_timeout_s=_float(env, "S3BATCH_FUNCTION_TIMEOUT", DEFAULT_FUNCTION_TIMEOUT_S),
             retry=RetryPolicy(max_attempts=_int(env, "S3BATCH_MAX_ATTEMPTS", RetryPolicy().max_attempts)),
             engine=env.get("S3BATCH_ENGINE") or "local",
+            job_retention_days=_float(env, "S3BATCH_JOB_RETENTION_DAYS", DEFAULT_JOB_RETENTION_DAYS),
+            suspended_timeout_days=_float(
+                env, "S3BATCH_SUSPENDED_TIMEOUT_DAYS", DEFAULT_SUSPENDED_TIMEOUT_DAYS
+            ),
             processes=_int(env, "S3BATCH_PROCESSES", os.cpu_count() or 1),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )

@@ -309,3 +309,33 @@ def test_job_tagging(local_env: Env) -> None:
     assert batch.get_job_tagging(JobId=job_id) == {"Tags": []}
     with pytest.raises(NotFound):
         batch.get_job_tagging(JobId="nope")
+
+
+def test_finished_jobs_expire_and_unconfirmed_jobs_fail(
+    local_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    seed(local_env, "b", ["a.txt"])
+    batch, done = create(local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")])
+    _, waiting = create(
+        local_env, "b", {"S3DeleteObjectTagging": {}}, [("b", "a.txt")], ConfirmationRequired=True
+    )
+    assert run(batch, done)["Status"] == "Complete"
+    assert batch.describe_job(JobId=waiting)["Job"]["Status"] == "Suspended"
+
+    # One second of retention and confirmation time, in days.
+    monkeypatch.setenv("S3BATCH_JOB_RETENTION_DAYS", str(1 / 86_400))
+    monkeypatch.setenv("S3BATCH_SUSPENDED_TIMEOUT_DAYS", str(1 / 86_400))
+    time.sleep(1.2)
+    short = local_env.batch()
+    with pytest.raises(NotFound, match="expired"):
+        short.describe_job(JobId=done)
+    assert [j["JobId"] for j in short.list_jobs()["Jobs"]] == [waiting]
+    short.run_until_idle()  # the worker fails the unconfirmed job and deletes the expired one
+    failed = short.describe_job(JobId=waiting)["Job"]
+    assert failed["Status"] == "Failed"
+    assert failed["FailureReasons"][0]["FailureCode"] == "SuspendedTimeout"
+    monkeypatch.setenv("S3BATCH_JOB_RETENTION_DAYS", "90")
+    with pytest.raises(NotFound):  # deleted, not just hidden
+        local_env.batch().describe_job(JobId=done)

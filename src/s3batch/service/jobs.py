@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from s3batch.domain.job import Job, JobStatus, user_status_change
+from s3batch.domain.job import FailureReason, Job, JobStatus, user_status_change
 from s3batch.domain.request import (
     MAX_PRIORITY,
     client_token,
@@ -17,7 +17,7 @@ from s3batch.domain.request import (
     request_hash,
     validate_tags,
 )
-from s3batch.errors import BadRequest, InvalidNextToken, JobStatusError
+from s3batch.errors import BadRequest, InvalidNextToken, JobStatusError, NotFound
 from s3batch.operations import get_kind
 from s3batch.settings import Settings
 from s3batch.storage.config import S3Config, StorageConfig, to_dict
@@ -25,6 +25,7 @@ from s3batch.store.base import JobStore
 
 #: ListJobs page size limit (AWS: maxResults 0..1000).
 MAX_LIST_RESULTS = 1000
+SECONDS_PER_DAY = 86_400
 
 
 class JobService:
@@ -81,7 +82,32 @@ class JobService:
     async def describe_job(self, job_id: str, account_id: str | None = None) -> Job:
         """`account_id=None` (local CLI and Python API without --account-id) sees every
         account's jobs; the HTTP API always passes the caller's account."""
-        return await self.store.get_job(job_id, account_id)
+        job = await self.store.get_job(job_id, account_id)
+        if self._expired(job, time.time()):
+            raise NotFound(
+                f"No such job: {job_id} (expired {self.settings.job_retention_days:g} days after it ended)"
+            )
+        return job
+
+    def _expired(self, job: Job, now: float) -> bool:
+        retention_s = self.settings.job_retention_days * SECONDS_PER_DAY
+        return job.termination_date is not None and now - job.termination_date > retention_s
+
+    async def expire(self, now: float | None = None) -> None:
+        """Delete jobs past retention; fail Suspended jobs never confirmed in time (as AWS)."""
+        now = time.time() if now is None else now
+        await self.store.delete_terminated_before(now - self.settings.job_retention_days * SECONDS_PER_DAY)
+        limit_s = self.settings.suspended_timeout_days * SECONDS_PER_DAY
+        for job in await self.store.list_jobs(None, [JobStatus.SUSPENDED]):
+            if job.suspended_date is not None and now - job.suspended_date > limit_s:
+                reason = FailureReason(
+                    "SuspendedTimeout",
+                    f"not confirmed within {self.settings.suspended_timeout_days:g} days",
+                )
+                await self.store.transition(
+                    job.job_id, [JobStatus.SUSPENDED], JobStatus.FAILED,
+                    failure_reasons=(reason,), termination_date=now,
+                )  # fmt: skip
 
     async def list_jobs(
         self,
@@ -103,6 +129,8 @@ class JobService:
             limit + 1,
             _decode_token(next_token) if next_token else None,
         )
+        now = time.time()
+        jobs = [j for j in jobs if not self._expired(j, now)]
         if len(jobs) > limit and limit > 0:
             last = jobs[limit - 1]
             return jobs[:limit], f"{last.creation_time!r}:{last.job_id}"

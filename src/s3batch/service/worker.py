@@ -21,6 +21,7 @@ from typing import IO
 
 from s3batch.domain.job import FailureReason, JobStatus
 from s3batch.engines import make_engine
+from s3batch.service.jobs import JobService
 from s3batch.service.runner import JobRunner
 from s3batch.settings import Settings
 from s3batch.store.sqlite import SqliteJobStore
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 IDLE_EXIT_S = 3.0
 #: How often an idle worker looks for jobs, in seconds.
 POLL_S = 0.2
+#: How often the worker removes expired jobs and fails unconfirmed ones, in seconds.
+EXPIRE_INTERVAL_S = 60.0
 
 
 @contextlib.contextmanager
@@ -63,9 +66,13 @@ async def run_worker(
     store = SqliteJobStore(settings.db_path)
     engine = make_engine(settings)
     runner = JobRunner(store, engine, settings.function_workers, settings.home / "spool")
-    driven, idle_since = 0, time.monotonic()
+    service = JobService(settings, store)
+    driven, idle_since, expired_at = 0, time.monotonic(), float("-inf")
     try:
         while True:
+            if time.monotonic() - expired_at > EXPIRE_INTERVAL_S:
+                await service.expire()
+                expired_at = time.monotonic()
             jobs = [j for j in await store.runnable_jobs() if j.status is not JobStatus.SUSPENDED]
             if jobs:
                 await _drive_safely(runner, store, jobs[0].job_id)

@@ -79,6 +79,10 @@ class JobStore(Protocol):
         """Every recorded row of the job, chunk by chunk in manifest order."""
         ...
 
+    async def delete_terminated_before(self, cutoff: float) -> int:
+        """Remove jobs that ended before `cutoff` (epoch seconds); returns how many."""
+        ...
+
     async def runnable_jobs(self) -> list[Job]:
         """Jobs a worker should drive, most urgent first."""
         ...

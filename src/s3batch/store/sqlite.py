@@ -168,6 +168,21 @@ class SqliteJobStore:
 
         return await self._run(update)
 
+    async def delete_terminated_before(self, cutoff: float) -> int:
+        """Remove jobs that ended before `cutoff` (epoch seconds), with their results."""
+
+        def delete() -> int:
+            with self._tx() as c:
+                ids = [r[0] for r in c.execute(
+                    "SELECT job_id FROM jobs WHERE termination_date IS NOT NULL AND termination_date < ?",
+                    (cutoff,),
+                )]  # fmt: skip
+                for table in ("task_results", "chunks", "jobs"):
+                    c.executemany(f"DELETE FROM {table} WHERE job_id=?", [(i,) for i in ids])
+            return len(ids)
+
+        return await self._run(delete)
+
     async def runnable_jobs(self) -> list[Job]:
         # Jobs that are ending go first (their tasks are done; only the report is left), then
         # everything else by priority, oldest first: a Paused job resumes once nothing more
