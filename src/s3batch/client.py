@@ -128,6 +128,15 @@ class S3Batch:
 
     # -- beyond boto3 -------------------------------------------------------------------
 
+    def rerun_failed(self, job_id: str) -> dict[str, Any]:
+        """A new job over exactly the failed tasks of a finished job: {"JobId": ...}."""
+        from s3batch.service.rerun import rerun_failed
+
+        job = self._call(lambda s: rerun_failed(s, job_id))
+        if self.background:
+            ensure_worker(self.settings)
+        return {"JobId": job.job_id}
+
     def run_until_idle(self) -> int:
         """Run queued jobs in this process until none is runnable. Returns jobs driven."""
         with worker_lock(self.settings.home) as held:

@@ -339,3 +339,30 @@ def test_finished_jobs_expire_and_unconfirmed_jobs_fail(
     monkeypatch.setenv("S3BATCH_JOB_RETENTION_DAYS", "90")
     with pytest.raises(NotFound):  # deleted, not just hidden
         local_env.batch().describe_job(JobId=done)
+
+
+def test_rerun_failed_runs_exactly_the_failed_tasks(env: Env, bucket_name: str) -> None:
+    seed(env, bucket_name, ["ok.txt"])
+    env.make_bucket(bucket_name + "-dst")
+    rows = [(bucket_name, k) for k in ["ok.txt", "late one.txt", "late+two.txt"]]
+    op = {"S3PutObjectCopy": {"TargetResource": f"arn:aws:s3:::{bucket_name}-dst"}}
+    batch, job_id = create(env, bucket_name, op, rows)
+    assert run(batch, job_id)["ProgressSummary"]["NumberOfTasksFailed"] == 2
+    with pytest.raises(BadRequest, match="no failed tasks"):
+        ok_batch, ok_job = create(env, bucket_name, op, rows[:1])
+        run(ok_batch, ok_job)
+        ok_batch.rerun_failed(ok_job)
+    for key in ("late one.txt", "late+two.txt"):  # the missing objects arrive
+        env.put(bucket_name, key, f"body of {key}".encode())
+    rerun_id = batch.rerun_failed(job_id)["JobId"]
+    rerun = run(batch, rerun_id)
+    assert rerun["Status"] == "Complete"
+    assert rerun["ProgressSummary"] == {
+        **rerun["ProgressSummary"],
+        "TotalNumberOfTasks": 2,
+        "NumberOfTasksSucceeded": 2,
+    }
+    assert rerun["Description"] == f"Rerun of the failed tasks of job {job_id}"
+    assert env.get(bucket_name + "-dst", "late one.txt") == b"body of late one.txt"
+    reported = {r[1] for r in read_report(env, bucket_name, rerun_id)["rows"]["succeeded"]}
+    assert reported == {"late+one.txt", "late%2Btwo.txt"}  # keys as written in the manifest

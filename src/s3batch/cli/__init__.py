@@ -17,6 +17,7 @@ from s3batch.cli.jobs import (
     list_jobs,
     put_job_tagging,
     report,
+    rerun_failed,
     update_job_priority,
     update_job_status,
     worker,
@@ -68,6 +69,7 @@ for command in (
     put_job_tagging,
     delete_job_tagging,
     report,
+    rerun_failed,
     worker,
     demo,
 ):

@@ -292,3 +292,22 @@ def put_job_tagging(ctx: CliContext, account_id: str | None, job_id: str, tags: 
 def delete_job_tagging(ctx: CliContext, account_id: str | None, job_id: str) -> None:
     """Remove every tag of a job (aws s3control delete-job-tagging)."""
     ctx.with_service(lambda s: s.delete_tags(job_id, account_id))
+
+
+@click.command("rerun-failed")
+@click.argument("job_id")
+@click.option("--account-id")
+@click.option("--wait", is_flag=True, help="Follow the new job with a progress bar until it ends.")
+@pass_ctx
+def rerun_failed(ctx: CliContext, job_id: str, account_id: str | None, wait: bool) -> None:
+    """Create a job over exactly the failed tasks of a finished job."""
+    from s3batch.service.rerun import rerun_failed as rerun
+
+    job = ctx.with_service(lambda s: rerun(s, job_id, account_id))
+    ensure_worker(ctx.settings)
+    if not wait:
+        print_json({"JobId": job.job_id})
+        return
+    final = follow(ctx, job.job_id, job.account_id)
+    print_json({"Job": job_descriptor(final)})
+    sys.exit(EXIT_COMPLETE if final.status is JobStatus.COMPLETE else EXIT_NOT_COMPLETE)
