@@ -128,6 +128,15 @@ class S3Batch:
 
     # -- beyond boto3 -------------------------------------------------------------------
 
+    def dry_run(self, **request: Any) -> dict[str, Any]:
+        """What create_job(**request) would do: task count, bytes, requests, time, AWS price."""
+        from s3batch.service.dryrun import dry_run
+
+        account = request.pop("AccountId", None)
+        return self._call(
+            lambda s: dry_run(s, request, storage=self.storage, account_id=account, functions=self.functions)
+        )
+
     def rerun_failed(self, job_id: str) -> dict[str, Any]:
         """A new job over exactly the failed tasks of a finished job: {"JobId": ...}."""
         from s3batch.service.rerun import rerun_failed

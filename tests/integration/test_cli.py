@@ -196,3 +196,12 @@ def test_job_tagging_commands(local_env: Env) -> None:
     assert tags == {"Tags": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]}
     s3batch(local_env, "delete-job-tagging", "--job-id", job_id)
     assert json.loads(s3batch(local_env, "get-job-tagging", "--job-id", job_id).stdout) == {"Tags": []}
+
+
+def test_create_job_dry_run_prints_the_plan_and_creates_nothing(local_env: Env) -> None:
+    args = job_args(local_env, ["a.txt", "b.txt"], {"S3DeleteObject": {}})
+    plan = json.loads(s3batch(local_env, "create-job", "--dry-run", *args).stdout)["DryRun"]
+    assert plan["TotalNumberOfTasks"] == 2 and plan["Requests"] == {"POST": 1, "GET": 1}
+    assert plan["EstimatedAwsCostUSD"]["BatchOperationsJob"] == 0.25
+    assert local_env.get("data", "a.txt") == b"a.txt"
+    assert json.loads(s3batch(local_env, "list-jobs").stdout)["Jobs"] == []

@@ -366,3 +366,32 @@ def test_rerun_failed_runs_exactly_the_failed_tasks(env: Env, bucket_name: str) 
     assert env.get(bucket_name + "-dst", "late one.txt") == b"body of late one.txt"
     reported = {r[1] for r in read_report(env, bucket_name, rerun_id)["rows"]["succeeded"]}
     assert reported == {"late+one.txt", "late%2Btwo.txt"}  # keys as written in the manifest
+
+
+def test_dry_run_changes_nothing_and_matches_the_real_run(env: Env, bucket_name: str) -> None:
+    keys = ["a.txt", "b b.txt", "c+c.txt"]
+    seed(env, bucket_name, keys)
+    env.make_bucket(bucket_name + "-dst")
+    rows = [(bucket_name, k) for k in [*keys, "missing.txt"]]
+    batch = env.batch()
+    request = {
+        "Operation": {"S3PutObjectCopy": {"TargetResource": f"arn:aws:s3:::{bucket_name}-dst"}},
+        "Manifest": env.manifest(bucket_name, rows),
+        "Report": report_spec(bucket_name),
+        "Priority": 1,
+    }
+    plan = batch.dry_run(**request)
+    assert batch.list_jobs()["Jobs"] == []  # no job was created
+    assert env.get(bucket_name + "-dst", "a.txt") is None  # nothing was copied
+    assert plan["TotalNumberOfTasks"] == 4 and plan["Extrapolated"] is False
+    assert plan["MissingObjects"] == 1
+    assert plan["TotalBytes"] == sum(len(f"body of {k}") for k in keys)
+    assert plan["Requests"] == {"COPY": 4, "GET": 1}
+    assert plan["ThroughputSource"].startswith("assumed")
+    assert plan["EstimatedAwsCostUSD"]["Total"] == pytest.approx(0.25 + 4e-6 + 4 * 5e-6 + 4e-7, abs=1e-6)
+
+    job = run(batch, batch.create_job(**request)["JobId"])
+    summary = job["ProgressSummary"]
+    assert summary["TotalNumberOfTasks"] == plan["TotalNumberOfTasks"]
+    assert summary["NumberOfTasksFailed"] == plan["MissingObjects"]
+    assert summary["NumberOfTasksSucceeded"] + summary["NumberOfTasksFailed"] == plan["Requests"]["COPY"]

@@ -56,12 +56,22 @@ def _json_opt(name: str, help: str) -> Callable[[F], F]:
     help="Register a Lambda function name for this job (repeatable).",
 )
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
+@click.option("--dry-run", is_flag=True, help="Read the manifest, count, price; change nothing.")
 @pass_ctx
-def create_job(ctx: CliContext, /, wait: bool, functions: tuple[str, ...], **options: Any) -> None:
+def create_job(
+    ctx: CliContext, /, wait: bool, dry_run: bool, functions: tuple[str, ...], **options: Any
+) -> None:
     """Create a job (aws s3control create-job). It runs in a background worker."""
     request = _create_request(options)
     account = request.pop("AccountId", None)
     registry = _registry(ctx, functions)
+    if dry_run:
+        from s3batch.service.dryrun import dry_run as plan
+
+        print_json({"DryRun": ctx.with_service(
+            lambda s: plan(s, request, storage=ctx.storage, account_id=account, functions=registry)
+        )})  # fmt: skip
+        return
 
     async def go(service: JobService) -> Job:
         return await service.create_job(request, storage=ctx.storage, account_id=account, functions=registry)

@@ -42,11 +42,20 @@ class JobService:
         functions: Mapping[str, str] | None = None,
     ) -> Job:
         """Validate and record a job (status New). Same token + same request → same job."""
-        normalized = normalize_create_job(request)
-        name, params = next(iter(normalized["Operation"].items()))
-        get_kind(name).validate(params)
+        normalized = validated(request)
+        return await self.store.insert_job(self.new_job(normalized, request, storage, account_id, functions))
+
+    def new_job(
+        self,
+        normalized: dict[str, Any],
+        request: Mapping[str, Any],
+        storage: StorageConfig,
+        account_id: str | None,
+        functions: Mapping[str, str] | None,
+    ) -> Job:
+        """A job (status New) for a validated request, not yet stored."""
         account = account_id or self.settings.account_id
-        job = Job(
+        return Job(
             job_id=str(uuid.uuid4()),
             account_id=account,
             status=JobStatus.NEW,
@@ -58,7 +67,6 @@ class JobService:
             request_hash=request_hash(normalized),
             tags=tuple((t["Key"], t["Value"]) for t in normalized["Tags"]),
         )
-        return await self.store.insert_job(job)
 
     def _runtime(
         self, request: Mapping[str, Any], storage: StorageConfig, functions: Mapping[str, str]
@@ -172,6 +180,14 @@ class JobService:
     async def delete_tags(self, job_id: str, account_id: str | None = None) -> None:
         await self.describe_job(job_id, account_id)
         await self.store.update_fields(job_id, tags=())
+
+
+def validated(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalized request, after the envelope and the operation's own checks."""
+    normalized = normalize_create_job(request)
+    name, params = next(iter(normalized["Operation"].items()))
+    get_kind(name).validate(params)
+    return normalized
 
 
 def _function_env(storage: StorageConfig, region: str) -> dict[str, str]:

@@ -157,7 +157,7 @@ class JobRunner:
 
     async def _plan_chunks(self, job: Job, objects: ObjectStore) -> int:
         """Read the whole manifest once: validate every line and record chunk boundaries."""
-        source = await _ManifestSource.open(job, objects, self._spool())
+        source = await ManifestSource.open(job, objects, self._spool())
         parser = CsvManifestParser(source.layout)
         unsaved: list[Chunk] = []
         n_chunks, seq = 0, 0
@@ -182,7 +182,7 @@ class JobRunner:
 
     async def _execute(self, job: Job, objects: ObjectStore) -> Job:
         try:
-            source = await _ManifestSource.open(job, objects, self._spool())
+            source = await ManifestSource.open(job, objects, self._spool())
         except (ManifestError, StorageError) as exc:
             return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
         run = _Run(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
@@ -237,7 +237,7 @@ class JobRunner:
             for other in await self.store.runnable_jobs()
         )
 
-    async def _consume(self, job: Job, source: _ManifestSource, run: _Run) -> None:
+    async def _consume(self, job: Job, source: ManifestSource, run: _Run) -> None:
         pending = await self.store.pending_chunks(job.job_id)
         for chunk in pending:
             run.open_chunk(chunk, await self.store.chunk_progress(job.job_id, chunk.chunk_no))
@@ -370,7 +370,7 @@ def _threshold_reason(run: _Run) -> FailureReason:
     )
 
 
-async def _pending_tasks(source: _ManifestSource, pending: list[Chunk], run: _Run) -> AsyncIterator[Task]:
+async def _pending_tasks(source: ManifestSource, pending: list[Chunk], run: _Run) -> AsyncIterator[Task]:
     """Tasks of unfinished chunks not yet recorded, read from the first such chunk on."""
     if not pending:
         return
@@ -391,7 +391,7 @@ async def _pending_tasks(source: _ManifestSource, pending: list[Chunk], run: _Ru
 
 
 @dataclass(slots=True)
-class _ManifestSource:
+class ManifestSource:
     """The job's manifest object, ETag-checked, readable from any byte offset."""
 
     objects: ObjectStore
@@ -401,7 +401,7 @@ class _ManifestSource:
     layout: CsvLayout
 
     @classmethod
-    async def open(cls, job: Job, objects: ObjectStore, spool: ObjectStore) -> _ManifestSource:
+    async def open(cls, job: Job, objects: ObjectStore, spool: ObjectStore) -> ManifestSource:
         materialized = job.extra.get("materialized")
         if materialized is not None:
             return await cls._checked(
@@ -427,7 +427,7 @@ class _ManifestSource:
         version: str | None,
         etag: str,
         fields: list[str] | None,
-    ) -> _ManifestSource:
+    ) -> ManifestSource:
         try:
             info = await objects.head(bucket, key, version)
         except StorageError as exc:
