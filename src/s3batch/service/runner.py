@@ -34,6 +34,7 @@ from s3batch.service.manifests import (
     needs_materializing,
     spool_key,
 )
+from s3batch.service.probe import probe
 from s3batch.service.reporting import write_report
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
@@ -119,11 +120,14 @@ class JobRunner:
         try:
             if needs_materializing(job.request):
                 job = await self._materialize(job, objects)
-            total = await self._plan_chunks(job, objects)
+            total, bucket = await self._plan_chunks(job, objects)
         except (ManifestError, StorageError) as exc:
             return await self._fail_early(job, _failure(exc))
-        if total == 0:
+        if total == 0 or bucket is None:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
+        unsupported = await probe(objects, job.operation_name, bucket)
+        if unsupported is not None:
+            return await self._fail_early(job, unsupported)
         if job.request.get("ConfirmationRequired"):
             return await self._move(
                 job,
@@ -155,16 +159,20 @@ class JobRunner:
             termination_date=time.time(),
         )
 
-    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> int:
-        """Read the whole manifest once: validate every line and record chunk boundaries."""
+    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> tuple[int, str | None]:
+        """Read the whole manifest once: validate every line and record chunk boundaries.
+        Returns the task count and the first task's bucket."""
         source = await ManifestSource.open(job, objects, self._spool())
         parser = CsvManifestParser(source.layout)
         unsaved: list[Chunk] = []
         n_chunks, seq = 0, 0
         start: tuple[int, int, int] | None = None  # (line, offset, seq) of the open chunk
+        first_bucket: str | None = None
         async for line in source.lines(0, 1):
-            if parser.parse(line, seq) is None:
+            task = parser.parse(line, seq)
+            if task is None:
                 continue
+            first_bucket = first_bucket or task.bucket
             start = start or (line.number, line.offset, seq)
             seq += 1
             if seq - start[2] == CHUNK_TASKS:
@@ -176,7 +184,7 @@ class JobRunner:
         if start is not None:
             unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], seq - start[2]))
         await self.store.add_chunks(job.job_id, unsaved)
-        return seq
+        return seq, first_bucket
 
     # -- Active -------------------------------------------------------------------------
 
