@@ -20,12 +20,11 @@ from typing import Any, TypeVar
 
 from s3batch.domain.job import JobStatus
 from s3batch.domain.report import ReportRow
-from s3batch.service.jobs import JobService
+from s3batch.service.jobs import JobService, using_service
 from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.service.worker import ensure_worker, run_worker, worker_lock
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
-from s3batch.store.sqlite import SqliteJobStore
 
 T = TypeVar("T")
 #: Seconds between status polls in `wait`.
@@ -54,14 +53,7 @@ class S3Batch:
         self.background = background
 
     def _call(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
-        async def go() -> T:
-            store = SqliteJobStore(self.settings.db_path)
-            try:
-                return await fn(JobService(self.settings, store))
-            finally:
-                await store.close()
-
-        return asyncio.run(go())
+        return asyncio.run(using_service(self.settings, fn))
 
     def create_job(self, **request: Any) -> dict[str, Any]:
         account = request.pop("AccountId", None)

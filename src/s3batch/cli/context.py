@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 import click
 
 from s3batch.errors import ApiError, S3BatchError
-from s3batch.service.jobs import JobService
+from s3batch.service.jobs import JobService, using_service
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
-from s3batch.store.sqlite import SqliteJobStore
 
 T = TypeVar("T")
 
@@ -32,15 +31,7 @@ class CliContext:
 
     def with_service(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
         """Run `fn` with a JobService on the SQLite store, mapping errors to exit codes."""
-
-        async def go() -> T:
-            store = SqliteJobStore(self.settings.db_path)
-            try:
-                return await fn(JobService(self.settings, store))
-            finally:
-                await store.close()
-
-        return run(go())
+        return run(using_service(self.settings, fn))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

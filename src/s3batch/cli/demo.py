@@ -21,11 +21,10 @@ from s3batch.cli.context import run
 from s3batch.cli.jobs import follow
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.report import ReportRow
-from s3batch.service.jobs import JobService
+from s3batch.service.jobs import JobService, using_service
 from s3batch.service.worker import ensure_worker
 from s3batch.settings import Settings
 from s3batch.storage.config import LocalConfig, open_store
-from s3batch.store.sqlite import SqliteJobStore
 
 DATA_BUCKET = "demo-bucket"
 REPORT_BUCKET = "demo-reports"
@@ -140,19 +139,14 @@ def _equivalent_command(etag: str) -> str:
 
 
 async def _create(settings: Settings, storage: LocalConfig, etag: str) -> Job:
-    store = SqliteJobStore(settings.db_path)
-    try:
-        return await JobService(settings, store).create_job(_request(etag), storage=storage)
-    finally:
-        await store.close()
+    return await using_service(settings, lambda s: s.create_job(_request(etag), storage=storage))
 
 
 async def _rows(settings: Settings, job: Job) -> list[ReportRow]:
-    store = SqliteJobStore(settings.db_path)
-    try:
-        return [r async for batch in store.report_rows(job.job_id) for r in batch]
-    finally:
-        await store.close()
+    async def rows(service: JobService) -> list[ReportRow]:
+        return [r async for batch in service.store.report_rows(job.job_id) for r in batch]
+
+    return await using_service(settings, rows)
 
 
 def _sentiment_table(rows: list[ReportRow], job: Job) -> Table:

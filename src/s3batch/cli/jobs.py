@@ -76,7 +76,11 @@ def create_job(
     async def go(service: JobService) -> Job:
         return await service.create_job(request, storage=ctx.storage, account_id=account, functions=registry)
 
-    job = ctx.with_service(go)
+    _started(ctx, ctx.with_service(go), wait)
+
+
+def _started(ctx: CliContext, job: Job, wait: bool) -> None:
+    """Make sure a worker runs the new job; print its id, or follow it and exit by outcome."""
     ensure_worker(ctx.settings)
     if not wait:
         print_json({"JobId": job.job_id})
@@ -313,11 +317,4 @@ def rerun_failed(ctx: CliContext, job_id: str, account_id: str | None, wait: boo
     """Create a job over exactly the failed tasks of a finished job."""
     from s3batch.service.rerun import rerun_failed as rerun
 
-    job = ctx.with_service(lambda s: rerun(s, job_id, account_id))
-    ensure_worker(ctx.settings)
-    if not wait:
-        print_json({"JobId": job.job_id})
-        return
-    final = follow(ctx, job.job_id, job.account_id)
-    print_json({"Job": job_descriptor(final)})
-    sys.exit(EXIT_COMPLETE if final.status is JobStatus.COMPLETE else EXIT_NOT_COMPLETE)
+    _started(ctx, ctx.with_service(lambda s: rerun(s, job_id, account_id)), wait)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, user_status_change
 from s3batch.domain.request import (
@@ -22,6 +22,8 @@ from s3batch.operations import get_kind
 from s3batch.settings import Settings
 from s3batch.storage.config import S3Config, StorageConfig, to_dict
 from s3batch.store.base import JobStore
+
+T = TypeVar("T")
 
 #: ListJobs page size limit (AWS: maxResults 0..1000).
 MAX_LIST_RESULTS = 1000
@@ -207,3 +209,14 @@ def _decode_token(token: str) -> tuple[float, str]:
         return float(stamp), job_id
     except ValueError as exc:
         raise InvalidNextToken(f"invalid nextToken {token!r}") from exc
+
+
+async def using_service(settings: Settings, fn: Callable[[JobService], Awaitable[T]]) -> T:
+    """Run `fn` with a JobService on the SQLite job store of `settings`, closing it after."""
+    from s3batch.store.sqlite import SqliteJobStore
+
+    store = SqliteJobStore(settings.db_path)
+    try:
+        return await fn(JobService(settings, store))
+    finally:
+        await store.close()
