@@ -781,3 +781,107 @@ async def test_local_missing_root_has_no_buckets(tmp_path: Path) -> None:
     await store.create_bucket("bkt")
     await store.put_bytes("bkt", "k", b"x")
     assert await store.get_bytes("bkt", "k") == b"x"
+
+
+# -- listings, parts and the storage-backed operations' calls (issue 3) -------------------
+
+
+async def test_list_objects_start_after_and_prefixes(backend: Backend) -> None:
+    s, b = backend.store, backend.bucket
+    for key in ["a/1", "a/2", "b/x/1", "b/y", "c", "d/e/f"]:
+        await s.put_bytes(b, key, b"x")
+    assert [o.key async for o in s.list_objects(b, "", start_after="a/2")] == ["b/x/1", "b/y", "c", "d/e/f"]
+    assert [o.key async for o in s.list_objects(b, "b/", start_after="b/x/1")] == ["b/y"]
+    assert await s.list_prefixes(b) == ["a/", "b/", "d/"]
+    assert await s.list_prefixes(b, "b/") == ["b/x/"]
+    assert await s.list_prefixes(b, "nothing/") == []
+
+
+async def test_unversioned_list_versions_yields_each_object_once(backend: Backend) -> None:
+    s, b = backend.store, backend.bucket
+    for key in ["k2", "k1"]:
+        await s.put_bytes(b, key, key.encode())
+    listed = [o async for o in s.list_versions(b)]
+    assert [(o.key, o.is_latest, o.is_delete_marker) for o in listed] == [
+        ("k1", True, False),
+        ("k2", True, False),
+    ]
+    assert listed[0].etag == md5(b"k1")
+
+
+async def test_single_part_objects_have_no_parts(backend: Backend) -> None:
+    s, b = backend.store, backend.bucket
+    await s.put_bytes(b, "one", b"x")
+    assert await s.object_parts(b, "one") is None
+    await expect_error(s.object_parts(b, "missing"), "NoSuchKey", 404)
+
+
+async def test_versions_listing_with_delete_markers(versioned: Backend) -> None:
+    s, b = versioned.store, versioned.bucket
+    v1 = (await s.put_bytes(b, "k", b"one")).version_id
+    v2 = (await s.put_bytes(b, "k", b"two")).version_id
+    await s.delete(b, "k")
+    await s.put_bytes(b, "l", b"l")
+    listed = [o async for o in s.list_versions(b)]
+    shape = [(o.key, o.is_latest, o.is_delete_marker) for o in listed]
+    assert shape == [("k", True, True), ("k", False, False), ("k", False, False), ("l", True, False)]
+    assert [o.version_id for o in listed[1:3]] == [v2, v1]  # newest first
+
+
+async def test_s3_object_parts_of_a_multipart_upload(
+    s3: S3Store, bucket_name: str, tmp_path: Path, small_parts: None
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(big_body(11 * MiB))
+    await s3.put_file(bucket_name, "big", path)
+    assert await s3.object_parts(bucket_name, "big") == [5 * MiB, 5 * MiB, 1 * MiB]
+
+
+async def test_s3_head_reports_encryption_and_lock(s3: S3Store, bucket_name: str, boto3_s3: Any) -> None:
+    boto3_s3.put_object(Bucket=bucket_name, Key="plain", Body=b"x")
+    boto3_s3.put_object(Bucket=bucket_name, Key="s3", Body=b"x", ServerSideEncryption="AES256")
+    key = "arn:aws:kms:us-east-1:123456789012:key/0000"
+    boto3_s3.put_object(
+        Bucket=bucket_name,
+        Key="kms",
+        Body=b"x",
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key,
+        BucketKeyEnabled=True,
+    )
+    assert (await s3.head(bucket_name, "plain")).encryption == "NOT-SSE"
+    assert (await s3.head(bucket_name, "s3")).encryption == "SSE-S3"
+    kms = await s3.head(bucket_name, "kms")
+    assert (kms.encryption, kms.kms_key_id, kms.bucket_key_enabled) == ("SSE-KMS", key, True)
+    assert (kms.restore, kms.lock_mode, kms.replication_status) == (None, None, None)
+
+
+async def test_s3_restore_state_and_replication_rules(s3: S3Store, bucket_name: str, boto3_s3: Any) -> None:
+    boto3_s3.put_object(Bucket=bucket_name, Key="cold", Body=b"x", StorageClass="GLACIER")
+    await s3.restore(bucket_name, "cold", 2, "Bulk")
+    restore = (await s3.head(bucket_name, "cold")).restore
+    assert restore is not None and not restore.ongoing and restore.expiry is not None
+    assert await s3.replication_rules(bucket_name) == []
+
+
+@pytest.mark.parametrize("kind", ["local", "memory"])
+async def test_storage_backed_calls_are_not_implemented(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from s3batch.storage.base import AclSpec, KmsEncryption, Retention
+
+    b = _open(kind, request, tmp_path)
+    s, bucket = b.store, b.bucket
+    await s.create_bucket(bucket)
+    await s.put_bytes(bucket, "k", b"x")
+    for call in (
+        s.put_acl(bucket, "k", AclSpec(canned="private")),
+        s.restore(bucket, "k", 1, "Bulk"),
+        s.put_legal_hold(bucket, "k", "ON"),
+        s.put_retention(bucket, "k", Retention()),
+        s.replication_rules(bucket),
+        s.update_encryption(bucket, "k", KmsEncryption("arn:aws:kms:us-east-1:1:key/x")),
+    ):
+        error = await expect_error(call, "NotImplemented", 501)
+        assert "not supported by a" in error.message
+    assert await s.get_bytes(bucket, "k") == b"x"

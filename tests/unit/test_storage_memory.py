@@ -142,3 +142,30 @@ async def test_iter_bytes_chunks() -> None:
     await store.put_bytes("b", "k", b"0123456789")
     chunks = [c async for c in store.iter_bytes("b", "k", start=2, chunk_size=3)]
     assert chunks == [b"234", b"567", b"89"]
+
+
+async def test_listing_helpers_are_recorded_and_skip_deleted_keys() -> None:
+    store = await make(versioned=True)
+    await store.put_bytes("b", "d/one", b"1")
+    await store.put_bytes("b", "e/two", b"2")
+    await store.delete("b", "e/two")  # only a delete marker left: no live prefix
+    assert await store.list_prefixes("b") == ["d/"]
+    assert [o.key async for o in store.list_objects("b", start_after="d/one")] == []
+    versions = [(o.key, o.is_delete_marker) async for o in store.list_versions("b")]
+    assert versions == [("d/one", False), ("e/two", True), ("e/two", False)]
+    assert ("list_prefixes", "b", "") in store.calls and ("list_versions", "b", "") in store.calls
+
+
+async def test_storage_backed_calls_fail_as_injected_or_not_implemented() -> None:
+    from s3batch.storage.base import AclSpec
+
+    store = await make()
+    await store.put_bytes("b", "k", b"x")
+    denied = StorageError("AccessDenied", "Access Denied", 403)
+    store.fail("put_acl", denied, key="k")
+    with pytest.raises(StorageError) as first:
+        await store.put_acl("b", "k", AclSpec(canned="private"))
+    assert first.value is denied  # the injected failure wins once
+    with pytest.raises(StorageError) as second:
+        await store.put_acl("b", "k", AclSpec(canned="private"))
+    assert (second.value.code, second.value.http_status) == ("NotImplemented", 501)

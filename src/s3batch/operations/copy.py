@@ -6,6 +6,9 @@
 - MetadataDirective REPLACE (or NewObjectMetadata given without a directive) uses
   NewObjectMetadata; COPY (the default) keeps the source's.
 - Objects above 5 GiB are copied in parts by the storage adapter instead of failing.
+- AccessControlGrants become CopyObject's x-amz-grant-* headers (`id="..."`, `emailAddress="..."`,
+  `uri="..."`), several grantees of one permission joined with ", ". WRITE is refused: CopyObject
+  has no header for it (it does not apply to objects).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from s3batch.domain.arn import bucket_from_arn
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown, tag_set
+from s3batch.operations.acl import CANNED_ACLS, parse_grants
 from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import CopyOptions
+from s3batch.storage.base import CopyOptions, grant_params
 
 NAME = "S3PutObjectCopy"
 STORAGE_CLASSES = (
@@ -30,15 +34,8 @@ STORAGE_CLASSES = (
     "DEEP_ARCHIVE",
     "GLACIER_IR",
 )
-CANNED_ACLS = (
-    "private",
-    "public-read",
-    "public-read-write",
-    "aws-exec-read",
-    "authenticated-read",
-    "bucket-owner-read",
-    "bucket-owner-full-control",
-)
+#: Grant permissions CopyObject has a header for (no WRITE).
+COPY_PERMISSIONS = ("FULL_CONTROL", "READ", "READ_ACP", "WRITE_ACP")
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
 #: NewObjectMetadata field → CopyObject header parameter.
 _HEADER_FIELDS = {
@@ -58,6 +55,7 @@ _KNOWN = {
     "NewObjectMetadata",
     "NewObjectTagging",
     "CannedAccessControlList",
+    "AccessControlGrants",
     "RequesterPays",
     "SSEAwsKmsKeyId",
     "BucketKeyEnabled",
@@ -140,6 +138,10 @@ def _extra(params: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]
     extra: dict[str, Any] = {}
     if "CannedAccessControlList" in params:
         extra["ACL"] = one_of(NAME, "CannedAccessControlList", params["CannedAccessControlList"], CANNED_ACLS)
+    if "AccessControlGrants" in params:
+        # CopyObject has no x-amz-grant-write header: WRITE does not apply to objects.
+        grants = parse_grants(f"{NAME}.AccessControlGrants", params["AccessControlGrants"], COPY_PERMISSIONS)
+        extra.update(grant_params(grants))
     if params.get("RequesterPays"):
         extra["RequestPayer"] = "requester"
     if params.get("SSEAwsKmsKeyId"):

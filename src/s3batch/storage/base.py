@@ -44,6 +44,87 @@ class ObjectInfo:
     encryption: str | None = None
     kms_key_id: str | None = None
     bucket_key_enabled: bool = False
+    #: The archive restore state from HEAD's `x-amz-restore`, None when never restored.
+    restore: RestoreState | None = None
+    #: Object Lock state from HEAD (COMPLIANCE | GOVERNANCE, the date, ON | OFF), if any.
+    lock_mode: str | None = None
+    lock_retain_until: datetime | None = None
+    legal_hold: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreState:
+    """`x-amz-restore`: a restore still running (no expiry yet) or a finished one."""
+
+    ongoing: bool
+    expiry: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One ACL grant. `grantee_type` is S3 Batch's TypeIdentifier: id | emailAddress | uri."""
+
+    grantee_type: str
+    identifier: str
+    #: FULL_CONTROL | READ | WRITE | READ_ACP | WRITE_ACP
+    permission: str
+    display_name: str | None = None
+
+
+#: ACL permission → the PutObjectAcl / CopyObject grant parameter (botocore name).
+GRANT_PARAMS = {
+    "FULL_CONTROL": "GrantFullControl",
+    "READ": "GrantRead",
+    "WRITE": "GrantWrite",
+    "READ_ACP": "GrantReadACP",
+    "WRITE_ACP": "GrantWriteACP",
+}
+
+
+def grant_params(grants: Sequence[Grant]) -> dict[str, str]:
+    """Grant* parameters (`id="..."`, `emailAddress="..."`, `uri="..."`), grouped by permission,
+    as S3 adapters send them and as CopyOptions.extra carries them."""
+    by_param: dict[str, list[str]] = {}
+    for grant in grants:
+        value = f'{grant.grantee_type}="{grant.identifier}"'
+        by_param.setdefault(GRANT_PARAMS[grant.permission], []).append(value)
+    return {param: ", ".join(values) for param, values in by_param.items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclSpec:
+    """A whole object ACL: a canned ACL, or an owner plus explicit grants."""
+
+    canned: str | None = None
+    owner_id: str | None = None
+    owner_display: str | None = None
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Object Lock retention; both None removes the retention."""
+
+    mode: str | None = None
+    retain_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KmsEncryption:
+    """SSE-KMS settings for re-encrypting an object in place."""
+
+    key_arn: str
+    bucket_key_enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationRule:
+    """An enabled rule of a bucket's replication configuration, in priority order."""
+
+    prefix: str
+    #: Destination bucket ARN (arn:aws:s3:::name).
+    destination: str
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +248,47 @@ class ObjectStore(Protocol):
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
         """Sizes of the parts a multipart object was uploaded in, or None for one part."""
+        ...
+
+    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
+        """Replace the object's whole ACL."""
+        ...
+
+    async def restore(
+        self,
+        bucket: str,
+        key: str,
+        days: int | None,
+        tier: str | None,
+        version_id: str | None = None,
+    ) -> None:
+        """Start restoring an archived object (RestoreObject); `tier` is Bulk | Standard."""
+        ...
+
+    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
+        """Set Object Lock legal hold ON or OFF."""
+        ...
+
+    async def put_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention,
+        version_id: str | None = None,
+        *,
+        bypass_governance: bool = False,
+    ) -> None:
+        """Set (or, with an empty Retention, remove) Object Lock retention."""
+        ...
+
+    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
+        """The bucket's enabled replication rules by priority; [] when it has no configuration."""
+        ...
+
+    async def update_encryption(
+        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
+    ) -> None:
+        """Re-encrypt the object in place with SSE-KMS, keeping metadata and tags."""
         ...
 
     async def close(self) -> None: ...

@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from s3batch.errors import StorageError
-from s3batch.storage.base import CopyOptions, CopyResult, ObjectInfo, VersionRef
+from s3batch.storage.base import (
+    AclSpec,
+    CopyOptions,
+    CopyResult,
+    KmsEncryption,
+    ObjectInfo,
+    ReplicationRule,
+    Retention,
+    VersionRef,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,7 @@ HEADER_NAMES = ("CacheControl", "ContentDisposition", "ContentEncoding", "Conten
 _DATETIME_TAG = "$datetime"
 #: CopyObject as S3 does it by default: metadata and tags copied from the source.
 DEFAULT_COPY_OPTIONS = CopyOptions()
+_FOLDER = "local folder store"
 
 
 # -- rules shared with MemoryStore --------------------------------------------------------
@@ -195,6 +205,25 @@ def no_such_bucket(bucket: str) -> StorageError:
 
 def no_such_key(key: str) -> StorageError:
     return StorageError("NoSuchKey", f"The specified key does not exist: {key}", 404)
+
+
+def not_implemented(store: str, what: str) -> StorageError:
+    """The answer to an S3 feature a folder or memory store does not have."""
+    return StorageError("NotImplemented", f"{what} is not supported by a {store}", 501)
+
+
+def common_prefixes(keys: Sequence[str], prefix: str, delimiter: str) -> list[str]:
+    """ListObjectsV2's CommonPrefixes for sorted `keys`: each distinct prefix up to a delimiter."""
+    found: list[str] = []
+    for key in keys:
+        if not key.startswith(prefix) or not delimiter:
+            continue
+        cut = key.find(delimiter, len(prefix))
+        if cut >= 0:
+            common = key[: cut + len(delimiter)]
+            if not found or found[-1] != common:
+                found.append(common)
+    return found
 
 
 def check_key_length(key: str) -> bytes:
@@ -475,10 +504,14 @@ class LocalStore:
                 outcomes.append(exc)
         return outcomes
 
-    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
             async for key, path in self._walk(bucket_dir, "", prefix):
+                if start_after is not None and key <= start_after:
+                    continue
                 sidecar = self._read_sidecar(bucket, key)
                 try:
                     st = self._stat(path, key)
@@ -493,6 +526,56 @@ class LocalStore:
                     last_modified=_mtime(st),
                     storage_class=sidecar.attrs.storage_class,
                 )
+
+    async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
+        keys = [info.key async for info in self.list_objects(bucket, prefix)]
+        return common_prefixes(keys, prefix, delimiter)
+
+    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        # One version per file: each object is its own latest version.
+        async for info in self.list_objects(bucket, prefix):
+            yield info
+
+    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
+        await self.head(bucket, key, version_id)  # a missing key is still NoSuchKey
+        return None  # a file is one part
+
+    # -- S3 features a folder does not have ----------------------------------------------
+
+    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
+        raise not_implemented(_FOLDER, "PutObjectAcl (object ACLs)")
+
+    async def restore(
+        self,
+        bucket: str,
+        key: str,
+        days: int | None,
+        tier: str | None,
+        version_id: str | None = None,
+    ) -> None:
+        raise not_implemented(_FOLDER, "RestoreObject (archive storage classes)")
+
+    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
+        raise not_implemented(_FOLDER, "PutObjectLegalHold (Object Lock)")
+
+    async def put_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention,
+        version_id: str | None = None,
+        *,
+        bypass_governance: bool = False,
+    ) -> None:
+        raise not_implemented(_FOLDER, "PutObjectRetention (Object Lock)")
+
+    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
+        raise not_implemented(_FOLDER, "bucket replication")
+
+    async def update_encryption(
+        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
+    ) -> None:
+        raise not_implemented(_FOLDER, "SSE-KMS encryption")
 
     async def _walk(self, folder: Path, key_prefix: str, prefix: str) -> AsyncIterator[tuple[str, Path]]:
         """(key, path) of each file under `folder` whose key starts with `prefix`, in key order.

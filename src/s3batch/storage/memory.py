@@ -18,7 +18,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from s3batch.errors import StorageError
-from s3batch.storage.base import CopyOptions, CopyResult, ObjectInfo, VersionRef
+from s3batch.storage.base import (
+    AclSpec,
+    CopyOptions,
+    CopyResult,
+    KmsEncryption,
+    ObjectInfo,
+    ReplicationRule,
+    Retention,
+    VersionRef,
+)
 from s3batch.storage.local import (
     DEFAULT_COPY_OPTIONS,
     ObjectAttrs,
@@ -26,15 +35,18 @@ from s3batch.storage.local import (
     check_key_length,
     check_range,
     check_tags,
+    common_prefixes,
     copied_attrs,
     new_attrs,
     no_such_bucket,
     no_such_key,
+    not_implemented,
     object_info,
 )
 
 #: The version id S3 gives objects written while versioning is off.
 NULL_VERSION = "null"
+_MEMORY = "memory store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +259,84 @@ class MemoryStore:
                 outcomes.append(exc)
         return outcomes
 
-    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         self._record("list_objects", bucket, prefix)
         objects = self._bucket(bucket)
-        for key in sorted(k for k in objects if k.startswith(prefix)):
+        after = start_after if start_after is not None else ""
+        for key in sorted(k for k in objects if k.startswith(prefix) and k > after):
             versions = objects.get(key)
             if versions and versions[-1].body is not None:
                 info = self._info(bucket, key, versions[-1])
                 # ListObjectsV2 carries no version, type or metadata: neither does this.
                 yield replace(info, version_id=None, content_type=None, metadata={}, headers={})
+
+    async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
+        self._record("list_prefixes", bucket, prefix)
+        objects = self._bucket(bucket)
+        live = sorted(k for k, versions in objects.items() if versions and versions[-1].body is not None)
+        return common_prefixes(live, prefix, delimiter)
+
+    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        self._record("list_versions", bucket, prefix)
+        objects = self._bucket(bucket)
+        for key in sorted(k for k in objects if k.startswith(prefix)):
+            versions = objects[key]
+            for position, version in reversed(list(enumerate(versions))):
+                yield self._listed_version(bucket, key, version, latest=position == len(versions) - 1)
+
+    def _listed_version(self, bucket: str, key: str, version: _Version, *, latest: bool) -> ObjectInfo:
+        info = replace(self._info(bucket, key, version), content_type=None, metadata={}, headers={})
+        return replace(info, is_latest=latest, is_delete_marker=version.body is None)
+
+    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
+        self._record("object_parts", bucket, key)
+        self._version(bucket, key, version_id)  # a missing key is still NoSuchKey
+        return None  # every memory object is one part
+
+    # -- S3 features this store does not model --------------------------------------------
+
+    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
+        self._record("put_acl", bucket, key)
+        raise not_implemented(_MEMORY, "PutObjectAcl (object ACLs)")
+
+    async def restore(
+        self,
+        bucket: str,
+        key: str,
+        days: int | None,
+        tier: str | None,
+        version_id: str | None = None,
+    ) -> None:
+        self._record("restore", bucket, key)
+        raise not_implemented(_MEMORY, "RestoreObject (archive storage classes)")
+
+    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
+        self._record("put_legal_hold", bucket, key)
+        raise not_implemented(_MEMORY, "PutObjectLegalHold (Object Lock)")
+
+    async def put_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention,
+        version_id: str | None = None,
+        *,
+        bypass_governance: bool = False,
+    ) -> None:
+        self._record("put_retention", bucket, key)
+        raise not_implemented(_MEMORY, "PutObjectRetention (Object Lock)")
+
+    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
+        self._record("replication_rules", bucket)
+        raise not_implemented(_MEMORY, "bucket replication")
+
+    async def update_encryption(
+        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
+    ) -> None:
+        self._record("update_encryption", bucket, key)
+        raise not_implemented(_MEMORY, "SSE-KMS encryption")
 
     async def close(self) -> None:
         self.calls.append(("close",))

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -35,7 +38,18 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3batch.errors import ConfigError, StorageError
-from s3batch.storage.base import CopyOptions, CopyResult, ObjectInfo, VersionRef
+from s3batch.storage.base import (
+    AclSpec,
+    CopyOptions,
+    CopyResult,
+    KmsEncryption,
+    ObjectInfo,
+    ReplicationRule,
+    RestoreState,
+    Retention,
+    VersionRef,
+    grant_params,
+)
 from s3batch.storage.config import S3Config
 
 #: S3's limit for one CopyObject request, in bytes.
@@ -93,6 +107,12 @@ _TOO_LARGE_CODES = frozenset({"InvalidRequest", "EntityTooLarge"})
 
 #: CopyObject as S3 does it by default: metadata and tags copied from the source.
 DEFAULT_COPY_OPTIONS = CopyOptions()
+#: HEAD's ServerSideEncryption / SSECustomerAlgorithm → ObjectInfo.encryption.
+_ENCRYPTION_NAMES = {"AES256": "SSE-S3", "aws:kms": "SSE-KMS", "aws:kms:dsse": "DSSE-KMS"}
+#: HEAD ?partNumber= requests in flight for one object_parts call.
+PART_HEAD_CONCURRENCY = 8
+_RESTORE_ONGOING = re.compile(r'ongoing-request="(true|false)"')
+_RESTORE_EXPIRY = re.compile(r'expiry-date="([^"]+)"')
 
 _T = TypeVar("_T")
 
@@ -216,21 +236,54 @@ class S3Store:
                 while chunk := await body.read(chunk_size):
                     yield chunk
 
-    async def list_objects(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         client = await self._s3()
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if start_after is not None:
+            params["StartAfter"] = start_after
         # botocore asks for URL-encoded keys and decodes them, so odd keys survive XML.
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = client.get_paginator("list_objects_v2").paginate(**params)
         with _translating():
             async for page in pages:
                 for entry in page.get("Contents", []):
-                    yield ObjectInfo(
-                        bucket=bucket,
-                        key=entry["Key"],
-                        size=entry["Size"],
-                        etag=_unquote(entry.get("ETag", "")),
-                        last_modified=entry["LastModified"],
-                        storage_class=entry.get("StorageClass") or "STANDARD",
-                    )
+                    yield _listed_info(bucket, entry)
+
+    async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
+        client = await self._s3()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter=delimiter
+        )
+        found: list[str] = []
+        with _translating():
+            async for page in pages:
+                found.extend(entry["Prefix"] for entry in page.get("CommonPrefixes", []))
+        return found
+
+    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        client = await self._s3()
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+        with _translating():
+            async for page in pages:
+                for info in _page_versions(bucket, page):
+                    yield info
+
+    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
+        # moto (5.2) leaves ObjectParts out of GetObjectAttributes: HEAD ?partNumber= works everywhere.
+        first = await self._call("head_object", **_target(bucket, key, version_id), PartNumber=1)
+        count = first.get("PartsCount")
+        if count is None:
+            return None  # not a multipart upload
+        limit = asyncio.Semaphore(PART_HEAD_CONCURRENCY)
+
+        async def size_of(number: int) -> int:
+            async with limit:
+                part = await self._call("head_object", **_target(bucket, key, version_id), PartNumber=number)
+            return int(part["ContentLength"])
+
+        rest = await asyncio.gather(*(size_of(n) for n in range(2, int(count) + 1)))
+        return [int(first["ContentLength"]), *rest]
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -464,8 +517,156 @@ class S3Store:
             outcomes.extend(_delete_outcomes(batch, response.get("Errors", [])))
         return outcomes
 
+    # -- ACLs, archive, object lock, replication, encryption -----------------------------
+
+    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
+        # Explicit grants go as x-amz-grant-* headers, which replace the whole ACL exactly as an
+        # AccessControlPolicy body does; moto (5.2) silently ignores the body's grants.
+        await self._call("put_object_acl", **_target(bucket, key, version_id), **acl_params(acl))
+
+    async def restore(
+        self,
+        bucket: str,
+        key: str,
+        days: int | None,
+        tier: str | None,
+        version_id: str | None = None,
+    ) -> None:
+        request: dict[str, Any] = {}
+        if days is not None:
+            request["Days"] = days
+        if tier is not None:
+            request["GlacierJobParameters"] = {"Tier": tier}
+        await self._call("restore_object", **_target(bucket, key, version_id), RestoreRequest=request)
+
+    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
+        target = _target(bucket, key, version_id)
+        try:
+            await self._call("put_object_legal_hold", **target, LegalHold={"Status": status})
+        except StorageError as exc:
+            raise await self._missing_or(exc, bucket, key, version_id) from exc
+
+    async def put_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention,
+        version_id: str | None = None,
+        *,
+        bypass_governance: bool = False,
+    ) -> None:
+        body: dict[str, Any] = {}
+        if retention.mode is not None:
+            body["Mode"] = retention.mode
+        if retention.retain_until is not None:
+            body["RetainUntilDate"] = retention.retain_until
+        extra = {"BypassGovernanceRetention": True} if bypass_governance else {}
+        try:
+            await self._call(
+                "put_object_retention", **_target(bucket, key, version_id), Retention=body, **extra
+            )
+        except StorageError as exc:
+            raise await self._missing_or(exc, bucket, key, version_id) from exc
+
+    async def _missing_or(
+        self, exc: StorageError, bucket: str, key: str, version_id: str | None
+    ) -> StorageError:
+        """moto answers 500 to lock calls on a missing key; a HEAD tells the real reason."""
+        if exc.http_status != 500:
+            return exc
+        try:
+            await self.head(bucket, key, version_id)
+        except StorageError as head_exc:
+            if head_exc.http_status == 404:
+                return head_exc
+        return exc
+
+    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
+        try:
+            response = await self._call("get_bucket_replication", Bucket=bucket)
+        except StorageError as exc:
+            if exc.code == "ReplicationConfigurationNotFoundError":
+                return []
+            raise
+        return _replication_rules(response.get("ReplicationConfiguration", {}))
+
+    async def update_encryption(
+        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
+    ) -> None:
+        extra = {
+            "ServerSideEncryption": "aws:kms",
+            "SSEKMSKeyId": sse.key_arn,
+            "BucketKeyEnabled": sse.bucket_key_enabled,
+        }
+        # A copy onto itself keeping metadata and tags (the CopyOptions defaults) re-encrypts.
+        await self.copy(bucket, key, bucket, key, src_version_id=version_id, options=CopyOptions(extra=extra))
+
 
 # -- request and response shapes ----------------------------------------------------------
+
+
+def acl_params(acl: AclSpec) -> dict[str, str]:
+    """PutObjectAcl parameters for an ACL: the canned ACL, or one header per permission."""
+    if acl.canned is not None:
+        return {"ACL": acl.canned}
+    return grant_params(acl.grants)
+
+
+def _listed_info(bucket: str, entry: Mapping[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=entry["Key"],
+        size=entry.get("Size", 0),
+        etag=_unquote(entry.get("ETag", "")),
+        last_modified=entry["LastModified"],
+        storage_class=entry.get("StorageClass") or "STANDARD",
+        version_id=entry.get("VersionId"),
+        is_latest=bool(entry.get("IsLatest", True)),
+    )
+
+
+def _page_versions(bucket: str, page: Mapping[str, Any]) -> list[ObjectInfo]:
+    """One ListObjectVersions page's versions and delete markers, merged: key order, newest first."""
+    versions = [_listed_info(bucket, entry) for entry in page.get("Versions", [])]
+    markers = [
+        replace(_listed_info(bucket, entry), is_delete_marker=True) for entry in page.get("DeleteMarkers", [])
+    ]
+    # Both lists are already key order, newest first; a stable sort merges them. LastModified
+    # has 1-second resolution, so IsLatest decides first and ties keep the server's order.
+    return sorted([*versions, *markers], key=lambda i: (i.key, not i.is_latest, -i.last_modified.timestamp()))
+
+
+def _replication_rules(config: Mapping[str, Any]) -> list[ReplicationRule]:
+    enabled = [r for r in config.get("Rules", []) if r.get("Status") == "Enabled"]
+    # Higher Priority wins in S3; rules without one (V1 configurations) keep their order.
+    enabled.sort(key=lambda r: -int(r.get("Priority", 0)))
+    rules = []
+    for rule in enabled:
+        filt = rule.get("Filter", {})
+        prefix = filt.get("Prefix", filt.get("And", {}).get("Prefix", rule.get("Prefix", "")))
+        destination = rule.get("Destination", {})
+        rules.append(
+            ReplicationRule(prefix or "", destination.get("Bucket", ""), destination.get("StorageClass"))
+        )
+    return rules
+
+
+def _restore_state(header: str | None) -> RestoreState | None:
+    if not header:
+        return None
+    ongoing = _RESTORE_ONGOING.search(header)
+    expiry = _RESTORE_EXPIRY.search(header)
+    when = None
+    if expiry:
+        with contextlib.suppress(TypeError, ValueError):
+            when = parsedate_to_datetime(expiry.group(1))
+    return RestoreState(ongoing=bool(ongoing and ongoing.group(1) == "true"), expiry=when)
+
+
+def _encryption(response: Mapping[str, Any]) -> str:
+    if response.get("SSECustomerAlgorithm"):
+        return "SSE-C"
+    return _ENCRYPTION_NAMES.get(str(response.get("ServerSideEncryption")), "NOT-SSE")
 
 
 def _target(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
@@ -491,6 +692,14 @@ def _object_info(bucket: str, key: str, response: Mapping[str, Any]) -> ObjectIn
         content_type=response.get("ContentType"),
         metadata={k.lower(): v for k, v in response.get("Metadata", {}).items()},
         headers={name: response[name] for name in HEADER_NAMES if name in response},
+        replication_status=response.get("ReplicationStatus"),
+        encryption=_encryption(response),
+        kms_key_id=response.get("SSEKMSKeyId"),
+        bucket_key_enabled=bool(response.get("BucketKeyEnabled", False)),
+        restore=_restore_state(response.get("Restore")),
+        lock_mode=response.get("ObjectLockMode"),
+        lock_retain_until=response.get("ObjectLockRetainUntilDate"),
+        legal_hold=response.get("ObjectLockLegalHoldStatus"),
     )
 
 
