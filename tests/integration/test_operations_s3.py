@@ -144,13 +144,21 @@ def test_legal_hold_on_and_off(moto_env: Env, bucket_name: str) -> None:
     assert env.client.get_object_legal_hold(Bucket=bucket_name, Key="k")["LegalHold"]["Status"] == "OFF"
 
 
-def test_legal_hold_without_object_lock_fails_per_task(moto_env: Env, bucket_name: str) -> None:
+def test_legal_hold_without_object_lock_fails_in_preparing(moto_env: Env, bucket_name: str) -> None:
+    # AWS checks the bucket's Object Lock configuration before the job runs; the capability
+    # probe does the same with a scratch object, so no task is attempted.
     env = moto_env
     env.make_bucket(bucket_name)
     env.put(bucket_name, "k", b"x")
-    job, job_id = run_job(env, bucket_name, {"S3PutObjectLegalHold": {"LegalHold": {"Status": "ON"}}}, ["k"])
-    assert counts(job) == (0, 1)
-    assert failed_rows(env, bucket_name, job_id)["k"][2] == "InvalidRequest"
+    batch, job_id = create(
+        env, bucket_name, {"S3PutObjectLegalHold": {"LegalHold": {"Status": "ON"}}}, [(bucket_name, "k")]
+    )
+    job = run(batch, job_id)
+    assert job["Status"] == "Failed"
+    [reason] = job["FailureReasons"]
+    assert reason["FailureCode"] == "EndpointCapability" and "InvalidRequest" in reason["FailureReason"]
+    assert counts(job) == (0, 0)
+    assert env.client.list_objects_v2(Bucket=bucket_name)["KeyCount"] == 2  # k + manifest: no scratch left
 
 
 # -- S3PutObjectRetention -----------------------------------------------------------------
@@ -288,21 +296,37 @@ FOLDER_OPERATIONS = {
     "restore": {"S3InitiateRestoreObject": {"ExpirationInDays": 1}},
     "legal_hold": {"S3PutObjectLegalHold": {"LegalHold": {"Status": "ON"}}},
     "retention": {"S3PutObjectRetention": {"Retention": {}}},
-    "replicate": {"S3ReplicateObject": {"DestinationBucket": "arn:aws:s3:::elsewhere"}},
     "encryption": {"S3UpdateObjectEncryption": {"ObjectEncryption": {"SSEKMS": {"KMSKeyArn": KMS_KEY}}}},
 }
 
 
 @pytest.mark.parametrize("op", FOLDER_OPERATIONS.values(), ids=FOLDER_OPERATIONS.keys())
-def test_folder_store_answers_not_implemented_per_task(
+def test_folder_store_refuses_what_it_cannot_do_in_preparing(
     local_env: Env, bucket_name: str, op: dict[str, Any]
 ) -> None:
     env = local_env
     env.make_bucket(bucket_name)
     env.put(bucket_name, "a.txt", b"a")
     env.put(bucket_name, "b.txt", b"b")
-    job, job_id = run_job(env, bucket_name, op, ["a.txt", "b.txt"])
-    assert counts(job) == (0, 2)
-    rows = failed_rows(env, bucket_name, job_id)
-    assert {k: r[1:3] for k, r in rows.items()} == {k: ["501", "NotImplemented"] for k in ("a.txt", "b.txt")}
-    assert all("not supported by a local folder store" in r[3] for r in rows.values())
+    batch, job_id = create(env, bucket_name, op, [(bucket_name, k) for k in ("a.txt", "b.txt")])
+    job = run(batch, job_id)
+    assert job["Status"] == "Failed"
+    [reason] = job["FailureReasons"]
+    assert reason["FailureCode"] == "EndpointCapability"
+    assert "NotImplemented" in reason["FailureReason"]
+    assert counts(job) == (0, 0)  # no task ran
+    assert env.get(bucket_name, "a.txt") == b"a" and env.get(bucket_name, "b.txt") == b"b"
+    assert sorted(p.name for p in (env.root / bucket_name).iterdir()) == ["a.txt", "b.txt", "manifest.csv"]
+
+
+def test_folder_store_replicates_to_the_destination_named_in_the_job(
+    local_env: Env, bucket_name: str
+) -> None:
+    env = local_env
+    env.make_bucket(bucket_name)
+    env.make_bucket("elsewhere")
+    env.put(bucket_name, "a.txt", b"a")
+    op = {"S3ReplicateObject": {"DestinationBucket": "arn:aws:s3:::elsewhere"}}
+    job, _ = run_job(env, bucket_name, op, ["a.txt"])
+    assert job["Status"] == "Complete" and counts(job) == (1, 0)
+    assert env.get("elsewhere", "a.txt") == b"a"

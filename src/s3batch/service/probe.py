@@ -13,64 +13,126 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from s3batch.domain.job import FailureReason
 from s3batch.errors import StorageError
-from s3batch.storage.base import ObjectStore
+from s3batch.storage.base import AclSpec, KmsEncryption, ObjectStore, Retention
 
 #: Key prefix of scratch objects; the probe deletes its object when done.
 PROBE_PREFIX = ".s3batch-probe/"
 PROBE_BODY = b"s3batch capability probe: this object is deleted right after the check\n"
+#: GOVERNANCE retention the probe sets and removes again (never COMPLIANCE: it could not).
+PROBE_RETENTION = timedelta(days=1)
 
-Probe = Callable[[ObjectStore, str, str], Awaitable[str | None]]
+Target = tuple[ObjectStore, str, str, "str | None"]  # store, bucket, key, version id
+Probe = Callable[[ObjectStore, str, str, "str | None", Mapping[str, Any]], Awaitable["str | None"]]
 
 
-async def _tagging(store: ObjectStore, bucket: str, key: str) -> str | None:
+async def _tagging(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
     tags = {"s3batch-probe": "1"}
-    await store.put_tags(bucket, key, tags)
-    if await store.get_tags(bucket, key) != tags:
+    await store.put_tags(bucket, key, tags, vid)
+    if await store.get_tags(bucket, key, vid) != tags:
         return "object tags did not read back as written"
-    await store.delete_tags(bucket, key)
-    if await store.get_tags(bucket, key):
+    await store.delete_tags(bucket, key, vid)
+    if await store.get_tags(bucket, key, vid):
         return "DeleteObjectTagging left tags behind"
     return None
 
 
-#: Operation name → the check its calls need. Operations that only read, copy or delete
-#: use the plain data path every S3 server implements and need no probe.
+async def _acl(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    await store.put_acl(bucket, key, AclSpec(canned="private"), vid)
+    return None  # the body check after every probe catches servers that truncate the object
+
+
+async def _legal_hold(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    await store.put_legal_hold(bucket, key, "ON", vid)
+    if (await store.head(bucket, key, vid)).legal_hold != "ON":
+        return "the legal hold did not read back as ON"
+    await store.put_legal_hold(bucket, key, "OFF", vid)
+    return None
+
+
+async def _retention(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    until = (datetime.now(UTC) + PROBE_RETENTION).replace(microsecond=0)
+    await store.put_retention(bucket, key, Retention("GOVERNANCE", until), vid)
+    if (await store.head(bucket, key, vid)).lock_mode != "GOVERNANCE":
+        return "the retention did not read back as GOVERNANCE"
+    await store.put_retention(bucket, key, Retention(), vid, bypass_governance=True)
+    return None
+
+
+async def _restore(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    try:
+        await store.restore(bucket, key, 1, "Standard", vid)
+    except StorageError as exc:
+        if exc.code != "InvalidObjectState":  # the API exists: the scratch object is not archived
+            raise
+    return None
+
+
+async def _encryption(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, params: Mapping[str, Any]
+) -> str | None:
+    sse = params.get("ObjectEncryption", {}).get("SSEKMS", {})
+    await store.update_encryption(bucket, key, KmsEncryption(str(sse.get("KMSKeyArn", ""))), vid)
+    if (await store.head(bucket, key)).encryption != "SSE-KMS":
+        return "the object was not SSE-KMS encrypted afterwards"
+    return None
+
+
+#: Operation name → (feature, check). Operations that only read, copy or delete use the plain
+#: data path every S3 server implements and need no probe.
 PROBES: Mapping[str, tuple[str, Probe]] = {
     "S3PutObjectTagging": ("object tagging", _tagging),
     "S3DeleteObjectTagging": ("object tagging", _tagging),
+    "S3PutObjectAcl": ("object ACLs", _acl),
+    "S3PutObjectLegalHold": ("Object Lock legal holds", _legal_hold),
+    "S3PutObjectRetention": ("Object Lock retention", _retention),
+    "S3InitiateRestoreObject": ("restore from archive", _restore),
+    "S3UpdateObjectEncryption": ("SSE-KMS encryption", _encryption),
 }
 
 
-async def probe(store: ObjectStore, operation: str, bucket: str) -> FailureReason | None:
-    """None if the endpoint handles `operation` correctly, else why not."""
-    entry = PROBES.get(operation)
+async def probe(store: ObjectStore, operation: Mapping[str, Any], bucket: str) -> FailureReason | None:
+    """None if the endpoint handles the job's operation correctly, else why not."""
+    name, params = next(iter(operation.items()))
+    entry = PROBES.get(name)
     if entry is None:
         return None
     feature, check = entry
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
     try:
-        await store.put_bytes(bucket, key, PROBE_BODY, content_type="text/plain")
+        info = await store.put_bytes(bucket, key, PROBE_BODY, content_type="text/plain")
         try:
-            problem = await check(store, bucket, key)
+            problem = await check(store, bucket, key, info.version_id, params or {})
             if problem is None and await store.get_bytes(bucket, key) != PROBE_BODY:
                 problem = "the call answered OK but changed the object's content"
         finally:
-            await _delete_quietly(store, bucket, key)
+            await _delete_quietly(store, bucket, key, info.version_id)
     except StorageError as exc:
         problem = f"{exc.code}: {exc.message}"
     if problem is None:
         return None
     return FailureReason(
         "EndpointCapability",
-        f"the endpoint does not support {feature} for {operation} ({problem}); no object was changed"[:256],
+        f"the endpoint does not support {feature} for {name} ({problem}); no object was changed"[:256],
     )
 
 
-async def _delete_quietly(store: ObjectStore, bucket: str, key: str) -> None:
+async def _delete_quietly(store: ObjectStore, bucket: str, key: str, version_id: str | None) -> None:
     try:
-        await store.delete(bucket, key)
+        await store.delete(bucket, key, version_id)  # the exact version: no delete marker left
     except StorageError:
         pass  # a leftover scratch object is harmless; the verdict matters more

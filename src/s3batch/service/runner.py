@@ -125,7 +125,7 @@ class JobRunner:
             return await self._fail_early(job, _failure(exc))
         if total == 0 or bucket is None:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
-        unsupported = await probe(objects, job.operation_name, bucket)
+        unsupported = await probe(objects, job.request["Operation"], bucket)
         if unsupported is not None:
             return await self._fail_early(job, unsupported)
         if job.request.get("ConfirmationRequired"):

@@ -570,7 +570,10 @@ class LocalStore:
         raise not_implemented(_FOLDER, "PutObjectRetention (Object Lock)")
 
     async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
-        raise not_implemented(_FOLDER, "bucket replication")
+        # A folder has no replication configuration, which is an answer, not an error: a job
+        # can still name its destination (the S3ReplicateObject DestinationBucket extension).
+        self._bucket_dir(bucket)
+        return []
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None

@@ -330,7 +330,7 @@ class MemoryStore:
 
     async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
         self._record("replication_rules", bucket)
-        raise not_implemented(_MEMORY, "bucket replication")
+        return []  # no replication configuration (see LocalStore.replication_rules)
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
