@@ -165,3 +165,42 @@ class S3Batch:
             return [r async for batch in service.store.report_rows(job.job_id) for r in batch]
 
         return self._call(rows)
+
+
+# -- the HTTP API through boto3 -------------------------------------------------------------------
+
+#: The `{AccountId}.` label botocore's s3control endpoint rules put in front of any endpoint.
+_ACCOUNT_HOST_PREFIX = r"^(https?://)\d{12}\."
+
+
+def strip_account_host_prefix(request: Any, **kwargs: Any) -> None:
+    """botocore `before-sign.s3-control` hook: `http://123456789012.host:port/...` →
+    `http://host:port/...`, since `<account>.127.0.0.1` resolves nowhere (spec §9.1)."""
+    import re
+
+    request.url = re.sub(_ACCOUNT_HOST_PREFIX, r"\1", request.url)
+
+
+def s3control(
+    endpoint_url: str,
+    *,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    region_name: str = "us-east-1",
+    **config: Any,
+) -> Any:
+    """A plain boto3 `s3control` client for an `s3batch serve` endpoint. `config` goes to
+    botocore's Config (e.g. retries={"max_attempts": 1})."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3control",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        region_name=region_name,
+        config=Config(**config) if config else None,
+    )
+    client.meta.events.register("before-sign.s3-control", strip_account_host_prefix)
+    return client

@@ -22,6 +22,7 @@ from s3batch.cli.jobs import (
     update_job_status,
     worker,
 )
+from s3batch.cli.serve import serve
 from s3batch.errors import ConfigError
 from s3batch.settings import Settings
 
@@ -72,6 +73,7 @@ for command in (
     rerun_failed,
     worker,
     demo,
+    serve,
 ):
     cli.add_command(command)
 

@@ -1,0 +1,127 @@
+"""create_app(settings): the S3 Control-compatible server as one ASGI application.
+
+On startup it opens the SQLite job store of S3BATCH_HOME and runs the job worker in the same
+process, as a background asyncio task holding the HOME's worker lock: jobs created over the
+API start at once, and jobs left unfinished by a crash or restart resume (the job store is
+the only state). If another process (a CLI-started worker) holds the lock, the task waits for
+it and takes over when it exits, so new jobs never sit unrun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from s3batch.api.auth import KeyRing, load_keys
+from s3batch.api.control import ROUTES, ApiState, error_response
+from s3batch.functions.registry import load_registry
+from s3batch.service.jobs import JobService
+from s3batch.service.worker import run_worker, worker_lock
+from s3batch.settings import Settings
+from s3batch.storage.config import StorageConfig, resolve_storage
+from s3batch.store.sqlite import SqliteJobStore
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts to take the worker lock while another process holds it.
+LOCK_RETRY_S = 1.0
+#: Seconds shutdown waits for the worker task to unwind after cancelling it.
+WORKER_STOP_TIMEOUT_S = 10.0
+_ABSOLUTE_FORMS = (b"http://", b"https://")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    keys: KeyRing | None = None,
+    storage: StorageConfig | None = None,
+    run_jobs: bool = True,
+) -> Starlette:
+    """The ASGI app. `keys` default to load_keys(HOME); `storage` to the environment's choice."""
+    ring = keys if keys is not None else load_keys(settings.home)
+    store_config = storage or resolve_storage(None, None, settings.buckets_root)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = SqliteJobStore(settings.db_path)
+        app.state.api = ApiState(
+            service=JobService(settings, store),
+            keys=ring,
+            storage=store_config,
+            functions=load_registry(settings.functions_file),
+        )
+        worker = asyncio.create_task(_worker_loop(settings)) if run_jobs else None
+        try:
+            yield
+        finally:
+            await _stop(worker)
+            await store.close()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(AbsoluteFormTargets)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+class AbsoluteFormTargets:
+    """Accept `GET http://host:port/path` request targets (RFC 9112 §3.2.2).
+
+    That is what an HTTP client sends through a proxy, and the HTTP_PROXY workaround for the
+    `{AccountId}.` host prefix (spec §9.1) points the proxy at this server. uvicorn's h11
+    protocol puts the whole target in `path`; here it becomes the plain path again (the Host
+    header, which the client signed, already carries the authority).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw: bytes = scope.get("raw_path") or b""
+        if scope["type"] == "http" and raw.startswith(_ABSOLUTE_FORMS):
+            after_scheme = raw.split(b"://", 1)[1]
+            slash = after_scheme.find(b"/")
+            raw_path = after_scheme[slash:] if slash >= 0 else b"/"
+            path = scope["path"].split("://", 1)[1]
+            path_slash = path.find("/")
+            scope = {**scope, "raw_path": raw_path, "path": path[path_slash:] if path_slash >= 0 else "/"}
+        await self.app(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, in the same XML error shape as everything else."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "InvalidRequest")
+    return error_response(code, f"{request.method} {request.url.path}: {code}", status)
+
+
+async def _worker_loop(settings: Settings) -> None:
+    """Run the job worker while holding HOME's lock; wait for the lock if someone else has it."""
+    while True:  # ends only by cancellation at shutdown
+        with worker_lock(settings.home) as held:
+            if held is not None:
+                log.info("job worker started in the API server (%s)", settings.home)
+                await run_worker(settings, exit_when_idle=False)
+                return
+        await asyncio.sleep(LOCK_RETRY_S)
+
+
+async def _stop(task: asyncio.Task[Any] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(task, WORKER_STOP_TIMEOUT_S)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("job worker ended with an error", exc_info=task.exception())

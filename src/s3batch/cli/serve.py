@@ -1,0 +1,37 @@
+"""`s3batch serve`: the S3 Control-compatible HTTP API (and the job worker) in one process."""
+
+from __future__ import annotations
+
+import click
+
+from s3batch.cli.context import CliContext
+from s3batch.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+@click.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.pass_obj
+def serve(ctx: CliContext, host: str, port: int) -> None:
+    """Serve the S3 Control job API (SigV4; keys from $S3BATCH_HOME/server.toml or
+    S3BATCH_ACCESS_KEYS) and run its jobs."""
+    import uvicorn
+
+    from s3batch.api.app import create_app
+    from s3batch.api.auth import load_keys
+
+    try:
+        keys = load_keys(ctx.settings.home)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not len(keys):
+        # Refuse to start rather than run a server nobody can call (or, worse, an open one).
+        raise click.ClickException(
+            f"no access keys: add [[keys]] to {ctx.settings.home / 'server.toml'} or set S3BATCH_ACCESS_KEYS"
+        )
+    app = create_app(ctx.settings, keys=keys, storage=ctx.storage)
+    # h11: the pure-Python protocol, whose handling of absolute-form targets the app relies on.
+    uvicorn.run(app, host=host, port=port, http="h11", log_level="info")
