@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn, object_from_arn
+from s3batch.domain.generator import normalize_generator
 from s3batch.domain.manifest import CsvLayout, ManifestFormat
 from s3batch.domain.report import REPORT_FORMAT, ReportScope
 from s3batch.errors import BadRequest, TooManyTags
@@ -70,7 +71,7 @@ def normalize_create_job(request: Mapping[str, Any]) -> dict[str, Any]:
     if has_manifest:
         out["Manifest"] = _manifest(request["Manifest"])
     else:
-        raise BadRequest("ManifestGenerator is not supported yet; give a Manifest")
+        out["ManifestGenerator"] = normalize_generator(request["ManifestGenerator"])
     if request.get("RoleArn") is not None:
         out["RoleArn"] = _role_arn(request["RoleArn"])
     if request.get("Description") is not None:
@@ -144,9 +145,9 @@ def _manifest(manifest: Any) -> dict[str, Any]:
     fmt = spec.get("Format")
     if fmt not in {f.value for f in ManifestFormat}:
         raise BadRequest(f"Manifest.Spec.Format must be one of {[f.value for f in ManifestFormat]}")
-    if fmt == ManifestFormat.INVENTORY_CSV:
-        raise BadRequest("S3InventoryReport_CSV_20161130 manifests are not supported yet")
-    fields = spec.get("Fields")
+    # An inventory's columns come from its manifest.json (fileSchema): Fields is not used. Its
+    # fileFormat may be CSV, or (s3batch extension) ORC or Parquet.
+    fields = spec.get("Fields") if fmt == ManifestFormat.CSV else None
     CsvLayout.from_fields(fields)
     arn = location.get("ObjectArn")
     if not isinstance(arn, str):

@@ -3,22 +3,75 @@
 At Preparing they are materialized once into a normalized CSV manifest (Bucket,Key,VersionId;
 keys URL-encoded as in a CSV manifest) in the worker's spool folder. From then on the job runs
 exactly like a CSV job: the same chunking, the same resume from a byte offset.
+
+Memory stays flat in manifest size: rows go to temporary files as they are read or listed, and
+the finished file is uploaded to the spool with `put_file`.
+
+Listing for a generator is parallel: the key space under the listing prefix is cut into ranges
+at the common prefixes one or two "/" levels down, each range is listed (ListObjectsV2 from
+`start_after`) by its own task, at most LIST_CONCURRENCY at once, into its own temporary file;
+the files are then joined in range order, so the manifest is in key order and deterministic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+import contextlib
+import csv
+import gzip
+import hashlib
+import json
+import tempfile
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote_plus
 
+from s3batch.domain.arn import bucket_arn, object_from_arn
+from s3batch.domain.generator import (
+    GENERATED_MANIFEST_FORMAT,
+    IncludeVersions,
+    ManifestFilter,
+    ManifestGenerator,
+    generator_from_json,
+)
+from s3batch.domain.inventory import (
+    CsvColumns,
+    DataFile,
+    InventoryFormat,
+    InventoryManifest,
+    InventoryRow,
+    columnar_has_versions,
+    columnar_row,
+    csv_columns,
+    csv_manifest_line,
+    parse_csv_line,
+    parse_manifest_json,
+    required_columnar,
+)
 from s3batch.domain.job import Job
-from s3batch.domain.manifest import ManifestFormat
-from s3batch.errors import ManifestError
-from s3batch.storage.base import ObjectStore
+from s3batch.domain.manifest import LineSplitter, ManifestFormat, RawLine
+from s3batch.errors import ManifestError, StorageError
+from s3batch.storage.base import ObjectInfo, ObjectStore
 
 #: Fields of a materialized manifest.
 MATERIALIZED_FIELDS = ("Bucket", "Key", "VersionId")
 #: Bucket (a sub-folder of HOME/spool) holding materialized manifests.
 SPOOL_BUCKET = "manifests"
+#: Bytes per read of an inventory data file.
+READ_CHUNK_BYTES = 1 << 20
+#: Records per batch read from an ORC/Parquet file (bounds memory per batch).
+COLUMNAR_BATCH_ROWS = 10_000
+#: Key ranges listed at once by a generator (each an in-flight ListObjectsV2 loop).
+LIST_CONCURRENCY = 16
+#: How many "/" levels below the listing prefix are explored for range boundaries.
+MAX_FANOUT_DEPTH = 2
+#: Layout version written in a generated manifest's manifest.json.
+GENERATED_VERSION = "2021-11-30"
+_GZIP_WBITS = zlib.MAX_WBITS | 16
 
 
 def needs_materializing(request: Mapping[str, Any]) -> bool:
@@ -37,4 +90,358 @@ async def materialize(job: Job, objects: ObjectStore, spool: ObjectStore) -> dic
     Returns facts to keep in `job.extra` (e.g. a GeneratedManifestDescriptor). Raises
     ManifestError (naming the file and line where it can) or StorageError.
     """
-    raise ManifestError("inventory manifests and manifest generators are not supported yet")
+    facts: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="s3batch-materialize-") as tmp:
+        work = Path(tmp)
+        out = work / "manifest.csv"
+        generator = job.request.get("ManifestGenerator")
+        if generator is not None:
+            gen = generator_from_json(generator)
+            await write_listing(objects, gen, out, work)
+            if gen.enable_output:
+                facts = await _write_generated(objects, gen, job.job_id, out, work)
+        else:
+            await _write_inventory(job, objects, out, work)
+        await spool.put_file(SPOOL_BUCKET, spool_key(job.job_id), out, content_type="text/csv")
+    return facts
+
+
+# -- inventory reports ------------------------------------------------------------------
+
+
+async def _write_inventory(job: Job, objects: ObjectStore, out: Path, work: Path) -> None:
+    inventory = await _read_inventory_manifest(job, objects)
+    with out.open("w", encoding="utf-8", newline="") as sink:
+        for data in inventory.files:
+            if inventory.file_format is InventoryFormat.CSV:
+                await _csv_data_file(objects, inventory, data, sink)
+            else:
+                await _columnar_data_file(objects, inventory, data, sink, work)
+
+
+async def _read_inventory_manifest(job: Job, objects: ObjectStore) -> InventoryManifest:
+    location = job.request["Manifest"]["Location"]
+    loc = object_from_arn(location["ObjectArn"])
+    version = location.get("ObjectVersionId")
+    try:
+        info = await objects.head(loc.bucket, loc.key, version)
+        body = await objects.get_bytes(loc.bucket, loc.key, version)
+    except StorageError as exc:
+        raise ManifestError(f"cannot read inventory s3://{loc.bucket}/{loc.key}: {exc}") from exc
+    expected = str(location["ETag"]).strip('"')
+    if info.etag != expected:
+        raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
+    return parse_manifest_json(body)
+
+
+async def _data_chunks(objects: ObjectStore, bucket: str, data: DataFile) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in objects.iter_bytes(bucket, data.key, None, 0, READ_CHUNK_BYTES):
+            yield chunk
+    except StorageError as exc:
+        raise ManifestError(f"inventory file {data.key}: cannot read it ({exc})") from exc
+
+
+def _check_md5(data: DataFile, digest: str) -> None:
+    if digest != data.md5:
+        raise ManifestError(
+            f"inventory file {data.key}: MD5 mismatch (manifest.json says {data.md5}, the file has {digest})"
+        )
+
+
+async def _csv_data_file(
+    objects: ObjectStore, inventory: InventoryManifest, data: DataFile, sink: TextIO
+) -> None:
+    columns = csv_columns(inventory.file_schema)
+    md5 = hashlib.md5(usedforsecurity=False)
+    gunzip = _Gunzip() if data.key.endswith(".gz") else None
+    splitter = LineSplitter()
+    async for chunk in _data_chunks(objects, inventory.destination_bucket, data):
+        md5.update(chunk)
+        text = gunzip.feed(chunk, data.key) if gunzip else chunk
+        _emit_csv_lines(splitter.feed(text), columns, data, sink)
+    _check_md5(data, md5.hexdigest())
+    if gunzip:
+        gunzip.close(data.key)
+    _emit_csv_lines(splitter.close(), columns, data, sink)
+
+
+def _emit_csv_lines(lines: list[RawLine], columns: CsvColumns, data: DataFile, sink: TextIO) -> None:
+    for line in lines:
+        row = parse_csv_line(line.text, columns, f"inventory file {data.key} line {line.number}")
+        if row is not None:
+            sink.write(csv_manifest_line(row))
+
+
+class _Gunzip:
+    """Streaming gzip decoder that also reads concatenated members (as `gzip` may write them)."""
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(_GZIP_WBITS)
+        #: True while a member has started but not ended (a cut-off file ends in this state).
+        self._open = False
+
+    def feed(self, chunk: bytes, name: str) -> bytes:
+        out = []
+        # Bounded: each pass ends one gzip member or consumes the rest of `chunk`.
+        while chunk:
+            self._open = True
+            try:
+                out.append(self._d.decompress(chunk))
+            except zlib.error as exc:
+                raise ManifestError(f"inventory file {name}: not valid gzip ({exc})") from exc
+            chunk = b""
+            if self._d.eof:
+                chunk, self._open = self._d.unused_data, False
+                self._d = zlib.decompressobj(_GZIP_WBITS)
+        return b"".join(out)
+
+    def close(self, name: str) -> None:
+        if self._open:
+            raise ManifestError(f"inventory file {name}: gzip data is cut off")
+
+
+async def _columnar_data_file(
+    objects: ObjectStore, inventory: InventoryManifest, data: DataFile, sink: TextIO, work: Path
+) -> None:
+    """ORC/Parquet: download (hashing as it arrives), check the MD5, then read in batches."""
+    path = work / "data-file"
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("wb") as f:
+        async for chunk in _data_chunks(objects, inventory.destination_bucket, data):
+            md5.update(chunk)
+            f.write(chunk)
+    _check_md5(data, md5.hexdigest())
+    reader = _parquet_records if inventory.file_format is InventoryFormat.PARQUET else _orc_records
+    await asyncio.to_thread(_write_columnar, reader, path, data, sink)
+    path.unlink()
+
+
+def _write_columnar(
+    reader: Callable[[Path, str], Iterator[tuple[list[str], list[dict[str, Any]]]]],
+    path: Path,
+    data: DataFile,
+    sink: TextIO,
+) -> None:
+    where = f"inventory file {data.key}"
+    n = 0
+    for names, records in reader(path, where):
+        required_columnar(names, where)
+        versions = columnar_has_versions(names)
+        for record in records:
+            n += 1
+            row = columnar_row(record, versions, f"{where} record {n}")
+            if row is not None:
+                sink.write(csv_manifest_line(row))
+
+
+_COLUMNS_READ = ["bucket", "key", "version_id", "is_delete_marker"]
+
+
+def _parquet_records(path: Path, where: str) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        wanted = [c for c in _COLUMNS_READ if c in names]
+        for batch in pf.iter_batches(batch_size=COLUMNAR_BATCH_ROWS, columns=wanted):
+            yield names, batch.to_pylist()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ManifestError(f"{where}: not a readable Parquet file ({exc})") from exc
+
+
+def _orc_records(path: Path, where: str) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+    import pyarrow.orc as orc  # type: ignore[import-untyped]
+
+    try:
+        of = orc.ORCFile(path)
+        names = of.schema.names
+        wanted = [c for c in _COLUMNS_READ if c in names]
+        for stripe in range(of.nstripes):
+            batch = of.read_stripe(stripe, columns=wanted)
+            for start in range(0, batch.num_rows, COLUMNAR_BATCH_ROWS):
+                yield names, batch.slice(start, COLUMNAR_BATCH_ROWS).to_pylist()
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{where}: not a readable ORC file ({exc})") from exc
+
+
+# -- manifest generator: parallel listing -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Keys k with lower <= k < upper (None: unbounded), all under the listing prefix."""
+
+    lower: str | None
+    upper: str | None
+
+    @property
+    def start_after(self) -> str | None:
+        # lower minus its last character sorts just before lower; keys in between are skipped.
+        return self.lower[:-1] if self.lower else None
+
+
+async def plan_ranges(objects: ObjectStore, bucket: str, prefix: str) -> list[KeyRange]:
+    """Cut the keys under `prefix` into ranges at common prefixes found a level or two down."""
+    bounds: set[str] = set()
+    level = [prefix]
+    sem = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def below(p: str) -> list[str]:
+        async with sem:
+            return await objects.list_prefixes(bucket, p, "/")
+
+    for _ in range(MAX_FANOUT_DEPTH):
+        found = [cp for group in await asyncio.gather(*(below(p) for p in level)) for cp in group]
+        bounds.update(cp for cp in found if cp > prefix)
+        # Enough ranges to keep every listing slot busy: more boundaries only cost requests.
+        if not found or len(bounds) >= LIST_CONCURRENCY:
+            break
+        level = found
+    edges: list[str | None] = [None, *sorted(bounds), None]
+    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
+
+async def write_listing(objects: ObjectStore, gen: ManifestGenerator, out: Path, work: Path) -> int:
+    """List the generator's source bucket with its filters into `out` (normalized CSV, key
+    order); returns the row count."""
+    flt, bucket = gen.filter, gen.source_bucket
+    if gen.include_versions is IncludeVersions.ALL:
+        # ListObjectVersions has no start_after in the storage contract: one sequential pass.
+        with out.open("w", encoding="utf-8", newline="") as sink:
+            return await _list_into(
+                objects, bucket, flt, objects.list_versions(bucket, flt.list_prefix), None, sink
+            )
+    ranges = await plan_ranges(objects, bucket, flt.list_prefix)
+    parts = [work / f"range-{i:05d}.csv" for i in range(len(ranges))]
+    sem = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def one(r: KeyRange, part: Path) -> int:
+        async with sem:
+            with part.open("w", encoding="utf-8", newline="") as sink:
+                listing = objects.list_objects(bucket, flt.list_prefix, r.start_after)
+                return await _list_into(objects, bucket, flt, listing, r, sink)
+
+    counts = await asyncio.gather(*(one(r, p) for r, p in zip(ranges, parts, strict=True)))
+    with out.open("wb") as joined:
+        for part in parts:
+            with part.open("rb") as f:
+                while block := f.read(READ_CHUNK_BYTES):
+                    joined.write(block)
+            part.unlink()
+    return sum(counts)
+
+
+async def _list_into(
+    objects: ObjectStore,
+    bucket: str,
+    flt: ManifestFilter,
+    listing: AsyncIterator[ObjectInfo],
+    key_range: KeyRange | None,
+    sink: TextIO,
+) -> int:
+    n = 0
+    async with contextlib.aclosing(listing):  # type: ignore[type-var]
+        async for info in listing:
+            if key_range is not None:
+                if key_range.lower is not None and info.key < key_range.lower:
+                    continue
+                if key_range.upper is not None and info.key >= key_range.upper:
+                    break
+            if info.is_delete_marker or not flt.matches_listing(info):
+                continue
+            if flt.needs_head:
+                headed = await _head(objects, bucket, info)
+                if headed is None or not flt.matches_head(headed):
+                    continue
+            sink.write(csv_manifest_line(_listed_row(bucket, info)))
+            n += 1
+    return n
+
+
+async def _head(objects: ObjectStore, bucket: str, info: ObjectInfo) -> ObjectInfo | None:
+    """HEAD data for filters listings cannot answer; None when the object went away."""
+    try:
+        return await objects.head(bucket, info.key, info.version_id)
+    except StorageError as exc:
+        if exc.code in {"NoSuchKey", "NoSuchVersion", "NotFound", "404"}:
+            return None
+        raise
+
+
+def _listed_row(bucket: str, info: ObjectInfo) -> InventoryRow:
+    return InventoryRow(bucket, quote_plus(info.key, safe="/"), info.version_id)
+
+
+# -- manifest generator: the saved manifest ---------------------------------------------
+
+
+def generated_keys(prefix: str, job_id: str) -> tuple[str, str]:
+    """(manifest.json key, data file key) of a generated manifest."""
+    base = f"{prefix.rstrip('/')}/job-{job_id}" if prefix else f"job-{job_id}"
+    return f"{base}/manifest.json", f"{base}/data/{job_id}.csv.gz"
+
+
+async def _write_generated(
+    objects: ObjectStore, gen: ManifestGenerator, job_id: str, listing: Path, work: Path
+) -> dict[str, Any]:
+    """Save the generated manifest as an inventory report (S3InventoryReport_CSV_20211130)."""
+    assert gen.output_bucket is not None  # request validation requires it with EnableManifestOutput
+    manifest_key, data_key = generated_keys(gen.output_prefix, job_id)
+    versions = gen.include_versions is IncludeVersions.ALL
+    data = work / "generated.csv.gz"
+    await asyncio.to_thread(_gzip_inventory_rows, listing, data, versions)
+    await objects.put_file(gen.output_bucket, data_key, data, content_type="application/gzip")
+    md5 = await asyncio.to_thread(_file_md5, data)
+    doc = {
+        "sourceBucket": gen.source_bucket,
+        "destinationBucket": bucket_arn(gen.output_bucket),
+        "version": GENERATED_VERSION,
+        "creationTimestamp": str(int(time.time() * 1000)),
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, VersionId" if versions else "Bucket, Key",
+        "files": [{"key": data_key, "size": data.stat().st_size, "MD5checksum": md5}],
+    }
+    info = await objects.put_bytes(
+        gen.output_bucket, manifest_key, json.dumps(doc).encode(), content_type="application/json"
+    )
+    return {
+        "GeneratedManifestDescriptor": {
+            "Format": GENERATED_MANIFEST_FORMAT,
+            "Location": {"ObjectArn": f"{bucket_arn(gen.output_bucket)}/{manifest_key}", "ETag": info.etag},
+        }
+    }
+
+
+def _gzip_inventory_rows(listing: Path, data: Path, versions: bool) -> None:
+    """Normalized rows → inventory CSV rows (every field double-quoted, as AWS writes them)."""
+    width = 3 if versions else 2
+    with (
+        listing.open(encoding="utf-8", newline="") as src,
+        gzip.open(data, "wt", encoding="utf-8", newline="") as gz,
+    ):
+        writer = csv.writer(gz, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        for row in csv.reader(src):
+            writer.writerow(row[:width])
+
+
+def _file_md5(path: Path) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while block := f.read(READ_CHUNK_BYTES):
+            md5.update(block)
+    return md5.hexdigest()
+
+
+__all__ = [
+    "MATERIALIZED_FIELDS",
+    "SPOOL_BUCKET",
+    "KeyRange",
+    "generated_keys",
+    "materialize",
+    "needs_materializing",
+    "plan_ranges",
+    "spool_key",
+    "write_listing",
+]

@@ -37,7 +37,6 @@ def job_descriptor(job: Job) -> dict[str, Any]:
         "ConfirmationRequired": bool(req.get("ConfirmationRequired", False)),
         "JobArn": job_arn(job),
         "Status": job.status.value,
-        "Manifest": req.get("Manifest"),
         "Operation": req["Operation"],
         "Priority": job.priority,
         "ProgressSummary": progress_summary(job),
@@ -45,6 +44,10 @@ def job_descriptor(job: Job) -> dict[str, Any]:
         "CreationTime": _time(job.creation_time),
     }
     optional: dict[str, Any] = {
+        # A job made by a ManifestGenerator has no Manifest (AWS leaves it out too).
+        "Manifest": req.get("Manifest"),
+        "ManifestGenerator": req.get("ManifestGenerator"),
+        "GeneratedManifestDescriptor": job.extra.get("GeneratedManifestDescriptor"),
         "Description": req.get("Description"),
         "RoleArn": req.get("RoleArn"),
         "StatusUpdateReason": job.status_update_reason,
