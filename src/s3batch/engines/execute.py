@@ -1,4 +1,8 @@
-"""The single per-task step every engine shares: attempts, backoff, errors → results."""
+"""The single per-task step every engine shares: attempts, backoff, errors → results.
+
+With an `AdaptiveLimit`, every attempt (first try and each retry) waits for a slot under the
+current limit and reports its result to it; backoff sleeps hold no slot.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from s3batch.domain.task import Task, TaskResult
+from s3batch.engines.limiter import AdaptiveLimit
 from s3batch.operations import get_kind
 from s3batch.operations.base import JobContext, Operation, OperationContext
 from s3batch.retry import RetryPolicy
@@ -33,31 +38,68 @@ async def apply_safely(op: Operation, task: Task) -> TaskResult:
         return TaskResult.fail("InternalError", f"{type(exc).__name__}: {exc}", None)
 
 
+async def apply_limited(op: Operation, task: Task, limit: AdaptiveLimit | None) -> TaskResult:
+    """One attempt, holding a slot of `limit` (if any) while the request is in flight."""
+    if limit is None:
+        return await apply_safely(op, task)
+    async with limit.slot() as report:
+        result = await apply_safely(op, task)
+        report(result)
+    return result
+
+
 async def execute_task(
-    op: Operation, task: Task, policy: RetryPolicy, first: TaskResult | None = None
+    op: Operation,
+    task: Task,
+    policy: RetryPolicy,
+    first: TaskResult | None = None,
+    limit: AdaptiveLimit | None = None,
 ) -> TaskResult:
     """Run one task until it succeeds, fails for good, or attempts run out.
 
     `first` is a result already obtained (e.g. from a batch call) counting as attempt 1.
     """
-    attempt, result = 1, first if first is not None else await apply_safely(op, task)
+    attempt = 1
+    result = first if first is not None else await apply_limited(op, task, limit)
     while not result.succeeded and result.retryable and policy.should_retry(attempt):
         await asyncio.sleep(policy.delay_s(attempt))
         attempt += 1
-        result = await apply_safely(op, task)
+        if limit is not None:
+            limit.stats.retries += 1
+        result = await apply_limited(op, task, limit)
     return result
 
 
-async def execute_batch(op: Operation, tasks: Sequence[Task], policy: RetryPolicy) -> list[TaskResult]:
-    """One apply_many call, then per-task retries for what failed retryably."""
+async def execute_batch(
+    op: Operation, tasks: Sequence[Task], policy: RetryPolicy, limit: AdaptiveLimit | None = None
+) -> list[TaskResult]:
+    """One apply_many call (one slot), then per-task retries for what failed retryably."""
+    firsts = await _apply_many_limited(op, tasks, limit)
+    return list(
+        await asyncio.gather(
+            *(execute_task(op, t, policy, r, limit) for t, r in zip(tasks, firsts, strict=True))
+        )
+    )
+
+
+async def _apply_many_limited(
+    op: Operation, tasks: Sequence[Task], limit: AdaptiveLimit | None
+) -> list[TaskResult]:
+    if limit is None:
+        return await _apply_many_safely(op, tasks)
+    async with limit.slot() as report:
+        firsts = await _apply_many_safely(op, tasks)
+        if firsts:  # a batch is one call: its worst outcome speaks for the endpoint
+            report(next((r for r in firsts if not r.succeeded and r.retryable), firsts[0]))
+    return firsts
+
+
+async def _apply_many_safely(op: Operation, tasks: Sequence[Task]) -> list[TaskResult]:
     try:
-        firsts = await op.apply_many(tasks)
+        return list(await op.apply_many(tasks))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.exception("operation %s raised on a batch of %d", op.name, len(tasks))
         failed = TaskResult.fail("InternalError", f"{type(exc).__name__}: {exc}", None, True)
-        firsts = [failed] * len(tasks)
-    return list(
-        await asyncio.gather(*(execute_task(op, t, policy, r) for t, r in zip(tasks, firsts, strict=True)))
-    )
+        return [failed] * len(tasks)
