@@ -395,3 +395,18 @@ def test_dry_run_changes_nothing_and_matches_the_real_run(env: Env, bucket_name:
     assert summary["TotalNumberOfTasks"] == plan["TotalNumberOfTasks"]
     assert summary["NumberOfTasksFailed"] == plan["MissingObjects"]
     assert summary["NumberOfTasksSucceeded"] + summary["NumberOfTasksFailed"] == plan["Requests"]["COPY"]
+
+
+def test_versioned_manifest_on_a_store_without_versioning_fails_in_preparing(local_env: Env) -> None:
+    seed(local_env, "b", ["a.txt"])
+    batch = local_env.batch()
+    manifest = local_env.raw_manifest("b", b"b,a.txt,v1\n")
+    manifest["Spec"]["Fields"] = ["Bucket", "Key", "VersionId"]
+    job_id = batch.create_job(
+        Operation={"S3DeleteObject": {}}, Manifest=manifest, Report=report_spec("b"), Priority=1
+    )["JobId"]
+    job = run(batch, job_id)
+    assert job["Status"] == "Failed"
+    assert job["FailureReasons"][0]["FailureCode"] == "EndpointCapability"
+    assert "versioning" in job["FailureReasons"][0]["FailureReason"]
+    assert local_env.get("b", "a.txt") == b"body of a.txt"

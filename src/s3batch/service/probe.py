@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from s3batch.domain.job import FailureReason
+from s3batch.domain.task import Task
 from s3batch.errors import StorageError
 from s3batch.storage.base import AclSpec, KmsEncryption, ObjectStore, Retention
 
@@ -105,9 +106,16 @@ PROBES: Mapping[str, tuple[str, Probe]] = {
 }
 
 
-async def probe(store: ObjectStore, operation: Mapping[str, Any], bucket: str) -> FailureReason | None:
-    """None if the endpoint handles the job's operation correctly, else why not."""
+async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -> FailureReason | None:
+    """None if the endpoint handles the job's operation correctly, else why not. `first` is the
+    manifest's first task: its bucket takes the scratch object, and a version ID on it means the
+    store must support versions."""
     name, params = next(iter(operation.items()))
+    if first.version_id is not None:
+        unversioned = await _versions(store, first)
+        if unversioned is not None:
+            return unversioned
+    bucket = first.bucket
     entry = PROBES.get(name)
     if entry is None:
         return None
@@ -129,6 +137,17 @@ async def probe(store: ObjectStore, operation: Mapping[str, Any], bucket: str) -
         "EndpointCapability",
         f"the endpoint does not support {feature} for {name} ({problem}); no object was changed"[:256],
     )
+
+
+async def _versions(store: ObjectStore, first: Task) -> FailureReason | None:
+    """A store without versioning answers NotImplemented to any version-specific call."""
+    try:
+        await store.head(first.bucket, first.key, first.version_id)
+    except StorageError as exc:
+        if exc.code == "NotImplemented":
+            why = f"the manifest names object versions but the store has no versioning ({exc.message})"
+            return FailureReason("EndpointCapability", why[:256])
+    return None  # present or missing: a per-task matter
 
 
 async def _delete_quietly(store: ObjectStore, bucket: str, key: str, version_id: str | None) -> None:

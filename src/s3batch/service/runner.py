@@ -120,12 +120,12 @@ class JobRunner:
         try:
             if needs_materializing(job.request):
                 job = await self._materialize(job, objects)
-            total, bucket = await self._plan_chunks(job, objects)
+            total, first = await self._plan_chunks(job, objects)
         except (ManifestError, StorageError) as exc:
             return await self._fail_early(job, _failure(exc))
-        if total == 0 or bucket is None:
+        if total == 0 or first is None:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
-        unsupported = await probe(objects, job.request["Operation"], bucket)
+        unsupported = await probe(objects, job.request["Operation"], first)
         if unsupported is not None:
             return await self._fail_early(job, unsupported)
         if job.request.get("ConfirmationRequired"):
@@ -159,20 +159,20 @@ class JobRunner:
             termination_date=time.time(),
         )
 
-    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> tuple[int, str | None]:
+    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> tuple[int, Task | None]:
         """Read the whole manifest once: validate every line and record chunk boundaries.
-        Returns the task count and the first task's bucket."""
+        Returns the task count and the first task."""
         source = await ManifestSource.open(job, objects, self._spool())
         parser = CsvManifestParser(source.layout)
         unsaved: list[Chunk] = []
         n_chunks, seq = 0, 0
         start: tuple[int, int, int] | None = None  # (line, offset, seq) of the open chunk
-        first_bucket: str | None = None
+        first: Task | None = None
         async for line in source.lines(0, 1):
             task = parser.parse(line, seq)
             if task is None:
                 continue
-            first_bucket = first_bucket or task.bucket
+            first = first or task
             start = start or (line.number, line.offset, seq)
             seq += 1
             if seq - start[2] == CHUNK_TASKS:
@@ -184,7 +184,7 @@ class JobRunner:
         if start is not None:
             unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], seq - start[2]))
         await self.store.add_chunks(job.job_id, unsaved)
-        return seq, first_bucket
+        return seq, first
 
     # -- Active -------------------------------------------------------------------------
 
