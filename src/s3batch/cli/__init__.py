@@ -22,6 +22,7 @@ from s3batch.cli.jobs import (
     update_job_status,
     worker,
 )
+from s3batch.cli.pipeline import pipeline
 from s3batch.cli.serve import serve
 from s3batch.errors import ConfigError
 from s3batch.settings import Settings
@@ -74,6 +75,7 @@ for command in (
     worker,
     demo,
     serve,
+    pipeline,
 ):
     cli.add_command(command)
 

@@ -1,0 +1,120 @@
+"""`s3batch pipeline`: new object → operation or function → archive or error bucket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from s3batch.cli.context import CliContext, run
+from s3batch.domain.report import render_row
+from s3batch.pipelines.config import load_config
+from s3batch.pipelines.runner import Pipeline
+from s3batch.pipelines.sources import poll, replay, run_info, scan, webhook_app
+from s3batch.pipelines.state import PipelineState
+
+T = TypeVar("T")
+#: Only the loopback interface unless the operator asks for more.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+
+_FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+def _with_pipeline(ctx: click.Context, file: Path, fn: Callable[[Pipeline], Awaitable[T]]) -> T:
+    cli_ctx: CliContext = ctx.obj
+    cfg = load_config(file)
+
+    async def main() -> T:
+        pipeline = Pipeline(cfg, cli_ctx.storage)
+        try:
+            return await fn(pipeline)
+        finally:
+            await pipeline.close()
+
+    return run(main())
+
+
+@click.group()
+def pipeline() -> None:
+    """Event pipelines declared in a TOML/YAML file."""
+
+
+@pipeline.command("run")
+@_FILE
+@click.option("--poll-interval", type=float, default=5.0, show_default=True, help="Seconds between scans.")
+@click.option("--max-seconds", type=float, help="Stop polling after this long.")
+@click.option("--once", is_flag=True, help="One scan, process it, exit.")
+@click.option("--backlog", is_flag=True, help="Process what is in the staging bucket now, then exit.")
+@click.pass_context
+def run_cmd(
+    ctx: click.Context, file: Path, poll_interval: float, max_seconds: float | None, once: bool, backlog: bool
+) -> None:
+    """Poll the staging bucket (for stores without notifications)."""
+
+    async def go(p: Pipeline) -> None:
+        if backlog:
+            await scan(p)
+            await p.drain()
+        else:
+            await poll(p, poll_interval, max_seconds, once)
+        click.echo(json.dumps(run_info(p)))
+
+    _with_pipeline(ctx, file, go)
+
+
+@pipeline.command("serve")
+@_FILE
+@click.option("--host", default=DEFAULT_HOST, show_default=True)
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option("--backlog", is_flag=True, help="Process what is in the staging bucket first.")
+@click.pass_context
+def serve_cmd(ctx: click.Context, file: Path, host: str, port: int, backlog: bool) -> None:
+    """Receive S3 event notifications / EventBridge events over HTTP POST."""
+    import uvicorn
+
+    async def go(p: Pipeline) -> None:
+        if backlog:
+            await scan(p)
+        server = uvicorn.Server(uvicorn.Config(webhook_app(p), host=host, port=port, log_level="warning"))
+        await server.serve()
+
+    _with_pipeline(ctx, file, go)
+
+
+@pipeline.command("replay")
+@_FILE
+@click.option("--from", "source", type=click.Choice(["error", "archive"]), default="error", show_default=True)
+@click.option("--prefix", default="", help="Only keys under this prefix.")
+@click.pass_context
+def replay_cmd(ctx: click.Context, file: Path, source: str, prefix: str) -> None:
+    """Move objects from the error (or archive) bucket back through the pipeline."""
+    cfg = load_config(file)
+    bucket = cfg.error if source == "error" else cfg.archive
+    if not bucket:
+        raise click.ClickException(f"the pipeline has no {source} bucket")
+
+    async def go(p: Pipeline) -> None:
+        count = await replay(p, bucket, prefix)
+        click.echo(json.dumps({"replayed": count, **run_info(p)}))
+
+    _with_pipeline(ctx, file, go)
+
+
+@pipeline.command("report")
+@_FILE
+@click.option("--run", "run_id", help="Only this run's rows.")
+def report_cmd(file: Path, run_id: str | None) -> None:
+    """Print completion-report rows (AWS CSV format) kept in the state DB."""
+    state = PipelineState(load_config(file).state_path)
+    try:
+        for _, row in state.report_rows(run_id):
+            click.echo(render_row(row), nl=False)
+    finally:
+        state.close()
+
+
+__all__ = ["pipeline"]

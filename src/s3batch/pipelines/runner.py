@@ -1,0 +1,288 @@
+"""Run admitted files through the operation or function, then archive, delete or move to errors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import quote_plus
+
+from s3batch.domain.report import ReportRow, ResultFile, manifest_key, render_manifest, render_rows
+from s3batch.domain.task import Task, TaskResult
+from s3batch.engines.execute import build_operation, execute_task
+from s3batch.errors import StorageError
+from s3batch.functions.pool import FunctionPool
+from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.pipelines.config import OnSuccess, PipelineConfig
+from s3batch.pipelines.events import ObjectEvent, from_listing, to_record
+from s3batch.pipelines.state import Admission, FileRow, FileState, PipelineState
+from s3batch.retry import RetryPolicy
+from s3batch.storage.base import ObjectStore
+from s3batch.storage.config import StorageConfig, open_store
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_ID = "123456789012"
+DEFAULT_REGION = "us-east-1"
+ERROR_SUFFIX = ".error.json"
+#: Seconds to wait before files that failed retryably are tried again.
+RETRY_DELAY_S = 0.5
+#: Concurrent operation calls (functions are bounded by their worker count instead).
+OPERATION_CONCURRENCY = 16
+
+
+def raw_key(key: str) -> str:
+    """The key as S3 writes it in reports and notification records (form-URL-encoded)."""
+    return quote_plus(key, safe="/")
+
+
+def row_event(row: FileRow) -> ObjectEvent:
+    return ObjectEvent(
+        bucket=row.bucket, key=row.key, etag=row.etag, size=row.size, version_id=row.version_id,
+        sequencer=row.sequencer, event_name=row.event_name,
+    )  # fmt: skip
+
+
+class Executor(Protocol):
+    async def run(self, rows: Sequence[FileRow]) -> list[TaskResult]: ...
+    async def close(self) -> None: ...
+
+
+class OperationExecutor:
+    """Any batch operation, one task per file, retried by the job retry policy."""
+
+    def __init__(self, cfg: PipelineConfig, storage: StorageConfig, region: str) -> None:
+        job = JobContext(job_id=f"pipeline-{cfg.name}", account_id=ACCOUNT_ID, region=region, storage=storage)
+        assert cfg.operation is not None
+        self._op, self._store = build_operation(job, cfg.operation)
+        self._policy = RetryPolicy(max_attempts=1)  # the pipeline counts attempts itself
+        self._slots = asyncio.Semaphore(OPERATION_CONCURRENCY)
+
+    async def run(self, rows: Sequence[FileRow]) -> list[TaskResult]:
+        return list(await asyncio.gather(*(self._one(r) for r in rows)))
+
+    async def _one(self, row: FileRow) -> TaskResult:
+        task = Task(seq=row.id, bucket=row.bucket, raw_key=raw_key(row.key), key=row.key,
+                    version_id=row.version_id)  # fmt: skip
+        async with self._slots:
+            return await execute_task(self._op, task, self._policy)
+
+    async def close(self) -> None:
+        await self._op.close()
+        await self._store.close()
+
+
+class FunctionExecutor:
+    """A handler for S3 event notifications: `{"Records": [...]}`, `records_per_call` per call."""
+
+    def __init__(self, cfg: PipelineConfig, region: str) -> None:
+        assert cfg.function is not None
+        name = cfg.function.rsplit(":", 1)[-1]
+        spec = FunctionSpec(
+            arn=f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}", name=name, handler=cfg.function,
+            sys_path=(str(cfg.base_dir), os.getcwd()), timeout_s=cfg.timeout_s,
+        )  # fmt: skip
+        self._pool = FunctionPool(spec, workers=cfg.workers)
+        self._per_call = cfg.records_per_call
+        self._region = region
+
+    async def run(self, rows: Sequence[FileRow]) -> list[TaskResult]:
+        chunks = [rows[i : i + self._per_call] for i in range(0, len(rows), self._per_call)]
+        results = await asyncio.gather(*(self._call(c) for c in chunks))
+        return [r for chunk in results for r in chunk]
+
+    async def _call(self, rows: Sequence[FileRow]) -> list[TaskResult]:
+        event = {"Records": [to_record(row_event(r), self._region) for r in rows]}
+        outcome = await self._pool.invoke(event)
+        if outcome.error is not None:
+            code = str(outcome.error.get("errorType", "Unhandled"))
+            message = f"Lambda returned function error: {json.dumps(outcome.error)}"
+            # Lambda retries asynchronous invocations that failed; so does the pipeline.
+            return [TaskResult.fail(code, message, 200, retryable=True)] * len(rows)
+        message = "Successful" if outcome.payload is None else json.dumps(outcome.payload)
+        return [TaskResult.ok(message)] * len(rows)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+@dataclass(slots=True)
+class Counts:
+    accepted: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    filtered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "stale": self.stale,
+                "filtered": self.filtered}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """One run of a pipeline: admits events, processes them and disposes of the files."""
+
+    cfg: PipelineConfig
+    storage: StorageConfig
+    region: str = field(default_factory=lambda: os.environ.get("AWS_REGION") or DEFAULT_REGION)
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: PipelineState = field(init=False)
+    store: ObjectStore = field(init=False)
+    _executor: Executor | None = field(init=False, default=None)
+    _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.state = PipelineState(self.cfg.state_path)
+        self.store = open_store(self.storage)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            await self._executor.close()
+        await self.write_report()
+        await self.store.close()
+        self.state.close()
+
+    def submit(self, events: Sequence[ObjectEvent], *, force: bool = False) -> Counts:
+        """Durably admit matching events (before the sender is acknowledged)."""
+        counts = Counts()
+        wanted = [e for e in events if e.bucket == self.cfg.source and self.cfg.filter.matches(e)]
+        counts.filtered = len(events) - len(wanted)
+        for admission in self.state.admit_many(wanted, force=force):
+            if admission is Admission.NEW:
+                counts.accepted += 1
+            elif admission is Admission.DUPLICATE:
+                counts.duplicates += 1
+            else:
+                counts.stale += 1
+        return counts
+
+    async def drain(self) -> None:
+        """Process until nothing is pending (one drain at a time; bounded by max_attempts)."""
+        async with self._lock:
+            await self._dispose_all()  # finish what a crashed run had already processed
+            while rows := self.state.claim(self._batch_size()):
+                retried = await self._process(rows)
+                await self._dispose_all()
+                if retried:
+                    await asyncio.sleep(RETRY_DELAY_S)
+
+    def _batch_size(self) -> int:
+        if self.cfg.function is not None:
+            return self.cfg.records_per_call * self.cfg.workers
+        return OPERATION_CONCURRENCY
+
+    def _executor_now(self) -> Executor:
+        if self._executor is None:
+            if self.cfg.function is not None:
+                self._executor = FunctionExecutor(self.cfg, self.region)
+            else:
+                self._executor = OperationExecutor(self.cfg, self.storage, self.region)
+        return self._executor
+
+    async def _process(self, rows: Sequence[FileRow]) -> bool:
+        live = [r for r in rows if await self._still_there(r)]
+        results = await self._executor_now().run(live) if live else []
+        retried = False
+        for row, result in zip(live, results, strict=True):
+            if not result.succeeded and result.retryable and row.attempts + 1 < self.cfg.max_attempts:
+                self.state.retry_later(row.id)
+                retried = True
+                continue
+            task = Task(seq=row.id, bucket=row.bucket, raw_key=raw_key(row.key), key=row.key,
+                        version_id=row.version_id)  # fmt: skip
+            self.state.processed(row.id, ReportRow.of(task, result), self.run_id)
+        return retried
+
+    async def _still_there(self, row: FileRow) -> bool:
+        """Skip a file that vanished or was overwritten since its event (the newer PUT has its own)."""
+        try:
+            info = await self.store.head(row.bucket, row.key, row.version_id)
+        except StorageError as exc:
+            if exc.code not in ("NoSuchKey", "NotFound", "404"):
+                raise
+            self.state.set_state(row.id, FileState.GONE)
+            return False
+        if row.etag and not row.version_id and info.etag != row.etag:
+            self.state.set_state(row.id, FileState.SUPERSEDED)
+            return False
+        return True
+
+    async def _dispose_all(self) -> None:
+        for row in self.state.to_dispose():
+            try:
+                self.state.set_state(row.id, await self._dispose(row))
+            except StorageError as exc:  # stays "processed": the next drain tries again
+                log.warning("cannot dispose of %s/%s: %s", row.bucket, row.key, exc)
+
+    async def _dispose(self, row: FileRow) -> FileState:
+        if not row.succeeded:
+            return await self._to_errors(row)
+        if self.cfg.on_success is OnSuccess.ARCHIVE:
+            assert self.cfg.archive is not None
+            await self._move(row, self.cfg.archive)
+            return FileState.ARCHIVED
+        if self.cfg.on_success is OnSuccess.DELETE:
+            await self.store.delete(row.bucket, row.key, row.version_id)
+            return FileState.DELETED
+        return FileState.LEFT
+
+    async def _to_errors(self, row: FileRow) -> FileState:
+        if self.cfg.error is None:
+            return FileState.ERRORED  # left in staging; the outcome stays in the state DB
+        record = {
+            "bucket": row.bucket, "key": row.key, "versionId": row.version_id, "etag": row.etag,
+            "code": row.error_code, "reason": row.message, "httpStatus": row.http_status,
+            "attempts": row.attempts, "time": datetime.now(UTC).isoformat(),
+        }  # fmt: skip
+        await self.store.put_bytes(self.cfg.error, row.key + ERROR_SUFFIX, json.dumps(record).encode(),
+                                   content_type="application/json")  # fmt: skip
+        await self._move(row, self.cfg.error)
+        return FileState.ERRORED
+
+    async def _move(self, row: FileRow, bucket: str) -> None:
+        """Copy, verify the copy, then delete the source. Safe to repeat after a crash."""
+        try:
+            source = await self.store.head(row.bucket, row.key, row.version_id)
+        except StorageError as exc:
+            if exc.code not in ("NoSuchKey", "NotFound", "404"):
+                raise
+            await self._verify(row, bucket, row.size, row.etag)  # deleted by a run that then died
+            return
+        await self.store.copy(row.bucket, row.key, bucket, row.key, src_version_id=row.version_id)
+        await self._verify(row, bucket, source.size, source.etag)
+        await self.store.delete(row.bucket, row.key, row.version_id)
+
+    async def _verify(self, row: FileRow, bucket: str, size: int | None, etag: str) -> None:
+        copy = await self.store.head(bucket, row.key)
+        # A multipart source's copy may get a different ETag ("-N" form): compare sizes then.
+        same_etag = not etag or "-" in etag or copy.etag == etag
+        if (size is not None and copy.size != size) or not same_etag:
+            raise StorageError("CopyVerificationFailed", f"{bucket}/{row.key} does not match its source")
+
+    async def write_report(self) -> None:
+        """This run's rows in AWS's completion-report layout, if a report bucket is configured."""
+        target = self.cfg.report
+        rows = [r for _, r in self.state.report_rows(self.run_id)]
+        if target is None or not rows:
+            return
+        prefix = f"{target.prefix.rstrip('/')}/{self.cfg.name}"
+        files = []
+        for status in ("succeeded", "failed"):
+            body = render_rows(r for r in rows if r.status == status).encode()
+            if body:
+                name = hashlib.sha1(body).hexdigest()
+                key = f"{prefix}/job-{self.run_id}/results/{name}.csv"
+                await self.store.put_bytes(target.bucket, key, body, content_type="text/csv")
+                files.append(ResultFile(status, target.bucket, key, hashlib.md5(body).hexdigest()))
+        manifest = render_manifest(files, datetime.now(UTC)).encode()
+        await self.store.put_bytes(target.bucket, manifest_key(prefix, self.run_id), manifest)
+
+    def listing_events(self, infos: Sequence[Any]) -> list[ObjectEvent]:
+        return [from_listing(i) for i in infos if not i.key.endswith(ERROR_SUFFIX)]

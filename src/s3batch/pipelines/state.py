@@ -1,0 +1,231 @@
+"""Durable pipeline state in SQLite: the seen-set, per-key ordering, cursor and per-file outcome.
+
+A file moves received → processing → processed → archived | deleted | left | errored, or ends
+as superseded (a newer version arrived) or gone (the object vanished). Each step commits
+before the next side effect, so a crash anywhere resumes from the last committed state:
+`processing` rows run again (at-least-once), `processed` rows only finish their disposition.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from s3batch.domain.report import ReportRow
+from s3batch.pipelines.events import ObjectEvent, padded_sequencer
+
+#: Seconds a writer waits for the database lock (another pipeline command on the same file).
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket TEXT NOT NULL, key TEXT NOT NULL, ident TEXT NOT NULL, seq TEXT NOT NULL,
+    etag TEXT NOT NULL, version_id TEXT, size INTEGER, sequencer TEXT, event_name TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, succeeded INTEGER,
+    http_status TEXT NOT NULL DEFAULT '', error_code TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL,
+    UNIQUE (bucket, key, ident, seq)
+);
+CREATE INDEX IF NOT EXISTS files_state ON files (state, id);
+CREATE TABLE IF NOT EXISTS latest (bucket TEXT, key TEXT, seq TEXT NOT NULL, PRIMARY KEY (bucket, key));
+CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS report (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, file_id INTEGER NOT NULL,
+    bucket TEXT, key TEXT, version_id TEXT, status TEXT, http_status TEXT, error_code TEXT,
+    message TEXT
+);
+"""
+
+
+class FileState(StrEnum):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+    LEFT = "left"
+    ERRORED = "errored"
+    SUPERSEDED = "superseded"
+    GONE = "gone"
+
+
+class Admission(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    id: int
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None
+    size: int | None
+    sequencer: str | None
+    event_name: str
+    state: str
+    attempts: int
+    succeeded: bool | None
+    http_status: str
+    error_code: str
+    message: str
+
+
+_ROW_COLUMNS = (
+    "id, bucket, key, etag, version_id, size, sequencer, event_name, state, attempts, succeeded, "
+    "http_status, error_code, message"
+)
+
+
+def _row(values: tuple[object, ...]) -> FileRow:
+    fields = list(values)
+    fields[10] = None if fields[10] is None else bool(fields[10])
+    return FileRow(*fields)  # type: ignore[arg-type]
+
+
+class PipelineState:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )  # used by one event loop at a time, which may run in a server thread
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def admit_many(self, events: Iterable[ObjectEvent], *, force: bool = False) -> list[Admission]:
+        """Record events in one transaction. `force` (replay) re-queues a file already seen."""
+        with self._tx():
+            return [self._admit(e, force) for e in events]
+
+    def _admit(self, event: ObjectEvent, force: bool) -> Admission:
+        seq = padded_sequencer(event.sequencer) if event.sequencer else ""
+        latest = self._db.execute(
+            "SELECT seq FROM latest WHERE bucket=? AND key=?", (event.bucket, event.key)
+        ).fetchone()
+        if not force and seq and latest and seq < latest[0]:
+            return Admission.STALE  # an older PUT arriving late must not redo newer work
+        cur = self._db.execute(
+            "INSERT INTO files (bucket, key, ident, seq, etag, version_id, size, sequencer, event_name,"
+            " state, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (event.bucket, event.key, event.ident, seq, event.etag, event.version_id, event.size,
+             event.sequencer, event.event_name, FileState.RECEIVED, time.time()),
+        )  # fmt: skip
+        if cur.rowcount == 0:
+            if not force:
+                return Admission.DUPLICATE
+            self._requeue(event, seq)
+        if seq:
+            self._db.execute(
+                "INSERT INTO latest VALUES (?,?,?) ON CONFLICT DO UPDATE SET seq=excluded.seq"
+                " WHERE excluded.seq > latest.seq",
+                (event.bucket, event.key, seq),
+            )
+            self._db.execute(
+                "UPDATE files SET state=? WHERE bucket=? AND key=? AND seq<? AND seq<>'' AND state=?",
+                (FileState.SUPERSEDED, event.bucket, event.key, seq, FileState.RECEIVED),
+            )
+        return Admission.NEW
+
+    def _requeue(self, event: ObjectEvent, seq: str) -> None:
+        self._db.execute(
+            "UPDATE files SET state=?, attempts=0, succeeded=NULL, http_status='', error_code='',"
+            " message='', updated=? WHERE bucket=? AND key=? AND ident=? AND seq=?",
+            (FileState.RECEIVED, time.time(), event.bucket, event.key, event.ident, seq),
+        )
+
+    def claim(self, limit: int) -> list[FileRow]:
+        """Up to `limit` files to run (interrupted ones first), now marked processing."""
+        with self._tx():
+            rows = [
+                _row(r)
+                for r in self._db.execute(
+                    f"SELECT {_ROW_COLUMNS} FROM files WHERE state IN (?, ?)"
+                    " ORDER BY state = ? DESC, id LIMIT ?",
+                    (FileState.PROCESSING, FileState.RECEIVED, FileState.PROCESSING, limit),
+                )
+            ]
+            self._db.executemany(
+                "UPDATE files SET state=?, attempts=attempts+1, updated=? WHERE id=?",
+                [(FileState.PROCESSING, time.time(), r.id) for r in rows],
+            )
+        return rows
+
+    def processed(self, file_id: int, row: ReportRow, run_id: str) -> None:
+        with self._tx():
+            self._db.execute(
+                "UPDATE files SET state=?, succeeded=?, http_status=?, error_code=?, message=?, updated=?"
+                " WHERE id=?",
+                (FileState.PROCESSED, row.status == "succeeded", row.http_status, row.error_code,
+                 row.message, time.time(), file_id),
+            )  # fmt: skip
+            self._db.execute(
+                "INSERT INTO report (run_id, file_id, bucket, key, version_id, status, http_status,"
+                " error_code, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, file_id, *row.as_list()),
+            )
+
+    def set_state(self, file_id: int, state: FileState) -> None:
+        self._db.execute("UPDATE files SET state=?, updated=? WHERE id=?", (state, time.time(), file_id))
+
+    def retry_later(self, file_id: int) -> None:
+        self.set_state(file_id, FileState.RECEIVED)
+
+    def to_dispose(self) -> list[FileRow]:
+        return [
+            _row(r)
+            for r in self._db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM files WHERE state=? ORDER BY id", (FileState.PROCESSED,)
+            )
+        ]
+
+    def pending(self) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM files WHERE state IN (?,?,?)",
+            (FileState.RECEIVED, FileState.PROCESSING, FileState.PROCESSED),
+        ).fetchone()
+        return int(count)
+
+    def files(self) -> list[FileRow]:
+        return [_row(r) for r in self._db.execute(f"SELECT {_ROW_COLUMNS} FROM files ORDER BY id")]
+
+    def report_rows(self, run_id: str | None = None) -> list[tuple[str, ReportRow]]:
+        query = "SELECT run_id, bucket, key, version_id, status, http_status, error_code, message FROM report"
+        args: tuple[str, ...] = ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id=?", (run_id,)
+        return [(r[0], ReportRow(*r[1:])) for r in self._db.execute(query + " ORDER BY id", args)]
+
+    def get_cursor(self, name: str) -> str:
+        row = self._db.execute("SELECT value FROM cursor WHERE name=?", (name,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def set_cursor(self, name: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO cursor VALUES (?,?) ON CONFLICT DO UPDATE SET value=excluded.value", (name, value)
+        )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on error (sqlite3's own context manager only commits)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
