@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from s3batch.api import dashboard, json_api
 from s3batch.api.auth import KeyRing, load_keys
 from s3batch.api.control import ROUTES, ApiState, error_response
 from s3batch.functions.registry import load_registry
@@ -60,6 +61,7 @@ def create_app(
             storage=store_config,
             functions=load_registry(settings.functions_file),
         )
+        app.state.sessions = json_api.SessionStore()
         worker = asyncio.create_task(_worker_loop(settings)) if run_jobs else None
         try:
             yield
@@ -68,7 +70,8 @@ def create_app(
             await store.close()
 
     return Starlette(
-        routes=ROUTES,
+        # The S3 Control routes first: the dashboard and JSON API paths never overlap them.
+        routes=[*ROUTES, *json_api.ROUTES, *dashboard.ROUTES],
         middleware=[Middleware(AbsoluteFormTargets)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
@@ -100,10 +103,17 @@ class AbsoluteFormTargets:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and methods, in the same XML error shape as everything else."""
+    """Unknown paths and methods: JSON under /api/v1, else the S3 Control XML error shape."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "InvalidRequest")
-    return error_response(code, f"{request.method} {request.url.path}: {code}", status)
+    message = f"{request.method} {request.url.path}: {code}"
+    if request.url.path.startswith(json_api.API_PREFIX + "/"):
+        response: Response = json_api.error_json(code, message, status)
+    else:
+        response = error_response(code, message, status)
+    if isinstance(exc, HTTPException) and exc.headers:  # e.g. Allow on 405
+        response.headers.update(exc.headers)
+    return response
 
 
 async def _worker_loop(settings: Settings) -> None:

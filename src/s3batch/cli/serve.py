@@ -11,6 +11,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
+#: Seconds `serve` waits for open connections (event streams) when stopping.
+GRACEFUL_SHUTDOWN_S = 5
+
+
 @click.command()
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
@@ -34,4 +38,12 @@ def serve(ctx: CliContext, host: str, port: int) -> None:
         )
     app = create_app(ctx.settings, keys=keys, storage=ctx.storage)
     # h11: the pure-Python protocol, whose handling of absolute-form targets the app relies on.
-    uvicorn.run(app, host=host, port=port, http="h11", log_level="info")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        log_level="info",
+        # Dashboard tabs hold event streams open for minutes; don't let them delay shutdown.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
