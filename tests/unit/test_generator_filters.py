@@ -95,10 +95,6 @@ def test_output_location_and_versions_extension() -> None:
         (gen_request(IncludeVersions="Some"), "IncludeVersions must be Current or All"),
         (gen_request(Bogus=1), "unknown field(s) Bogus"),
         (gen_request(Filter={"Nope": 1}), "unknown field(s) Nope"),
-        (
-            gen_request(Filter={"EligibleForReplication": True}),
-            "EligibleForReplication=true is not supported",
-        ),
         (gen_request(Filter={"CreatedAfter": "yesterday"}), "ISO-8601"),
         (gen_request(Filter={"ObjectReplicationStatuses": ["DONE"]}), "'DONE' is not one of"),
         (gen_request(Filter={"KeyNameConstraint": {"MatchAnyPrefix": []}}), "non-empty list"),
@@ -206,10 +202,12 @@ class ListingStore:
         self.calls: list[tuple[str, str, str | None]] = []
 
     async def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, end_before: str | None = None
     ) -> AsyncIterator[ObjectInfo]:
         self.calls.append(("list_objects", prefix, start_after))
         for key in sorted(self.sizes):
+            if end_before is not None and key >= end_before:
+                return
             if key.startswith(prefix) and (start_after is None or key > start_after):
                 await asyncio.sleep(0)
                 yield info(key, self.sizes[key])
@@ -223,9 +221,11 @@ class ListingStore:
         }
         return sorted(found)
 
-    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_versions(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         for key in sorted(self.sizes):
-            if key.startswith(prefix):
+            if key.startswith(prefix) and (start_after is None or key > start_after):
                 yield info(key, self.sizes[key], version_id="v2", is_latest=True)
                 yield info(key, 0, version_id="v1", is_latest=False, is_delete_marker=True)
                 yield info(key, self.sizes[key], version_id="v0", is_latest=False)
@@ -275,13 +275,13 @@ def test_listing_is_parallel_and_bounded(tmp_path: Path, monkeypatch: pytest.Mon
     original = store.list_objects
 
     async def counting(
-        bucket: str, prefix: str = "", start_after: str | None = None
+        bucket: str, prefix: str = "", start_after: str | None = None, **kw: Any
     ) -> AsyncIterator[ObjectInfo]:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
         try:
-            async for item in original(bucket, prefix, start_after):
+            async for item in original(bucket, prefix, start_after, **kw):
                 yield item
         finally:
             in_flight -= 1

@@ -11,16 +11,22 @@ Boundaries (documented in docs/compatibility.md):
   `needs_head` is then True and the service HEADs every object that passed the other filters;
   an object with no replication status counts as NONE, one whose store reports no encryption
   counts as NOT-SSE;
-- EligibleForReplication=true needs the bucket's replication configuration, which the storage
-  contract does not expose: refused at CreateJob. false filters nothing.
+- EligibleForReplication=true: an object is eligible when (1) its key starts with the filter
+  prefix of at least one *enabled* rule of the source bucket's replication configuration (the
+  service reads it once per job and binds the prefixes with `with_replication_rules`; no
+  configuration or no enabled rule → nothing is eligible) and (2) its HEAD replication status
+  is not REPLICA (a replica was written by replication; S3 does not replicate it again by
+  default). Rule tag filters are not seen (the storage contract keeps the prefix only), so a
+  tag-filtered rule counts for every key under its prefix. false filters nothing, as an absent
+  field does: AWS's "not eligible" has no meaning without a configuration to judge against.
 - `IncludeVersions` ("Current" | "All") is an s3batch extension inside S3JobManifestGenerator
   (AWS has no such field): "All" lists every version (delete markers skipped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -48,6 +54,8 @@ STORAGE_CLASSES = (
     "EXPRESS_ONEZONE",
 )
 REPLICATION_STATUSES = ("COMPLETED", "FAILED", "REPLICA", "NONE")
+#: The replication status of an object written by replication: never eligible itself.
+REPLICA_STATUS = "REPLICA"
 ENCRYPTION_KINDS = ("SSE-S3", "SSE-KMS", "DSSE-KMS", "SSE-C", "NOT-SSE")
 _KMS_KINDS = ("SSE-KMS", "DSSE-KMS")
 _FILTER_FIELDS = {
@@ -102,11 +110,19 @@ class ManifestFilter:
     size_less_than: int | None = None
     storage_classes: tuple[str, ...] = ()
     encryptions: tuple[EncryptionMatch, ...] = field(default=())
+    eligible_for_replication: bool = False
+    #: Filter prefixes of the source bucket's enabled replication rules, bound at run time by
+    #: `with_replication_rules`; only read when `eligible_for_replication`.
+    replication_prefixes: tuple[str, ...] = ()
 
     @property
     def needs_head(self) -> bool:
         """Whether `matches` needs HEAD data (replication status, encryption)."""
-        return bool(self.replication_statuses or self.encryptions)
+        return bool(self.replication_statuses or self.encryptions or self.eligible_for_replication)
+
+    def with_replication_rules(self, prefixes: Sequence[str]) -> ManifestFilter:
+        """This filter with the source bucket's enabled replication rule prefixes bound."""
+        return replace(self, replication_prefixes=tuple(prefixes))
 
     @property
     def list_prefix(self) -> str:
@@ -128,6 +144,7 @@ class ManifestFilter:
             and (self.created_after is None or info.last_modified > self.created_after)
             and (self.created_before is None or info.last_modified < self.created_before)
             and (not self.storage_classes or (info.storage_class or "STANDARD") in self.storage_classes)
+            and self._rule_covers(info.key)
         )
 
     def matches_head(self, info: ObjectInfo) -> bool:
@@ -135,11 +152,17 @@ class ManifestFilter:
         status = info.replication_status or "NONE"
         if self.replication_statuses and status not in self.replication_statuses:
             return False
+        if self.eligible_for_replication and status == REPLICA_STATUS:
+            return False
         return not self.encryptions or any(e.matches(info) for e in self.encryptions)
 
     def matches(self, info: ObjectInfo) -> bool:
         """Every filter; `info` must carry HEAD data when `needs_head`."""
         return self.matches_listing(info) and self.matches_head(info)
+
+    def _rule_covers(self, key: str) -> bool:
+        """The key half of EligibleForReplication: some enabled rule's prefix covers it."""
+        return not self.eligible_for_replication or any(key.startswith(p) for p in self.replication_prefixes)
 
     def _key_ok(self, key: str) -> bool:
         return (
@@ -158,6 +181,8 @@ class ManifestGenerator:
     output_prefix: str
     include_versions: IncludeVersions
     filter: ManifestFilter
+    #: PutObject server-side encryption parameters for the generated manifest's files.
+    output_sse: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -270,11 +295,6 @@ def normalize_filter(value: Any) -> dict[str, Any]:
 def _eligible(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise BadRequest(f"{where}.EligibleForReplication must be true or false")
-    if value:
-        raise BadRequest(
-            f"{where}.EligibleForReplication=true is not supported: s3batch cannot read bucket "
-            "replication configurations (use ObjectReplicationStatuses)"
-        )
     return value
 
 
@@ -371,6 +391,7 @@ def filter_from_json(value: Mapping[str, Any] | None) -> ManifestFilter:
         size_less_than=value.get("ObjectSizeLessThanBytes"),
         storage_classes=tuple(value.get("MatchAnyStorageClass", ())),
         encryptions=tuple(_encryption_match(e) for e in value.get("MatchAnyObjectEncryption", ())),
+        eligible_for_replication=bool(value.get("EligibleForReplication", False)),
     )
 
 
@@ -390,4 +411,14 @@ def generator_from_json(value: Mapping[str, Any]) -> ManifestGenerator:
         output_prefix=loc.get("ManifestPrefix", ""),
         include_versions=IncludeVersions(gen.get("IncludeVersions", IncludeVersions.CURRENT.value)),
         filter=filter_from_json(gen.get("Filter")),
+        output_sse=manifest_sse_params(loc.get("ManifestEncryption")),
     )
+
+
+def manifest_sse_params(encryption: Mapping[str, Any] | None) -> dict[str, str]:
+    """A normalized ManifestEncryption → PutObject parameters (botocore names)."""
+    if not encryption:
+        return {}
+    if "SSEKMS" in encryption:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": str(encryption["SSEKMS"]["KeyId"])}
+    return {"ServerSideEncryption": "AES256"}

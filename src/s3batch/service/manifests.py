@@ -8,9 +8,12 @@ Memory stays flat in manifest size: rows go to temporary files as they are read 
 the finished file is uploaded to the spool with `put_file`.
 
 Listing for a generator is parallel: the key space under the listing prefix is cut into ranges
-at the common prefixes one or two "/" levels down, each range is listed (ListObjectsV2 from
-`start_after`) by its own task, at most LIST_CONCURRENCY at once, into its own temporary file;
-the files are then joined in range order, so the manifest is in key order and deterministic.
+at the common prefixes one or two "/" levels down, each range is listed by its own task, at
+most LIST_CONCURRENCY at once, into its own temporary file; the files are then joined in range
+order, so the manifest is in key order and deterministic. A range [P, next) where P is a common
+prefix is listed as prefix P exactly, then the few keys between P's last key and `next` with a
+bounded listing (`end_before`); other ranges are one bounded listing from `start_after`.
+`IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker).
 """
 
 from __future__ import annotations
@@ -306,22 +309,22 @@ async def plan_ranges(objects: ObjectStore, bucket: str, prefix: str) -> list[Ke
 async def write_listing(objects: ObjectStore, gen: ManifestGenerator, out: Path, work: Path) -> int:
     """List the generator's source bucket with its filters into `out` (normalized CSV, key
     order); returns the row count."""
-    flt, bucket = gen.filter, gen.source_bucket
-    if gen.include_versions is IncludeVersions.ALL:
-        # ListObjectVersions has no start_after in the storage contract: one sequential pass.
-        with out.open("w", encoding="utf-8", newline="") as sink:
-            return await _list_into(
-                objects, bucket, flt, objects.list_versions(bucket, flt.list_prefix), None, sink
-            )
-    ranges = await plan_ranges(objects, bucket, flt.list_prefix)
+    flt = gen.filter
+    if flt.eligible_for_replication:
+        rules = await objects.replication_rules(gen.source_bucket)
+        if not rules:  # no configuration (or no enabled rule): nothing is eligible
+            out.write_bytes(b"")
+            return 0
+        flt = flt.with_replication_rules([rule.prefix for rule in rules])
+    lister = _Lister(objects, gen.source_bucket, flt, gen.include_versions is IncludeVersions.ALL)
+    ranges = await plan_ranges(objects, gen.source_bucket, flt.list_prefix)
     parts = [work / f"range-{i:05d}.csv" for i in range(len(ranges))]
     sem = asyncio.Semaphore(LIST_CONCURRENCY)
 
     async def one(r: KeyRange, part: Path) -> int:
         async with sem:
             with part.open("w", encoding="utf-8", newline="") as sink:
-                listing = objects.list_objects(bucket, flt.list_prefix, r.start_after)
-                return await _list_into(objects, bucket, flt, listing, r, sink)
+                return await lister.list_range(r, sink)
 
     counts = await asyncio.gather(*(one(r, p) for r, p in zip(ranges, parts, strict=True)))
     with out.open("wb") as joined:
@@ -333,31 +336,60 @@ async def write_listing(objects: ObjectStore, gen: ManifestGenerator, out: Path,
     return sum(counts)
 
 
-async def _list_into(
-    objects: ObjectStore,
-    bucket: str,
-    flt: ManifestFilter,
-    listing: AsyncIterator[ObjectInfo],
-    key_range: KeyRange | None,
-    sink: TextIO,
-) -> int:
-    n = 0
-    async with contextlib.aclosing(listing):  # type: ignore[type-var]
-        async for info in listing:
-            if key_range is not None:
-                if key_range.lower is not None and info.key < key_range.lower:
+@dataclass(frozen=True, slots=True)
+class _Lister:
+    """Lists one key range of the source bucket (current objects or every version)."""
+
+    objects: ObjectStore
+    bucket: str
+    flt: ManifestFilter
+    versions: bool
+
+    def _listing(
+        self, prefix: str, start_after: str | None, end_before: str | None
+    ) -> AsyncIterator[ObjectInfo]:
+        if self.versions:
+            # ListObjectVersions has no end bound: _into stops at the range's end instead.
+            return self.objects.list_versions(self.bucket, prefix, start_after)
+        return self.objects.list_objects(self.bucket, prefix, start_after, end_before=end_before)
+
+    async def list_range(self, r: KeyRange, sink: TextIO) -> int:
+        """Rows of `r` into `sink`. A range that is all of one common prefix plus the keys
+        between it and the next boundary is listed as that exact prefix (the server stops at
+        its end) and then the gap after its last key (bounded: usually one short page)."""
+        prefix = self.flt.list_prefix
+        if r.lower is None or (r.upper is not None and r.upper.startswith(r.lower)):
+            n, _ = await self._into(self._listing(prefix, r.start_after, r.upper), r, sink)
+            return n
+        n, last = await self._into(self._listing(r.lower, None, None), r, sink)
+        # The gap: keys after the prefix's last one that still sort before the next boundary.
+        more, _ = await self._into(self._listing(prefix, last or r.lower, r.upper), r, sink)
+        return n + more
+
+    async def _into(
+        self, listing: AsyncIterator[ObjectInfo], r: KeyRange, sink: TextIO
+    ) -> tuple[int, str | None]:
+        """Matching rows of `listing` within `r` into `sink`: (rows written, last key listed)."""
+        n, last = 0, None
+        async with contextlib.aclosing(listing):  # type: ignore[type-var]
+            async for info in listing:
+                if r.lower is not None and info.key < r.lower:
                     continue
-                if key_range.upper is not None and info.key >= key_range.upper:
+                if r.upper is not None and info.key >= r.upper:
                     break
-            if info.is_delete_marker or not flt.matches_listing(info):
-                continue
-            if flt.needs_head:
-                headed = await _head(objects, bucket, info)
-                if headed is None or not flt.matches_head(headed):
-                    continue
-            sink.write(csv_manifest_line(_listed_row(bucket, info)))
-            n += 1
-    return n
+                last = info.key
+                if await self._matches(info):
+                    sink.write(csv_manifest_line(_listed_row(self.bucket, info)))
+                    n += 1
+        return n, last
+
+    async def _matches(self, info: ObjectInfo) -> bool:
+        if info.is_delete_marker or not self.flt.matches_listing(info):
+            return False
+        if not self.flt.needs_head:
+            return True
+        headed = await _head(self.objects, self.bucket, info)
+        return headed is not None and self.flt.matches_head(headed)
 
 
 async def _head(objects: ObjectStore, bucket: str, info: ObjectInfo) -> ObjectInfo | None:
@@ -392,7 +424,8 @@ async def _write_generated(
     versions = gen.include_versions is IncludeVersions.ALL
     data = work / "generated.csv.gz"
     await asyncio.to_thread(_gzip_inventory_rows, listing, data, versions)
-    await objects.put_file(gen.output_bucket, data_key, data, content_type="application/gzip")
+    sse = gen.output_sse  # ManifestEncryption: both files of the manifest are encrypted
+    await objects.put_file(gen.output_bucket, data_key, data, content_type="application/gzip", extra=sse)
     md5 = await asyncio.to_thread(_file_md5, data)
     doc = {
         "sourceBucket": gen.source_bucket,
@@ -404,7 +437,7 @@ async def _write_generated(
         "files": [{"key": data_key, "size": data.stat().st_size, "MD5checksum": md5}],
     }
     info = await objects.put_bytes(
-        gen.output_bucket, manifest_key, json.dumps(doc).encode(), content_type="application/json"
+        gen.output_bucket, manifest_key, json.dumps(doc).encode(), content_type="application/json", extra=sse
     )
     return {
         "GeneratedManifestDescriptor": {

@@ -127,6 +127,10 @@ class ReplicationRule:
     storage_class: str | None = None
 
 
+#: Server-side encryption parameters of PutObject / CreateMultipartUpload (botocore names).
+SSE_PARAMS = frozenset({"ServerSideEncryption", "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled"})
+
+
 @dataclass(frozen=True, slots=True)
 class VersionRef:
     """One object (version) to delete in a batch."""
@@ -193,10 +197,26 @@ class ObjectStore(Protocol):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo: ...
+        extra: Mapping[str, Any] | None = None,
+    ) -> ObjectInfo:
+        """Write a small object. `extra`: see `put_file`."""
+        ...
 
-    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
-        """Upload a local file; multipart when large."""
+    async def put_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Upload a local file; multipart when large.
+
+        `extra` carries further PutObject / CreateMultipartUpload parameters verbatim (botocore
+        names). Stores without server-side encryption (folder, memory) accept and ignore the
+        SSE ones (`SSE_PARAMS`), as their objects are only as protected as their disk, and
+        raise StorageError("NotImplemented") for any other."""
         ...
 
     async def copy(
@@ -231,19 +251,29 @@ class ObjectStore(Protocol):
         ...
 
     def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        *,
+        end_before: str | None = None,
     ) -> AsyncIterator[ObjectInfo]:
-        """Objects under `prefix` with keys after `start_after`, in key order (a caller may
-        stop early, e.g. at the end of a key range it lists in parallel with others)."""
+        """Objects under `prefix` with keys after `start_after` and, when `end_before` is
+        given, before it, in key order (a caller may stop early, e.g. at the end of a key
+        range it lists in parallel with others). With `end_before` an S3 adapter starts with
+        small pages, so a range that ends soon does not fetch a full page past its end."""
         ...
 
     async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
         """The common prefixes one level below `prefix` (ListObjectsV2 with a delimiter)."""
         ...
 
-    def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Every version and delete marker under `prefix`: key order, newest first per key.
-        Stores without versioning yield each object once as its latest version."""
+    def list_versions(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Every version and delete marker under `prefix` of keys after `start_after` (S3's
+        KeyMarker): key order, newest first per key. Stores without versioning yield each
+        object once as its latest version."""
         ...
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:

@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 from s3batch.errors import StorageError
 from s3batch.storage.base import (
+    SSE_PARAMS,
     AclSpec,
     CopyOptions,
     CopyResult,
@@ -210,6 +211,15 @@ def no_such_key(key: str) -> StorageError:
 def not_implemented(store: str, what: str) -> StorageError:
     """The answer to an S3 feature a folder or memory store does not have."""
     return StorageError("NotImplemented", f"{what} is not supported by a {store}", 501)
+
+
+def check_put_extra(store: str, extra: Mapping[str, Any] | None) -> None:
+    """put_* `extra` on a store without S3 features: server-side encryption parameters are
+    accepted and ignored (nothing is recorded; the bytes are as safe as the disk under them),
+    anything else is refused, as CopyOptions.extra is, rather than silently dropped."""
+    unsupported = sorted(set(extra or {}) - SSE_PARAMS)
+    if unsupported:
+        raise not_implemented(store, f"PutObject parameter(s) {', '.join(unsupported)}")
 
 
 def common_prefixes(keys: Sequence[str], prefix: str, delimiter: str) -> list[str]:
@@ -428,14 +438,25 @@ class LocalStore:
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
+        check_put_extra(_FOLDER, extra)
         attrs = new_attrs(content_type, metadata)
         with _io_errors(key):
             st, etag = await self._write(bucket, key, lambda f: _write_bytes(f, body), attrs)
         info = object_info(bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=attrs)
         return replace(info, content_type=content_type)  # as requested, like S3Store
 
-    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
+    async def put_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_put_extra(_FOLDER, extra)
         if not path.is_file():  # the caller's file, not an object: not a NoSuchKey
             raise StorageError("LocalFileError", f"{path} is not a readable file")
         with _io_errors(key):
@@ -505,13 +526,20 @@ class LocalStore:
         return outcomes
 
     async def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        *,
+        end_before: str | None = None,
     ) -> AsyncIterator[ObjectInfo]:
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
             async for key, path in self._walk(bucket_dir, "", prefix):
                 if start_after is not None and key <= start_after:
                     continue
+                if end_before is not None and key >= end_before:
+                    return  # the walk is in key order: nothing after this is wanted
                 sidecar = self._read_sidecar(bucket, key)
                 try:
                     st = self._stat(path, key)
@@ -531,9 +559,11 @@ class LocalStore:
         keys = [info.key async for info in self.list_objects(bucket, prefix)]
         return common_prefixes(keys, prefix, delimiter)
 
-    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_versions(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         # One version per file: each object is its own latest version.
-        async for info in self.list_objects(bucket, prefix):
+        async for info in self.list_objects(bucket, prefix, start_after):
             yield info
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from s3batch.errors import StorageError
 from s3batch.storage.base import (
@@ -33,6 +34,7 @@ from s3batch.storage.local import (
     ObjectAttrs,
     check_copy,
     check_key_length,
+    check_put_extra,
     check_range,
     check_tags,
     common_prefixes,
@@ -185,13 +187,24 @@ class MemoryStore:
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
         self._record("put_bytes", bucket, key)
+        check_put_extra(_MEMORY, extra)
         version = self._store(bucket, key, bytes(body), new_attrs(content_type, metadata))
         return replace(self._info(bucket, key, version), content_type=content_type)
 
-    async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str | None = None) -> None:
+    async def put_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         self._record("put_file", bucket, key)
+        check_put_extra(_MEMORY, extra)
         try:
             body = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
@@ -260,12 +273,16 @@ class MemoryStore:
         return outcomes
 
     async def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        *,
+        end_before: str | None = None,
     ) -> AsyncIterator[ObjectInfo]:
         self._record("list_objects", bucket, prefix)
         objects = self._bucket(bucket)
-        after = start_after if start_after is not None else ""
-        for key in sorted(k for k in objects if k.startswith(prefix) and k > after):
+        for key in _listed_keys(objects, prefix, start_after, end_before):
             versions = objects.get(key)
             if versions and versions[-1].body is not None:
                 info = self._info(bucket, key, versions[-1])
@@ -278,10 +295,12 @@ class MemoryStore:
         live = sorted(k for k, versions in objects.items() if versions and versions[-1].body is not None)
         return common_prefixes(live, prefix, delimiter)
 
-    async def list_versions(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list_versions(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
         self._record("list_versions", bucket, prefix)
         objects = self._bucket(bucket)
-        for key in sorted(k for k in objects if k.startswith(prefix)):
+        for key in _listed_keys(objects, prefix, start_after, None):
             versions = objects[key]
             for position, version in reversed(list(enumerate(versions))):
                 yield self._listed_version(bucket, key, version, latest=position == len(versions) - 1)
@@ -340,3 +359,16 @@ class MemoryStore:
 
     async def close(self) -> None:
         self.calls.append(("close",))
+
+
+def _listed_keys(
+    keys: Iterable[str], prefix: str, start_after: str | None, end_before: str | None
+) -> list[str]:
+    """Keys under `prefix`, after `start_after`, before `end_before` (None: unbounded), sorted."""
+    return sorted(
+        k
+        for k in keys
+        if k.startswith(prefix)
+        and (start_after is None or k > start_after)
+        and (end_before is None or k < end_before)
+    )
