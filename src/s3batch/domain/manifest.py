@@ -14,6 +14,7 @@ Choices where AWS leaves behaviour unspecified (documented in docs/compatibility
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,13 @@ from s3batch.errors import BadRequest, ManifestError
 
 #: Longest key field AWS accepts in a CSV manifest, in characters.
 MAX_KEY_FIELD_CHARS = 1024
+#: Characters after which a line needs the csv module (quoting; a bare CR or NUL that csv
+#: refuses). Lines without any are split on commas, which is what csv.reader does for them.
+_NEEDS_CSV = re.compile('["\r\x00]')
+#: A key field may not hold control characters (it must be URL-encoded).
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
+#: A bucket name may not hold a slash or whitespace (re's \s is str.isspace() for str patterns).
+_BAD_BUCKET_CHAR = re.compile(r"[/\s]")
 
 
 class ManifestFormat(StrEnum):
@@ -139,6 +147,12 @@ class CsvManifestParser:
         self._versioned: bool | None = None
         #: When resuming mid-file, the header check (first row only) must not apply.
         self._seen_rows = 1 if resuming else 0
+        # Column positions, resolved once instead of per row.
+        fields = layout.fields
+        self._n_fields = len(fields)
+        self._bucket_at = fields.index(Field.BUCKET)
+        self._key_at = fields.index(Field.KEY)
+        self._version_at = fields.index(Field.VERSION_ID) if Field.VERSION_ID in fields else None
 
     def parse(self, line: RawLine, seq: int) -> Task | None:
         """A Task for a data line, None for a blank line."""
@@ -158,6 +172,8 @@ class CsvManifestParser:
         )
 
     def _split(self, line: RawLine) -> list[str]:
+        if _NEEDS_CSV.search(line.text) is None:
+            return line.text.split(",")
         try:
             rows = list(csv.reader([line.text], strict=True))
         except csv.Error as exc:
@@ -176,19 +192,19 @@ class CsvManifestParser:
             )
 
     def _pick(self, row: list[str], number: int) -> tuple[str, str, str | None]:
-        fields = self.layout.fields
-        if self.layout.inferred and len(row) == len(fields) - 1:
+        n_fields = self._n_fields
+        if self.layout.inferred and len(row) == n_fields - 1:
             row = [*row, ""]
-        if len(row) < len(fields):
+        if len(row) < n_fields:
+            fields = self.layout.fields
             raise ManifestError(
-                f"expected {len(fields)} columns ({', '.join(f.value for f in fields)}), found {len(row)}",
+                f"expected {n_fields} columns ({', '.join(f.value for f in fields)}), found {len(row)}",
                 number,
             )
-        named = {f: row[i] for i, f in enumerate(fields) if f is not Field.IGNORE}
-        bucket, key = named[Field.BUCKET].strip(), named[Field.KEY]
+        bucket, key = row[self._bucket_at].strip(), row[self._key_at]
         if not bucket:
             raise ManifestError("empty bucket name", number)
-        if "/" in bucket or any(c.isspace() for c in bucket):
+        if _BAD_BUCKET_CHAR.search(bucket) is not None:
             raise ManifestError(f"invalid bucket name {bucket!r}", number)
         if not key:
             raise ManifestError("empty key", number)
@@ -196,9 +212,10 @@ class CsvManifestParser:
             raise ManifestError(
                 f"key field is {len(key)} characters; the limit is {MAX_KEY_FIELD_CHARS}", number
             )
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        if _CONTROL_CHAR.search(key) is not None:
             raise ManifestError("key contains a control character; keys must be URL-encoded", number)
-        return bucket, key, self._version(named.get(Field.VERSION_ID), number)
+        at = self._version_at
+        return bucket, key, self._version(None if at is None else row[at], number)
 
     def _version(self, value: str | None, number: int) -> str | None:
         version = value.strip() if value else None

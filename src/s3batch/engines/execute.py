@@ -75,6 +75,8 @@ async def execute_batch(
 ) -> list[TaskResult]:
     """One apply_many call (one slot), then per-task retries for what failed retryably."""
     firsts = await _apply_many_limited(op, tasks, limit)
+    if all(r.succeeded or not r.retryable for r in firsts):
+        return firsts  # nothing to retry: skip a gather (an asyncio task per task) per batch
     return list(
         await asyncio.gather(
             *(execute_task(op, t, policy, r, limit) for t, r in zip(tasks, firsts, strict=True))
@@ -96,6 +98,9 @@ async def _apply_many_limited(
 
 async def _apply_many_safely(op: Operation, tasks: Sequence[Task]) -> list[TaskResult]:
     try:
+        if len(tasks) == 1 and type(op).apply_many is Operation.apply_many:
+            # The default apply_many would gather (one asyncio task) around a single apply.
+            return [await op.apply(tasks[0])]
         return list(await op.apply_many(tasks))
     except asyncio.CancelledError:
         raise

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from s3batch.domain.task import TaskResult
@@ -132,7 +132,8 @@ class AdaptiveLimit:
         self._last_sample_t = float("-inf")
         self._epoch = 0
         self._successes = 0
-        self._changed: asyncio.Condition | None = None
+        #: Attempts parked until there is room, first come first served.
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._sample(force=True)
 
     # -- the pure AIMD rule (no waiting; deterministic) -----------------------------------
@@ -193,32 +194,67 @@ class AdaptiveLimit:
 
     # -- the async gate -----------------------------------------------------------------
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Callable[[TaskResult], None]]:
+    def slot(self) -> _Gate:
         """Wait for room under the limit, hold one slot, release it on exit.
 
-        Yields a callback taking the request's result; a slot left without a result
-        (cancelled, raised) is released without changing the limit.
+        `async with limit.slot() as report:` yields a callback taking the request's result; a
+        slot left without a result (cancelled, raised) is released without changing the limit.
         """
-        changed = self._condition()
-        async with changed:
-            await changed.wait_for(self.has_room)
-            slot = self.open()
-        outcome: list[TaskResult] = []
-        try:
-            yield outcome.append
-        finally:
-            self.close(slot, outcome[-1] if outcome else None)
-            await self._notify(changed)
+        return _Gate(self)
 
-    def _condition(self) -> asyncio.Condition:
-        # Created lazily so the limiter binds to the loop that runs the engine.
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
+    async def _wait_for_room(self) -> None:
+        # FIFO of parked waiters; a woken waiter re-checks (the limit may have shrunk since).
+        loop = asyncio.get_running_loop()
+        waiters = self._waiters
+        first = True
+        while first or not self.has_room():
+            fut: asyncio.Future[None] = loop.create_future()
+            if first:
+                waiters.append(fut)
+            else:  # woken but beaten to the slot: keep its place at the head
+                waiters.appendleft(fut)
+            first = False
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut in waiters:
+                    waiters.remove(fut)
+                elif not fut.cancelled():
+                    self._wake()  # pass on the wake-up this waiter will not use
+                raise
 
-    @staticmethod
-    async def _notify(changed: asyncio.Condition) -> None:
-        # notify_all: the limit may have grown by one while several waiters queue.
-        async with changed:
-            changed.notify_all()
+    def _wake(self) -> None:
+        """Wake as many parked waiters as there is room for (the limit may have grown)."""
+        waiters = self._waiters
+        room = self.limit - self.in_flight
+        while waiters and room > 0:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                room -= 1
+
+
+class _Gate:
+    """`async with` for one slot. A class, not @asynccontextmanager: this runs once per attempt,
+    and the generator machinery cost more than the rest of the gate for cheap operations.
+    The uncontended path (room, nobody queued) takes a slot without suspending."""
+
+    __slots__ = ("_limit", "_outcome", "_slot")
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self._limit = limit
+        self._slot: _Slot | None = None
+        self._outcome: list[TaskResult] = []
+
+    async def __aenter__(self) -> Callable[[TaskResult], None]:
+        limit = self._limit
+        if limit._waiters or not limit.has_room():
+            await limit._wait_for_room()
+        self._slot = limit.open()
+        return self._outcome.append
+
+    async def __aexit__(self, *exc: object) -> None:
+        limit, outcome = self._limit, self._outcome
+        assert self._slot is not None
+        limit.close(self._slot, outcome[-1] if outcome else None)
+        limit._wake()

@@ -9,6 +9,8 @@ serving tasks.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import sqlite3
 import threading
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
-from s3batch.domain.report import ReportRow, parse_rows, render_rows
+from s3batch.domain.report import ReportRow, parse_rows, render_row
 from s3batch.errors import IdempotencyError, NotFound
 from s3batch.store.base import Chunk, FinishedTask
 
@@ -28,6 +30,8 @@ from s3batch.store.base import Chunk, FinishedTask
 BUSY_TIMEOUT_MS = 30_000
 #: zlib level for compacted chunk results: fast, still ~5x smaller than CSV.
 RESULTS_COMPRESSION_LEVEL = 3
+#: TaskStatus's position in a report line (Bucket, Key, VersionId, TaskStatus, ...).
+STATUS_COLUMN = 3
 
 T = TypeVar("T")
 
@@ -177,7 +181,7 @@ class SqliteJobStore:
                     "SELECT job_id FROM jobs WHERE termination_date IS NOT NULL AND termination_date < ?",
                     (cutoff,),
                 )]  # fmt: skip
-                for table in ("task_results", "chunks", "jobs"):
+                for table in ("task_lines", "chunks", "jobs"):
                     c.executemany(f"DELETE FROM {table} WHERE job_id=?", [(i,) for i in ids])
             return len(ids)
 
@@ -242,10 +246,10 @@ class SqliteJobStore:
         def query() -> dict[int, ReportRow]:
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT idx, row FROM task_results WHERE job_id=? AND chunk_no=?",
+                    "SELECT idx, line FROM task_lines WHERE job_id=? AND chunk_no=?",
                     (job_id, chunk_no),
                 ).fetchall()
-            return {idx: ReportRow(*json.loads(row)) for idx, row in rows}
+            return {idx: parse_rows(line)[0] for idx, line in rows}
 
         return await self._run(query)
 
@@ -254,8 +258,8 @@ class SqliteJobStore:
             ok = sum(1 for f in finished if f.row.status == "succeeded")
             with self._tx() as c:
                 c.executemany(
-                    "INSERT OR IGNORE INTO task_results (job_id, chunk_no, idx, row) VALUES (?, ?, ?, ?)",
-                    [(job_id, f.chunk_no, f.idx, json.dumps(f.row.as_list())) for f in finished],
+                    "INSERT OR IGNORE INTO task_lines (job_id, chunk_no, idx, line) VALUES (?, ?, ?, ?)",
+                    [(job_id, f.chunk_no, f.idx, render_row(f.row)) for f in finished],
                 )
                 c.execute(
                     "UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ? WHERE job_id=?",
@@ -268,23 +272,29 @@ class SqliteJobStore:
     async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
         def compact() -> None:
             with self._tx() as c:
-                rows = c.execute(
-                    "SELECT row FROM task_results WHERE job_id=? AND chunk_no=? ORDER BY idx",
-                    (job_id, chunk_no),
-                ).fetchall()
-                if len(rows) != n_tasks:
-                    raise RuntimeError(
-                        f"chunk {chunk_no} of job {job_id}: {len(rows)} results for {n_tasks} tasks"
+                lines = [
+                    r[0]
+                    for r in c.execute(
+                        "SELECT line FROM task_lines WHERE job_id=? AND chunk_no=? ORDER BY idx",
+                        (job_id, chunk_no),
                     )
-                report = [ReportRow(*json.loads(r[0])) for r in rows]
-                ok = sum(1 for r in report if r.status == "succeeded")
-                blob = zlib.compress(render_rows(report).encode(), RESULTS_COMPRESSION_LEVEL)
+                ]
+                if len(lines) != n_tasks:
+                    raise RuntimeError(
+                        f"chunk {chunk_no} of job {job_id}: {len(lines)} results for {n_tasks} tasks"
+                    )
+                # Stored lines are already the report's lines: compaction is a concatenation.
+                text = "".join(lines)
+                ok = sum(
+                    1 for f in csv.reader(io.StringIO(text, newline="")) if f[STATUS_COLUMN] == "succeeded"
+                )
+                blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
                 c.execute(
                     "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? "
                     "WHERE job_id=? AND chunk_no=?",
-                    (ok, len(report) - ok, blob, job_id, chunk_no),
+                    (ok, len(lines) - ok, blob, job_id, chunk_no),
                 )
-                c.execute("DELETE FROM task_results WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
+                c.execute("DELETE FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
 
         await self._run(compact)
 
@@ -310,10 +320,10 @@ class SqliteJobStore:
             if done:
                 return chunk_no, parse_rows(zlib.decompress(blob).decode())
             partial = self._conn.execute(
-                "SELECT row FROM task_results WHERE job_id=? AND chunk_no=? ORDER BY idx",
+                "SELECT line FROM task_lines WHERE job_id=? AND chunk_no=? ORDER BY idx",
                 (job_id, chunk_no),
             ).fetchall()
-        return chunk_no, [ReportRow(*json.loads(r[0])) for r in partial]
+        return chunk_no, parse_rows("".join(r[0] for r in partial))
 
 
 class _Transaction:
