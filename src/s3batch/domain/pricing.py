@@ -47,6 +47,7 @@ _PER_TASK: Mapping[str, Mapping[str, int]] = {
     "S3UpdateObjectEncryption": {"COPY": 1},
     "S3ComputeObjectChecksum": {"GET": 1},
     "LambdaInvoke": {"LAMBDA_INVOKE": 1},
+    "S3batchCsvIngest": {"GET": 1},
 }
 #: Keys per DeleteObjects request.
 DELETE_BATCH = 1000

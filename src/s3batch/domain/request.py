@@ -38,6 +38,7 @@ OPERATION_NAMES = (
     "S3UpdateObjectEncryption",
     # s3batch extension: AWS has no delete operation.
     "S3DeleteObject",
+    "S3batchCsvIngest",
 )
 _KNOWN_FIELDS = {
     "AccountId",

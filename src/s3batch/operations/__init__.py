@@ -21,6 +21,7 @@ _MODULES = {
     "S3ReplicateObject": "s3batch.operations.replicate",
     "S3ComputeObjectChecksum": "s3batch.operations.checksum",
     "S3UpdateObjectEncryption": "s3batch.operations.encryption",
+    "S3batchCsvIngest": "s3batch.operations.csv_ingest",
 }
 
 
