@@ -49,9 +49,16 @@ SUBPROCESS_TIMEOUT_S = 600
 #: The --large workload: object count and size.
 LARGE_OBJECTS, LARGE_BYTES = 50, 64 * 1024 * 1024
 
+#: --only: run just the peers whose names contain one of these (empty: all).
+ONLY: list[str] = []
+
 Runner = Callable[[], None]
 # A peer: run index -> timed runner (the factory does the untimed setup).
 Factory = Callable[[int], Runner]
+
+
+def selected(peers: dict[str, Factory]) -> dict[str, Factory]:
+    return {name: f for name, f in peers.items() if not ONLY or any(o in name for o in ONLY)}
 
 
 def children_cpu() -> float:
@@ -277,7 +284,7 @@ def copy_workload(endpoint: str, client: Any, keys: list[str], runs: int) -> dic
     else:
         add(f"obstore sync x{IN_FLIGHT} threads", lambda i, p: obstore_copy(store, keys, p))
     print("copy:", flush=True)
-    return round_robin(peers, runs, n, client, cleanup=False)
+    return round_robin(selected(peers), runs, n, client, cleanup=False)
 
 
 # --- delete peers ----------------------------------------------------------------------------
@@ -341,7 +348,7 @@ def delete_workload(endpoint: str, client: Any, keys: list[str], runs: int) -> d
         [rclone_binary(), "delete", f"bench:{BUCKET}/{p}"], env))  # fmt: skip
     add(f"boto3 delete_objects ({DELETE_BATCH}/req)", "boto3", lambda p, ks: boto3_delete(client, ks))
     print("delete:", flush=True)
-    return round_robin(peers, runs, n, client, cleanup=False)
+    return round_robin(selected(peers), runs, n, client, cleanup=False)
 
 
 # --- large copy ------------------------------------------------------------------------------
@@ -370,7 +377,7 @@ def large_workload(endpoint: str, client: Any, runs: int) -> dict[str, dict[str,
     add(f"rclone copy --transfers {IN_FLIGHT}", "rclone", lambda p: rclone_copy(env, "large", p))
     add(f"boto3 ThreadPool({BOTO3_THREADS})", "boto3", lambda p: boto3_copy(client, keys, p))
     print("large copy:", flush=True)
-    return round_robin(peers, runs, n, client, cleanup=True)
+    return round_robin(selected(peers), runs, n, client, cleanup=True)
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -394,7 +401,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2,000 objects, 1 run")
     parser.add_argument("--large", action="store_true", help="also copy 50 x 64 MiB")
+    parser.add_argument("--only", default="", help="comma-separated peer-name substrings to run")
     args = parser.parse_args()
+    ONLY.extend(o for o in args.only.split(",") if o)
     if args.quick:
         args.objects, args.runs = 2000, 1
     os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})

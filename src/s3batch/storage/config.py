@@ -44,6 +44,9 @@ class S3Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    #: Send the hot, simple calls (plain copy, delete, tagging, listing) through the lean
+    #: request path (storage/lean.py) instead of aiobotocore. S3BATCH_LEAN_PATH=0 also turns it off.
+    lean_path: bool = True
     kind: str = "s3"
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import functools
 import math
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -52,6 +55,17 @@ from s3batch.storage.base import (
     grant_params,
 )
 from s3batch.storage.config import S3Config
+from s3batch.storage.http1 import ConnectionPool
+from s3batch.storage.lean import (
+    Credentials,
+    Fallback,
+    LeanS3,
+    Route,
+    Signer,
+    encode_path,
+    parse_last_modified,
+)
+from s3batch.storage.s3codes import RETRYABLE_CODES, RETRYABLE_STATUSES, STATUS_CODE_NAMES
 
 #: S3's limit for one CopyObject request, in bytes.
 SINGLE_COPY_MAX_BYTES = 5 * 1024**3
@@ -83,25 +97,6 @@ ADDRESSING_STYLES = ("auto", "path", "virtual")
 
 #: System headers kept by a metadata COPY, by their botocore names.
 HEADER_NAMES = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
-#: Error codes worth retrying later: throttling and transient server trouble.
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "OperationAborted",
-    }
-)
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-#: HEAD answers carry no body, so botocore reports the bare status as the code.
-_STATUS_CODE_NAMES = {"404": "NoSuchKey", "403": "AccessDenied"}
 #: Status to report for a DeleteObjects per-key error (those carry a code but no status).
 _ENTRY_STATUSES = {
     "AccessDenied": 403,
@@ -123,7 +118,22 @@ PART_HEAD_CONCURRENCY = 8
 _RESTORE_ONGOING = re.compile(r'ongoing-request="(true|false)"')
 _RESTORE_EXPIRY = re.compile(r'expiry-date="([^"]+)"')
 
+#: Set to "0" to send every request through aiobotocore (to compare, or to rule the lean
+#: request path out when debugging a store).
+LEAN_PATH_ENV = "S3BATCH_LEAN_PATH"
+#: The key in the presigned URL from which a bucket's lean route is learnt (never requested).
+_ROUTE_PROBE_KEY = "s3batch-route-probe"
+
 _T = TypeVar("_T")
+
+
+class _Skip(enum.Enum):
+    """A lean call that did not happen: the caller goes through aiobotocore."""
+
+    SKIP = 0
+
+
+SKIP = _Skip.SKIP
 
 
 class S3Store:
@@ -139,6 +149,11 @@ class S3Store:
         self._client: Any = None
         self._region = DEFAULT_REGION
         self._open_lock = asyncio.Lock()
+        self._lean: LeanS3 | None = None
+        #: bucket → its lean route, or None when that bucket stays on aiobotocore.
+        self._routes: dict[str, Route | None] = {}
+        self._route_lock = asyncio.Lock()
+        self._pools: dict[tuple[str, int, bool], ConnectionPool] = {}
 
     # -- client lifecycle -------------------------------------------------------------------
 
@@ -171,10 +186,15 @@ class S3Store:
             )
             creator = session.create_client("s3", endpoint_url=cfg.endpoint_url, config=client_config)
             self._client = await stack.enter_async_context(creator)
-        self._stack, self._region = stack, region
+            self._stack, self._region = stack, region
+            if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
+                self._lean = await _lean_client(session, region)
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
+        pools, self._pools, self._routes, self._lean = self._pools, {}, {}, None
+        for pool in pools.values():
+            await pool.close()
         if stack is not None:
             with _translating():
                 await stack.aclose()
@@ -184,6 +204,55 @@ class S3Store:
         with _translating():
             response: dict[str, Any] = await getattr(client, operation)(**params)
         return response
+
+    # -- the lean request path ---------------------------------------------------------------
+
+    async def _lean_call(self, bucket: str, call: Callable[[LeanS3, Route], Awaitable[_T]]) -> _T | _Skip:
+        """Run `call` on the lean path, or SKIP when `bucket` has no lean route (the caller
+        then uses aiobotocore). A redirect-type answer moves the bucket to aiobotocore for good."""
+        route = await self._route(bucket)
+        if route is None or self._lean is None:
+            return SKIP
+        try:
+            return await call(self._lean, route)
+        except Fallback:
+            self._routes[bucket] = None
+            return SKIP
+
+    async def _route(self, bucket: str) -> Route | None:
+        if bucket in self._routes:
+            return self._routes[bucket]
+        client = await self._s3()
+        if self._lean is None:
+            return None
+        async with self._route_lock:
+            if bucket not in self._routes:
+                self._routes[bucket] = await self._learn_route(client, bucket)
+        return self._routes[bucket]
+
+    async def _learn_route(self, client: Any, bucket: str) -> Route | None:
+        """botocore's own addressing choice for `bucket`, read off a presigned URL."""
+        try:
+            url = await client.generate_presigned_url(
+                "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
+            )
+            return Route.parse(str(url), _ROUTE_PROBE_KEY, self._pool)
+        except (Fallback, BotoCoreError, ValueError):
+            return None  # a bucket name botocore rejects, or a URL shape we don't know
+
+    def _pool(self, host: str, port: int, tls: bool) -> ConnectionPool:
+        key = (host, port, tls)
+        if key not in self._pools:
+            cfg = self._config
+            self._pools[key] = ConnectionPool(
+                host,
+                port,
+                tls=tls,
+                max_connections=cfg.max_connections,
+                connect_timeout_s=cfg.connect_timeout_s,
+                read_timeout_s=cfg.read_timeout_s,
+            )
+        return self._pools[key]
 
     # -- buckets and reads ------------------------------------------------------------------
 
@@ -263,26 +332,44 @@ class S3Store:
             async for info in self._list_bounded(params, end_before):
                 yield info
             return
-        client = await self._s3()
+        for _ in range(MAX_BOUNDED_PAGES):
+            entries, token = await self._list_page(params, LIST_PAGE_MAX_KEYS)
+            for entry in entries:
+                yield _listed_info(bucket, entry)
+            if token is None:
+                return
+            params = {**params, "ContinuationToken": token}
+        raise StorageError(
+            "InternalError", f"listing of {bucket} did not end after {MAX_BOUNDED_PAGES} pages"
+        )
+
+    async def _list_page(
+        self, params: Mapping[str, Any], max_keys: int
+    ) -> tuple[list[Mapping[str, Any]], str | None]:
+        """One ListObjectsV2 page: its entries (botocore's shape) and the next token, if any."""
+        query = [("max-keys", str(max_keys)), ("prefix", params.get("Prefix", ""))]
+        for name, field in (("start-after", "StartAfter"), ("continuation-token", "ContinuationToken")):
+            if params.get(field) is not None:
+                query.append((name, params[field]))
+        lean = await self._lean_call(params["Bucket"], lambda lean, route: lean.list_page(route, query))
+        if lean is not SKIP:
+            return [_lean_entry(entry) for entry in lean[0]], lean[1]
         # botocore asks for URL-encoded keys and decodes them, so odd keys survive XML.
-        pages = client.get_paginator("list_objects_v2").paginate(**params)
-        with _translating():
-            async for page in pages:
-                for entry in page.get("Contents", []):
-                    yield _listed_info(bucket, entry)
+        page = await self._call("list_objects_v2", **params, MaxKeys=max_keys)
+        token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        return page.get("Contents", []), token or None
 
     async def _list_bounded(self, params: dict[str, Any], end_before: str) -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2 pages growing from BOUNDED_FIRST_PAGE_KEYS, up to the first key at or
         after `end_before`: S3 has no end bound, so this is how a short range stays cheap."""
         page_keys = BOUNDED_FIRST_PAGE_KEYS
         for _ in range(MAX_BOUNDED_PAGES):
-            page = await self._call("list_objects_v2", **params, MaxKeys=page_keys)
-            for entry in page.get("Contents", []):
+            entries, token = await self._list_page(params, page_keys)
+            for entry in entries:
                 if entry["Key"] >= end_before:
                     return
                 yield _listed_info(params["Bucket"], entry)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+            if token is None:
                 return
             params = {**params, "ContinuationToken": token}
             page_keys = min(page_keys * 2, LIST_PAGE_MAX_KEYS)
@@ -399,6 +486,26 @@ class S3Store:
 
         await self._multipart(bucket, key, create, {}, upload_parts)
 
+    # -- incomplete multipart uploads (the pipelines' staging-bucket sweep) -------------------
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[Any]:
+        """Yields storage.base.MultipartUpload (imported here to keep this block self-contained)."""
+        from s3batch.storage.base import MultipartUpload
+
+        client = await self._s3()
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+        with _translating():
+            async for page in pages:
+                for entry in page.get("Uploads", []):
+                    value = entry["Initiated"]  # a datetime already: the client's parser is ours
+                    initiated = value if isinstance(value, datetime) else _parse_timestamp(value)
+                    if initiated.tzinfo is None:
+                        initiated = initiated.replace(tzinfo=UTC)
+                    yield MultipartUpload(entry["Key"], entry["UploadId"], initiated)
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+
     async def copy(
         self,
         src_bucket: str,
@@ -430,6 +537,14 @@ class S3Store:
     async def _copy_single(
         self, source: dict[str, Any], dst_bucket: str, dst_key: str, options: CopyOptions
     ) -> CopyResult:
+        headers = _lean_copy_headers(options)
+        if headers is not None:
+            copy_source = _copy_source_header(source)
+            lean = await self._lean_call(
+                dst_bucket, lambda lean, route: lean.copy_object(route, dst_key, copy_source, headers)
+            )
+            if lean is not SKIP:
+                return CopyResult(*lean)
         params: dict[str, Any] = {"Bucket": dst_bucket, "Key": dst_key, "CopySource": source}
         if options.replace_metadata:
             params.update(MetadataDirective="REPLACE", Metadata=dict(options.metadata))
@@ -548,30 +663,50 @@ class S3Store:
     # -- tags and deletes -------------------------------------------------------------------
 
     async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        lean = await self._lean_call(bucket, lambda lean, route: lean.get_tagging(route, key, version_id))
+        if lean is not SKIP:
+            return lean
         response = await self._call("get_object_tagging", **_target(bucket, key, version_id))
         return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
 
     async def put_tags(
         self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
     ) -> None:
+        lean = await self._lean_call(
+            bucket, lambda lean, route: lean.put_tagging(route, key, tags, version_id)
+        )
+        if lean is not SKIP:
+            return
         tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
         await self._call(
             "put_object_tagging", **_target(bucket, key, version_id), Tagging={"TagSet": tag_set}
         )
 
     async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        lean = await self._lean_call(bucket, lambda lean, route: lean.delete_tagging(route, key, version_id))
+        if lean is not SKIP:
+            return
         await self._call("delete_object_tagging", **_target(bucket, key, version_id))
 
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        lean = await self._lean_call(bucket, lambda lean, route: lean.delete_object(route, key, version_id))
+        if lean is not SKIP:
+            return
         await self._call("delete_object", **_target(bucket, key, version_id))
 
     async def delete_many(self, bucket: str, objects: Sequence[VersionRef]) -> list[Exception | None]:
         outcomes: list[Exception | None] = []
         for start in range(0, len(objects), DELETE_OBJECTS_MAX_KEYS):
             batch = objects[start : start + DELETE_OBJECTS_MAX_KEYS]
+            pairs = [(ref.key, ref.version_id) for ref in batch]
+            lean = await self._lean_call(bucket, functools.partial(_lean_delete_objects, pairs=pairs))
+            if lean is not SKIP:
+                errors = [{"Key": k, "VersionId": v, "Code": c, "Message": m} for k, v, c, m in lean]
+                outcomes.extend(_delete_outcomes(batch, errors))
+                continue
             entries = [_delete_entry(ref) for ref in batch]
             response = await self._call(
-                "delete_objects", Bucket=bucket, Delete={"Objects": entries, "Quiet": False}
+                "delete_objects", Bucket=bucket, Delete={"Objects": entries, "Quiet": True}
             )
             outcomes.extend(_delete_outcomes(batch, response.get("Errors", [])))
         return outcomes
@@ -669,6 +804,63 @@ def acl_params(acl: AclSpec) -> dict[str, str]:
     if acl.canned is not None:
         return {"ACL": acl.canned}
     return grant_params(acl.grants)
+
+
+async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
+    """The lean path with the same credential chain as botocore; None without credentials
+    (anonymous access stays on botocore)."""
+    credentials = await session.get_credentials()
+    if credentials is None:
+        return None
+
+    async def current() -> Credentials:
+        # Refreshable credentials (SSO, roles) renew here, as they would inside botocore.
+        frozen = await credentials.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return LeanS3(Signer(region), current)
+
+
+async def _lean_delete_objects(
+    lean: LeanS3, route: Route, *, pairs: Sequence[tuple[str, str | None]]
+) -> list[tuple[str, str | None, str, str]]:
+    return await lean.delete_objects(route, pairs)
+
+
+def _lean_copy_headers(options: CopyOptions) -> dict[str, str] | None:
+    """CopyObject headers for the plain copies the lean path sends; None for anything else
+    (metadata replacement, SSE, ACLs, object lock ... stay on botocore's serializer)."""
+    if options.replace_metadata or options.extra or options.headers:
+        return None
+    headers = {"x-amz-metadata-directive": "COPY"}
+    if options.tags is None:
+        headers["x-amz-tagging-directive"] = "COPY"
+    else:
+        headers["x-amz-tagging-directive"] = "REPLACE"
+        if options.tags:
+            headers["x-amz-tagging"] = _tagging_header(options.tags)
+    if options.storage_class:
+        headers["x-amz-storage-class"] = options.storage_class
+    return headers
+
+
+def _copy_source_header(source: Mapping[str, Any]) -> str:
+    """x-amz-copy-source as botocore encodes a CopySource dict."""
+    header = encode_path(f"{source['Bucket']}/{source['Key']}")
+    if source.get("VersionId") is not None:
+        header += f"?versionId={quote(source['VersionId'], safe='')}"
+    return header
+
+
+def _lean_entry(entry: Mapping[str, str]) -> dict[str, Any]:
+    """A lean listing entry in botocore's shape, for _listed_info."""
+    return {
+        "Key": entry.get("Key", ""),
+        "Size": int(entry.get("Size") or 0),
+        "ETag": entry.get("ETag", ""),
+        "LastModified": parse_last_modified(entry.get("LastModified", "1970-01-01T00:00:00Z")),
+        "StorageClass": entry.get("StorageClass"),
+    }
 
 
 def _listed_info(bucket: str, entry: Mapping[str, Any]) -> ObjectInfo:
@@ -885,6 +1077,6 @@ def _from_client_error(exc: ClientError) -> StorageError:
     error = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     code = str(error.get("Code") or status or "Unknown")
-    code = _STATUS_CODE_NAMES.get(code, code)
+    code = STATUS_CODE_NAMES.get(code, code)
     retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
     return StorageError(code, str(error.get("Message") or exc), status, retryable)

@@ -1,0 +1,350 @@
+"""A small HTTP/1.1 client for the lean S3 request path: keep-alive connections, one request
+in flight per connection, bodies held in memory.
+
+Why not aiohttp or botocore's stack: on this workload (tens of thousands of tiny requests)
+their per-request Python cost — ~0.3 ms for aiohttp, ~0.9 ms for botocore on top — is larger
+than the server's own cost per request, so the client, not the store, set the pace. This
+module does the minimum an S3 call needs: write one request, parse a status line, headers and
+a Content-Length or chunked body, and hand the connection back. It is not a general client:
+no redirects, no proxies, no streaming, no request pipelining; callers fall back to
+aiobotocore for everything else.
+
+Failures leave as `HttpError` (connection trouble or a read timeout) with `sent` telling the
+caller whether the request may have reached the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+
+#: Largest status line + headers accepted, in bytes: a server sending more is broken.
+MAX_HEAD_BYTES = 64 * 1024
+#: Largest body accepted, in bytes: S3 answers on this path (a 1,000-key listing is ~300 KiB)
+#: are far below it; more means a wrong endpoint, not a bigger page.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Seconds an idle keep-alive connection is trusted before it is closed instead of reused:
+#: servers close idle connections (rclone after ~1 min, S3 after ~20 s), and a write into a
+#: half-closed socket would fail the next request.
+IDLE_REUSE_S = 15.0
+
+_HEADER_END = b"\r\n\r\n"
+
+
+class HttpError(Exception):
+    """No complete HTTP answer. `sent`: the request may have reached the server."""
+
+    def __init__(self, message: str, *, sent: bool, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.timeout = timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    #: Lower-case names; repeated headers joined with ", ".
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One socket; parses the answer to the one request it carries."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[Response] | None = None
+        self._head_only = False
+        self._status = 0
+        self._headers: dict[str, str] | None = None
+        self._length = -1  # -1: until close; -2: chunked
+        self.closed = False
+        self.keep_alive = True
+        self.idle_since = 0.0
+        self.used = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if self._waiter is None:  # bytes nobody asked for: the connection can't be trusted
+            self.keep_alive = False
+            return
+        try:
+            self._parse()
+        except HttpError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        if self._waiter is not None and self._headers is not None and self._length == -1:
+            self._finish(bytes(self._buf))  # body delimited by the close
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            reason = str(exc) if exc else "server closed the connection"
+            self._fail(HttpError(f"connection lost: {reason}", sent=True))
+
+    # -- one request ------------------------------------------------------------------------
+
+    def send(self, data: bytes, head_only: bool) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self._waiter = self._loop.create_future()
+        self._head_only, self._headers, self._length = head_only, None, -1
+        self._buf.clear()
+        self.used = True
+        self.transport.write(data)
+        return self._waiter
+
+    def abort(self, reason: HttpError) -> None:
+        self._fail(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, exc: HttpError) -> None:
+        self.keep_alive = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _finish(self, body: bytes) -> None:
+        waiter, self._waiter = self._waiter, None
+        assert self._headers is not None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._status, self._headers, body))
+
+    def _parse(self) -> None:
+        if self._headers is None and not self._parse_head():
+            return
+        if self._length >= 0:
+            if len(self._buf) >= self._length:
+                body = bytes(self._buf[: self._length])
+                if len(self._buf) > self._length:
+                    self.keep_alive = False  # trailing bytes: out of step, don't reuse
+                self._finish(body)
+        elif self._length == -2:
+            whole = _dechunk(self._buf)
+            if whole is not None:
+                self._finish(whole)
+        elif len(self._buf) > MAX_BODY_BYTES:
+            raise HttpError("response body too large", sent=True)
+
+    def _parse_head(self) -> bool:
+        end = self._buf.find(_HEADER_END)
+        if end < 0:
+            if len(self._buf) > MAX_HEAD_BYTES:
+                raise HttpError("response headers too large", sent=True)
+            return False
+        lines = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
+        del self._buf[: end + 4]
+        version, _, rest = lines[0].partition(" ")
+        try:
+            status = int(rest[:3])
+        except ValueError:
+            raise HttpError(f"malformed status line {lines[0][:80]!r}", sent=True) from None
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            return self._parse_head() if self._buf else False
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self._status, self._headers = status, headers
+        self._length = _body_length(status, headers, self._head_only)
+        connection = headers.get("connection", "").lower()
+        if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
+            self.keep_alive = False
+        if self._length == -1:
+            self.keep_alive = False
+        return True
+
+
+def _body_length(status: int, headers: dict[str, str], head_only: bool) -> int:
+    if head_only or status in (204, 304):
+        return 0
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return -2
+    raw = headers.get("content-length")
+    if raw is None:
+        return -1
+    try:
+        length = int(raw)
+    except ValueError:
+        raise HttpError(f"malformed Content-Length {raw[:40]!r}", sent=True) from None
+    if not 0 <= length <= MAX_BODY_BYTES:
+        raise HttpError(f"Content-Length {length} out of range", sent=True)
+    return length
+
+
+def _dechunk(buf: bytearray) -> bytes | None:
+    """The whole body once the last chunk has arrived, else None (wait for more)."""
+    parts: list[bytes] = []
+    pos, total = 0, 0
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise HttpError(f"malformed chunk size {size_text[:20]!r}", sent=True) from None
+        if size == 0:
+            # Trailers (rare) end with an empty line.
+            return b"".join(parts) if buf.find(_HEADER_END, line_end) >= 0 else None
+        start = line_end + 2
+        if len(buf) < start + size + 2:
+            return None
+        parts.append(bytes(buf[start : start + size]))
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise HttpError("response body too large", sent=True)
+        pos = start + size + 2
+
+
+class ConnectionPool:
+    """Keep-alive connections to one host:port, at most `max_connections` open at once."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool,
+        max_connections: int,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> None:
+        self._host, self._port = host, port
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        self._max = max_connections
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._idle: list[_Connection] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    async def request(self, data: bytes, *, head_only: bool = False, retry_stale: bool = True) -> Response:
+        """Send one serialized request and read its answer.
+
+        A request that fails on a reused keep-alive connection before any answer arrived is
+        sent once more on a new connection when `retry_stale`: the server may have closed the
+        idle socket as we wrote (a race HTTP/1.1 allows), which says nothing about the store.
+        """
+        conn = await self._acquire()
+        reused = conn.used
+        try:
+            response = await self._exchange(conn, data, head_only)
+        except HttpError:
+            self._release(conn)
+            if not (reused and retry_stale):
+                raise
+            conn = await self._acquire(fresh=True)
+            try:
+                response = await self._exchange(conn, data, head_only)
+            finally:
+                self._release(conn)
+            return response
+        except BaseException:
+            conn.keep_alive = False  # cancelled mid-request: the answer would arrive out of step
+            self._release(conn)
+            raise
+        self._release(conn)
+        return response
+
+    async def _exchange(self, conn: _Connection, data: bytes, head_only: bool) -> Response:
+        loop = asyncio.get_running_loop()
+        waiter = conn.send(data, head_only)
+        timer = loop.call_later(
+            self._read_timeout_s,
+            conn.abort,
+            HttpError(f"no answer within {self._read_timeout_s:g} s", sent=True, timeout=True),
+        )
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    async def _acquire(self, fresh: bool = False) -> _Connection:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle and not fresh:
+            conn = self._idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_REUSE_S:
+                return conn
+            self._discard(conn)
+        while self._open >= self._max:
+            if self._idle:  # fresh wanted but the pool is full of idle ones: drop one
+                self._discard(self._idle.pop(0))
+                break
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if self._idle and not fresh:
+                return await self._acquire()
+        self._open += 1
+        try:
+            return await self._connect(loop)
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop), self._host, self._port, ssl=self._ssl
+                )
+        except TimeoutError:
+            raise HttpError(
+                f"connect to {self._host}:{self._port} timed out after {self._connect_timeout_s:g} s",
+                sent=False,
+                timeout=True,
+            ) from None
+        except OSError as exc:
+            raise HttpError(f"connect to {self._host}:{self._port}: {exc}", sent=False) from None
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.keep_alive and not conn.closed and not self._closed:
+            conn.idle_since = asyncio.get_running_loop().time()
+            self._idle.append(conn)
+        else:
+            self._discard(conn)
+            return
+        self._wake()
+
+    def _discard(self, conn: _Connection) -> None:
+        if conn.transport is not None:
+            conn.transport.close()
+        self._open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._discard(conn)

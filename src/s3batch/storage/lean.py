@@ -1,0 +1,349 @@
+"""The lean S3 request path: SigV4-signed requests for the hot, simple calls, sent over
+`http1.ConnectionPool`.
+
+botocore spends ~0.9 ms of CPU per request building, signing and parsing (user-agent assembly,
+endpoint-ruleset resolution, model-driven serialization); for a CopyObject or a PutObjectTagging
+that is more than the server spends. This path covers exactly the calls a batch job makes
+per object in bulk — CopyObject without extra parameters, DeleteObject(s), Get/Put/Delete
+ObjectTagging, ListObjectsV2 — and costs ~0.1 ms of CPU each. Everything else, and anything
+this path does not recognise, stays on aiobotocore (S3Store falls back).
+
+Addressing is never guessed: S3Store asks botocore once per bucket for a presigned URL and
+hands the scheme, host and path prefix it chose to `Route`. So virtual-hosted vs path style,
+regional endpoints and custom endpoints behave exactly as with aiobotocore.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote_plus, urlsplit
+from xml.sax.saxutils import escape
+
+from s3batch.errors import StorageError
+from s3batch.storage.http1 import ConnectionPool, HttpError, Response
+from s3batch.storage.s3codes import RETRYABLE_CODES, RETRYABLE_STATUSES, STATUS_CODE_NAMES
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: Answers after which the bucket is left to botocore: it follows region redirects and
+#: re-signs for the bucket's real region; this path signs for one region only.
+FALLBACK_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
+FALLBACK_STATUSES = frozenset({301, 302, 307})
+#: XML text escapes beyond &, <, >: a raw CR or LF in a key would be normalised by the parser.
+#: Characters quote(..., safe="/~") leaves alone.
+_NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9/_.~-]*")
+_QUERY_NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9_.~-]*")
+_XML_TEXT_ESCAPES = {"\r": "&#13;", "\n": "&#10;", '"': "&quot;"}
+
+
+class Fallback(Exception):
+    """This request can't take the lean path; send it through botocore instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+CredentialSource = Callable[[], Awaitable[Credentials]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one bucket's requests go: botocore's choice, learnt from a presigned URL."""
+
+    pool: ConnectionPool
+    host: str  # the Host header (with a non-default port)
+    #: Path before the URL-encoded key: "/bucket/" (path style) or "/" (virtual-hosted).
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str, key: str, pools: Callable[[str, int, bool], ConnectionPool]) -> Route:
+        """From a presigned URL for `key`: everything before the encoded key is the prefix."""
+        parts = urlsplit(url)
+        encoded = quote(key, safe="/~")
+        if parts.scheme not in ("http", "https") or not parts.path.endswith(encoded) or not parts.hostname:
+            raise Fallback(f"unexpected presigned URL shape {url[:200]!r}")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        host = parts.netloc.rpartition("@")[2]
+        return cls(pools(parts.hostname, port, tls), host, parts.path[: -len(encoded)])
+
+
+class Signer:
+    """SigV4 for S3 with header authentication. The day's signing key is cached."""
+
+    def __init__(self, region: str) -> None:
+        self._region = region
+        self._key_for: tuple[str, str, bytes] = ("", "", b"")
+        self._date_for: tuple[int, str] = (-1, "")
+
+    def amz_date(self) -> str:
+        now = int(time.time())
+        if self._date_for[0] != now:  # one strftime per second, not per request
+            self._date_for = (now, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)))
+        return self._date_for[1]
+
+    def _signing_key(self, secret: str, day: str) -> bytes:
+        if self._key_for[:2] != (secret, day):
+            key = _hmac(f"AWS4{secret}".encode(), day)
+            for part in (self._region, "s3", "aws4_request"):
+                key = _hmac(key, part)
+            self._key_for = (secret, day, key)
+        return self._key_for[2]
+
+    def authorization(
+        self,
+        creds: Credentials,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        payload_hash: str,
+        amz_date: str,
+    ) -> str:
+        """`headers`: lower-case names, every one of them signed."""
+        names = sorted(headers)
+        canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in names)
+        signed = ";".join(names)
+        canonical = f"{method}\n{path}\n{query}\n{canonical_headers}\n{signed}\n{payload_hash}"
+        day = amz_date[:8]
+        scope = f"{day}/{self._region}/s3/aws4_request"
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
+        signature = hmac.new(self._signing_key(creds.secret_key, day), to_sign.encode(), hashlib.sha256)
+        return (
+            f"{ALGORITHM} Credential={creds.access_key}/{scope}, SignedHeaders={signed}, "
+            f"Signature={signature.hexdigest()}"
+        )
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def encode_query(pairs: Sequence[tuple[str, str]]) -> str:
+    """Canonical (sorted, RFC 3986-encoded) query; also what is sent, so both agree."""
+    if not pairs:
+        return ""
+    encoded = sorted((_encode_query_part(k), _encode_query_part(v)) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+class LeanS3:
+    """Signed requests for the hot calls. Raises StorageError (as S3Store does) or Fallback."""
+
+    def __init__(self, signer: Signer, credentials: CredentialSource) -> None:
+        self._signer = signer
+        self._credentials = credentials
+
+    async def request(
+        self,
+        route: Route,
+        method: str,
+        key: str | None,
+        query: Sequence[tuple[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        path = route.prefix if key is None else route.prefix + encode_path(key)
+        if key is None and route.prefix.endswith("/") and len(route.prefix) > 1:
+            path = route.prefix[:-1]  # the bucket itself: "/bucket", as botocore sends it
+        qs = encode_query(query)
+        creds = await self._credentials()
+        amz_date = self._signer.amz_date()
+        payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        signed = {"host": route.host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
+        if creds.token:
+            signed["x-amz-security-token"] = creds.token
+        if headers:
+            signed.update(headers)
+        auth = self._signer.authorization(creds, method, path, qs, signed, payload_hash, amz_date)
+        target = f"{path}?{qs}" if qs else path
+        lines = [f"{method} {target} HTTP/1.1", f"Authorization: {auth}"]
+        lines.extend(f"{name}: {value}" for name, value in signed.items())
+        lines.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        try:
+            response = await route.pool.request(data, head_only=method == "HEAD")
+        except HttpError as exc:
+            code = "RequestTimeout" if exc.timeout else "ConnectionError"
+            raise StorageError(code, str(exc), None, True) from exc
+        if response.status >= 300:
+            raise error_from(response)
+        return response
+
+    # -- the calls --------------------------------------------------------------------------
+
+    async def copy_object(
+        self, route: Route, key: str, source: str, headers: Mapping[str, str]
+    ) -> tuple[str, str | None]:
+        """CopyObject; `source` is the encoded x-amz-copy-source. Returns (ETag, VersionId)."""
+        response = await self.request(route, "PUT", key, headers={**headers, "x-amz-copy-source": source})
+        root = _xml(response.body)
+        if _local(root.tag) == "Error":  # S3 may answer a failed copy with 200 and an Error body
+            raise _error_from_xml(root, 200)
+        etag = _child_text(root, "ETag") or ""
+        return etag.strip('"'), response.headers.get("x-amz-version-id")
+
+    async def delete_object(self, route: Route, key: str, version_id: str | None) -> None:
+        await self.request(route, "DELETE", key, _version_query(version_id))
+
+    async def delete_objects(
+        self, route: Route, entries: Sequence[tuple[str, str | None]]
+    ) -> list[tuple[str, str | None, str, str]]:
+        """DeleteObjects; returns the per-key errors as (key, version_id, code, message)."""
+        parts = ["<Delete><Quiet>true</Quiet>"]
+        for key, version_id in entries:
+            parts.append(f"<Object><Key>{_text(key)}</Key>")
+            if version_id is not None:
+                parts.append(f"<VersionId>{_text(version_id)}</VersionId>")
+            parts.append("</Object>")
+        parts.append("</Delete>")
+        body = "".join(parts).encode()
+        response = await self.request(route, "POST", None, [("delete", "")], _md5_header(body), body)
+        errors = []
+        for node in _xml(response.body):
+            if _local(node.tag) == "Error":
+                key = _child_text(node, "Key") or ""
+                errors.append(
+                    (
+                        key,
+                        _child_text(node, "VersionId") or None,
+                        _child_text(node, "Code") or "InternalError",
+                        _child_text(node, "Message") or "",
+                    )
+                )
+        return errors
+
+    async def put_tagging(
+        self, route: Route, key: str, tags: Mapping[str, str], version_id: str | None
+    ) -> None:
+        tag_xml = "".join(
+            f"<Tag><Key>{_text(k)}</Key><Value>{_text(v)}</Value></Tag>" for k, v in tags.items()
+        )
+        body = f"<Tagging><TagSet>{tag_xml}</TagSet></Tagging>".encode()
+        query = [("tagging", ""), *_version_query(version_id)]
+        await self.request(route, "PUT", key, query, _md5_header(body), body)
+
+    async def delete_tagging(self, route: Route, key: str, version_id: str | None) -> None:
+        await self.request(route, "DELETE", key, [("tagging", ""), *_version_query(version_id)])
+
+    async def get_tagging(self, route: Route, key: str, version_id: str | None) -> dict[str, str]:
+        response = await self.request(route, "GET", key, [("tagging", ""), *_version_query(version_id)])
+        return {
+            _child_text(node, "Key") or "": _child_text(node, "Value") or ""
+            for node in _xml(response.body).iter()
+            if _local(node.tag) == "Tag"
+        }
+
+    async def list_page(
+        self, route: Route, query: Sequence[tuple[str, str]]
+    ) -> tuple[list[dict[str, str]], str | None]:
+        """One ListObjectsV2 page (URL-encoded keys, decoded here) → (entries, next token)."""
+        query = [("list-type", "2"), ("encoding-type", "url"), *query]
+        response = await self.request(route, "GET", None, query)
+        root = _xml(response.body)
+        encoded = (_child_text(root, "EncodingType") or "").lower() == "url"
+        entries = []
+        for node in root:
+            if _local(node.tag) != "Contents":
+                continue
+            entry = {_local(child.tag): child.text or "" for child in node}
+            if encoded:
+                entry["Key"] = unquote_plus(entry.get("Key", ""))
+            entries.append(entry)
+        truncated = (_child_text(root, "IsTruncated") or "").lower() == "true"
+        token = _child_text(root, "NextContinuationToken") if truncated else None
+        return entries, token or None
+
+
+def encode_path(text: str, safe: str = "/~") -> str:
+    """URI-encode a key (or bucket/key) for a request path or x-amz-copy-source.
+
+    Most keys need no encoding, and urllib's quote costs ~15 µs a call (two per copy): a
+    regex check first makes the common case ~0.3 µs."""
+    if _NEEDS_NO_ENCODING.fullmatch(text):
+        return text
+    return quote(text, safe=safe)
+
+
+def _encode_query_part(text: str) -> str:
+    return text if _QUERY_NEEDS_NO_ENCODING.fullmatch(text) else quote(text, safe="-_.~")
+
+
+def _version_query(version_id: str | None) -> list[tuple[str, str]]:
+    return [] if version_id is None else [("versionId", version_id)]
+
+
+def _md5_header(body: bytes) -> dict[str, str]:
+    # DeleteObjects and PutObjectTagging require a body checksum; Content-MD5 is the one
+    # every S3-compatible server accepts.
+    return {"content-md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+
+
+def _text(value: str) -> str:
+    return escape(value, _XML_TEXT_ESCAPES)
+
+
+def _xml(body: bytes) -> ET.Element:
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise StorageError("InternalError", f"unparsable XML answer: {exc}", None, True) from exc
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _child_text(node: ET.Element, name: str) -> str | None:
+    for child in node:
+        if _local(child.tag) == name:
+            return child.text
+    return None
+
+
+def error_from(response: Response) -> Exception:
+    """A non-2xx answer → StorageError as S3Store reports it, or Fallback for redirects."""
+    code, message = "", ""
+    if response.body:
+        try:
+            root = ET.fromstring(response.body)
+        except ET.ParseError:
+            root = None
+        if root is not None:
+            code = _child_text(root, "Code") or ""
+            message = _child_text(root, "Message") or ""
+    if response.status in FALLBACK_STATUSES or code in FALLBACK_CODES:
+        return Fallback(f"{response.status} {code}")
+    return _storage_error(code, message, response.status)
+
+
+def _error_from_xml(root: ET.Element, status: int) -> StorageError:
+    code = _child_text(root, "Code") or "InternalError"
+    # A 200 carrying an Error is S3's "failed mid-copy": as botocore does, treat it as 500.
+    return _storage_error(code, _child_text(root, "Message") or code, 500 if status == 200 else status)
+
+
+def _storage_error(code: str, message: str, status: int) -> StorageError:
+    code = code or STATUS_CODE_NAMES.get(str(status), str(status))
+    retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
+    return StorageError(code, message or code, status, retryable)
+
+
+def parse_last_modified(text: str) -> datetime:
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
