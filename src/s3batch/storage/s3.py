@@ -63,7 +63,6 @@ from s3batch.storage.lean import (
     Route,
     Signer,
     encode_path,
-    parse_last_modified,
 )
 from s3batch.storage.s3codes import RETRYABLE_CODES, RETRYABLE_STATUSES, STATUS_CODE_NAMES
 
@@ -333,9 +332,9 @@ class S3Store:
                 yield info
             return
         for _ in range(MAX_BOUNDED_PAGES):
-            entries, token = await self._list_page(params, LIST_PAGE_MAX_KEYS)
-            for entry in entries:
-                yield _listed_info(bucket, entry)
+            infos, token = await self._list_page(params, LIST_PAGE_MAX_KEYS)
+            for info in infos:
+                yield info
             if token is None:
                 return
             params = {**params, "ContinuationToken": token}
@@ -345,30 +344,42 @@ class S3Store:
 
     async def _list_page(
         self, params: Mapping[str, Any], max_keys: int
-    ) -> tuple[list[Mapping[str, Any]], str | None]:
-        """One ListObjectsV2 page: its entries (botocore's shape) and the next token, if any."""
+    ) -> tuple[list[ObjectInfo], str | None]:
+        """One ListObjectsV2 page: its objects and the next token, if any."""
+        bucket = params["Bucket"]
         query = [("max-keys", str(max_keys)), ("prefix", params.get("Prefix", ""))]
         for name, field in (("start-after", "StartAfter"), ("continuation-token", "ContinuationToken")):
             if params.get(field) is not None:
                 query.append((name, params[field]))
-        lean = await self._lean_call(params["Bucket"], lambda lean, route: lean.list_page(route, query))
+        lean = await self._lean_call(bucket, lambda lean, route: lean.list_page(route, query))
         if lean is not SKIP:
-            return [_lean_entry(entry) for entry in lean[0]], lean[1]
+            entries, token = lean
+            return [
+                ObjectInfo(
+                    bucket=bucket,
+                    key=e.key,
+                    size=e.size,
+                    etag=e.etag,
+                    last_modified=e.last_modified,
+                    storage_class=e.storage_class,
+                )
+                for e in entries
+            ], token
         # botocore asks for URL-encoded keys and decodes them, so odd keys survive XML.
         page = await self._call("list_objects_v2", **params, MaxKeys=max_keys)
         token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
-        return page.get("Contents", []), token or None
+        return [_listed_info(bucket, entry) for entry in page.get("Contents", [])], token or None
 
     async def _list_bounded(self, params: dict[str, Any], end_before: str) -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2 pages growing from BOUNDED_FIRST_PAGE_KEYS, up to the first key at or
         after `end_before`: S3 has no end bound, so this is how a short range stays cheap."""
         page_keys = BOUNDED_FIRST_PAGE_KEYS
         for _ in range(MAX_BOUNDED_PAGES):
-            entries, token = await self._list_page(params, page_keys)
-            for entry in entries:
-                if entry["Key"] >= end_before:
+            infos, token = await self._list_page(params, page_keys)
+            for info in infos:
+                if info.key >= end_before:
                     return
-                yield _listed_info(params["Bucket"], entry)
+                yield info
             if token is None:
                 return
             params = {**params, "ContinuationToken": token}
@@ -850,17 +861,6 @@ def _copy_source_header(source: Mapping[str, Any]) -> str:
     if source.get("VersionId") is not None:
         header += f"?versionId={quote(source['VersionId'], safe='')}"
     return header
-
-
-def _lean_entry(entry: Mapping[str, str]) -> dict[str, Any]:
-    """A lean listing entry in botocore's shape, for _listed_info."""
-    return {
-        "Key": entry.get("Key", ""),
-        "Size": int(entry.get("Size") or 0),
-        "ETag": entry.get("ETag", ""),
-        "LastModified": parse_last_modified(entry.get("LastModified", "1970-01-01T00:00:00Z")),
-        "StorageClass": entry.get("StorageClass"),
-    }
 
 
 def _listed_info(bucket: str, entry: Mapping[str, Any]) -> ObjectInfo:
