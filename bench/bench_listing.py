@@ -3,15 +3,18 @@
     .venv/bin/python bench/bench_listing.py [--server moto|rclone] [--keys 20000] [--prefixes 50] [--runs 3]
 
 Seeds --keys empty objects spread over --prefixes "folders" in a local S3 server (its own
-process on 127.0.0.1), then lists the bucket both ways and prints keys/s (median of --runs) and
-the ratio. moto's server answers one request at a time, so fan-out cannot beat one loop there;
-`rclone serve s3` answers requests in parallel, which is what the parallel lister is for.
+process on 127.0.0.1; for rclone, as files laid out in its folder before it starts, so a
+million keys take seconds instead of a million PUTs), then lists the bucket both ways and
+prints keys/s (median of --runs) and the ratio. moto's server answers one request at a time,
+so fan-out cannot beat one loop there; `rclone serve s3` answers requests in parallel, which
+is what the parallel lister is for.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -25,6 +28,7 @@ import boto3
 from botocore.config import Config
 
 from s3batch.domain.generator import generator_from_json, normalize_generator
+from s3batch.service.gctune import worker_gc
 from s3batch.service.manifests import write_listing
 from s3batch.storage.config import S3Config, open_store
 from servers import ACCESS_KEY, SECRET_KEY, moto_server, rclone_server
@@ -49,6 +53,15 @@ def seed(client: Any, n: int, prefixes: int) -> None:
     keys = [f"p{i % prefixes:03d}/obj-{i:07d}" for i in range(n)]
     with ThreadPoolExecutor(SEED_THREADS) as pool:
         list(pool.map(lambda k: client.put_object(Bucket=BUCKET, Key=k, Body=b""), keys))
+
+
+def lay_out(data: Path, n: int, prefixes: int) -> None:
+    """The same keys as `seed`, written as empty files into rclone's folder (no PUTs)."""
+    bucket = data / BUCKET
+    for p in range(prefixes):
+        (bucket / f"p{p:03d}").mkdir(parents=True)
+    for i in range(n):
+        (bucket / f"p{i % prefixes:03d}" / f"obj-{i:07d}").touch()
 
 
 def boto3_list(client: Any) -> int:
@@ -78,7 +91,8 @@ def s3batch_list(endpoint: str) -> int:
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    with worker_gc():  # as inside a job's Preparing step (see s3batch/service/gctune.py)
+        return asyncio.run(go())
 
 
 def keys_per_s(fns: list[Callable[[], int]], runs: int, expected: int) -> list[float]:
@@ -104,9 +118,12 @@ def main() -> None:
     start_server, (access_key, secret_key) = SERVERS[args.server]
     os.environ.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     os.environ.setdefault("AWS_REGION", "us-east-1")
-    with start_server() as (endpoint, _):
+    direct = args.server == "rclone"  # rclone serves a folder: lay the bucket out as files
+    server = rclone_server(lambda data: lay_out(data, args.keys, args.prefixes)) if direct else start_server()
+    with server as (endpoint, _):
         client = boto3_client(endpoint)
-        seed(client, args.keys, args.prefixes)
+        if not direct:
+            seed(client, args.keys, args.prefixes)
         boto3_list(client)  # warm-up: rclone's first walk of its folder is several times slower
         single, parallel = keys_per_s(
             [lambda: boto3_list(client), lambda: s3batch_list(endpoint)], args.runs, args.keys
@@ -114,6 +131,11 @@ def main() -> None:
     print(f"{args.keys} keys over {args.prefixes} prefixes on {args.server} (median of {args.runs})")
     print(f"{'boto3 ListObjectsV2 loop':<32}{single:>12,.0f} keys/s")
     print(f"{'s3batch parallel listing':<32}{parallel:>12,.0f} keys/s   ({parallel / single:.2f}x)")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    result = {"server": args.server, "keys": args.keys, "prefixes": args.prefixes, "runs": args.runs}
+    result |= {"boto3_keys_per_s": single, "s3batch_keys_per_s": parallel, "ratio": parallel / single}
+    (out / f"bench_listing_{args.server}_{args.keys}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

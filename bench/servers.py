@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,10 +47,16 @@ def rclone_binary() -> str:
 
 
 @contextmanager
-def rclone_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`rclone serve s3` over a temp folder; yields (endpoint, process)."""
+def rclone_server(
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`rclone serve s3` over a temp folder; yields (endpoint, process). `prepare(folder)` runs
+    before the server starts: each sub-folder is a bucket, each file an object, so a big
+    bucket can be laid out directly instead of through a million PUTs."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-rclone-") as data:
+        if prepare is not None:
+            prepare(Path(data))
         proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}",
              "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", data],

@@ -16,6 +16,7 @@ caller whether the request may have reached the server.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_REUSE_S = 15.0
 
 _HEADER_END = b"\r\n\r\n"
+#: What a Content-Length or a chunk size may be (int() would also take "+1", "1_0", "0x1", "-1").
+_DIGITS = re.compile(r"[0-9]+")
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class HttpError(Exception):
@@ -67,6 +71,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.idle_since = 0.0
         self.used = False
+        #: Some of the answer to the current request has arrived: the server has the request.
+        self.answered = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -79,6 +85,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:  # bytes nobody asked for: the connection can't be trusted
             self.keep_alive = False
             return
+        self.answered = True
         try:
             self._parse()
         except HttpError as exc:
@@ -102,7 +109,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = self._loop.create_future()
         self._head_only, self._headers, self._length = head_only, None, -1
         self._buf.clear()
-        self.used = True
+        self.used, self.answered = True, False
         self.transport.write(data)
         return self._waiter
 
@@ -148,10 +155,10 @@ class _Connection(asyncio.Protocol):
         lines = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
         del self._buf[: end + 4]
         version, _, rest = lines[0].partition(" ")
-        try:
-            status = int(rest[:3])
-        except ValueError:
-            raise HttpError(f"malformed status line {lines[0][:80]!r}", sent=True) from None
+        code = rest[:3]
+        if not (version.startswith("HTTP/1.") and _DIGITS.fullmatch(code) and rest[3:4] in ("", " ")):
+            raise HttpError(f"malformed status line {lines[0][:80]!r}", sent=True)
+        status = int(code)
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
             return self._parse_head() if self._buf else False
         headers: dict[str, str] = {}
@@ -177,11 +184,10 @@ def _body_length(status: int, headers: dict[str, str], head_only: bool) -> int:
     raw = headers.get("content-length")
     if raw is None:
         return -1
-    try:
-        length = int(raw)
-    except ValueError:
-        raise HttpError(f"malformed Content-Length {raw[:40]!r}", sent=True) from None
-    if not 0 <= length <= MAX_BODY_BYTES:
+    if not _DIGITS.fullmatch(raw):
+        raise HttpError(f"malformed Content-Length {raw[:40]!r}", sent=True)
+    length = int(raw)
+    if length > MAX_BODY_BYTES:
         raise HttpError(f"Content-Length {length} out of range", sent=True)
     return length
 
@@ -195,10 +201,9 @@ def _dechunk(buf: bytearray) -> bytes | None:
         if line_end < 0:
             return None
         size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HttpError(f"malformed chunk size {size_text[:20]!r}", sent=True) from None
+        if not _HEX_DIGITS.fullmatch(size_text):
+            raise HttpError(f"malformed chunk size {size_text[:20]!r}", sent=True)
+        size = int(size_text, 16)
         if size == 0:
             # Trailers (rare) end with an empty line.
             return b"".join(parts) if buf.find(_HEADER_END, line_end) >= 0 else None
@@ -245,25 +250,26 @@ class ConnectionPool:
         conn = await self._acquire()
         reused = conn.used
         try:
-            response = await self._exchange(conn, data, head_only)
-        except HttpError:
-            self._release(conn)
-            if not (reused and retry_stale):
+            return await self._exchange(conn, data, head_only)
+        except HttpError as exc:
+            # A timeout, or an answer cut short, means the server has the request: not stale.
+            if not (reused and retry_stale) or exc.timeout or conn.answered:
                 raise
-            conn = await self._acquire(fresh=True)
-            try:
-                response = await self._exchange(conn, data, head_only)
-            finally:
-                self._release(conn)
-            return response
+        return await self._exchange(await self._acquire(fresh=True), data, head_only)
+
+    async def _exchange(self, conn: _Connection, data: bytes, head_only: bool) -> Response:
+        """One request on `conn`, which goes back to the pool (or is closed) either way."""
+        try:
+            response = await self._read_answer(conn, data, head_only)
         except BaseException:
-            conn.keep_alive = False  # cancelled mid-request: the answer would arrive out of step
+            # Failed or cancelled mid-request: a late answer would arrive out of step.
+            conn.keep_alive = False
             self._release(conn)
             raise
         self._release(conn)
         return response
 
-    async def _exchange(self, conn: _Connection, data: bytes, head_only: bool) -> Response:
+    async def _read_answer(self, conn: _Connection, data: bytes, head_only: bool) -> Response:
         loop = asyncio.get_running_loop()
         waiter = conn.send(data, head_only)
         timer = loop.call_later(
@@ -281,7 +287,7 @@ class ConnectionPool:
         now = loop.time()
         while self._idle and not fresh:
             conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_REUSE_S:
+            if conn.keep_alive and not conn.closed and now - conn.idle_since < IDLE_REUSE_S:
                 return conn
             self._discard(conn)
         while self._open >= self._max:
@@ -292,9 +298,12 @@ class ConnectionPool:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
+            except BaseException:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled before running: pass the turn on
+                raise
             if self._idle and not fresh:
                 return await self._acquire()
         self._open += 1
