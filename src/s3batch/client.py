@@ -12,12 +12,12 @@ CLI does), or in this process with `run_until_idle()`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3batch import eventloop
 from s3batch.domain.job import JobStatus
 from s3batch.domain.report import ReportRow
 from s3batch.service.jobs import JobService, using_service
@@ -53,7 +53,7 @@ class S3Batch:
         self.background = background
 
     def _call(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
-        return asyncio.run(using_service(self.settings, fn))
+        return eventloop.run(using_service(self.settings, fn))
 
     def create_job(self, **request: Any) -> dict[str, Any]:
         account = request.pop("AccountId", None)
@@ -143,7 +143,7 @@ class S3Batch:
         with worker_lock(self.settings.home) as held:
             if held is None:
                 raise RuntimeError("a background worker holds this S3BATCH_HOME; use wait()")
-            return asyncio.run(run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0))
+            return eventloop.run(run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0))
 
     def wait(self, job_id: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """Poll until the job is terminal or Suspended; return its DescribeJob `Job`."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from s3batch import eventloop
 from s3batch.errors import ApiError, S3BatchError
 from s3batch.service.jobs import JobService, using_service
 from s3batch.settings import Settings
@@ -36,7 +36,7 @@ class CliContext:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(coro)
+        return eventloop.run(coro)
     except ApiError as exc:
         raise click.ClickException(f"An error occurred ({exc.code}): {exc.message}") from exc
     except S3BatchError as exc:

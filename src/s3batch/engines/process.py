@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from s3batch import eventloop
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.local import LocalEngine
 from s3batch.operations.base import JobContext
@@ -119,7 +120,7 @@ def _stop(workers: Sequence[BaseProcess]) -> None:
 def _worker_main(
     job: JobContext, operation: dict[str, Any], concurrency: int, retry: RetryPolicy, inbox: Any, outbox: Any
 ) -> None:
-    asyncio.run(_worker(job, operation, concurrency, retry, inbox, outbox))
+    eventloop.run(_worker(job, operation, concurrency, retry, inbox, outbox))
 
 
 async def _worker(
