@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -135,6 +135,61 @@ class _Skip(enum.Enum):
 SKIP = _Skip.SKIP
 
 
+@dataclass(eq=False)
+class _SharedClient:
+    """One aiobotocore client and lean request path, shared by the S3Stores of one config on
+    one event loop: a job's manifest reader and its engine then pay for one client (~60 ms of
+    CPU to build, most of a small job's fixed cost) and one connection pool."""
+
+    stack: AsyncExitStack
+    client: Any
+    region: str
+    lean: LeanS3 | None
+    #: bucket → its lean route, or None when that bucket stays on aiobotocore.
+    routes: dict[str, Route | None] = field(default_factory=dict)
+    pools: dict[tuple[str, int, bool], ConnectionPool] = field(default_factory=dict)
+    #: Open S3Stores using it; the last close() closes it.
+    users: int = 0
+
+    async def aclose(self) -> None:
+        pools, self.pools = self.pools, {}
+        for pool in pools.values():
+            await pool.close()
+        with _translating():
+            await self.stack.aclose()
+
+
+#: The open shared clients, by (config, event loop).
+_OPEN: dict[tuple[S3Config, asyncio.AbstractEventLoop], _SharedClient] = {}
+
+
+async def _open_client(cfg: S3Config) -> _SharedClient:
+    stack = AsyncExitStack()
+    with _translating():
+        session = AioSession(profile=cfg.profile)
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_parse_timestamp
+        )
+        region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
+        client_config = AioConfig(
+            region_name=region,
+            s3={"addressing_style": cfg.addressing_style},
+            max_pool_connections=cfg.max_connections,
+            connect_timeout=cfg.connect_timeout_s,
+            read_timeout=cfg.read_timeout_s,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            # rclone and other stores fail botocore's default CRC checks on ranged reads.
+            response_checksum_validation="when_required",
+            request_checksum_calculation="when_required",
+        )
+        creator = session.create_client("s3", endpoint_url=cfg.endpoint_url, config=client_config)
+        client = await stack.enter_async_context(creator)
+        lean = None
+        if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
+            lean = await _lean_client(session, region)
+    return _SharedClient(stack, client, region, lean)
+
+
 class S3Store:
     """ObjectStore over S3. The client is created on first use and closed by `close()`."""
 
@@ -144,13 +199,12 @@ class S3Store:
                 f"addressing_style {config.addressing_style!r}: expected one of {ADDRESSING_STYLES}"
             )
         self._config = config
-        self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._shared: _SharedClient | None = None
         self._region = DEFAULT_REGION
         self._open_lock = asyncio.Lock()
         self._lean: LeanS3 | None = None
-        #: bucket → its lean route, or None when that bucket stays on aiobotocore.
-        self._routes: dict[str, Route | None] = {}
+        self._routes: dict[str, Route | None] = {}  # the shared client's, once open
         self._route_lock = asyncio.Lock()
         self._pools: dict[tuple[str, int, bool], ConnectionPool] = {}
 
@@ -164,39 +218,31 @@ class S3Store:
         return self._client
 
     async def _open(self) -> None:
-        cfg = self._config
-        stack = AsyncExitStack()
-        with _translating():
-            session = AioSession(profile=cfg.profile)
-            session.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=_parse_timestamp
-            )
-            region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
-            client_config = AioConfig(
-                region_name=region,
-                s3={"addressing_style": cfg.addressing_style},
-                max_pool_connections=cfg.max_connections,
-                connect_timeout=cfg.connect_timeout_s,
-                read_timeout=cfg.read_timeout_s,
-                retries={"total_max_attempts": 1, "mode": "standard"},
-                # rclone and other stores fail botocore's default CRC checks on ranged reads.
-                response_checksum_validation="when_required",
-                request_checksum_calculation="when_required",
-            )
-            creator = session.create_client("s3", endpoint_url=cfg.endpoint_url, config=client_config)
-            self._client = await stack.enter_async_context(creator)
-            self._stack, self._region = stack, region
-            if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
-                self._lean = await _lean_client(session, region)
+        key = (self._config, asyncio.get_running_loop())
+        shared = _OPEN.get(key)
+        if shared is None:
+            shared = await _open_client(self._config)
+            if key in _OPEN:  # another store of this config opened one meanwhile: use that
+                await shared.aclose()
+                shared = _OPEN[key]
+            else:
+                _OPEN[key] = shared
+        shared.users += 1
+        self._shared, self._region, self._lean = shared, shared.region, shared.lean
+        self._routes, self._pools = shared.routes, shared.pools
+        self._client = shared.client
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        pools, self._pools, self._routes, self._lean = self._pools, {}, {}, None
-        for pool in pools.values():
-            await pool.close()
-        if stack is not None:
-            with _translating():
-                await stack.aclose()
+        shared, self._shared, self._client, self._lean = self._shared, None, None, None
+        self._routes, self._pools = {}, {}
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users == 0:
+            for key, value in list(_OPEN.items()):
+                if value is shared:
+                    del _OPEN[key]
+            await shared.aclose()
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         client = await self._s3()
@@ -348,9 +394,9 @@ class S3Store:
         """One ListObjectsV2 page: its objects and the next token, if any."""
         bucket = params["Bucket"]
         query = [("max-keys", str(max_keys)), ("prefix", params.get("Prefix", ""))]
-        for name, field in (("start-after", "StartAfter"), ("continuation-token", "ContinuationToken")):
-            if params.get(field) is not None:
-                query.append((name, params[field]))
+        for name, param in (("start-after", "StartAfter"), ("continuation-token", "ContinuationToken")):
+            if params.get(param) is not None:
+                query.append((name, params[param]))
         lean = await self._lean_call(bucket, lambda lean, route: lean.list_page(route, query))
         if lean is not SKIP:
             entries, token = lean
