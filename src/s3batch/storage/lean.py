@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -41,6 +42,7 @@ FALLBACK_STATUSES = frozenset({301, 302, 307})
 #: XML text escapes beyond &, <, >: a raw CR or LF in a key would be normalised by the parser.
 #: Characters quote(..., safe="/~") leaves alone.
 _NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9/_.~-]*")
+_COPY_RESULT_ETAG = re.compile(rb"<CopyObjectResult[^>]*>.*?<ETag>([^<]*)</ETag>", re.S)
 _QUERY_NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9_.~-]*")
 _XML_TEXT_ESCAPES = {"\r": "&#13;", "\n": "&#10;", '"': "&quot;"}
 
@@ -192,11 +194,17 @@ class LeanS3:
     ) -> tuple[str, str | None]:
         """CopyObject; `source` is the encoded x-amz-copy-source. Returns (ETag, VersionId)."""
         response = await self.request(route, "PUT", key, headers={**headers, "x-amz-copy-source": source})
+        version_id = response.headers.get("x-amz-version-id")
+        # The usual answer is a tiny CopyObjectResult: read its ETag without building a tree
+        # (~1 µs against ~10 µs); anything else — S3's 200-with-an-Error — gets the full parse.
+        found = _COPY_RESULT_ETAG.search(response.body)
+        if found is not None and b"<Error>" not in response.body:
+            return _unescape(found.group(1).decode()).strip('"'), version_id
         root = _xml(response.body)
         if _local(root.tag) == "Error":  # S3 may answer a failed copy with 200 and an Error body
             raise _error_from_xml(root, 200)
         etag = _child_text(root, "ETag") or ""
-        return etag.strip('"'), response.headers.get("x-amz-version-id")
+        return etag.strip('"'), version_id
 
     async def delete_object(self, route: Route, key: str, version_id: str | None) -> None:
         await self.request(route, "DELETE", key, _version_query(version_id))
@@ -315,6 +323,10 @@ def _md5_header(body: bytes) -> dict[str, str]:
 
 def _text(value: str) -> str:
     return escape(value, _XML_TEXT_ESCAPES)
+
+
+def _unescape(text: str) -> str:
+    return html.unescape(text) if "&" in text else text
 
 
 def _xml(body: bytes) -> ET.Element:
