@@ -880,12 +880,19 @@ async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
     if credentials is None:
         return None
 
+    frozen = await credentials.get_frozen_credentials()
+    fixed = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    async def static() -> Credentials:
+        return fixed
+
     async def current() -> Credentials:
-        # Refreshable credentials (SSO, roles) renew here, as they would inside botocore.
+        # Refreshable credentials (SSO, assumed roles) renew here, as they would in botocore.
         frozen = await credentials.get_frozen_credentials()
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
-    return LeanS3(Signer(region), current)
+    refreshable = hasattr(credentials, "refresh_needed")
+    return LeanS3(Signer(region), current if refreshable else static)
 
 
 async def _lean_delete_objects(
