@@ -1,6 +1,7 @@
-"""Benchmark: s3batch against the other fast S3 clients on `rclone serve s3`, in one run.
+"""Benchmark: s3batch against the other fast S3 clients on local servers, in one run.
 
     .venv/bin/python bench/bench_peers.py [--objects 10000] [--runs 3] [--quick] [--large]
+        [--no-tagging] [--only s3batch,obstore]
 
 - copy N x 4 KiB objects (server-side CopyObject within one bucket): s3batch, s5cmd `cp` with a
   wildcard, s5cmd `run` (one `cp` line per object), `rclone copy --transfers 64`, boto3
@@ -8,7 +9,10 @@
   SIGABRT at exit, and it copies only within one bucket);
 - delete N objects: s3batch S3DeleteObject, s5cmd `rm` with a wildcard, `rclone delete`, boto3
   delete_objects in batches of 1,000 (from a ThreadPool);
-- with --large: copy 50 x 64 MiB (server-bound: the server copies the bytes).
+- with --large: copy 50 x 64 MiB (server-bound: the server copies the bytes);
+- put tagging on N objects on moto's server (not rclone: it destroys tagged objects): s3batch,
+  boto3 ThreadPool(64), aiobotocore 64 in flight. moto is server-bound at ~300 req/s, so the
+  figure to compare there is client CPU per object.
 
 Prints objects/s and client CPU-ms per object (medians of --runs) with ratios against s3batch,
 and writes bench/results/bench_peers.json. Client CPU: for in-process clients this process's
@@ -36,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_core import BOTO3_THREADS, boto3_client, copy_one, s3batch_job, seed
-from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server
+from bench_core import BOTO3_THREADS, boto3_client, boto3_tag, copy_one, s3batch_job, seed
+from servers import ACCESS_KEY, SECRET_KEY, moto_server, rclone_binary, rclone_server
 
 BUCKET = "src"
 #: Requests in flight for the in-process peers and rclone's --transfers.
@@ -196,10 +200,14 @@ def boto3_copy(client: Any, keys: list[str], prefix: str) -> Runner:
     return run
 
 
-def aiobotocore_copy(endpoint: str, keys: list[str], prefix: str) -> Runner:
+def aiobotocore_run(
+    endpoint: str, keys: list[str], call: Callable[[Any, str], Any], creds: tuple[str, str] | None = None
+) -> Runner:
+    """`call(client, key)` for every key, IN_FLIGHT at a time, on one aiobotocore client."""
     from aiobotocore.session import get_session
     from botocore.config import Config
 
+    access, secret = creds or (ACCESS_KEY, SECRET_KEY)
     config = Config(
         max_pool_connections=IN_FLIGHT,
         retries={"max_attempts": 3, "mode": "standard"},
@@ -212,18 +220,27 @@ def aiobotocore_copy(endpoint: str, keys: list[str], prefix: str) -> Runner:
         session = get_session()
         async with session.create_client(
             "s3", endpoint_url=endpoint, region_name="us-east-1", config=config,
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=access, aws_secret_access_key=secret,
         ) as s3:  # fmt: skip
             gate = asyncio.Semaphore(IN_FLIGHT)
 
             async def one(key: str) -> None:
                 async with gate:
-                    source = {"Bucket": BUCKET, "Key": key}
-                    await s3.copy_object(Bucket=BUCKET, Key=f"{prefix}/{key}", CopySource=source)
+                    await call(s3, key)
 
             await asyncio.gather(*(one(k) for k in keys))
 
     return lambda: asyncio.run(main())
+
+
+def aiobotocore_copy(endpoint: str, keys: list[str], prefix: str) -> Runner:
+    return aiobotocore_run(
+        endpoint,
+        keys,
+        lambda s3, key: s3.copy_object(
+            Bucket=BUCKET, Key=f"{prefix}/{key}", CopySource={"Bucket": BUCKET, "Key": key}
+        ),
+    )
 
 
 def obstore_store(endpoint: str) -> Any:
@@ -351,6 +368,41 @@ def delete_workload(endpoint: str, client: Any, keys: list[str], runs: int) -> d
     return round_robin(selected(peers), runs, n, client, cleanup=False)
 
 
+# --- tagging (moto) ------------------------------------------------------------------------
+
+
+def tag_workload(n: int, runs: int) -> dict[str, dict[str, float]]:
+    """PutObjectTagging on moto's server, which is server-bound (~300 req/s whatever the
+    client): the figure that matters is client CPU per object. Never on rclone (it destroys
+    objects on tagging calls)."""
+    creds = ("testing", "testing")
+    os.environ.update({"AWS_ACCESS_KEY_ID": creds[0], "AWS_SECRET_ACCESS_KEY": creds[1]})
+    try:
+        with moto_server() as (endpoint, _):
+            client = boto3_client(endpoint)
+            keys = seed(client, "tags", n)
+            peers: dict[str, Factory] = {
+                "s3batch": lambda i: s3batch_job(endpoint, client, "tags", keys, tag_op(f"s3batch-{i}")),
+                f"boto3 ThreadPool({BOTO3_THREADS})": lambda i: boto3_tag(client, "tags", keys),
+                f"aiobotocore {IN_FLIGHT} in flight": lambda i: aiobotocore_tag(endpoint, keys, i, creds),
+            }
+            print("tagging:", flush=True)
+            return round_robin(selected(peers), runs, n, client, cleanup=False)
+    finally:
+        os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+
+
+def aiobotocore_tag(endpoint: str, keys: list[str], i: int, creds: tuple[str, str]) -> Runner:
+    tagging = {"TagSet": [{"Key": "bench", "Value": f"aio-{i}"}]}
+    return aiobotocore_run(
+        endpoint, keys, lambda s3, key: s3.put_object_tagging(Bucket="tags", Key=key, Tagging=tagging), creds
+    )
+
+
+def tag_op(value: str) -> dict[str, Any]:
+    return {"S3PutObjectTagging": {"TagSet": [{"Key": "bench", "Value": value}]}}
+
+
 # --- large copy ------------------------------------------------------------------------------
 
 
@@ -401,6 +453,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2,000 objects, 1 run")
     parser.add_argument("--large", action="store_true", help="also copy 50 x 64 MiB")
+    parser.add_argument("--no-tagging", action="store_true", help="skip the tagging workload on moto")
     parser.add_argument("--only", default="", help="comma-separated peer-name substrings to run")
     args = parser.parse_args()
     ONLY.extend(o for o in args.only.split(",") if o)
@@ -417,12 +470,16 @@ def main() -> None:
         results["delete_rclone"] = delete_workload(endpoint, client, keys, args.runs)
         if args.large:
             results["copy_large_rclone"] = large_workload(endpoint, client, args.runs)
+    if not args.no_tagging:
+        results["tag_moto"] = tag_workload(args.objects, args.runs)
     runs = f"medians of {args.runs}"
     print_table(f"copy {args.objects:,} x 4 KiB on rclone serve s3 ({runs})", results["copy_rclone"])
     print_table(f"delete {args.objects:,} objects on rclone serve s3 ({runs})", results["delete_rclone"])
     if args.large:
         title = f"copy {LARGE_OBJECTS} x 64 MiB on rclone serve s3 ({runs})"
         print_table(title, results["copy_large_rclone"])
+    if not args.no_tagging:
+        print_table(f"put tagging on {args.objects:,} objects on moto ({runs})", results["tag_moto"])
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_peers.json").write_text(json.dumps(results, indent=2))

@@ -60,6 +60,13 @@ class NotFound(ApiError):
     http_status = 404
 
 
+class AccessDenied(ApiError):
+    """Not modeled by S3 Control; what IAM answers when the caller may not pass a role."""
+
+    code = "AccessDenied"
+    http_status = 403
+
+
 class TooManyTags(ApiError):
     code = "TooManyTagsException"
     http_status = 400

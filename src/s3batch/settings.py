@@ -82,6 +82,22 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The environment from which `from_env` rebuilds these settings (for a child worker
+        process). account_id is not read from the environment: the worker takes it from jobs."""
+        return {
+            "S3BATCH_HOME": str(self.home),
+            "S3BATCH_CONCURRENCY": str(self.concurrency),
+            "S3BATCH_FUNCTION_WORKERS": str(self.function_workers),
+            "S3BATCH_FUNCTION_TIMEOUT": repr(self.function_timeout_s),
+            "S3BATCH_MAX_ATTEMPTS": str(self.retry.max_attempts),
+            "S3BATCH_ENGINE": self.engine,
+            "S3BATCH_JOB_RETENTION_DAYS": repr(self.job_retention_days),
+            "S3BATCH_SUSPENDED_TIMEOUT_DAYS": repr(self.suspended_timeout_days),
+            "S3BATCH_PROCESSES": str(self.processes),
+            "AWS_REGION": self.region,
+        }
+
 
 def _int(env: os._Environ[str], name: str, default: int) -> int:
     raw = env.get(name)

@@ -131,3 +131,27 @@ def local_env(tmp_path: Path) -> Env:
     root = tmp_path / "buckets"
     root.mkdir()
     return Env("local", LocalConfig(root=str(root)), tmp_path / "home", root=root)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL (Debian's package) on 127.0.0.1 for the whole session."""
+    from tests.integration.postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: Any, request: pytest.FixtureRequest) -> str:
+    """A URL to a fresh, empty database of its own on the session's server."""
+    import psycopg
+
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return str(postgres_server.url).rsplit("/", 1)[0] + f"/{name}"

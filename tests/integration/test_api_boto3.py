@@ -27,6 +27,7 @@ from tests.integration.conftest import Env, read_report, report_spec
 from s3batch.api.app import create_app
 from s3batch.api.auth import AccessKey, KeyRing
 from s3batch.client import s3control
+from s3batch.domain.roles import RoleBook
 from s3batch.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -59,10 +60,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(env: Env) -> Iterator[Server]:
+def serving(env: Env, roles: RoleBook | None = None) -> Iterator[Server]:
     """The API (and its job worker) under uvicorn in a thread; stopped on exit."""
     settings = Settings(home=env.home, function_workers=1)
-    app = create_app(settings, keys=KeyRing([KEY_A, KEY_B]), storage=env.storage)
+    # Roles built in memory exist only in this process: drive their jobs here too.
+    app = create_app(
+        settings, keys=KeyRing([KEY_A, KEY_B]), storage=env.storage, roles=roles, worker_process=roles is None
+    )
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="warning")
     server = uvicorn.Server(config)

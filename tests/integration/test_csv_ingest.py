@@ -216,6 +216,17 @@ def test_bad_parameters_are_refused_at_create_job(local_env: Env, bucket_name: s
     with pytest.raises(BadRequest, match="absolute path"):
         create(local_env, bucket_name, bad, [(bucket_name, "a.csv")])
     bad = operation(Path("/tmp/x.sqlite3"))
-    bad["S3batchCsvIngest"]["Table"]["Backend"] = "postgresql"
-    with pytest.raises(BadRequest, match="Backend must be one of sqlite"):
+    bad["S3batchCsvIngest"]["Table"]["Backend"] = "mysql"
+    with pytest.raises(BadRequest, match="Backend must be one of sqlite, postgresql"):
         create(local_env, bucket_name, bad, [(bucket_name, "a.csv")])
+
+
+def test_more_files_than_worker_threads_all_load(local_env: Env, bucket_name: str, tmp_path: Path) -> None:
+    # More files in flight than the default executor has threads: parsing threads waiting for
+    # chunks must not starve the folder store's own reads (this once hung).
+    db = tmp_path / "db.sqlite3"
+    count = 3 * csv_ingest.INGEST_THREADS
+    files = {f"part{n:02d}.csv": HEADER + f"{n},{n},,p{n}\n" for n in range(count)}
+    job, rows = ingest_job(local_env, bucket_name, files, db)
+    assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == count, rows
+    assert [r[3] for r in table(db)] == [f"p{n}" for n in range(count)]

@@ -176,3 +176,29 @@ def test_proxy_answers_s3_shaped_errors(moto_server: str, proxy: FaultProxy) -> 
         assert caught.value.response["Error"]["Code"] in {"SlowDown", "InternalError"}
     assert seen == {"slowdown": 503, "internal_error": 500, "too_many_requests": 429}
     assert proxy.stats.forwarded == 0
+
+
+@pytest.mark.parametrize(
+    ("methods", "prefix"),
+    [
+        pytest.param({"HEAD", "GET"}, "", id="manifest-and-probe-reads"),
+        pytest.param({"PUT", "POST"}, "reports/", id="report-writes"),
+    ],
+)
+def test_the_jobs_own_io_retries_throttling(
+    moto_env: Env, proxy: FaultProxy, bucket_name: str, methods: set[str], prefix: str
+) -> None:
+    """SlowDown on the manifest read / probe (Preparing) or on the report write no longer fails
+    the job: the runner's store retries them (storage/retrying.py)."""
+    keys = [f"data/{i:03d}.txt" for i in range(20)]
+    seed(moto_env, bucket_name, keys)
+    plan = FaultPlan(methods=frozenset(methods), path_prefix=f"/{bucket_name}/{prefix}", slowdown=0.5, seed=3)
+    proxy.set_plan(plan)
+    engine = LocalEngine(CONCURRENCY, RetryPolicy(max_attempts=MIXED_ATTEMPTS, **FAST_RETRY))
+
+    job, report = run_through(moto_env, proxy, bucket_name, keys, engine)
+
+    assert proxy.stats.injected["slowdown"] >= 2  # the job's own calls really were throttled
+    assert job["Status"] == "Complete", job.get("FailureReasons")
+    assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
+    assert sorted(r[1] for r in report["rows"]["succeeded"]) == keys

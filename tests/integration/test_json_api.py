@@ -305,6 +305,26 @@ def test_openapi_document_describes_every_route(server: Server) -> None:
         assert f'"#/components/schemas/{name}"' in refs
 
 
+def test_failed_logins_are_throttled(server: Server) -> None:
+    """After MAX_FAILURES_PER_KEY wrong secrets for one key from one address, that key is
+    refused there even with the right secret (429 + Retry-After); other keys still work."""
+    from s3batch.api.ratelimit import MAX_FAILURES_PER_KEY
+
+    wrong = {"access_key": KEY_A.access_key, "secret_key": "guess"}
+    right = {"access_key": KEY_A.access_key, "secret_key": KEY_A.secret_key}
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as browser:
+        for _ in range(MAX_FAILURES_PER_KEY):
+            assert_error(browser.post(f"{API}/session", json=wrong), 401, "Unauthorized")
+        throttled = browser.post(f"{API}/session", json=right)
+        assert_error(throttled, 429, "TooManyRequestsException")
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        assert "set-cookie" not in throttled.headers
+        assert_error(browser.get(f"{API}/jobs", headers=bearer(KEY_A)), 429, "TooManyRequestsException")
+        assert browser.get(f"{API}/jobs", headers=bearer(KEY_B)).status_code == 200
+        other = {"access_key": KEY_B.access_key, "secret_key": KEY_B.secret_key}
+        assert browser.post(f"{API}/session", json=other).status_code == 201
+
+
 # -- schemathesis: generated requests against the OpenAPI document ------------------------------
 
 #: Generated requests per operation: enough to cover each parameter's edges, quick in CI.

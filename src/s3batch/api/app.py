@@ -1,10 +1,11 @@
 """create_app(settings): the S3 Control-compatible server as one ASGI application.
 
-On startup it opens the SQLite job store of S3BATCH_HOME and runs the job worker in the same
-process, as a background asyncio task holding the HOME's worker lock: jobs created over the
-API start at once, and jobs left unfinished by a crash or restart resume (the job store is
-the only state). If another process (a CLI-started worker) holds the lock, the task waits for
-it and takes over when it exits, so new jobs never sit unrun.
+On startup it opens the SQLite job store of S3BATCH_HOME and keeps a job worker running: a
+child `s3batch worker` process holding HOME's worker lock (so API requests and the job's task
+callbacks never share an event loop or an interpreter lock), restarted if it exits. Jobs
+created over the API start at once, and jobs left unfinished by a crash or restart resume (the
+job store is the only state). If another process (a CLI-started worker) holds the lock, the
+supervisor waits for it and takes over when it exits, so new jobs never sit unrun.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,12 +23,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from s3batch.api import dashboard, json_api
+from s3batch.api import dashboard, json_api, pipelines
 from s3batch.api.auth import KeyRing, load_keys
 from s3batch.api.control import ROUTES, ApiState, error_response
+from s3batch.domain.roles import RoleBook
 from s3batch.functions.registry import load_registry
+from s3batch.pipelines.config import PipelineConfig
 from s3batch.service.jobs import JobService
-from s3batch.service.worker import run_worker, worker_lock
+from s3batch.service.roles import load_roles
+from s3batch.service.worker import run_worker, supervise_worker_process, worker_lock
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
 from s3batch.store.sqlite import SqliteJobStore
@@ -47,9 +51,21 @@ def create_app(
     keys: KeyRing | None = None,
     storage: StorageConfig | None = None,
     run_jobs: bool = True,
+    hosted: Sequence[PipelineConfig] = (),
+    roles: RoleBook | None = None,
+    worker_process: bool = True,
 ) -> Starlette:
-    """The ASGI app. `keys` default to load_keys(HOME); `storage` to the environment's choice."""
+    """The ASGI app. `keys` default to load_keys(HOME); `storage` to the environment's choice.
+    `hosted` pipelines run inside the server (see api/pipelines.py).
+
+    Jobs run in a child `s3batch worker` process (`worker_process`, the default), which reads
+    roles from HOME's server.toml itself; `worker_process=False` runs them in this event loop
+    with the `roles` given here (for embedding and for tests that build roles in memory)."""
     ring = keys if keys is not None else load_keys(settings.home)
+    # `roles` default to load_roles(HOME). With none at all, RoleArn is recorded, not enforced.
+    book = roles if roles is not None else load_roles(settings.home)
+    if not book:
+        log.warning("no [[roles]] in server.toml: jobs run with the server's credentials, unchecked")
     store_config = storage or resolve_storage(None, None, settings.buckets_root)
 
     @contextlib.asynccontextmanager
@@ -60,18 +76,25 @@ def create_app(
             keys=ring,
             storage=store_config,
             functions=load_registry(settings.functions_file),
+            roles=book,
         )
         app.state.sessions = json_api.SessionStore()
-        worker = asyncio.create_task(_worker_loop(settings)) if run_jobs else None
+        worker = None
+        if run_jobs:
+            jobs = supervise_worker_process(settings) if worker_process else _worker_loop(settings, book)
+            worker = asyncio.create_task(jobs)
+        app.state.pipelines = pipelines.PipelineHost(hosted, store_config)
         try:
+            await app.state.pipelines.start()  # inside: a pipeline failing to open stops the rest
             yield
         finally:
+            await app.state.pipelines.stop()
             await _stop(worker)
             await store.close()
 
     return Starlette(
         # The S3 Control routes first: the dashboard and JSON API paths never overlap them.
-        routes=[*ROUTES, *json_api.ROUTES, *dashboard.ROUTES],
+        routes=[*ROUTES, *json_api.ROUTES, *pipelines.ROUTES, *dashboard.ROUTES],
         middleware=[Middleware(AbsoluteFormTargets)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
@@ -116,13 +139,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _worker_loop(settings: Settings) -> None:
+async def _worker_loop(settings: Settings, roles: RoleBook) -> None:
     """Run the job worker while holding HOME's lock; wait for the lock if someone else has it."""
     while True:  # ends only by cancellation at shutdown
         with worker_lock(settings.home) as held:
             if held is not None:
                 log.info("job worker started in the API server (%s)", settings.home)
-                await run_worker(settings, exit_when_idle=False)
+                await run_worker(settings, exit_when_idle=False, roles=roles)
                 return
         await asyncio.sleep(LOCK_RETRY_S)
 

@@ -12,7 +12,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from s3batch.api import sigv4
 from s3batch.api.auth import KeyRing
 from s3batch.api.xml import MAX_XML_BYTES, render_error, render_result
 from s3batch.api.xml import parse_request as parse_xml
+from s3batch.domain.roles import RoleBook
 from s3batch.errors import ApiError, BadRequest, InvalidRequest
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
@@ -46,6 +47,8 @@ class ApiState:
     keys: KeyRing
     storage: StorageConfig
     functions: dict[str, str]
+    #: The server's roles; none: RoleArn is not enforced.
+    roles: RoleBook = field(default_factory=RoleBook)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +160,13 @@ def check_account(request: Request, account_id: str) -> None:
 
 async def create_job(call: Call) -> Response:
     request = parse_xml("CreateJob", call.body)
-    job = await call.state.service.create_job(
-        request, storage=call.state.storage, account_id=call.account_id, functions=call.state.functions
+    state = call.state
+    job = await state.service.create_job(
+        request,
+        storage=state.storage,
+        account_id=call.account_id,
+        functions=state.functions,
+        roles=state.roles,
     )
     return xml_response(render_result("CreateJob", {"JobId": job.job_id}))
 

@@ -34,6 +34,7 @@ from starlette.routing import Route
 from s3batch.api.auth import AccessKey
 from s3batch.api.control import ApiFailure, ApiState, read_body
 from s3batch.api.openapi import MAX_AFTER, openapi_document
+from s3batch.api.ratelimit import LoginThrottle
 from s3batch.domain.job import Job
 from s3batch.domain.report import ReportRow
 from s3batch.domain.task import TaskStatus
@@ -74,6 +75,8 @@ class SessionStore:
     def __init__(self, ttl_s: float = SESSION_TTL_S, limit: int = MAX_SESSIONS) -> None:
         self._ttl_s, self._limit = ttl_s, limit
         self._sessions: dict[str, tuple[str, float]] = {}
+        #: Failed logins and bearer secrets per client address (api/ratelimit.py).
+        self.failures = LoginThrottle()
 
     def open(self, access_key: str) -> str:
         self._drop_expired()
@@ -122,6 +125,13 @@ class Unauthorized(ApiFailure):
         super().__init__("Unauthorized", message, 401)
 
 
+class Throttled(ApiFailure):
+    def __init__(self, retry_after_s: int) -> None:
+        message = f"too many failed logins; retry in {retry_after_s} s"
+        super().__init__("TooManyRequestsException", message, 429)
+        self.retry_after_s = retry_after_s
+
+
 def error_json(code: str, message: str, status: int) -> JSONResponse:
     response = JSONResponse({"code": code, "message": message}, status_code=status)
     if status == 401:
@@ -148,7 +158,10 @@ async def guarded(request: Request, run: Callable[[], Awaitable[Response]]) -> R
     try:
         return await run()
     except ApiFailure as exc:
-        return error_json(exc.code, exc.message, exc.http_status)
+        response = error_json(exc.code, exc.message, exc.http_status)
+        if isinstance(exc, Throttled):
+            response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
     except ApiError as exc:
         return error_json(exc.code, exc.message, exc.http_status)
     except Exception:  # a bug: keep the server up, keep details in the log
@@ -160,19 +173,33 @@ def authenticate(request: Request) -> Caller:
     state: ApiState = request.app.state.api
     header = request.headers.get("authorization")
     if header is not None:
-        return Caller(request, bearer_key(header, state), state)
+        return Caller(request, bearer_key(request, header, state), state)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         return Caller(request, session_key(request, token, state), state)
     raise Unauthorized("send Authorization: Bearer ACCESS_KEY:SECRET_KEY or log in")
 
 
-def bearer_key(header: str, state: ApiState) -> AccessKey:
+def bearer_key(request: Request, header: str, state: ApiState) -> AccessKey:
     scheme, _, credentials = header.partition(" ")
     access, sep, secret = credentials.strip().partition(":")
     if scheme.lower() != "bearer" or not sep:
         raise Unauthorized("expected Authorization: Bearer ACCESS_KEY:SECRET_KEY")
-    return checked_key(access, secret, state)
+    return throttled_key(request, access, secret, state)
+
+
+def throttled_key(request: Request, access: str, secret: str, state: ApiState) -> AccessKey:
+    """checked_key, refused outright for an address past its failed-attempt limit."""
+    throttle = sessions(request).failures
+    address = request.client.host if request.client else ""
+    wait_s = throttle.retry_after_s(address, access)
+    if wait_s:
+        raise Throttled(wait_s)
+    try:
+        return checked_key(access, secret, state)
+    except Unauthorized:
+        throttle.failed(address, access)
+        raise
 
 
 def checked_key(access: str, secret: str, state: ApiState) -> AccessKey:
@@ -437,7 +464,7 @@ async def _login(request: Request) -> Response:
     access, secret = body.get("access_key"), body.get("secret_key")
     if not isinstance(access, str) or not isinstance(secret, str):
         raise BadRequest('body must be {"access_key": "...", "secret_key": "..."}')
-    key = checked_key(access, secret, request.app.state.api)
+    key = throttled_key(request, access, secret, request.app.state.api)
     token = sessions(request).open(key.access_key)
     response = JSONResponse(whoami(key), status_code=201)
     response.set_cookie(

@@ -49,7 +49,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "No such job in your account (NotFoundException)",
         413: "Body too large (EntityTooLarge)",
         415: "Login body is not JSON (UnsupportedMediaType)",
+        429: "Too many failed logins or bearer secrets (TooManyRequestsException; see Retry-After)",
     }
+    if 401 in statuses:  # whatever authenticates can be throttled (api/ratelimit.py)
+        statuses = (*statuses, 429)
     return {str(status): _json("Error", text[status]) for status in statuses}
 
 

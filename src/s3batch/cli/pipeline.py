@@ -11,10 +11,12 @@ import click
 
 from s3batch.cli.context import CliContext, run
 from s3batch.domain.report import render_row
+from s3batch.errors import S3BatchError
 from s3batch.pipelines.config import load_config
 from s3batch.pipelines.runner import Pipeline
-from s3batch.pipelines.sources import poll, replay, run_info, scan, webhook_app
+from s3batch.pipelines.sources import poll, replay, run_info, scan, sweep_uploads, webhook_app
 from s3batch.pipelines.state import PipelineState
+from s3batch.pipelines.uploads import DEFAULT_PRESIGN_EXPIRES_S, presign_put
 
 T = TypeVar("T")
 #: Only the loopback interface unless the operator asks for more.
@@ -57,6 +59,7 @@ def run_cmd(
 
     async def go(p: Pipeline) -> None:
         if backlog:
+            await sweep_uploads(p)
             await scan(p)
             await p.drain()
         else:
@@ -104,6 +107,28 @@ def replay_cmd(ctx: click.Context, file: Path, source: str, prefix: str) -> None
     _with_pipeline(ctx, file, go)
 
 
+@pipeline.command("presign")
+@_FILE
+@click.argument("key")
+@click.option("--content-type", required=True, help="The Content-Type the upload must send (signed).")
+@click.option(
+    "--expires",
+    "expires_s",
+    type=int,
+    default=DEFAULT_PRESIGN_EXPIRES_S,
+    show_default=True,
+    help="Seconds the URL stays valid (at most the pipeline's presign_max_expires_s).",
+)
+@click.pass_obj
+def presign_cmd(cli_ctx: CliContext, file: Path, key: str, content_type: str, expires_s: int) -> None:
+    """Print a presigned PUT URL (SigV4) for KEY in the staging bucket, as JSON."""
+    try:
+        presigned = presign_put(load_config(file), cli_ctx.storage, key, content_type, expires_s)
+    except S3BatchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(presigned.as_json()))
+
+
 @pipeline.command("report")
 @_FILE
 @click.option("--run", "run_id", help="Only this run's rows.")
@@ -113,6 +138,24 @@ def report_cmd(file: Path, run_id: str | None) -> None:
     try:
         for _, row in state.report_rows(run_id):
             click.echo(render_row(row), nl=False)
+    finally:
+        state.close()
+
+
+@pipeline.command("notifications")
+@_FILE
+@click.option("--run", "run_id", help="Only this run's notifications.")
+@click.option("--failed", is_flag=True, help="Only deliveries that failed.")
+def notifications_cmd(file: Path, run_id: str | None, failed: bool) -> None:
+    """Print notification deliveries (webhook, email) recorded in the state DB, one JSON per line."""
+    state = PipelineState(load_config(file).state_path)
+    try:
+        for run, d in state.notifications(run_id):
+            if failed and d.delivered:
+                continue
+            row = {"run": run, "target": d.target, "event": d.event, "subject": d.subject,
+                   "delivered": d.delivered, "attempts": d.attempts, "error": d.error}  # fmt: skip
+            click.echo(json.dumps(row))
     finally:
         state.close()
 

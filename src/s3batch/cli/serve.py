@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from s3batch.cli.context import CliContext
@@ -18,17 +20,28 @@ GRACEFUL_SHUTDOWN_S = 5
 @click.command()
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--pipeline",
+    "pipeline_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Host this pipeline file too (repeatable; adds to [[pipelines]] in server.toml).",
+)
 @click.pass_obj
-def serve(ctx: CliContext, host: str, port: int) -> None:
+def serve(ctx: CliContext, host: str, port: int, pipeline_files: tuple[Path, ...]) -> None:
     """Serve the S3 Control job API (SigV4; keys from $S3BATCH_HOME/server.toml or
-    S3BATCH_ACCESS_KEYS) and run its jobs."""
+    S3BATCH_ACCESS_KEYS), run its jobs, and host pipelines."""
     import uvicorn
 
     from s3batch.api.app import create_app
     from s3batch.api.auth import load_keys
+    from s3batch.api.pipelines import load_hosted
+    from s3batch.api.pipelines import pipeline_files as configured_pipelines
+    from s3batch.service.roles import load_roles
 
     try:
         keys = load_keys(ctx.settings.home)
+        roles = load_roles(ctx.settings.home)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if not len(keys):
@@ -36,7 +49,11 @@ def serve(ctx: CliContext, host: str, port: int) -> None:
         raise click.ClickException(
             f"no access keys: add [[keys]] to {ctx.settings.home / 'server.toml'} or set S3BATCH_ACCESS_KEYS"
         )
-    app = create_app(ctx.settings, keys=keys, storage=ctx.storage)
+    try:
+        hosted = load_hosted([*configured_pipelines(ctx.settings.home), *pipeline_files])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    app = create_app(ctx.settings, keys=keys, storage=ctx.storage, hosted=hosted, roles=roles)
     # h11: the pure-Python protocol, whose handling of absolute-form targets the app relies on.
     uvicorn.run(
         app,

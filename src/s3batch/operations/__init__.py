@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from importlib.util import find_spec
+from typing import Any
 
 from s3batch.errors import BadRequest
-from s3batch.operations.base import OperationKind
+from s3batch.operations.base import Operation, OperationContext, OperationKind
+from s3batch.operations.guard import RoleCheck, guarded
+
+Creator = Callable[[Mapping[str, Any], OperationContext], Operation]
 
 _MODULES = {
     "LambdaInvoke": "s3batch.operations.invoke",
@@ -36,4 +41,17 @@ def get_kind(name: str) -> OperationKind:
         raise BadRequest(f"operation {name} is not supported yet; supported: {', '.join(supported())}")
     kind = import_module(module).KIND
     assert isinstance(kind, OperationKind)
-    return kind
+    return OperationKind(kind.name, kind.validate, _role_checked(name, kind.create))
+
+
+def _role_checked(name: str, create: Creator) -> Creator:
+    """`create`, wrapping the operation in the job role's per-task check when there is one."""
+
+    def checked(params: Mapping[str, Any], ctx: OperationContext) -> Operation:
+        operation = create(params, ctx)
+        role = ctx.job.role
+        if role is None:
+            return operation
+        return guarded(operation, RoleCheck(role, name, params))
+
+    return checked

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from s3batch.domain.roles import Role
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import StorageError
 from s3batch.storage.base import ObjectStore
@@ -58,6 +59,9 @@ class JobContext:
     function_workers: int = 2
     #: Extra environment for function worker processes (endpoint, region).
     function_env: Mapping[str, str] = field(default_factory=dict)
+    #: The job's role (jobs created through `s3batch serve`): each task is checked against its
+    #: allow-list (operations/guard.py). None: no role enforcement (CLI and local jobs).
+    role: Role | None = None
 
 
 @dataclass(slots=True, kw_only=True)

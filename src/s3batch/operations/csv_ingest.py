@@ -12,8 +12,8 @@ Column types, empty-value rules and header modes are in `s3batch.domain.csv_sche
 How a file is loaded:
 - The object is streamed (READ_CHUNK_BYTES at a time) and decoded as UTF-8 (a byte-order mark
   is dropped) into lines that the csv module parses, so memory stays flat in file size. Parsing
-  and table writes run in a worker thread: both are blocking, and the event loop keeps serving
-  the job's other tasks meanwhile.
+  and table writes run in a worker thread (INGEST_THREADS per process): both are blocking, and
+  the event loop keeps serving the job's other tasks meanwhile.
 - Rows are upserted by the key (PartitionKey, plus SortKey when given): a row whose key exists
   replaces that row, so running the same job twice leaves the same rows, and a changed row
   overwrites the old one. Within one file the last row of a key wins.
@@ -39,8 +39,10 @@ Outcome per file (ResultMessage is compact one-line JSON):
   stay, and the message carries the counts so far plus `"error"`.
 - A missing object or other storage error: the storage error (e.g. 404 NoSuchKey).
 
-Backends: `sqlite` only for now. `TableBackend` is the seam for more (PostgreSQL, DynamoDB):
-a backend receives typed values (`csv_schema.Value`) and maps them to its own column types.
+Backends: `sqlite` (below) and `postgresql` (`csv_postgres`, with `"Url":
+"postgresql://user@host:port/db"` instead of `"Path"`). `TableBackend` is the seam for more
+(DynamoDB): a backend receives typed values (`csv_schema.Value`) and maps them to its own
+column types, and reports its driver's errors as `TableError`.
 SQLite has no decimal, date or timestamp type, so those are stored as TEXT: decimals exactly as
 written (`1.50` stays `1.50`), dates as `YYYY-MM-DD`, timestamps as UTC ISO 8601 with
 microseconds (`2024-01-02T03:04:05.000000+00:00`, which sorts as text); bools as 0/1. The table
@@ -54,12 +56,15 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from importlib.util import find_spec
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
@@ -88,14 +93,20 @@ MAX_BATCH_ITEMS = 25
 MAX_LISTED_REJECTIONS = 20
 #: Bytes asked of the store per read (1 MiB): memory per file in flight stays small.
 READ_CHUNK_BYTES = 1 << 20
+#: Files parsed at once per process. Their threads are not the event loop's default executor:
+#: a parsing thread waits for chunks that a store may read with asyncio.to_thread (the folder
+#: store does), so parsers filling the default pool would wait forever on each other.
+INGEST_THREADS = 8
 #: A line longer than this (16 Mi characters) is refused rather than buffered without bound.
 MAX_LINE_CHARS = 16 << 20
 #: How long a write waits for another task's transaction on the same SQLite file.
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: HTTP status reported for a file whose content is at fault (the GET itself succeeded).
 BAD_CONTENT_STATUS = 400
+#: HTTP status reported when the table's server cannot be reached (the job's retry policy applies).
+UNAVAILABLE_STATUS = 503
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgresql")
 
 _SQLITE_TYPES = {
     ColumnType.STRING: "TEXT",
@@ -111,26 +122,50 @@ _SQLITE_TYPES = {
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     backend: str
+    #: sqlite: the database file (absolute).
     path: str
     name: str
+    #: postgresql: a libpq URL without a password.
+    url: str = ""
 
 
 def _table_spec(params: Mapping[str, Any]) -> TableSpec:
     table = params.get("Table")
     if not isinstance(table, Mapping):
-        raise BadRequest(f"{NAME}.Table is required: {{Backend, Path, Name}}")
-    reject_unknown(f"{NAME}.Table", table, {"Backend", "Path", "Name"})
+        raise BadRequest(f"{NAME}.Table is required: {{Backend, Path or Url, Name}}")
+    reject_unknown(f"{NAME}.Table", table, {"Backend", "Path", "Url", "Name"})
     backend = table.get("Backend")
     if backend not in BACKENDS:
         raise BadRequest(f"{NAME}.Table.Backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    name = table.get("Name")
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise BadRequest(f"{NAME}.Table.Name must be a non-empty string")
+    if backend == "postgresql":
+        return TableSpec("postgresql", "", name, url=_postgres_url(table))
+    if "Url" in table:
+        raise BadRequest(f"{NAME}.Table.Url is for Backend postgresql; sqlite takes Path")
     path = table.get("Path")
     # Absolute, because tasks may run in a worker process with another working directory.
     if not isinstance(path, str) or not PurePosixPath(path).is_absolute():
         raise BadRequest(f"{NAME}.Table.Path must be an absolute path; got {path!r}")
-    name = table.get("Name")
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise BadRequest(f"{NAME}.Table.Name must be a non-empty string")
-    return TableSpec(str(backend), path, name)
+    return TableSpec("sqlite", path, name)
+
+
+def _postgres_url(table: Mapping[str, Any]) -> str:
+    if "Path" in table:
+        raise BadRequest(f"{NAME}.Table.Path is for Backend sqlite; postgresql takes Url")
+    url = table.get("Url")
+    if not isinstance(url, str):
+        raise BadRequest(f"{NAME}.Table.Url is required for postgresql: postgresql://user@host:port/db")
+    if find_spec("psycopg") is None:
+        raise BadRequest(f"{NAME}: the postgresql backend needs psycopg: pip install 's3batch[postgres]'")
+    from s3batch.operations.csv_postgres import check_url
+
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise BadRequest(f"{NAME}.Table.Url: {exc}") from None
+    return url
 
 
 def _schema(params: Mapping[str, Any]) -> CsvSchema:
@@ -145,6 +180,16 @@ def validate(params: Mapping[str, Any]) -> None:
 
 class TableMismatch(Exception):
     """An existing table cannot take the schema's rows."""
+
+
+class TableError(Exception):
+    """The database failed (a write refused, cannot connect); a backend's driver errors as one type.
+
+    `retryable`: the server could not be reached, so the task may succeed when tried again."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class TableBackend(Protocol):
@@ -224,7 +269,11 @@ class SqliteTable:
 
 
 def open_table(spec: TableSpec, schema: CsvSchema) -> TableBackend:
-    """The backend named by the job (only sqlite for now)."""
+    """The backend named by the job; psycopg is imported only for postgresql."""
+    if spec.backend == "postgresql":
+        from s3batch.operations.csv_postgres import PostgresTable
+
+        return PostgresTable(spec, schema)
     return SqliteTable(spec, schema)
 
 
@@ -349,6 +398,8 @@ def ingest(lines: Iterator[str], schema: CsvSchema, table: TableBackend) -> Summ
         raise FileFailed("TableSchemaMismatch", str(exc), summary) from None
     except sqlite3.Error as exc:
         raise FileFailed("TableWriteError", f"{type(exc).__name__}: {exc}", summary) from None
+    except TableError as exc:
+        raise FileFailed("TableWriteError", str(exc), summary) from None
     return summary
 
 
@@ -364,6 +415,12 @@ def _bridge(chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> It
             yield asyncio.run_coroutine_threadsafe(_next_chunk(chunks), loop).result()
         except StopAsyncIteration:
             return
+
+
+@functools.cache
+def _ingest_pool() -> ThreadPoolExecutor:
+    """The process's parsing threads (created on first use; its threads end with the process)."""
+    return ThreadPoolExecutor(INGEST_THREADS, thread_name_prefix="csv-ingest")
 
 
 class CsvIngest(Operation):
@@ -385,7 +442,7 @@ class CsvIngest(Operation):
         chunks = self.store.iter_bytes(task.bucket, task.key, task.version_id, chunk_size=READ_CHUNK_BYTES)
         loop = asyncio.get_running_loop()
         try:
-            summary = await asyncio.to_thread(self._load, _bridge(chunks, loop))
+            summary = await loop.run_in_executor(_ingest_pool(), self._load, _bridge(chunks, loop))
         except StorageError as exc:
             return storage_failure(exc)
         except HeaderError as exc:
@@ -394,6 +451,10 @@ class CsvIngest(Operation):
             return TaskResult.fail(exc.code, exc.summary.message(exc.reason), BAD_CONTENT_STATUS)
         except sqlite3.Error as exc:  # opening the database (e.g. its folder is missing)
             return TaskResult.fail("TableWriteError", f"{type(exc).__name__}: {exc}", BAD_CONTENT_STATUS)
+        except TableError as exc:  # opening the table, e.g. the PostgreSQL server is down
+            if exc.retryable:
+                return TaskResult.fail("TableUnavailable", str(exc), UNAVAILABLE_STATUS, retryable=True)
+            return TaskResult.fail("TableWriteError", str(exc), BAD_CONTENT_STATUS)
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:

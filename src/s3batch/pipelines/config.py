@@ -17,25 +17,40 @@ detail = {object = {size = [{numeric = [">", 0]}]}}
 [report]
 bucket = "reports"
 prefix = "pipelines"
+[[notify]]                           # webhook or email when files / batches finish (see notify.config)
+webhook = "http://127.0.0.1:9000/hook"
+on = ["failure", "batch"]
 ```
+
+Keys for hosting and uploads (all optional): `poll_interval_s` (`s3batch serve` polls the
+staging bucket this often), `webhook_token` (the shared secret a webhook sender must present),
+`abort_incomplete_uploads_after_s` (abort multipart uploads older than this in the staging
+bucket), `presign_max_expires_s` (upper bound for presigned PUT URLs).
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from s3batch.errors import ConfigError
 from s3batch.pipelines.filters import EventFilter, KeyRule, PatternError, validate_pattern
+from s3batch.pipelines.notify import NotifyTarget, parse_targets
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_WORKERS = 2
 MAX_RECORDS_PER_CALL = 1000
+#: Presigned PUT URLs live at most this long unless the pipeline says otherwise (seconds)...
+DEFAULT_PRESIGN_MAX_EXPIRES_S = 3600
+#: ... and never longer than SigV4 allows (7 days, in seconds).
+SIGV4_MAX_EXPIRES_S = 7 * 24 * 3600
+#: A webhook token shorter than this is too easy to guess (characters).
+MIN_WEBHOOK_TOKEN_CHARS = 16
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -69,6 +84,14 @@ class PipelineConfig:
     archive: str | None = None
     error: str | None = None
     report: ReportTarget | None = None
+    notify: tuple[NotifyTarget, ...] = ()
+    #: Seconds between scans when `s3batch serve` hosts the pipeline; None: webhook only.
+    poll_interval_s: float | None = None
+    #: Shared secret for the webhook (`?token=` or `X-S3Batch-Token`); None: no check.
+    webhook_token: str | None = field(default=None, repr=False)
+    #: Abort multipart uploads in the staging bucket older than this (seconds); None: never.
+    abort_incomplete_uploads_after_s: float | None = None
+    presign_max_expires_s: int = DEFAULT_PRESIGN_MAX_EXPIRES_S
 
 
 def load_config(path: Path) -> PipelineConfig:
@@ -110,14 +133,25 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, default_name: str = "p
         archive=data.get("archive"),
         error=data.get("error"),
         report=_report(data.get("report")),
+        notify=parse_targets(data.get("notify"), base_dir),
+        poll_interval_s=_optional_float(data, "poll_interval_s"),
+        webhook_token=None if data.get("webhook_token") is None else str(data["webhook_token"]),
+        abort_incomplete_uploads_after_s=_optional_float(data, "abort_incomplete_uploads_after_s"),
+        presign_max_expires_s=int(data.get("presign_max_expires_s", DEFAULT_PRESIGN_MAX_EXPIRES_S)),
     )
     _check(cfg)
+    _check_hosting(cfg)
     return cfg
 
 
 def _require(data: Mapping[str, Any], key: str) -> None:
     if not data.get(key):
         raise ConfigError(f"pipeline file: {key!r} is required")
+
+
+def _optional_float(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    return None if value is None else float(value)
 
 
 def _on_success(value: Any) -> OnSuccess:
@@ -161,3 +195,15 @@ def _check(cfg: PipelineConfig) -> None:
         raise ConfigError("on_success = 'archive' needs an 'archive' bucket")
     if cfg.max_attempts < 1:
         raise ConfigError("max_attempts must be at least 1")
+
+
+def _check_hosting(cfg: PipelineConfig) -> None:
+    if cfg.poll_interval_s is not None and not cfg.poll_interval_s > 0:
+        raise ConfigError("poll_interval_s must be more than 0")
+    if cfg.webhook_token is not None and len(cfg.webhook_token) < MIN_WEBHOOK_TOKEN_CHARS:
+        raise ConfigError(f"webhook_token must have at least {MIN_WEBHOOK_TOKEN_CHARS} characters")
+    age = cfg.abort_incomplete_uploads_after_s
+    if age is not None and not age >= 0:
+        raise ConfigError("abort_incomplete_uploads_after_s must be 0 or more")
+    if not 1 <= cfg.presign_max_expires_s <= SIGV4_MAX_EXPIRES_S:
+        raise ConfigError(f"presign_max_expires_s must be 1..{SIGV4_MAX_EXPIRES_S} (SigV4's limit)")

@@ -22,6 +22,9 @@ from s3batch.functions.pool import FunctionPool
 from s3batch.operations.base import FunctionSpec, JobContext
 from s3batch.pipelines.config import OnSuccess, PipelineConfig
 from s3batch.pipelines.events import ObjectEvent, from_listing, to_record
+from s3batch.pipelines.notify.base import Delivery
+from s3batch.pipelines.notify.messages import FileOutcome
+from s3batch.pipelines.notify.pipeline import PipelineNotifications
 from s3batch.pipelines.state import Admission, FileRow, FileState, PipelineState
 from s3batch.retry import RetryPolicy
 from s3batch.storage.base import ObjectStore
@@ -43,6 +46,14 @@ def raw_key(key: str) -> str:
     return quote_plus(key, safe="/")
 
 
+def file_outcome(row: FileRow, final: FileState) -> FileOutcome:
+    return FileOutcome(
+        bucket=row.bucket, key=row.key, version_id=row.version_id, etag=row.etag, size=row.size,
+        succeeded=bool(row.succeeded), disposition=final.value, attempts=row.attempts,
+        http_status=row.http_status, error_code=row.error_code, message=row.message,
+    )  # fmt: skip
+
+
 def row_event(row: FileRow) -> ObjectEvent:
     return ObjectEvent(
         bucket=row.bucket, key=row.key, etag=row.etag, size=row.size, version_id=row.version_id,
@@ -59,9 +70,8 @@ class OperationExecutor:
     """Any batch operation, one task per file, retried by the job retry policy."""
 
     def __init__(self, cfg: PipelineConfig, storage: StorageConfig, region: str) -> None:
-        job = JobContext(job_id=f"pipeline-{cfg.name}", account_id=ACCOUNT_ID, region=region, storage=storage)
         assert cfg.operation is not None
-        self._op, self._store = build_operation(job, cfg.operation)
+        self._op, self._store = build_operation(operation_job(cfg, storage, region), cfg.operation)
         self._policy = RetryPolicy(max_attempts=1)  # the pipeline counts attempts itself
         self._slots = asyncio.Semaphore(OPERATION_CONCURRENCY)
 
@@ -77,6 +87,25 @@ class OperationExecutor:
     async def close(self) -> None:
         await self._op.close()
         await self._store.close()
+
+
+def operation_job(cfg: PipelineConfig, storage: StorageConfig, region: str) -> JobContext:
+    """The job an operation runs in; for LambdaInvoke, with its FunctionArn resolved as CreateJob
+    would (`python:module:callable`, or a name in S3BATCH_HOME/functions.toml)."""
+    job_id = f"pipeline-{cfg.name}"
+    invoke = (cfg.operation or {}).get("LambdaInvoke")
+    if invoke is None:
+        return JobContext(job_id=job_id, account_id=ACCOUNT_ID, region=region, storage=storage)
+    from s3batch.functions.registry import load_registry, resolve_function
+    from s3batch.operations.invoke import validate
+    from s3batch.settings import Settings
+
+    validate(invoke)
+    registry = load_registry(Settings.from_env().functions_file)
+    arn = str(invoke["FunctionArn"])
+    spec = resolve_function(arn, registry, cwd=str(cfg.base_dir), timeout_s=cfg.timeout_s)
+    return JobContext(job_id=job_id, account_id=ACCOUNT_ID, region=region, storage=storage, function=spec,
+                      function_workers=cfg.workers)  # fmt: skip
 
 
 class FunctionExecutor:
@@ -137,12 +166,20 @@ class Pipeline:
     store: ObjectStore = field(init=False)
     _executor: Executor | None = field(init=False, default=None)
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    notices: PipelineNotifications = field(init=False)
 
     def __post_init__(self) -> None:
         self.state = PipelineState(self.cfg.state_path)
         self.store = open_store(self.storage)
+        self.notices = PipelineNotifications(
+            self.cfg.name, self.run_id, self.cfg.notify, self._record_delivery
+        )
+
+    def _record_delivery(self, delivery: Delivery) -> None:
+        self.state.record_notification(self.run_id, delivery)
 
     async def close(self) -> None:
+        await self.notices.close()  # before the state DB closes: outcomes are recorded there
         if self._executor is not None:
             await self._executor.close()
         await self.write_report()
@@ -163,8 +200,9 @@ class Pipeline:
                 counts.stale += 1
         return counts
 
-    async def drain(self) -> None:
-        """Process until nothing is pending (one drain at a time; bounded by max_attempts)."""
+    async def drain(self, *, end_batch: bool = True) -> None:
+        """Process until nothing is pending (one drain at a time; bounded by max_attempts).
+        `end_batch`: the files finished so far make one batch notification."""
         async with self._lock:
             await self._dispose_all()  # finish what a crashed run had already processed
             while rows := self.state.claim(self._batch_size()):
@@ -172,6 +210,8 @@ class Pipeline:
                 await self._dispose_all()
                 if retried:
                     await asyncio.sleep(RETRY_DELAY_S)
+            if end_batch:
+                self.notices.end_batch()
 
     def _batch_size(self) -> int:
         if self.cfg.function is not None:
@@ -217,9 +257,12 @@ class Pipeline:
     async def _dispose_all(self) -> None:
         for row in self.state.to_dispose():
             try:
-                self.state.set_state(row.id, await self._dispose(row))
+                final = await self._dispose(row)
+                self.state.set_state(row.id, final)
             except StorageError as exc:  # stays "processed": the next drain tries again
                 log.warning("cannot dispose of %s/%s: %s", row.bucket, row.key, exc)
+                continue
+            self.notices.file_finished(file_outcome(row, final))
 
     async def _dispose(self, row: FileRow) -> FileState:
         if not row.succeeded:

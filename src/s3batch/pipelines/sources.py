@@ -1,10 +1,13 @@
 """Where events come from: an HTTP webhook, a poller over the staging bucket, a one-off backlog,
-and replay from the error or archive bucket."""
+and replay from the error or archive bucket; plus the background work of a long-running
+pipeline (processing, polling, sweeping stale multipart uploads), shared by `s3batch pipeline
+serve` and `s3batch serve`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -16,8 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from s3batch.errors import StorageError
+from s3batch.pipelines.config import PipelineConfig
 from s3batch.pipelines.events import EventError, parse_payload
 from s3batch.pipelines.runner import ERROR_SUFFIX, Pipeline
+from s3batch.pipelines.uploads import abort_stale_uploads
 from s3batch.storage.base import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,12 @@ log = logging.getLogger(__name__)
 LIST_PAGE = 500
 #: Cursor name of the poller's position inside one pass over the staging bucket.
 POLL_CURSOR = "poll"
+#: Seconds between sweeps for stale multipart uploads (when the pipeline configures an age).
+UPLOAD_SWEEP_INTERVAL_S = 60.0
+#: Where a webhook sender may put the pipeline's `webhook_token`, besides `?token=`.
+TOKEN_HEADER = "x-s3batch-token"
+#: Largest webhook body read (bytes); SNS and EventBridge messages are at most 256 KiB.
+MAX_EVENT_BODY_BYTES = 1 << 20
 
 
 def webhook_app(pipeline: Pipeline) -> Starlette:
@@ -37,21 +49,14 @@ def webhook_app(pipeline: Pipeline) -> Starlette:
     wake = asyncio.Event()
 
     async def receive(request: Request) -> JSONResponse:
-        try:
-            parsed = parse_payload(json.loads(await request.body()))
-        except (json.JSONDecodeError, UnicodeDecodeError, EventError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        counts = pipeline.submit(parsed.events)
-        if counts.accepted:
-            wake.set()
-        return JSONResponse({**counts.as_dict(), "ignored": parsed.ignored})
+        return await receive_events(pipeline, request, wake)
 
     async def status(_: Request) -> JSONResponse:
         return JSONResponse({"pending": pipeline.state.pending(), "run": pipeline.run_id})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        worker = asyncio.create_task(_process_forever(pipeline, wake))
+        worker = asyncio.create_task(run_background(pipeline, wake))
         try:
             yield
         finally:
@@ -61,6 +66,88 @@ def webhook_app(pipeline: Pipeline) -> Starlette:
 
     routes = [Route("/status", status, methods=["GET"]), Route("/{path:path}", receive, methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def receive_events(pipeline: Pipeline, request: Request, wake: asyncio.Event) -> JSONResponse:
+    """One webhook delivery: check the token, admit the events durably, wake the processor."""
+    if not token_ok(pipeline.cfg, request):
+        return JSONResponse({"error": "missing or wrong webhook token"}, status_code=403)
+    body = await _bounded_body(request)
+    if body is None:
+        return JSONResponse({"error": f"body over {MAX_EVENT_BODY_BYTES} bytes"}, status_code=413)
+    try:
+        parsed = parse_payload(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError, EventError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    counts = pipeline.submit(parsed.events)
+    if counts.accepted:
+        wake.set()
+    return JSONResponse({**counts.as_dict(), "ignored": parsed.ignored})
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it grows past MAX_EVENT_BODY_BYTES (memory stays bounded)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_EVENT_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def token_ok(cfg: PipelineConfig, request: Request) -> bool:
+    """True without a configured token; else it must come as `?token=`, X-S3Batch-Token or
+    `Authorization: Bearer` (S3, SNS and MinIO senders cannot sign requests with our keys)."""
+    if cfg.webhook_token is None:
+        return True
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    offered = (
+        request.query_params.get("token")
+        or request.headers.get(TOKEN_HEADER)
+        or (bearer.strip() if scheme.lower() == "bearer" else "")
+    )
+    return hmac.compare_digest(offered.encode(), cfg.webhook_token.encode())
+
+
+async def run_background(pipeline: Pipeline, wake: asyncio.Event) -> None:
+    """A long-running pipeline's work besides receiving events: process what was admitted,
+    poll the staging bucket (if `poll_interval_s`), abort stale uploads (if configured).
+    Ends only when cancelled."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_process_forever(pipeline, wake))
+        if pipeline.cfg.poll_interval_s is not None:
+            group.create_task(_poll_forever(pipeline, pipeline.cfg.poll_interval_s))
+        if pipeline.cfg.abort_incomplete_uploads_after_s is not None:
+            group.create_task(_sweep_forever(pipeline))
+
+
+async def _poll_forever(pipeline: Pipeline, interval_s: float) -> None:
+    while True:
+        try:
+            await scan(pipeline)
+        except Exception:  # a store outage must not end the server; the next pass retries
+            log.exception("pipeline %s: polling failed", pipeline.cfg.name)
+        await asyncio.sleep(interval_s)
+
+
+async def _sweep_forever(pipeline: Pipeline) -> None:
+    while True:
+        await sweep_uploads(pipeline)
+        await asyncio.sleep(UPLOAD_SWEEP_INTERVAL_S)
+
+
+async def sweep_uploads(pipeline: Pipeline) -> int:
+    """Abort the staging bucket's multipart uploads older than the configured age (0 if none is)."""
+    age = pipeline.cfg.abort_incomplete_uploads_after_s
+    if age is None:
+        return 0
+    try:
+        return await abort_stale_uploads(pipeline.store, pipeline.cfg.source, age)
+    except StorageError as exc:  # e.g. a store without ListMultipartUploads: keep processing
+        log.warning("pipeline %s: cannot sweep multipart uploads: %s", pipeline.cfg.name, exc)
+        return 0
 
 
 async def _process_forever(pipeline: Pipeline, wake: asyncio.Event) -> None:
@@ -91,6 +178,7 @@ async def scan(pipeline: Pipeline) -> int:
             page = []
     listed += await _admit_page(pipeline, page)
     pipeline.state.set_cursor(POLL_CURSOR, "")
+    pipeline.notices.end_batch()  # the whole pass is one batch
     return listed
 
 
@@ -99,14 +187,19 @@ async def _admit_page(pipeline: Pipeline, page: list[ObjectInfo]) -> int:
         return 0
     pipeline.submit(pipeline.listing_events(page))
     pipeline.state.set_cursor(POLL_CURSOR, page[-1].key)
-    await pipeline.drain()
+    await pipeline.drain(end_batch=False)
     return len(page)
 
 
 async def poll(pipeline: Pipeline, interval_s: float, max_seconds: float | None, once: bool) -> None:
-    """Scan, drain, sleep; until `once` or `max_seconds` runs out."""
+    """Scan, drain, sleep; until `once` or `max_seconds` runs out. Sweeps stale multipart
+    uploads on the first pass and then every UPLOAD_SWEEP_INTERVAL_S."""
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    next_sweep = time.monotonic()
     while True:
+        if time.monotonic() >= next_sweep:
+            await sweep_uploads(pipeline)
+            next_sweep = time.monotonic() + UPLOAD_SWEEP_INTERVAL_S
         await scan(pipeline)
         await pipeline.drain()
         if once or (deadline is not None and time.monotonic() + interval_s > deadline):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from s3batch.domain.report import ReportRow
 from s3batch.pipelines.events import ObjectEvent, padded_sequencer
+from s3batch.pipelines.notify.base import Delivery, NotifyEvent
 
 #: Seconds a writer waits for the database lock (another pipeline command on the same file).
 BUSY_TIMEOUT_S = 30.0
@@ -38,6 +39,11 @@ CREATE TABLE IF NOT EXISTS report (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, file_id INTEGER NOT NULL,
     bucket TEXT, key TEXT, version_id TEXT, status TEXT, http_status TEXT, error_code TEXT,
     message TEXT
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, target TEXT NOT NULL,
+    event TEXT NOT NULL, subject TEXT NOT NULL, delivered INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    error TEXT NOT NULL, time REAL NOT NULL
 );
 """
 
@@ -195,6 +201,11 @@ class PipelineState:
         ).fetchone()
         return int(count)
 
+    def counts(self) -> dict[str, int]:
+        """Files by state, counted in SQL (a server lists this often; files() reads every row)."""
+        rows = self._db.execute("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")
+        return {str(state): int(count) for state, count in rows}
+
     def files(self) -> list[FileRow]:
         return [_row(r) for r in self._db.execute(f"SELECT {_ROW_COLUMNS} FROM files ORDER BY id")]
 
@@ -204,6 +215,31 @@ class PipelineState:
         if run_id is not None:
             query, args = query + " WHERE run_id=?", (run_id,)
         return [(r[0], ReportRow(*r[1:])) for r in self._db.execute(query + " ORDER BY id", args)]
+
+    def record_notification(self, run_id: str, delivery: Delivery) -> None:
+        d = delivery
+        self._db.execute(
+            "INSERT INTO notifications (run_id, target, event, subject, delivered, attempts, error, time)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, d.target, d.event, d.subject, int(d.delivered), d.attempts, d.error, time.time()),
+        )
+
+    def notifications(self, run_id: str | None = None) -> list[tuple[str, Delivery]]:
+        """(run id, outcome) of every notification delivery, oldest first."""
+        query = "SELECT run_id, target, event, subject, delivered, attempts, error FROM notifications"
+        args: tuple[str, ...] = ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id=?", (run_id,)
+        rows = self._db.execute(query + " ORDER BY id", args)
+        return [(r[0], Delivery(r[1], NotifyEvent(r[2]), r[3], bool(r[4]), r[5], r[6])) for r in rows]
+
+    def notification_counts(self, run_id: str) -> dict[str, int]:
+        (delivered, failed) = self._db.execute(
+            "SELECT coalesce(sum(delivered), 0), coalesce(sum(1 - delivered), 0) FROM notifications"
+            " WHERE run_id=?",
+            (run_id,),
+        ).fetchone()
+        return {"delivered": int(delivered), "failed": int(failed)}
 
     def get_cursor(self, name: str) -> str:
         row = self._db.execute("SELECT value FROM cursor WHERE name=?", (name,)).fetchone()

@@ -17,7 +17,8 @@ from s3batch.domain.request import (
     request_hash,
     validate_tags,
 )
-from s3batch.errors import BadRequest, InvalidNextToken, JobStatusError, NotFound
+from s3batch.domain.roles import RoleBook, RoleRef, parse_role_arn
+from s3batch.errors import AccessDenied, BadRequest, InvalidNextToken, JobStatusError, NotFound
 from s3batch.operations import get_kind
 from s3batch.settings import Settings
 from s3batch.storage.config import S3Config, StorageConfig, to_dict
@@ -42,10 +43,16 @@ class JobService:
         storage: StorageConfig,
         account_id: str | None = None,
         functions: Mapping[str, str] | None = None,
+        roles: RoleBook | None = None,
     ) -> Job:
-        """Validate and record a job (status New). Same token + same request → same job."""
+        """Validate and record a job (status New). Same token + same request → same job.
+
+        With `roles` (the server's, when it defines any), RoleArn must name one of the
+        caller's roles, and the job's tasks are then held to that role's allow-list."""
         normalized = validated(request)
-        return await self.store.insert_job(self.new_job(normalized, request, storage, account_id, functions))
+        role = passed_role(normalized, account_id or self.settings.account_id, roles)
+        job = self.new_job(normalized, request, storage, account_id, functions, role=role)
+        return await self.store.insert_job(job)
 
     def new_job(
         self,
@@ -54,16 +61,21 @@ class JobService:
         storage: StorageConfig,
         account_id: str | None,
         functions: Mapping[str, str] | None,
+        *,
+        role: RoleRef | None = None,
     ) -> Job:
         """A job (status New) for a validated request, not yet stored."""
         account = account_id or self.settings.account_id
+        runtime = self._runtime(normalized, storage, functions or {})
+        if role is not None:  # a reference only: the role is looked up again when the job runs
+            runtime["role"] = {"account_id": role.account_id, "name": role.name}
         return Job(
             job_id=str(uuid.uuid4()),
             account_id=account,
             status=JobStatus.NEW,
             priority=normalized["Priority"],
             request=normalized,
-            runtime=self._runtime(normalized, storage, functions or {}),
+            runtime=runtime,
             creation_time=time.time(),
             client_request_token=client_token(request),
             request_hash=request_hash(normalized),
@@ -190,6 +202,27 @@ def validated(request: Mapping[str, Any]) -> dict[str, Any]:
     name, params = next(iter(normalized["Operation"].items()))
     get_kind(name).validate(params)
     return normalized
+
+
+def passed_role(normalized: Mapping[str, Any], account_id: str, roles: RoleBook | None) -> RoleRef | None:
+    """The role a job runs as, or None when the server defines no roles (no enforcement).
+
+    Like IAM's iam:PassRole: a role of another account is AccessDenied whether or not it
+    exists (so nothing leaks about other accounts); an undefined role of the caller's own
+    account is a BadRequestException."""
+    if not roles:
+        return None
+    arn = normalized.get("RoleArn")
+    if arn is None:
+        raise BadRequest("RoleArn is required: this server runs every job as one of its roles")
+    ref = parse_role_arn(arn)
+    if ref is None:
+        raise BadRequest(f"RoleArn {arn!r} is not a role ARN")
+    if ref.account_id != account_id:
+        raise AccessDenied(f"account {account_id} is not authorized to perform iam:PassRole on {arn}")
+    if roles.get(ref.account_id, ref.name) is None:
+        raise BadRequest(f"RoleArn {arn}: no role {ref.name!r} is defined for account {account_id}")
+    return ref
 
 
 def _function_env(storage: StorageConfig, region: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.report import ReportRow
 from s3batch.errors import BadRequest, JobStatusError
 from s3batch.service.jobs import JobService
+from s3batch.service.roles import load_roles
 from s3batch.storage.config import from_dict, open_store
 
 MAX_DESCRIPTION_CHARS = 256
@@ -40,8 +41,14 @@ async def rerun_failed(service: JobService, job_id: str, account_id: str | None 
         await objects.close()
     request = _rerun_request(job, bucket, key, body, fields)
     functions = _functions(job)
+    # A job that ran as a role reruns as that role (looked up again in HOME's server.toml).
+    roles = load_roles(service.settings.home) if "role" in job.runtime else None
     return await service.create_job(
-        request, storage=from_dict(job.runtime["storage"]), account_id=job.account_id, functions=functions
+        request,
+        storage=from_dict(job.runtime["storage"]),
+        account_id=job.account_id,
+        functions=functions,
+        roles=roles,
     )
 
 

@@ -14,19 +14,21 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from s3batch.domain.arn import object_from_arn
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
 from s3batch.domain.manifest import CsvLayout, CsvManifestParser, LineSplitter, RawLine
 from s3batch.domain.report import ReportRow
+from s3batch.domain.roles import Role, RoleBook, first_denied
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Engine
-from s3batch.errors import ManifestError, StorageError
+from s3batch.errors import ConfigError, ManifestError, StorageError
 from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.operations.permissions import job_needs, task_needs
 from s3batch.service.manifests import (
     MATERIALIZED_FIELDS,
     SPOOL_BUCKET,
@@ -36,9 +38,11 @@ from s3batch.service.manifests import (
 )
 from s3batch.service.probe import probe
 from s3batch.service.reporting import write_report
+from s3batch.service.roles import role_storage
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
 from s3batch.storage.local import LocalStore
+from s3batch.storage.retrying import RetryingStore
 from s3batch.store.base import Chunk, FinishedTask, JobStore
 
 log = logging.getLogger(__name__)
@@ -68,13 +72,22 @@ class _Stop(Exception):
 
 class JobRunner:
     def __init__(
-        self, store: JobStore, engine: Engine, function_workers: int = 2, spool_root: Path | None = None
+        self,
+        store: JobStore,
+        engine: Engine,
+        function_workers: int = 2,
+        spool_root: Path | None = None,
+        roles: Callable[[], RoleBook] = RoleBook,
     ) -> None:
         self.store = store
         self.engine = engine
         self.function_workers = function_workers
         #: Where inventory/generated manifests are materialized (see service.manifests).
         self.spool_root = spool_root or Path(tempfile.gettempdir()) / "s3batch-spool"
+        #: The server's roles, read when a job that runs as a role starts (service/roles.py).
+        self.roles = roles
+        #: The role of each job being driven (jobs created through the server), by job id.
+        self._job_roles: dict[str, Role] = {}
 
     def _spool(self) -> ObjectStore:
         return LocalStore(self.spool_root)
@@ -82,7 +95,18 @@ class JobRunner:
     async def drive(self, job_id: str) -> Job:
         """Advance the job until it is terminal or waits for confirmation."""
         job = await self.store.get_job(job_id)
-        objects = open_store(from_dict(job.runtime["storage"]))
+        storage = from_dict(job.runtime["storage"])
+        if "role" in job.runtime:
+            role = self._lookup_role(job)
+            if isinstance(role, FailureReason):
+                return await self._move(
+                    job, [job.status], JobStatus.FAILED,
+                    failure_reasons=(role,), termination_date=time.time(), active_since=None,
+                )  # fmt: skip
+            self._job_roles[job_id], storage = role, role_storage(role, storage)
+        # The job's own I/O (manifest, probe, reports) retries throttling and 5xx; tasks retry
+        # on their own, in the engine.
+        objects = cast(ObjectStore, RetryingStore(open_store(storage)))
         try:
             while not job.status.terminal and job.status is not JobStatus.SUSPENDED:
                 before = job.status
@@ -90,8 +114,21 @@ class JobRunner:
                 if before is JobStatus.PAUSING and job.status is JobStatus.PAUSED:
                     break  # pre-empted: the worker now drives the more urgent job
         finally:
+            self._job_roles.pop(job_id, None)
             await objects.close()
         return job
+
+    def _lookup_role(self, job: Job) -> Role | FailureReason:
+        """The job's role as the server defines it now, or why the job cannot run."""
+        ref = job.runtime["role"]
+        arn = job.request.get("RoleArn", ref["name"])
+        try:
+            role = self.roles().get(ref["account_id"], ref["name"])
+        except ConfigError as exc:
+            return FailureReason("AccessDenied", f"cannot read the roles of the server: {exc}"[:256])
+        if role is None:
+            return FailureReason("AccessDenied", f"role {arn} is no longer defined by the server"[:256])
+        return role
 
     async def _step(self, job: Job, objects: ObjectStore) -> Job:
         s = job.status
@@ -117,6 +154,10 @@ class JobRunner:
     # -- Preparing ----------------------------------------------------------------------
 
     async def _prepare(self, job: Job, objects: ObjectStore) -> Job:
+        role = self._job_roles.get(job.job_id)
+        denial = first_denied(role, job_needs(job.request)) if role else None
+        if denial is not None:  # AWS too fails the job when its role cannot read or report
+            return await self._fail_early(job, FailureReason("AccessDenied", denial.message[:256]))
         try:
             if needs_materializing(job.request):
                 job = await self._materialize(job, objects)
@@ -125,7 +166,9 @@ class JobRunner:
             return await self._fail_early(job, _failure(exc))
         if total == 0 or first is None:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
-        unsupported = await probe(objects, job.request["Operation"], first)
+        unsupported = (
+            None if self._denied(job, first) else await probe(objects, job.request["Operation"], first)
+        )
         if unsupported is not None:
             return await self._fail_early(job, unsupported)
         if job.request.get("ConfirmationRequired"):
@@ -138,6 +181,14 @@ class JobRunner:
                 suspended_cause=SUSPENDED_CAUSE,
             )
         return await self._move(job, [JobStatus.PREPARING], JobStatus.READY, total_tasks=total)
+
+    def _denied(self, job: Job, task: Task) -> bool:
+        """Whether the job's role refuses `task`: the probe then leaves its bucket alone too."""
+        role = self._job_roles.get(job.job_id)
+        if role is None:
+            return False
+        name, params = next(iter(job.request["Operation"].items()))
+        return first_denied(role, task_needs(name, params, task.bucket, bool(task.version_id))) is not None
 
     async def _materialize(self, job: Job, objects: ObjectStore) -> Job:
         spool = self._spool()
@@ -270,16 +321,19 @@ class JobRunner:
 
     def _context(self, job: Job) -> JobContext:
         function = job.runtime.get("function")
+        role = self._job_roles.get(job.job_id)
+        storage = from_dict(job.runtime["storage"])
         return JobContext(
             job_id=job.job_id,
             account_id=job.account_id,
             region=job.runtime.get("region", "us-east-1"),
-            storage=from_dict(job.runtime["storage"]),
+            storage=role_storage(role, storage) if role else storage,
             function=FunctionSpec(**{**function, "sys_path": tuple(function["sys_path"])})
             if function
             else None,
             function_workers=self.function_workers,
-            function_env=job.runtime.get("function_env", {}),
+            function_env=_role_env(role, job.runtime.get("function_env", {})),
+            role=role,
         )
 
     # -- Completing / Cancelling / Failing ---------------------------------------------
@@ -489,6 +543,16 @@ class ManifestSource:
                 yield line
         for line in splitter.close():
             yield line
+
+
+def _role_env(role: Role | None, env: dict[str, str]) -> dict[str, str]:
+    """Function handlers' boto3 signs with the role's profile and reaches its endpoint too."""
+    if role is None:
+        return env
+    extra = {"AWS_PROFILE": role.profile} if role.profile else {}
+    if role.endpoint_url:
+        extra |= {"AWS_ENDPOINT_URL": role.endpoint_url, "AWS_ENDPOINT_URL_S3": role.endpoint_url}
+    return {**env, **extra}
 
 
 def _failure(exc: Exception) -> FailureReason:

@@ -164,6 +164,16 @@ class CopyResult:
     version_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MultipartUpload:
+    """A multipart upload that was started and neither completed nor aborted yet."""
+
+    key: str
+    upload_id: str
+    #: When CreateMultipartUpload was called (timezone-aware).
+    initiated: datetime
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """Async access to one object store (an S3 endpoint or a local folder)."""
@@ -313,6 +323,16 @@ class ObjectStore(Protocol):
 
     async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
         """The bucket's enabled replication rules by priority; [] when it has no configuration."""
+        ...
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        """Incomplete multipart uploads under `prefix` (ListMultipartUploads). Stores that
+        write each object in one step (folder, memory) have none to list."""
+        ...
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort one upload and free its parts. An upload that is already gone (completed or
+        aborted) raises StorageError("NoSuchUpload")."""
         ...
 
     async def update_encryption(

@@ -317,7 +317,7 @@ class ConnectionPool:
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await loop.create_connection(
+                transport, conn = await loop.create_connection(
                     lambda: _Connection(loop), self._host, self._port, ssl=self._ssl
                 )
         except TimeoutError:
@@ -328,6 +328,8 @@ class ConnectionPool:
             ) from None
         except OSError as exc:
             raise HttpError(f"connect to {self._host}:{self._port}: {exc}", sent=False) from None
+        if conn.transport is None:  # connection_made not run yet (loops may schedule it)
+            conn.transport = transport
         return conn
 
     def _release(self, conn: _Connection) -> None:

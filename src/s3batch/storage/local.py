@@ -44,6 +44,7 @@ from s3batch.storage.base import (
     CopyOptions,
     CopyResult,
     KmsEncryption,
+    MultipartUpload,
     ObjectInfo,
     ReplicationRule,
     Retention,
@@ -604,6 +605,18 @@ class LocalStore:
         # can still name its destination (the S3ReplicateObject DestinationBucket extension).
         self._bucket_dir(bucket)
         return []
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        # A folder has no multipart uploads: put_file writes a temp file and renames it, and a
+        # crash leaves only a temp file, which is never listed (see TEMP_MARKER).
+        self._bucket_dir(bucket)
+        none: tuple[MultipartUpload, ...] = ()
+        for upload in none:
+            yield upload
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self._bucket_dir(bucket)
+        raise StorageError("NoSuchUpload", f"a folder store has no multipart uploads ({upload_id})", 404)
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None

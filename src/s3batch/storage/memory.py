@@ -24,6 +24,7 @@ from s3batch.storage.base import (
     CopyOptions,
     CopyResult,
     KmsEncryption,
+    MultipartUpload,
     ObjectInfo,
     ReplicationRule,
     Retention,
@@ -77,6 +78,9 @@ class MemoryStore:
         #: bucket → key → versions, oldest first (one version when not versioned).
         self._buckets: dict[str, dict[str, list[_Version]]] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        #: bucket → upload id → the upload; only `start_multipart_upload` adds one (a test hook:
+        #: puts here never leave an upload behind).
+        self._uploads: dict[str, dict[str, MultipartUpload]] = {}
 
     def fail(self, method: str, error: StorageError, *, key: str | None = None, times: int = 1) -> None:
         """Make the next `times` calls of `method` (on `key`, or any key) raise `error`."""
@@ -356,6 +360,28 @@ class MemoryStore:
     ) -> None:
         self._record("update_encryption", bucket, key)
         raise not_implemented(_MEMORY, "SSE-KMS encryption")
+
+    def start_multipart_upload(self, bucket: str, key: str, initiated: datetime | None = None) -> str:
+        """Leave an incomplete upload behind, as a client that died mid-upload would."""
+        self._bucket(bucket)
+        upload = MultipartUpload(key, uuid.uuid4().hex, initiated or datetime.now(UTC))
+        self._uploads.setdefault(bucket, {})[upload.upload_id] = upload
+        return upload.upload_id
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        self._record("list_multipart_uploads", bucket)
+        self._bucket(bucket)
+        uploads = self._uploads.get(bucket, {}).values()
+        for upload in sorted(uploads, key=lambda u: (u.key, u.initiated)):
+            if upload.key.startswith(prefix):
+                yield upload
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self._record("abort_multipart_upload", bucket, key)
+        upload = self._uploads.get(bucket, {}).get(upload_id)
+        if upload is None or upload.key != key:
+            raise StorageError("NoSuchUpload", f"no upload {upload_id} for {key}", 404)
+        del self._uploads[bucket][upload_id]
 
     async def close(self) -> None:
         self.calls.append(("close",))
