@@ -25,7 +25,7 @@ from tests.integration.test_api_boto3 import (
     serving,
 )
 
-from s3batch.api import json_api
+from s3batch.api import json_api, pipelines
 from s3batch.api.auth import AccessKey
 
 pytestmark = pytest.mark.integration
@@ -296,9 +296,8 @@ def test_openapi_document_describes_every_route(server: Server) -> None:
     document = httpx.get(f"{server.url}{API}/openapi.json", timeout=HTTP_TIMEOUT_S).json()
     assert document["openapi"].startswith("3.1")
     described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
-    served = {
-        (route.path, method) for route in json_api.ROUTES for method in (route.methods or set()) - {"HEAD"}
-    }
+    api_routes = [*json_api.ROUTES, *(r for r in pipelines.ROUTES if r.path.startswith(API))]
+    served = {(route.path, method) for route in api_routes for method in (route.methods or set()) - {"HEAD"}}
     assert described == served
     refs = json.dumps(document)
     for name in document["components"]["schemas"]:

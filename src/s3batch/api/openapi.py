@@ -64,6 +64,53 @@ _NULLABLE_NUMBER = {"type": ["number", "null"], "minimum": 0}
 _NO_TOTAL = "null until the manifest is read"
 
 _SCHEMAS: dict[str, Any] = {
+    "Pipeline": {
+        "type": "object",
+        "description": "A pipeline hosted by this server (api/pipelines.py); every key sees them all.",
+        "required": ["name", "source", "on_success", "run", "pending", "files"],
+        "properties": {
+            "name": {"type": "string"},
+            "source": {"type": "string", "description": "the staging bucket"},
+            "on_success": {"type": "string", "enum": ["archive", "delete", "leave"]},
+            "archive": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]},
+            "webhook": {"type": ["string", "null"], "description": "path of its webhook; null: disabled"},
+            "poll_interval_s": {"type": ["number", "null"]},
+            "abort_incomplete_uploads_after_s": {"type": ["number", "null"]},
+            "presign_max_expires_s": {"type": ["number", "null"]},
+            "run": {"type": ["string", "null"], "description": "the current run's id"},
+            "pending": {"type": "integer", "minimum": 0},
+            "files": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        },
+    },
+    "PipelineList": {
+        "type": "object",
+        "required": ["pipelines"],
+        "properties": {"pipelines": {"type": "array", "items": _ref("Pipeline")}},
+    },
+    "UploadRequest": {
+        "type": "object",
+        "required": ["key", "content_type"],
+        "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "content_type": {"type": "string", "minLength": 1},
+            "expires_s": {"type": "integer", "minimum": 1, "description": "at most presign_max_expires_s"},
+        },
+    },
+    "Upload": {
+        "type": "object",
+        "description": "A SigV4 presigned PUT for one key and content type; send the headers as given.",
+        "required": ["url", "method", "headers", "bucket", "key", "expires_s", "expires_at"],
+        "properties": {
+            "url": {"type": "string"},
+            "method": {"type": "string", "enum": ["PUT"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "bucket": {"type": "string"},
+            "key": {"type": "string"},
+            "expires_s": {"type": "integer", "minimum": 1},
+            "expires_at": {"type": "string", "format": "date-time"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["code", "message"],
@@ -307,6 +354,40 @@ def _paths() -> dict[str, Any]:
     }
 
 
+_PIPELINE_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+}
+
+
+def _pipeline_paths() -> dict[str, Any]:
+    return {
+        "/api/v1/pipelines": {
+            "get": {
+                "summary": "Pipelines hosted by this server, with file counts by state",
+                "responses": {"200": _json("PipelineList", "The hosted pipelines"), **_errors(401)},
+            }
+        },
+        "/api/v1/pipelines/{name}": {
+            "get": {
+                "summary": "One hosted pipeline",
+                "parameters": [_PIPELINE_NAME],
+                "responses": {"200": _json("Pipeline", "The pipeline"), **_errors(401, 404)},
+            }
+        },
+        "/api/v1/pipelines/{name}/uploads": {
+            "post": {
+                "summary": "A presigned PUT URL for one key of the pipeline's staging bucket",
+                "parameters": [_PIPELINE_NAME],
+                "requestBody": _body("UploadRequest", required=True),
+                "responses": {"201": _json("Upload", "Upload with this URL"), **_errors(400, 401, 404, 413)},
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """A fresh copy each call (callers may mutate it)."""
     return {
@@ -323,7 +404,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_pipeline_paths()},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {
