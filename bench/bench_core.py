@@ -147,15 +147,21 @@ def tag_workload(n: int, runs: int) -> dict[str, dict[str, float]]:
         }
 
 
-def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
-    base = rows["boto3 ThreadPool(64)"]
+def print_table(
+    title: str, rows: dict[str, dict[str, float]], base_name: str = "boto3 ThreadPool(64)"
+) -> None:
+    """Rows with objects/s, CPU-ms per object and both as ratios to `base_name`'s row (the
+    first row when that one was not run)."""
+    base = rows.get(base_name) or next(iter(rows.values()))
+    vs = f"vs {base_name if base_name in rows else next(iter(rows))}"[:16]
     print(f"\n{title}")
-    print(f"{'client':<24}{'obj/s':>10}{'CPU ms/obj':>12}{'obj/s ratio':>13}{'CPU ratio':>11}")
+    print(f"{'client':<34}{'obj/s':>9}{'CPU ms/obj':>12}{'obj/s ' + vs:>24}{'CPU ' + vs:>22}")
     for name, r in rows.items():
+        rate = f"{r['obj_per_s']:,.0f}" if r["obj_per_s"] >= 100 else f"{r['obj_per_s']:.2f}"
         print(
-            f"{name:<24}{r['obj_per_s']:>10,.0f}{r['cpu_ms_per_obj']:>12.3f}"
-            f"{r['obj_per_s'] / base['obj_per_s']:>12.2f}x"
-            f"{r['cpu_ms_per_obj'] / base['cpu_ms_per_obj']:>10.2f}x"
+            f"{name:<34}{rate:>9}{r['cpu_ms_per_obj']:>12.3f}"
+            f"{r['obj_per_s'] / base['obj_per_s']:>23.2f}x"
+            f"{r['cpu_ms_per_obj'] / base['cpu_ms_per_obj']:>21.2f}x"
         )
 
 

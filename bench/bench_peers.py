@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_core import BOTO3_THREADS, boto3_client, boto3_tag, copy_one, s3batch_job, seed
+from bench_core import BOTO3_THREADS, boto3_client, boto3_tag, copy_one, print_table, s3batch_job, seed
 from servers import ACCESS_KEY, SECRET_KEY, moto_server, rclone_binary, rclone_server
 
 BUCKET = "src"
@@ -53,6 +53,8 @@ SUBPROCESS_TIMEOUT_S = 600
 #: The --large workload: object count and size.
 LARGE_OBJECTS, LARGE_BYTES = 50, 64 * 1024 * 1024
 
+#: The row every ratio is taken against.
+VS = "s3batch"
 #: --only: run just the peers whose names contain one of these (empty: all).
 ONLY: list[str] = []
 
@@ -435,18 +437,6 @@ def large_workload(endpoint: str, client: Any, runs: int) -> dict[str, dict[str,
 # --- output ----------------------------------------------------------------------------------
 
 
-def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
-    base = rows["s3batch"]
-    print(f"\n{title}")
-    print(f"{'client':<34}{'obj/s':>9}{'CPU ms/obj':>12}{'obj/s vs s3batch':>18}{'CPU vs s3batch':>16}")
-    for name, r in rows.items():
-        print(
-            f"{name:<34}{r['obj_per_s']:>9,.0f}{r['cpu_ms_per_obj']:>12.3f}"
-            f"{r['obj_per_s'] / base['obj_per_s']:>17.2f}x"
-            f"{r['cpu_ms_per_obj'] / base['cpu_ms_per_obj']:>15.2f}x"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=10_000)
@@ -473,13 +463,13 @@ def main() -> None:
     if not args.no_tagging:
         results["tag_moto"] = tag_workload(args.objects, args.runs)
     runs = f"medians of {args.runs}"
-    print_table(f"copy {args.objects:,} x 4 KiB on rclone serve s3 ({runs})", results["copy_rclone"])
-    print_table(f"delete {args.objects:,} objects on rclone serve s3 ({runs})", results["delete_rclone"])
+    print_table(f"copy {args.objects:,} x 4 KiB on rclone serve s3 ({runs})", results["copy_rclone"], VS)
+    print_table(f"delete {args.objects:,} objects on rclone serve s3 ({runs})", results["delete_rclone"], VS)
     if args.large:
         title = f"copy {LARGE_OBJECTS} x 64 MiB on rclone serve s3 ({runs})"
-        print_table(title, results["copy_large_rclone"])
+        print_table(title, results["copy_large_rclone"], VS)
     if not args.no_tagging:
-        print_table(f"put tagging on {args.objects:,} objects on moto ({runs})", results["tag_moto"])
+        print_table(f"put tagging on {args.objects:,} objects on moto ({runs})", results["tag_moto"], VS)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_peers.json").write_text(json.dumps(results, indent=2))

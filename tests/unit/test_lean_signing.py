@@ -408,7 +408,7 @@ async def test_list_page_decodes_url_encoded_keys() -> None:
         b"<Contents><Key>plain</Key><Size>0</Size></Contents></ListBucketResult>"
     )
     r, pool = route(response=Response(200, {}, answer))
-    entries, token = await lean().list_page(r, [("prefix", "p q/")])
+    entries, token = await lean().list_page(r, "b", [("prefix", "p q/")])
     assert [e.key for e in entries] == ["a b+c%ü", "plain"]
     assert (entries[0].size, entries[0].etag, entries[1].size) == (3, "e", 0)
     assert entries[1].storage_class == "STANDARD"

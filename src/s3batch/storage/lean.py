@@ -25,13 +25,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.sax.saxutils import escape
 
 from s3batch.errors import StorageError
+from s3batch.storage.base import ObjectInfo
 from s3batch.storage.http1 import ConnectionPool, HttpError, Response
-from s3batch.storage.s3codes import RETRYABLE_CODES, RETRYABLE_STATUSES, STATUS_CODE_NAMES
+from s3batch.storage.s3codes import storage_error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -258,9 +258,10 @@ class LeanS3:
         }
 
     async def list_page(
-        self, route: Route, query: Sequence[tuple[str, str]]
-    ) -> tuple[list[Listed], str | None]:
-        """One ListObjectsV2 page (URL-encoded keys, decoded here) → (entries, next token)."""
+        self, route: Route, bucket: str, query: Sequence[tuple[str, str]]
+    ) -> tuple[list[ObjectInfo], str | None]:
+        """One ListObjectsV2 page of `bucket` (URL-encoded keys, decoded here) → (objects,
+        next token)."""
         query = [("list-type", "2"), ("encoding-type", "url"), *query]
         response = await self.request(route, "GET", None, query)
         root = _xml(response.body)
@@ -274,27 +275,18 @@ class LeanS3:
             fields = {child.tag: child.text or "" for child in node}
             key = fields.get(key_tag, "")
             entries.append(
-                Listed(
-                    unquote_plus(key) if encoded else key,
-                    int(fields.get(size_tag) or 0),
-                    fields.get(etag_tag, "").strip('"'),
-                    parse_last_modified(fields.get(modified_tag) or "1970-01-01T00:00:00Z"),
-                    fields.get(class_tag) or "STANDARD",
+                ObjectInfo(
+                    bucket=bucket,
+                    key=unquote_plus(key) if encoded else key,
+                    size=int(fields.get(size_tag) or 0),
+                    etag=fields.get(etag_tag, "").strip('"'),
+                    last_modified=parse_last_modified(fields.get(modified_tag) or "1970-01-01T00:00:00Z"),
+                    storage_class=fields.get(class_tag) or "STANDARD",
                 )
             )
         truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
         token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
         return entries, token or None
-
-
-class Listed(NamedTuple):
-    """One ListObjectsV2 entry."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    storage_class: str
 
 
 def encode_path(text: str, safe: str = "/~") -> str:
@@ -360,19 +352,13 @@ def error_from(response: Response) -> Exception:
             message = _child_text(root, "Message") or ""
     if response.status in FALLBACK_STATUSES or code in FALLBACK_CODES:
         return Fallback(f"{response.status} {code}")
-    return _storage_error(code, message, response.status)
+    return storage_error(code, message, response.status)
 
 
 def _error_from_xml(root: ET.Element, status: int) -> StorageError:
     code = _child_text(root, "Code") or "InternalError"
     # A 200 carrying an Error is S3's "failed mid-copy": as botocore does, treat it as 500.
-    return _storage_error(code, _child_text(root, "Message") or code, 500 if status == 200 else status)
-
-
-def _storage_error(code: str, message: str, status: int) -> StorageError:
-    code = code or STATUS_CODE_NAMES.get(str(status), str(status))
-    retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
-    return StorageError(code, message or code, status, retryable)
+    return storage_error(code, _child_text(root, "Message") or code, 500 if status == 200 else status)
 
 
 def parse_last_modified(text: str) -> datetime:

@@ -56,11 +56,15 @@ class RetryingStore:
             try:
                 return await call()
             except StorageError as exc:
-                if not exc.retryable or not self._policy.should_retry(attempt):
-                    raise
-            await asyncio.sleep(self._policy.delay_s(attempt))
-            attempt += 1
-            self.retries += 1
+                attempt = await self._backoff(exc, attempt)
+
+    async def _backoff(self, exc: StorageError, attempt: int) -> int:
+        """Re-raise `exc` unless another attempt is due; sleep, and return its number."""
+        if not exc.retryable or not self._policy.should_retry(attempt):
+            raise exc
+        await asyncio.sleep(self._policy.delay_s(attempt))
+        self.retries += 1
+        return attempt + 1
 
     async def iter_bytes(
         self,
@@ -78,11 +82,7 @@ class RetryingStore:
                     yield chunk
                 return
             except StorageError as exc:
-                if not exc.retryable or not self._policy.should_retry(attempt):
-                    raise
-            await asyncio.sleep(self._policy.delay_s(attempt))
-            attempt += 1
-            self.retries += 1
+                attempt = await self._backoff(exc, attempt)
 
     async def list_objects(
         self,
@@ -100,8 +100,4 @@ class RetryingStore:
                     yield info
                 return
             except StorageError as exc:
-                if not exc.retryable or not self._policy.should_retry(attempt):
-                    raise
-            await asyncio.sleep(self._policy.delay_s(attempt))
-            attempt += 1
-            self.retries += 1
+                attempt = await self._backoff(exc, attempt)

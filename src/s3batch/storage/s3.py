@@ -65,7 +65,7 @@ from s3batch.storage.lean import (
     Signer,
     encode_path,
 )
-from s3batch.storage.s3codes import RETRYABLE_CODES, RETRYABLE_STATUSES, STATUS_CODE_NAMES
+from s3batch.storage.s3codes import storage_error
 
 #: S3's limit for one CopyObject request, in bytes.
 SINGLE_COPY_MAX_BYTES = 5 * 1024**3
@@ -142,15 +142,51 @@ class _SharedClient:
     one event loop: a job's manifest reader and its engine then pay for one client (~60 ms of
     CPU to build, most of a small job's fixed cost) and one connection pool."""
 
+    key: tuple[S3Config, asyncio.AbstractEventLoop]
     stack: AsyncExitStack
     client: Any
     region: str
     lean: LeanS3 | None
     #: bucket → its lean route, or None when that bucket stays on aiobotocore.
     routes: dict[str, Route | None] = field(default_factory=dict)
+    route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pools: dict[tuple[str, int, bool], ConnectionPool] = field(default_factory=dict)
     #: Open S3Stores using it; the last close() closes it.
     users: int = 0
+
+    async def route(self, bucket: str) -> Route | None:
+        if bucket in self.routes:
+            return self.routes[bucket]
+        if self.lean is None:
+            return None
+        async with self.route_lock:
+            if bucket not in self.routes:
+                self.routes[bucket] = await self._learn_route(bucket)
+        return self.routes[bucket]
+
+    async def _learn_route(self, bucket: str) -> Route | None:
+        """botocore's own addressing choice for `bucket`, read off a presigned URL."""
+        try:
+            url = await self.client.generate_presigned_url(
+                "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
+            )
+            return Route.parse(str(url), _ROUTE_PROBE_KEY, self._pool)
+        except (Fallback, BotoCoreError, ValueError):
+            return None  # a bucket name botocore rejects, or a URL shape we don't know
+
+    def _pool(self, host: str, port: int, tls: bool) -> ConnectionPool:
+        pool_key = (host, port, tls)
+        if pool_key not in self.pools:
+            cfg = self.key[0]
+            self.pools[pool_key] = ConnectionPool(
+                host,
+                port,
+                tls=tls,
+                max_connections=cfg.max_connections,
+                connect_timeout_s=cfg.connect_timeout_s,
+                read_timeout_s=cfg.read_timeout_s,
+            )
+        return self.pools[pool_key]
 
     async def aclose(self) -> None:
         pools, self.pools = self.pools, {}
@@ -172,7 +208,7 @@ def _shared_loader(data_path: str | None) -> Loader:
     return create_loader(data_path)
 
 
-async def _open_client(cfg: S3Config) -> _SharedClient:
+async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEventLoop]) -> _SharedClient:
     stack = AsyncExitStack()
     with _translating():
         session = AioSession(profile=cfg.profile)
@@ -197,7 +233,7 @@ async def _open_client(cfg: S3Config) -> _SharedClient:
         lean = None
         if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
             lean = await _lean_client(session, region)
-    return _SharedClient(stack, client, region, lean)
+    return _SharedClient(key, stack, client, region, lean)
 
 
 class S3Store:
@@ -209,49 +245,42 @@ class S3Store:
                 f"addressing_style {config.addressing_style!r}: expected one of {ADDRESSING_STYLES}"
             )
         self._config = config
-        self._client: Any = None
         self._shared: _SharedClient | None = None
-        self._region = DEFAULT_REGION
         self._open_lock = asyncio.Lock()
-        self._lean: LeanS3 | None = None
-        self._routes: dict[str, Route | None] = {}  # the shared client's, once open
-        self._route_lock = asyncio.Lock()
-        self._pools: dict[tuple[str, int, bool], ConnectionPool] = {}
 
     # -- client lifecycle -------------------------------------------------------------------
 
-    async def _s3(self) -> Any:
-        if self._client is None:
+    async def _opened(self) -> _SharedClient:
+        if self._shared is None:
             async with self._open_lock:  # many tasks start at once; open one client
-                if self._client is None:
-                    await self._open()
-        return self._client
+                if self._shared is None:
+                    self._shared = await self._open()
+        return self._shared
 
-    async def _open(self) -> None:
+    async def _s3(self) -> Any:
+        return (await self._opened()).client
+
+    async def _open(self) -> _SharedClient:
         key = (self._config, asyncio.get_running_loop())
         shared = _OPEN.get(key)
         if shared is None:
-            shared = await _open_client(self._config)
+            shared = await _open_client(self._config, key)
             if key in _OPEN:  # another store of this config opened one meanwhile: use that
                 await shared.aclose()
                 shared = _OPEN[key]
             else:
                 _OPEN[key] = shared
         shared.users += 1
-        self._shared, self._region, self._lean = shared, shared.region, shared.lean
-        self._routes, self._pools = shared.routes, shared.pools
-        self._client = shared.client
+        return shared
 
     async def close(self) -> None:
-        shared, self._shared, self._client, self._lean = self._shared, None, None, None
-        self._routes, self._pools = {}, {}
+        shared, self._shared = self._shared, None
         if shared is None:
             return
         shared.users -= 1
         if shared.users == 0:
-            for key, value in list(_OPEN.items()):
-                if value is shared:
-                    del _OPEN[key]
+            if _OPEN.get(shared.key) is shared:
+                del _OPEN[shared.key]
             await shared.aclose()
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
@@ -265,57 +294,23 @@ class S3Store:
     async def _lean_call(self, bucket: str, call: Callable[[LeanS3, Route], Awaitable[_T]]) -> _T | _Skip:
         """Run `call` on the lean path, or SKIP when `bucket` has no lean route (the caller
         then uses aiobotocore). A redirect-type answer moves the bucket to aiobotocore for good."""
-        route = await self._route(bucket)
-        if route is None or self._lean is None:
+        shared = self._shared or await self._opened()
+        route = await shared.route(bucket)
+        if route is None or shared.lean is None:
             return SKIP
         try:
-            return await call(self._lean, route)
+            return await call(shared.lean, route)
         except Fallback:
-            self._routes[bucket] = None
+            shared.routes[bucket] = None
             return SKIP
-
-    async def _route(self, bucket: str) -> Route | None:
-        if bucket in self._routes:
-            return self._routes[bucket]
-        client = await self._s3()
-        if self._lean is None:
-            return None
-        async with self._route_lock:
-            if bucket not in self._routes:
-                self._routes[bucket] = await self._learn_route(client, bucket)
-        return self._routes[bucket]
-
-    async def _learn_route(self, client: Any, bucket: str) -> Route | None:
-        """botocore's own addressing choice for `bucket`, read off a presigned URL."""
-        try:
-            url = await client.generate_presigned_url(
-                "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
-            )
-            return Route.parse(str(url), _ROUTE_PROBE_KEY, self._pool)
-        except (Fallback, BotoCoreError, ValueError):
-            return None  # a bucket name botocore rejects, or a URL shape we don't know
-
-    def _pool(self, host: str, port: int, tls: bool) -> ConnectionPool:
-        key = (host, port, tls)
-        if key not in self._pools:
-            cfg = self._config
-            self._pools[key] = ConnectionPool(
-                host,
-                port,
-                tls=tls,
-                max_connections=cfg.max_connections,
-                connect_timeout_s=cfg.connect_timeout_s,
-                read_timeout_s=cfg.read_timeout_s,
-            )
-        return self._pools[key]
 
     # -- buckets and reads ------------------------------------------------------------------
 
     async def create_bucket(self, bucket: str) -> None:
-        await self._s3()  # resolves the region
+        region = (await self._opened()).region
         params: dict[str, Any] = {"Bucket": bucket}
-        if self._region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
-            params["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        if region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+            params["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
             await self._call("create_bucket", **params)
         except StorageError as exc:
@@ -407,20 +402,9 @@ class S3Store:
         for name, param in (("start-after", "StartAfter"), ("continuation-token", "ContinuationToken")):
             if params.get(param) is not None:
                 query.append((name, params[param]))
-        lean = await self._lean_call(bucket, lambda lean, route: lean.list_page(route, query))
+        lean = await self._lean_call(bucket, lambda lean, route: lean.list_page(route, bucket, query))
         if lean is not SKIP:
-            entries, token = lean
-            return [
-                ObjectInfo(
-                    bucket=bucket,
-                    key=e.key,
-                    size=e.size,
-                    etag=e.etag,
-                    last_modified=e.last_modified,
-                    storage_class=e.storage_class,
-                )
-                for e in entries
-            ], token
+            return lean
         # botocore asks for URL-encoded keys and decodes them, so odd keys survive XML.
         page = await self._call("list_objects_v2", **params, MaxKeys=max_keys)
         token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
@@ -1088,13 +1072,7 @@ def _delete_outcomes(
         # moto (and possibly others) leave VersionId out of error entries: match by key.
         positions = exact or [i for i, r in enumerate(batch) if r.key == key]
         code = str(error.get("Code") or "InternalError")
-        status = _ENTRY_STATUSES.get(code)
-        failure = StorageError(
-            code,
-            str(error.get("Message") or code),
-            status,
-            code in RETRYABLE_CODES or status in RETRYABLE_STATUSES,
-        )
+        failure = storage_error(code, str(error.get("Message") or ""), _ENTRY_STATUSES.get(code))
         for i in positions:
             outcomes[i] = failure
     return outcomes
@@ -1140,6 +1118,4 @@ def _from_client_error(exc: ClientError) -> StorageError:
     error = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     code = str(error.get("Code") or status or "Unknown")
-    code = STATUS_CODE_NAMES.get(code, code)
-    retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
-    return StorageError(code, str(error.get("Message") or exc), status, retryable)
+    return storage_error(code, str(error.get("Message") or exc), status)
