@@ -74,7 +74,8 @@ async def test_every_task_gets_its_own_result_once(use_op: Any, mixed: bool) -> 
     op = Scripted(mixed)
     use_op(op)
     engine = LocalEngine(concurrency=8, retry=FAST_RETRY)
-    out = [(t.seq, r) async for t, r in engine.run(_context(), {"Scripted": {}}, _tasks(500))]
+    groups = engine.run(_context(), {"Scripted": {}}, _tasks(500))
+    out = [(t.seq, r) async for group in groups for t, r in group]
     assert sorted(seq for seq, _ in out) == list(range(500))
     assert all(r.succeeded and r.message == f"done {seq}" for seq, r in out)
     assert engine.stats.max_in_flight <= 8
@@ -84,7 +85,7 @@ async def test_eager_tasks_are_still_retried_and_bugs_fail_one_task(use_op: Any)
     op = Scripted(mixed=False, flaky=frozenset({3, 7}), boom=frozenset({5}))
     use_op(op)
     engine = LocalEngine(concurrency=4, retry=FAST_RETRY)
-    out = {t.seq: r async for t, r in engine.run(_context(), {"Scripted": {}}, _tasks(10))}
+    out = {t.seq: r async for group in engine.run(_context(), {"Scripted": {}}, _tasks(10)) for t, r in group}
     # A raising apply is a retryable InternalError on attempt 1 (as the batch path always
     # treated it), then a final one: 5 runs twice.
     assert op.attempts[3] == op.attempts[7] == op.attempts[5] == 2

@@ -1,5 +1,6 @@
 """_Run writes results behind the engine (issue 6): one write at a time, bounded backlog,
-every row recorded once, chunks compacted once full, and a failed write still fails the run."""
+every row recorded once, chunks compacted once full (at once when one group finishes a whole
+chunk), and a failed write still fails the run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from s3batch.domain.task import Task, TaskResult
 from s3batch.service.runner import FLUSH_MAX_ROWS, _Run
-from s3batch.store.base import Chunk, FinishedTask
+from s3batch.store.base import Chunk, FinishedTask, WholeChunk
 
 CHUNK = 1000
 OK = TaskResult.ok()
@@ -22,6 +23,7 @@ class SlowStore:
     def __init__(self, fail: bool = False) -> None:
         self.rows: list[tuple[int, int]] = []
         self.completed: list[int] = []
+        self.whole: list[int] = []
         self.writing = False
         self.max_pending_rows = 0
         self.fail = fail
@@ -38,6 +40,18 @@ class SlowStore:
     async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
         self.completed.append(chunk_no)
 
+    async def record_whole_chunks(self, job_id: str, chunks: Sequence[WholeChunk]) -> None:
+        if self.fail:
+            raise RuntimeError("disk full")
+        for chunk in chunks:
+            assert [r.key for r in chunk.rows] == [f"k{i}" for i in range(CHUNK)]  # in task order
+            self.whole.append(chunk.chunk_no)
+
+
+def _task(seq: int) -> Task:
+    key = f"k{seq % CHUNK}"  # what record_whole_chunks checks the order by
+    return Task(seq=seq, bucket="b", raw_key=key, key=key)
+
 
 def _run(store: SlowStore, n_chunks: int) -> _Run:
     run = _Run(store, "j")  # type: ignore[arg-type]
@@ -50,17 +64,49 @@ async def test_every_row_is_written_once_and_chunks_complete_once() -> None:
     store = SlowStore()
     run = _run(store, 5)
     for seq in range(5 * CHUNK):
-        await run.add(Task(seq=seq, bucket="b", raw_key="k", key="k"), OK)
+        await run.add_many([(_task(seq), OK)])
         assert len(run.buffer) <= FLUSH_MAX_ROWS  # backpressure bounds the backlog
     await run.flush()
-    assert sorted(store.rows) == [(no, i) for no in range(5) for i in range(CHUNK)]
-    assert sorted(store.completed) == [0, 1, 2, 3, 4]
+    whole_rows = [(no, i) for no in store.whole for i in range(CHUNK)]
+    assert sorted(store.rows + whole_rows) == [(no, i) for no in range(5) for i in range(CHUNK)]
+    assert sorted(store.completed + store.whole) == [0, 1, 2, 3, 4]
     assert not run.chunks and run.writing is None
+
+
+def _group(chunk_no: int, idx: range) -> list[tuple[Task, TaskResult]]:
+    """Tasks of one chunk finishing together (as one DeleteObjects batch does), shuffled."""
+    group = [(_task(chunk_no * CHUNK + i), OK) for i in idx]
+    return group[1::2] + group[::2]
+
+
+async def test_a_group_that_finishes_a_whole_chunk_is_stored_compacted() -> None:
+    store = SlowStore()
+    run = _run(store, 3)
+    run.last_flush = 0.0  # every add is due for a write
+    await run.add_many(_group(0, range(CHUNK)))  # chunk 0 in one group: whole
+    await run.add_many(_group(1, range(400)))  # chunk 1 in two groups: rows, then compaction
+    await run.flush()
+    await run.add_many(_group(1, range(400, CHUNK)))
+    await run.add_many(_group(2, range(CHUNK)))  # whole again
+    await run.flush()
+    assert store.whole == [0, 2]
+    assert store.completed == [1]
+    assert sorted(store.rows) == [(1, i) for i in range(CHUNK)]  # only chunk 1 had per-task rows
+    assert not run.chunks and (run.succeeded, run.failed) == (3 * CHUNK, 0)
+
+
+async def test_a_resumed_chunk_is_never_whole() -> None:
+    store = SlowStore()
+    run = _run(store, 1)
+    run.finished_in_chunk[0] = 1  # one row was recorded before a crash
+    await run.add_many(_group(0, range(CHUNK)))
+    await run.flush()
+    assert store.whole == [] and len(store.rows) == CHUNK
 
 
 async def test_a_failed_write_fails_the_run() -> None:
     run = _run(SlowStore(fail=True), 5)
     with pytest.raises(RuntimeError, match="disk full"):
         for seq in range(5 * CHUNK):
-            await run.add(Task(seq=seq, bucket="b", raw_key="k", key="k"), OK)
+            await run.add_many([(_task(seq), OK)])
         await run.flush()

@@ -8,9 +8,11 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
+import pytest
+
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.report import ReportRow
-from s3batch.store.base import Chunk, FinishedTask
+from s3batch.store.base import Chunk, FinishedTask, WholeChunk
 from s3batch.store.sqlite import SqliteJobStore, _statements
 
 TRICKY = [
@@ -20,9 +22,8 @@ TRICKY = [
 ]
 
 
-async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.db")
-    job = Job(
+def _job() -> Job:
+    return Job(
         job_id="j",
         account_id="1",
         status=JobStatus.ACTIVE,
@@ -31,7 +32,11 @@ async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) ->
         runtime={},
         creation_time=0.0,
     )
-    await store.insert_job(job)
+
+
+async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    await store.insert_job(_job())
     await store.add_chunks("j", [Chunk(0, 0, 1, 0, len(TRICKY))])
     try:
         await store.record("j", [FinishedTask(0, i, r) for i, r in enumerate(TRICKY)])
@@ -40,6 +45,27 @@ async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) ->
         assert await store.chunk_progress("j", 0) == {}
         assert [r async for rows in store.report_rows("j") for r in rows] == TRICKY
         assert (await store.get_job("j")).progress.failed == 2
+    finally:
+        await store.close()
+
+
+async def test_whole_chunks_are_stored_compacted_in_one_step(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    await store.insert_job(_job())
+    chunks = [Chunk(0, 0, 1, 0, len(TRICKY)), Chunk(1, 3, 4, 99, 1), Chunk(2, 4, 5, 120, 1)]
+    await store.add_chunks("j", chunks)
+    try:
+        progress = await store.record_whole_chunks("j", [WholeChunk(0, TRICKY), WholeChunk(1, TRICKY[:1])])
+        assert (progress.succeeded, progress.failed) == (2, 2)
+        assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]  # the others are done
+        assert await store.chunk_progress("j", 0) == {}  # no per-task rows were left behind
+        # Chunk 2 has not finished: the report holds the whole chunks' rows, in order.
+        assert [r async for rows in store.report_rows("j") for r in rows] == [*TRICKY, TRICKY[0]]
+        # Recording a done chunk again would count its tasks twice: refused, nothing changes.
+        with pytest.raises(RuntimeError, match="1 whole chunks were not open"):
+            await store.record_whole_chunks("j", [WholeChunk(1, TRICKY[:1]), WholeChunk(2, TRICKY[:1])])
+        assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]
+        assert (await store.get_job("j")).progress.succeeded == 2
     finally:
         await store.close()
 

@@ -92,6 +92,22 @@ def test_eventbridge_keeps_plain_key() -> None:
     assert event.sequencer == "617f08299329d189"
 
 
+@pytest.mark.parametrize(
+    ("suffix", "reason"),
+    [("Put", "PutObject"), ("Post", "POST Object"), ("Copy", "CopyObject"),
+     ("CompleteMultipartUpload", "CompleteMultipartUpload")],
+)  # fmt: skip
+def test_notification_names_and_eventbridge_reasons_agree(suffix: str, reason: str) -> None:
+    """A content pattern on detail.reason matches the event whichever way it arrived, and a
+    handler sees the eventName an S3 notification would carry."""
+    record = {"Records": [{**AWS_RECORDS["Records"][0], "eventName": f"ObjectCreated:{suffix}"}]}
+    (from_notification,) = parse_payload(record).events
+    assert from_notification.pattern_doc["detail"]["reason"] == reason
+    bridge = {**EVENTBRIDGE, "detail": {**EVENTBRIDGE["detail"], "reason": reason}}
+    (from_bridge,) = parse_payload(bridge).events
+    assert from_bridge.event_name == from_notification.event_name == f"ObjectCreated:{suffix}"
+
+
 def test_eventbridge_other_detail_type_is_ignored() -> None:
     parsed = parse_payload({**EVENTBRIDGE, "detail-type": "Object Deleted"})
     assert (parsed.events, parsed.ignored) == ([], 1)

@@ -149,9 +149,9 @@ def parse_timestamp(text: str, where: str) -> datetime:
     """ISO-8601 (what botocore sends for rest-xml), as an aware UTC datetime."""
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 9999 at -01:00 is past UTC's range
         raise BadRequest(f"{where} must be an ISO-8601 timestamp, got {text!r}") from exc
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 # -- rendering ----------------------------------------------------------------------------------

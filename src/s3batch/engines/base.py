@@ -1,7 +1,9 @@
 """The engine contract.
 
 An engine receives a job's picklable context, its operation (AWS JSON shape) and a stream of
-tasks, and yields each task with its final result as tasks finish, in any order. It builds the
+tasks, and yields finished tasks with their final results as they finish, in any order, in
+groups (a non-empty list: what finished together, e.g. one DeleteObjects batch). Groups let
+the runner do its book-keeping once per batch instead of once per task. It builds the
 operation itself, wherever it runs tasks (this process, worker processes, a cluster), so
 operations and the job store never change with the engine. It retries retryable failures per
 its RetryPolicy; the result it yields is final.
@@ -18,8 +20,11 @@ from typing import Any, Protocol
 from s3batch.domain.task import Task, TaskResult
 from s3batch.operations.base import JobContext
 
+#: Tasks that finished together, each with its final result.
+Finished = list[tuple[Task, TaskResult]]
+
 
 class Engine(Protocol):
     def run(
         self, job: JobContext, operation: Mapping[str, Any], tasks: AsyncIterator[Task]
-    ) -> AsyncIterator[tuple[Task, TaskResult]]: ...
+    ) -> AsyncIterator[Finished]: ...

@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
 from typing import Any
 
-from s3batch.domain.task import Task, TaskResult
+from s3batch.domain.task import Task
+from s3batch.engines.base import Finished
 from s3batch.engines.execute import build_operation, execute_batch
 from s3batch.engines.limiter import DEFAULT_INCREASE_AFTER, AdaptiveLimit, LimitStats
 from s3batch.operations.base import JobContext, Operation
 from s3batch.retry import RetryPolicy
 
-Done = list[tuple[Task, TaskResult]]
+Done = Finished
 
 
 class LocalEngine:
@@ -38,7 +39,7 @@ class LocalEngine:
 
     async def run(
         self, job: JobContext, operation: Mapping[str, Any], tasks: AsyncIterator[Task]
-    ) -> AsyncIterator[tuple[Task, TaskResult]]:
+    ) -> AsyncIterator[Finished]:
         op, store = build_operation(job, operation)
         limit = AdaptiveLimit(self.concurrency, self.increase_after)
         self.stats = limit.stats
@@ -47,16 +48,13 @@ class LocalEngine:
             async for batch in _batches(tasks, op.batch_size):
                 started = _start_eagerly(self._run_batch(op, batch, limit))
                 if isinstance(started, list):
-                    for item in started:
-                        yield item
+                    yield started
                     continue
                 in_flight.add(started)
                 while len(in_flight) >= self.concurrency:
-                    for item in await in_flight.next_done():
-                        yield item
+                    yield await in_flight.next_done()
             while in_flight:
-                for item in await in_flight.next_done():
-                    yield item
+                yield await in_flight.next_done()
         finally:
             await in_flight.cancel()
             await op.close()

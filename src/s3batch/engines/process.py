@@ -21,7 +21,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from s3batch import eventloop
-from s3batch.domain.task import Task, TaskResult
+from s3batch.domain.task import Task
+from s3batch.engines.base import Finished
 from s3batch.engines.local import LocalEngine
 from s3batch.operations.base import JobContext
 from s3batch.retry import RetryPolicy
@@ -53,7 +54,7 @@ class ProcessEngine:
 
     async def run(
         self, job: JobContext, operation: Mapping[str, Any], tasks: AsyncIterator[Task]
-    ) -> AsyncIterator[tuple[Task, TaskResult]]:
+    ) -> AsyncIterator[Finished]:
         ctx = mp.get_context("spawn")  # never fork a process that runs an event loop
         inbox: Any = ctx.Queue(self.processes * QUEUE_DEPTH_PER_WORKER)
         outbox: Any = ctx.Queue()
@@ -76,8 +77,7 @@ class ProcessEngine:
                 if message is _DONE:
                     finished += 1
                     continue
-                for item in message:
-                    yield item
+                yield message
             await feeder
         finally:
             feeder.cancel()
@@ -127,10 +127,10 @@ async def _worker(
     job: JobContext, operation: dict[str, Any], concurrency: int, retry: RetryPolicy, inbox: Any, outbox: Any
 ) -> None:
     engine = LocalEngine(concurrency, retry)
-    out: list[tuple[Task, TaskResult]] = []
+    out: Finished = []
     sent = time.monotonic()
-    async for item in engine.run(job, operation, _inbox_tasks(inbox)):
-        out.append(item)
+    async for finished in engine.run(job, operation, _inbox_tasks(inbox)):
+        out.extend(finished)
         if len(out) >= RESULT_BATCH or time.monotonic() - sent > RESULT_MAX_DELAY_S:
             outbox.put(out)
             out, sent = [], time.monotonic()

@@ -91,9 +91,27 @@ def _parse_sns(payload: Mapping[str, Any]) -> Parsed:
         return Parsed([], ignored=1)
     try:
         inner = json.loads(payload["Message"])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise EventError("SNS Message is not JSON") from exc
+    except (TypeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EventError("SNS Message is not JSON (or nested too deeply)") from exc
     return parse_payload(inner)
+
+
+#: S3 notification eventName suffixes and the EventBridge `detail.reason` for the same event,
+#: so one content pattern on `reason` matches every source, and a handler sees the eventName
+#: an S3 notification would carry whichever way the event came in.
+_REASON_OF = {
+    "Put": "PutObject",
+    "Post": "POST Object",
+    "Copy": "CopyObject",
+    "CompleteMultipartUpload": "CompleteMultipartUpload",
+}
+_SUFFIX_OF = {reason: suffix for suffix, reason in _REASON_OF.items()}
+
+
+def _suffix_of(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason:
+        return "Put"
+    return _SUFFIX_OF.get(reason, reason)
 
 
 def from_record(record: Mapping[str, Any]) -> ObjectEvent | None:
@@ -104,8 +122,8 @@ def from_record(record: Mapping[str, Any]) -> ObjectEvent | None:
     try:
         s3 = record["s3"]
         obj = s3["object"]
-        bucket = str(s3["bucket"]["name"])
-        raw_key = str(obj["key"])
+        bucket = _name(s3["bucket"]["name"], "s3.bucket.name")
+        raw_key = _name(obj["key"], "s3.object.key")
     except (KeyError, TypeError) as exc:
         raise EventError(f"record without s3.bucket.name / s3.object.key: {exc}") from exc
     event = ObjectEvent(
@@ -113,12 +131,13 @@ def from_record(record: Mapping[str, Any]) -> ObjectEvent | None:
         key=unquote_plus(raw_key),
         etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
         size=_int(obj.get("size")),
-        version_id=obj.get("versionId") or None,
-        sequencer=obj.get("sequencer") or None,
+        version_id=_optional(obj.get("versionId"), "s3.object.versionId"),
+        sequencer=_optional(obj.get("sequencer"), "s3.object.sequencer"),
         event_name=name,
         event_time=str(record.get("eventTime", "")),
     )
-    return _with_doc(event, reason=name)
+    suffix = name.removeprefix(CREATED_PREFIX)
+    return _with_doc(event, reason=_REASON_OF.get(suffix, suffix))
 
 
 def from_eventbridge(payload: Mapping[str, Any]) -> ObjectEvent | None:
@@ -128,8 +147,8 @@ def from_eventbridge(payload: Mapping[str, Any]) -> ObjectEvent | None:
     try:
         detail = payload["detail"]
         obj = detail["object"]
-        bucket = str(detail["bucket"]["name"])
-        key = str(obj["key"])
+        bucket = _name(detail["bucket"]["name"], "detail.bucket.name")
+        key = _name(obj["key"], "detail.object.key")
     except (KeyError, TypeError) as exc:
         raise EventError(f"EventBridge event without detail.bucket.name / object.key: {exc}") from exc
     # AWS examples carry plain keys here (spec §8.3); decoding would corrupt a literal "+".
@@ -138,9 +157,9 @@ def from_eventbridge(payload: Mapping[str, Any]) -> ObjectEvent | None:
         key=key,
         etag=str(obj.get("etag", "")).strip('"'),
         size=_int(obj.get("size")),
-        version_id=obj.get("version-id") or None,
-        sequencer=obj.get("sequencer") or None,
-        event_name=f"{CREATED_PREFIX}{detail.get('reason', 'PutObject')}",
+        version_id=_optional(obj.get("version-id"), "detail.object.version-id"),
+        sequencer=_optional(obj.get("sequencer"), "detail.object.sequencer"),
+        event_name=CREATED_PREFIX + _suffix_of(detail.get("reason")),
         event_time=str(payload.get("time", "")),
         pattern_doc=dict(payload),
     )
@@ -188,8 +207,24 @@ def _fields(event: ObjectEvent) -> dict[str, Any]:
 def _int(value: Any) -> int | None:
     try:
         return None if value is None else int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 parses as inf
         return None
+
+
+def _name(value: Any, where: str) -> str:
+    """A bucket name or key: a non-empty string (str(None) would name an object "None")."""
+    if not isinstance(value, str) or not value:
+        raise EventError(f"{where} must be a non-empty string, got {value!r}"[:200])
+    return value
+
+
+def _optional(value: Any, where: str) -> str | None:
+    """A version ID or sequencer: a string, or absent (None, "")."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"{where} must be a string, got {value!r}"[:200])
+    return value
 
 
 def to_record(event: ObjectEvent, region: str) -> dict[str, Any]:

@@ -79,6 +79,8 @@ async def receive_events(pipeline: Pipeline, request: Request, wake: asyncio.Eve
         parsed = parse_payload(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError, EventError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
+    except RecursionError:  # JSON nested deeper than the parser's stack, well under the size cap
+        return JSONResponse({"error": "JSON nested too deeply"}, status_code=400)
     counts = pipeline.submit(parsed.events)
     if counts.accepted:
         wake.set()

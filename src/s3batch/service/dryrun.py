@@ -80,13 +80,11 @@ async def _scan(job: Job, objects: ObjectStore, spool: ObjectStore) -> _Scan:
     parser = CsvManifestParser(source.layout)
     scan, rng = _Scan(), random.Random(0)  # fixed seed: the same manifest gives the same sample
     limit = HEAD_ALL_LIMIT
-    async for line in source.lines(0, 1):
-        task = parser.parse(line, scan.tasks)
-        if task is None:
-            continue
-        scan.tasks += 1
-        scan.buckets.add(task.bucket)
-        _reservoir(scan, task, rng, limit if scan.tasks <= limit else SAMPLE_SIZE)
+    async for tasks in source.tasks(parser, 0, 1, 0):
+        for task in tasks:
+            scan.tasks += 1
+            scan.buckets.add(task.bucket)
+            _reservoir(scan, task, rng, limit if scan.tasks <= limit else SAMPLE_SIZE)
     return scan
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 import tempfile
 import time
@@ -21,8 +22,8 @@ from typing import Any, cast
 
 from s3batch.domain.arn import object_from_arn
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
-from s3batch.domain.manifest import CsvLayout, CsvManifestParser, LineSplitter, RawLine
-from s3batch.domain.report import ReportRow
+from s3batch.domain.manifest import Block, CsvLayout, CsvManifestParser, LineSplitter
+from s3batch.domain.report import ReportRow, outcome_fields
 from s3batch.domain.roles import Role, RoleBook, first_denied
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Engine
@@ -43,7 +44,7 @@ from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
 from s3batch.storage.local import LocalStore
 from s3batch.storage.retrying import RetryingStore
-from s3batch.store.base import Chunk, FinishedTask, JobStore
+from s3batch.store.base import Chunk, FinishedTask, JobStore, WholeChunk
 
 log = logging.getLogger(__name__)
 
@@ -215,27 +216,23 @@ class JobRunner:
         Returns the task count and the first task."""
         source = await ManifestSource.open(job, objects, self._spool())
         parser = CsvManifestParser(source.layout)
-        unsaved: list[Chunk] = []
-        n_chunks, seq = 0, 0
-        start: tuple[int, int, int] | None = None  # (line, offset, seq) of the open chunk
+        plan = _ChunkPlan()
         first: Task | None = None
-        async for line in source.lines(0, 1):
-            task = parser.parse(line, seq)
-            if task is None:
-                continue
-            first = first or task
-            start = start or (line.number, line.offset, seq)
-            seq += 1
-            if seq - start[2] == CHUNK_TASKS:
-                unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], CHUNK_TASKS))
-                n_chunks, start = n_chunks + 1, None
-            if len(unsaved) >= CHUNK_INSERT_BATCH:
-                await self.store.add_chunks(job.job_id, unsaved)
-                unsaved = []
-        if start is not None:
-            unsaved.append(Chunk(n_chunks, start[2], start[0], start[1], seq - start[2]))
-        await self.store.add_chunks(job.job_id, unsaved)
-        return seq, first
+        async for block in source.blocks(0, 1):
+            plain = parser.count_block(block)
+            if plain is not None:  # one task per line: only chunk starts need offsets
+                plan.add_block(block, plain)
+            else:
+                for line in block.lines():
+                    task = parser.parse(line, plan.seq)
+                    if task is not None:
+                        first = first or task
+                        plan.add_task(line.number, line.offset)
+            if len(plan.unsaved) >= CHUNK_INSERT_BATCH:
+                await self.store.add_chunks(job.job_id, plan.take())
+        plan.close()
+        await self.store.add_chunks(job.job_id, plan.take())
+        return plan.seq, first
 
     # -- Active -------------------------------------------------------------------------
 
@@ -304,8 +301,8 @@ class JobRunner:
         tasks = _pending_tasks(source, pending, run)
         results = self.engine.run(self._context(job), job.request["Operation"], tasks)
         try:
-            async for task, result in results:
-                await run.add(task, result)
+            async for finished in results:
+                await run.add_many(finished)
                 if run.progress_over_threshold:
                     raise _Stop(JobStatus.FAILING, (_threshold_reason(run),))
         finally:
@@ -392,17 +389,21 @@ class _Run:
         inside = seq < chunk.first_seq + chunk.n_tasks
         return chunk if inside and chunk.chunk_no in self.chunks else None
 
-    async def add(self, task: Task, result: TaskResult) -> None:
-        chunk = self.chunk_of(task.seq)
-        assert chunk is not None, f"task {task.seq} belongs to no open chunk"
-        if result.succeeded:
-            self.succeeded += 1
-        else:
-            self.failed += 1
-        self.buffer.append(
-            FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, ReportRow.of(task, result))
-        )
-        if len(self.buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
+    async def add_many(self, finished: Sequence[tuple[Task, TaskResult]]) -> None:
+        """Buffer tasks that finished together; start a write when the buffer is due."""
+        buffer, ok = self.buffer, 0
+        last: TaskResult | None = None  # a batch's tasks often share one result object
+        for task, result in finished:
+            chunk = self.chunk_of(task.seq)
+            assert chunk is not None, f"task {task.seq} belongs to no open chunk"
+            if result is not last:
+                last, outcome, succeeded = result, outcome_fields(result), result.succeeded
+            ok += succeeded
+            row = ReportRow(task.bucket, task.raw_key, task.version_id or "", *outcome)
+            buffer.append(FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, row))
+        self.succeeded += ok
+        self.failed += len(finished) - ok
+        if len(buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
             await self._flush_behind()
 
     async def _flush_behind(self) -> None:
@@ -437,12 +438,40 @@ class _Run:
         await self._write(batch)
 
     async def _write(self, batch: list[FinishedTask]) -> None:
-        await self.store.record(self.job_id, batch)
+        whole, rest = self._split_whole(batch)
+        if whole:
+            await self.store.record_whole_chunks(self.job_id, whole)
+            for chunk in whole:
+                self._close(chunk.chunk_no)
+        if not rest:
+            return
+        await self.store.record(self.job_id, rest)
         finished = self.finished_in_chunk
-        for item in batch:
+        for item in rest:
             finished[item.chunk_no] += 1
         # Only chunks this batch touched can have become full; a large job has thousands open.
-        await self.complete_full_chunks({item.chunk_no for item in batch})
+        await self.complete_full_chunks({item.chunk_no for item in rest})
+
+    def _split_whole(self, batch: list[FinishedTask]) -> tuple[list[WholeChunk], list[FinishedTask]]:
+        """Chunks that `batch` finishes from nothing (a DeleteObjects batch of 1,000 is one),
+        and the other rows. A whole chunk is stored compacted at once, skipping the per-task
+        rows that compaction would read back and delete."""
+        by_chunk: dict[int, list[FinishedTask]] = {}
+        for item in batch:
+            by_chunk.setdefault(item.chunk_no, []).append(item)
+        whole: list[WholeChunk] = []
+        rest: list[FinishedTask] = []
+        for no, items in by_chunk.items():
+            n_tasks = self.chunks[no].n_tasks
+            if self.finished_in_chunk[no] == 0 and len(items) == n_tasks == len({i.idx for i in items}):
+                items.sort(key=_idx)
+                whole.append(WholeChunk(no, [item.row for item in items]))
+            else:
+                rest.extend(items)
+        return whole, rest
+
+    def _close(self, chunk_no: int) -> None:
+        del self.chunks[chunk_no], self.finished_in_chunk[chunk_no], self.done_idx[chunk_no]
 
     async def complete_full_chunks(self, candidates: Iterable[int] | None = None) -> None:
         """Compact every full chunk among `candidates` (all open chunks when None)."""
@@ -451,13 +480,17 @@ class _Run:
             chunk = self.chunks.get(no)
             if chunk is not None and self.finished_in_chunk[no] >= chunk.n_tasks:
                 await self.store.complete_chunk(self.job_id, no, chunk.n_tasks)
-                del self.chunks[no], self.finished_in_chunk[no], self.done_idx[no]
+                self._close(no)
 
     @property
     def progress_over_threshold(self) -> bool:
         if not self.failed:  # checked per task: skip building a Progress while nothing failed
             return False
         return Progress(succeeded=self.succeeded, failed=self.failed).over_failure_threshold()
+
+
+def _idx(item: FinishedTask) -> int:
+    return item.idx
 
 
 def _threshold_reason(run: _Run) -> FailureReason:
@@ -475,17 +508,56 @@ async def _pending_tasks(source: ManifestSource, pending: list[Chunk], run: _Run
     first = pending[0]
     end = pending[-1].first_seq + pending[-1].n_tasks
     parser = CsvManifestParser(source.layout, resuming=first.first_line > 1)
-    seq = first.first_seq
-    async for line in source.lines(first.byte_offset, first.first_line):
-        task = parser.parse(line, seq)
-        if task is None:
-            continue
-        seq += 1
-        chunk = run.chunk_of(task.seq)
-        if chunk is not None and (task.seq - chunk.first_seq) not in run.done_idx[chunk.chunk_no]:
-            yield task
-        if seq >= end:
-            return
+    async for tasks in source.tasks(parser, first.byte_offset, first.first_line, first.first_seq):
+        for task in tasks:
+            if task.seq >= end:
+                return
+            chunk = run.chunk_of(task.seq)
+            if chunk is not None and (task.seq - chunk.first_seq) not in run.done_idx[chunk.chunk_no]:
+                yield task
+
+
+@dataclass(slots=True)
+class _ChunkPlan:
+    """Cuts the manifest's tasks into chunks of CHUNK_TASKS while Preparing reads it."""
+
+    seq: int = 0
+    n_chunks: int = 0
+    #: (line number, byte offset, seq) of the open chunk's first task.
+    start: tuple[int, int, int] | None = None
+    unsaved: list[Chunk] = field(default_factory=list)
+
+    def add_task(self, line: int, offset: int) -> None:
+        if self.start is None:
+            self.start = (line, offset, self.seq)
+        self.seq += 1
+        if self.seq - self.start[2] == CHUNK_TASKS:
+            self.close()
+
+    def add_block(self, block: Block, n_tasks: int) -> None:
+        """`n_tasks` tasks, one per line of `block`."""
+        ends: list[int] | None = None  # byte length of lines[:i+1], computed if a chunk starts
+        i = 0
+        while i < n_tasks:
+            if self.start is None:
+                if ends is None:
+                    ends = list(itertools.accumulate(len(x) + 1 for x in block.data.split(b"\n")))
+                self.start = (block.first_line + i, block.offset + (ends[i - 1] if i else 0), self.seq)
+            take = min(n_tasks - i, CHUNK_TASKS - (self.seq - self.start[2]))
+            self.seq, i = self.seq + take, i + take
+            if self.seq - self.start[2] == CHUNK_TASKS:
+                self.close()
+
+    def close(self) -> None:
+        """End the open chunk (full, or the manifest's last)."""
+        if self.start is not None:
+            line, offset, first_seq = self.start
+            self.unsaved.append(Chunk(self.n_chunks, first_seq, line, offset, self.seq - first_seq))
+            self.n_chunks, self.start = self.n_chunks + 1, None
+
+    def take(self) -> list[Chunk]:
+        taken, self.unsaved = self.unsaved, []
+        return taken
 
 
 @dataclass(slots=True)
@@ -535,14 +607,30 @@ class ManifestSource:
             raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
         return cls(objects, bucket, key, version, CsvLayout.from_fields(fields))
 
-    async def lines(self, offset: int, first_line: int) -> AsyncIterator[RawLine]:
+    async def blocks(self, offset: int, first_line: int) -> AsyncIterator[Block]:
+        """The manifest from `offset` on, as blocks of whole lines (the last may lack its LF)."""
         splitter = LineSplitter(offset, first_line)
         stream = self.objects.iter_bytes(self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES)
         async for chunk in stream:
-            for line in splitter.feed(chunk):
-                yield line
-        for line in splitter.close():
-            yield line
+            for block in splitter.feed_blocks(chunk):
+                yield block
+        if (tail := splitter.close_block()) is not None:
+            yield tail
+
+    async def tasks(
+        self, parser: CsvManifestParser, offset: int, first_line: int, seq: int
+    ) -> AsyncIterator[list[Task]]:
+        """The tasks from `offset` on, numbered from `seq`, a block at a time."""
+        async for block in self.blocks(offset, first_line):
+            tasks = parser.parse_block(block, seq)
+            if tasks is None:
+                tasks = []
+                for line in block.lines():
+                    task = parser.parse(line, seq + len(tasks))
+                    if task is not None:
+                        tasks.append(task)
+            seq += len(tasks)
+            yield tasks
 
 
 def _role_env(role: Role | None, env: dict[str, str]) -> dict[str, str]:

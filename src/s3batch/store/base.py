@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from s3batch.domain.job import Job, JobStatus, Progress
 from s3batch.domain.report import ReportRow
@@ -23,12 +23,21 @@ class Chunk:
     n_tasks: int
 
 
-@dataclass(frozen=True, slots=True)
-class FinishedTask:
+class FinishedTask(NamedTuple):
+    """A task's report row and its place. A NamedTuple: one per task (see ReportRow)."""
+
     chunk_no: int
     #: Position within the chunk, 0-based.
     idx: int
     row: ReportRow
+
+
+@dataclass(frozen=True, slots=True)
+class WholeChunk:
+    """Every result of one chunk, in task order (rows[idx])."""
+
+    chunk_no: int
+    rows: Sequence[ReportRow]
 
 
 class JobStore(Protocol):
@@ -73,6 +82,11 @@ class JobStore(Protocol):
 
     async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
         """Compact the chunk's rows into its results blob."""
+        ...
+
+    async def record_whole_chunks(self, job_id: str, chunks: Sequence[WholeChunk]) -> Progress:
+        """Durably record chunks whose every task finished at once (none recorded before):
+        each is stored compacted and done in one step, without per-task rows."""
         ...
 
     def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
 from s3batch.domain.report import ReportRow, parse_rows, render_row
 from s3batch.errors import IdempotencyError, NotFound
-from s3batch.store.base import Chunk, FinishedTask
+from s3batch.store.base import Chunk, FinishedTask, WholeChunk
 
 #: How long a writer waits for another process's lock, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
@@ -297,6 +297,30 @@ class SqliteJobStore:
                 c.execute("DELETE FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
 
         await self._run(compact)
+
+    async def record_whole_chunks(self, job_id: str, chunks: Sequence[WholeChunk]) -> Progress:
+        def write() -> Progress:
+            done = []
+            for chunk in chunks:
+                ok = sum(1 for r in chunk.rows if r.status == "succeeded")
+                text = "".join(render_row(r) for r in chunk.rows)
+                blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
+                done.append((ok, len(chunk.rows) - ok, blob, job_id, chunk.chunk_no))
+            with self._tx() as c:
+                updated = c.executemany(
+                    "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? "
+                    "WHERE job_id=? AND chunk_no=? AND done=0",
+                    done,
+                ).rowcount
+                if updated != len(done):  # rolled back: counting a chunk twice would lie
+                    raise RuntimeError(f"job {job_id}: {len(done) - updated} whole chunks were not open")
+                c.execute(
+                    "UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ? WHERE job_id=?",
+                    (sum(d[0] for d in done), sum(d[1] for d in done), job_id),
+                )
+            return self._get_job(job_id).progress
+
+        return await self._run(write)
 
     async def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
         last = -1
