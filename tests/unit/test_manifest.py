@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s3batch.domain.manifest import CsvLayout, CsvManifestParser, LineSplitter, split_lines
+from s3batch.domain.manifest import BLOCK_MAX_BYTES, CsvLayout, CsvManifestParser, LineSplitter, split_lines
 from s3batch.domain.task import Task
 from s3batch.errors import BadRequest, ManifestError
 
@@ -132,3 +132,25 @@ def test_url_encoded_keys_round_trip_whatever_the_chunking(keys: list[str], chun
     parser = CsvManifestParser(CsvLayout.from_fields(["Bucket", "Key"]))
     got = [parser.parse(line, i) for i, line in enumerate(split_lines(chunks))]
     assert [t.key for t in got if t] == keys
+
+
+def test_blocks_are_bounded_and_cover_the_stream_exactly() -> None:
+    lines = [b"bkt,first\n"] + [b"bkt,k%d\n" % i for i in range(20_000)]
+    lines[5_000] = b"bkt," + b"x" * (BLOCK_MAX_BYTES + 10) + b"\n"  # longer than a block
+    data = b"".join(lines) + b"bkt,tail-without-newline"
+    splitter = LineSplitter()
+    blocks = [b for i in range(0, len(data), 100_000) for b in splitter.feed_blocks(data[i : i + 100_000])]
+    tail = splitter.close_block()
+    assert tail is not None and tail.data == b"bkt,tail-without-newline"
+    blocks.append(tail)
+    assert b"".join(b.data for b in blocks) == data
+    assert blocks[0].data == b"bkt,first\n"  # the first line alone
+    offset, line = 0, 1
+    for block in blocks:
+        assert (block.offset, block.first_line) == (offset, line)
+        assert len(block.data) <= BLOCK_MAX_BYTES or block.data.count(b"\n") == 1
+        offset, line = offset + len(block.data), line + block.data.count(b"\n")
+    numbered = [raw for block in blocks for raw in block.lines()]
+    assert [r.number for r in numbered] == list(range(1, len(lines) + 2))
+    long_line = numbered[5_000]
+    assert long_line.text.startswith("bkt,xxx") and long_line.offset == len(b"".join(lines[:5_000]))

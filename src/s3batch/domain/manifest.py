@@ -34,6 +34,10 @@ _CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
 _BAD_BUCKET_CHAR = re.compile(r"[/\s]")
 
 
+#: Largest block `LineSplitter.feed_blocks` hands out (unless one line is longer), in bytes:
+#: small enough that a job's first requests go out after ~1,000 lines are parsed, not after
+#: a whole read (MANIFEST_READ_BYTES), large enough that per-block costs vanish.
+BLOCK_MAX_BYTES = 64 * 1024
 #: Fast path (whole blocks of lines, see CsvManifestParser.parse_block): what a plain field may
 #: hold. Anything else — quotes, other bucket characters, whitespace around a value, a key of
 #: more than 1,024 bytes, a blank line — sends the block line by line, which gives the same
@@ -122,25 +126,32 @@ class LineSplitter:
         return lines
 
     def feed_blocks(self, chunk: bytes) -> list[Block]:
-        """Like feed, but hands back the complete lines at once, undecoded, as one block
-        (`Block.lines()` cuts a block into RawLines when needed).
+        """Like feed, but hands back the complete lines undecoded, in blocks of up to
+        BLOCK_MAX_BYTES (`Block.lines()` cuts a block into RawLines when needed).
 
         The manifest's first line comes in a block of its own: it may start with a BOM and is
         checked for a header row, which only the line-by-line path does.
         """
-        self._buf += chunk
-        blocks = []
-        if self._number == 1 and (first_end := self._buf.find(b"\n") + 1):
-            blocks.append(self._take(first_end))
-        if end := self._buf.rfind(b"\n") + 1:
-            blocks.append(self._take(end))
+        data = self._buf + chunk
+        blocks, start = [], 0
+        while True:
+            if self._number == 1:
+                end = data.find(b"\n", start) + 1
+            else:
+                end = data.rfind(b"\n", start, start + BLOCK_MAX_BYTES) + 1
+                if end <= start:  # no line ends within the window: one long line
+                    end = data.find(b"\n", start + BLOCK_MAX_BYTES) + 1
+            if end <= start:
+                break
+            blocks.append(self._block(data[start:end]))
+            start = end
+        self._buf = data[start:]
         return blocks
 
-    def _take(self, end: int) -> Block:
-        block = Block(self._number, self._offset, self._buf[:end])
-        self._buf = self._buf[end:]
-        self._number += block.data.count(b"\n")
-        self._offset += end
+    def _block(self, data: bytes) -> Block:
+        block = Block(self._number, self._offset, data)
+        self._number += data.count(b"\n")
+        self._offset += len(data)
         return block
 
     def close(self) -> list[RawLine]:
@@ -149,7 +160,8 @@ class LineSplitter:
 
     def close_block(self) -> Block | None:
         """What is left after the last LF (a last line without one), as a block."""
-        return self._take(len(self._buf)) if self._buf else None
+        rest, self._buf = self._buf, b""
+        return self._block(rest) if rest else None
 
     def _emit(self, raw: bytes) -> RawLine:
         line = RawLine(self._number, self._offset, _decode(raw, self._number))
