@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,9 +131,9 @@ class ReplicationRule:
 SSE_PARAMS = frozenset({"ServerSideEncryption", "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled"})
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRef:
-    """One object (version) to delete in a batch."""
+class VersionRef(NamedTuple):
+    """One object (version) to delete in a batch. A NamedTuple: a delete job makes one per
+    task, and the lean path sends it as the (key, version_id) pair it is."""
 
     key: str
     version_id: str | None = None

@@ -45,6 +45,8 @@ _NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9/_.~-]*")
 _COPY_RESULT_ETAG = re.compile(rb"<CopyObjectResult[^>]*>.*?<ETag>([^<]*)</ETag>", re.S)
 _QUERY_NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9_.~-]*")
 _XML_TEXT_ESCAPES = {"\r": "&#13;", "\n": "&#10;", '"': "&quot;"}
+#: Characters `_text` escapes (escape() does &, <, > plus _XML_TEXT_ESCAPES).
+_XML_SPECIAL = re.compile('[&<>"\r\n]')
 
 
 class Fallback(Exception):
@@ -314,6 +316,8 @@ def _md5_header(body: bytes) -> dict[str, str]:
 
 
 def _text(value: str) -> str:
+    if _XML_SPECIAL.search(value) is None:  # most keys: one C-level scan instead of five
+        return value
     return escape(value, _XML_TEXT_ESCAPES)
 
 

@@ -749,8 +749,7 @@ class S3Store:
         outcomes: list[Exception | None] = []
         for start in range(0, len(objects), DELETE_OBJECTS_MAX_KEYS):
             batch = objects[start : start + DELETE_OBJECTS_MAX_KEYS]
-            pairs = [(ref.key, ref.version_id) for ref in batch]
-            lean = await self._lean_call(bucket, functools.partial(_lean_delete_objects, pairs=pairs))
+            lean = await self._lean_call(bucket, functools.partial(_lean_delete_objects, pairs=batch))
             if lean is not SKIP:
                 errors = [{"Key": k, "VersionId": v, "Code": c, "Message": m} for k, v, c, m in lean]
                 outcomes.extend(_delete_outcomes(batch, errors))
@@ -1066,11 +1065,16 @@ def _delete_outcomes(
     batch: Sequence[VersionRef], errors: Sequence[Mapping[str, Any]]
 ) -> list[Exception | None]:
     outcomes: list[Exception | None] = [None] * len(batch)
+    if not errors:
+        return outcomes
+    at: dict[str, list[int]] = {}  # a batch of 1,000 failing keys: no 1,000 x 1,000 scan
+    for i, ref in enumerate(batch):
+        at.setdefault(ref.key, []).append(i)
     for error in errors:
         key, version_id = error.get("Key"), error.get("VersionId")
-        exact = [i for i, r in enumerate(batch) if r.key == key and r.version_id == version_id]
+        same_key = at.get(str(key), [])
         # moto (and possibly others) leave VersionId out of error entries: match by key.
-        positions = exact or [i for i, r in enumerate(batch) if r.key == key]
+        positions = [i for i in same_key if batch[i].version_id == version_id] or same_key
         code = str(error.get("Code") or "InternalError")
         failure = storage_error(code, str(error.get("Message") or ""), _ENTRY_STATUSES.get(code))
         for i in positions:
