@@ -1,6 +1,8 @@
 """`kill -9` of the background worker, again and again, at every phase of a job: after each
 restart the job goes on, and in the end it is Complete, its report lists every task exactly
-once, and the objects are in the right state (issue 6, crash part).
+once, and the objects are in the right state (issue 6, crash part). The same for a pipeline:
+`s3batch pipeline run --backlog` killed and restarted until every file is archived or in the
+error bucket exactly once.
 
 The CI variant of bench/crash_campaign.py (the 50,000-task, 20-kill campaign): the campaign
 logic lives there, these tests pick sizes that keep the file well under 90 s on 2 cores.
@@ -15,7 +17,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from crash_campaign import Campaign, CampaignConfig, CampaignResult, LocalObjects, S3Objects, summary_table
+from crash_campaign import (
+    PIPELINE,
+    Campaign,
+    CampaignConfig,
+    CampaignResult,
+    LocalObjects,
+    PipelineCampaign,
+    S3Objects,
+    summary_table,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +38,10 @@ MIN_KILLS_LANDED = 2
 #: Upper bound per job, kills and restarts included, in seconds.
 JOB_TIMEOUT_S = 60.0
 SEED = 6
+#: Pipeline files: at ~200 files/s the run lasts a few seconds, enough for the kills to land.
+PIPELINE_FILES = 400
+#: Every this-many-th file fails (error bucket); each first failure pauses the pipeline 0.5 s.
+PIPELINE_FAIL_EVERY = 50
 
 
 def check(result: CampaignResult, phases: set[str]) -> None:
@@ -73,4 +88,20 @@ def test_invoke_reruns_at_most_in_flight_and_unflushed_tasks(tmp_path: Path) -> 
     )  # fmt: skip
     result = Campaign(config, LocalObjects(tmp_path / "buckets"), tmp_path, "local").run()
     check(result, {"Active"})
+    assert result.duplicate_bound is not None and result.duplicates <= result.duplicate_bound
+
+
+def test_pipeline_survives_kills(tmp_path: Path) -> None:
+    config = CampaignConfig(
+        PIPELINE, tasks=PIPELINE_FILES, kills=KILLS, seed=SEED, bad_every=PIPELINE_FAIL_EVERY,
+        job_timeout_s=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    campaign = PipelineCampaign(config, LocalObjects(tmp_path / "buckets"), tmp_path)
+    result = campaign.run()
+    # Kills while Active land after the restarted run finished files of its own and before the
+    # last file: really mid-run. Every kill was followed by a restart.
+    check(result, {"Active"})
+    assert campaign.runs == len(result.kills) + 1
+    assert all(0 < k.done < PIPELINE_FILES for k in result.kills if k.status == "Active")
+    assert len(campaign.bad) == PIPELINE_FILES // PIPELINE_FAIL_EVERY  # the error path ran too
     assert result.duplicate_bound is not None and result.duplicates <= result.duplicate_bound

@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
 ERROR_SUFFIX = ".error.json"
-#: Seconds to wait before files that failed retryably are tried again.
+#: Seconds before a file that failed retryably is tried again (first retry; the pipeline goes
+#: on with other files meanwhile).
 RETRY_DELAY_S = 0.5
+#: Longest wait before a retry, in seconds (the delay doubles per attempt up to this).
+RETRY_MAX_DELAY_S = 30.0
 #: Concurrent operation calls (functions are bounded by their worker count instead).
 OPERATION_CONCURRENCY = 16
 
@@ -174,6 +177,7 @@ class Pipeline:
         self.notices = PipelineNotifications(
             self.cfg.name, self.run_id, self.cfg.notify, self._record_delivery
         )
+        self.state.start_run(self.run_id, os.getpid())
 
     def _record_delivery(self, delivery: Delivery) -> None:
         self.state.record_notification(self.run_id, delivery)
@@ -182,7 +186,7 @@ class Pipeline:
         await self.notices.close()  # before the state DB closes: outcomes are recorded there
         if self._executor is not None:
             await self._executor.close()
-        await self.write_report()
+        await self.write_reports(final=True)
         await self.store.close()
         self.state.close()
 
@@ -204,12 +208,16 @@ class Pipeline:
         """Process until nothing is pending (one drain at a time; bounded by max_attempts).
         `end_batch`: the files finished so far make one batch notification."""
         async with self._lock:
+            await self.write_reports(final=False)  # of runs that were killed before writing theirs
             await self._dispose_all()  # finish what a crashed run had already processed
-            while rows := self.state.claim(self._batch_size()):
-                retried = await self._process(rows)
-                await self._dispose_all()
-                if retried:
-                    await asyncio.sleep(RETRY_DELAY_S)
+            while True:  # bounded: each file is tried at most max_attempts times
+                if rows := self.state.claim(self._batch_size()):
+                    await self._process(rows)
+                    await self._dispose_all()
+                elif (wait_s := self.state.retry_wait_s()) is not None:
+                    await asyncio.sleep(wait_s)  # only files waiting for a retry are left
+                else:
+                    break
             if end_batch:
                 self.notices.end_batch()
 
@@ -226,19 +234,17 @@ class Pipeline:
                 self._executor = OperationExecutor(self.cfg, self.storage, self.region)
         return self._executor
 
-    async def _process(self, rows: Sequence[FileRow]) -> bool:
+    async def _process(self, rows: Sequence[FileRow]) -> None:
         live = [r for r in rows if await self._still_there(r)]
         results = await self._executor_now().run(live) if live else []
-        retried = False
         for row, result in zip(live, results, strict=True):
-            if not result.succeeded and result.retryable and row.attempts + 1 < self.cfg.max_attempts:
-                self.state.retry_later(row.id)
-                retried = True
+            attempt = row.attempts + 1
+            if not result.succeeded and result.retryable and attempt < self.cfg.max_attempts:
+                self.state.retry_later(row.id, min(RETRY_DELAY_S * 2 ** (attempt - 1), RETRY_MAX_DELAY_S))
                 continue
             task = Task(seq=row.id, bucket=row.bucket, raw_key=raw_key(row.key), key=row.key,
                         version_id=row.version_id)  # fmt: skip
             self.state.processed(row.id, ReportRow.of(task, result), self.run_id)
-        return retried
 
     async def _still_there(self, row: FileRow) -> bool:
         """Skip a file that vanished or was overwritten since its event (the newer PUT has its own)."""
@@ -309,10 +315,24 @@ class Pipeline:
         if (size is not None and copy.size != size) or not same_etag:
             raise StorageError("CopyVerificationFailed", f"{bucket}/{row.key} does not match its source")
 
-    async def write_report(self) -> None:
-        """This run's rows in AWS's completion-report layout, if a report bucket is configured."""
+    async def write_reports(self, *, final: bool) -> None:
+        """Write the completion report of every run that ended without writing one (killed:
+        its process is gone), and this run's own when `final`.
+
+        Report object names derive from the run id and the rows, so a crash between writing a
+        report and marking it written only makes the next run write the same objects again:
+        every file is in exactly one run's report.
+        """
+        for run_id, pid in self.state.unreported_runs():
+            if (run_id != self.run_id and _alive(pid)) or (run_id == self.run_id and not final):
+                continue  # a run still going (here or in another process) reports when it ends
+            await self._write_report(run_id)
+            self.state.mark_reported(run_id)
+
+    async def _write_report(self, run_id: str) -> None:
+        """A run's rows in AWS's completion-report layout, if a report bucket is configured."""
         target = self.cfg.report
-        rows = [r for _, r in self.state.report_rows(self.run_id)]
+        rows = [r for _, r in self.state.report_rows(run_id)]
         if target is None or not rows:
             return
         prefix = f"{target.prefix.rstrip('/')}/{self.cfg.name}"
@@ -321,11 +341,24 @@ class Pipeline:
             body = render_rows(r for r in rows if r.status == status).encode()
             if body:
                 name = hashlib.sha1(body).hexdigest()
-                key = f"{prefix}/job-{self.run_id}/results/{name}.csv"
+                key = f"{prefix}/job-{run_id}/results/{name}.csv"
                 await self.store.put_bytes(target.bucket, key, body, content_type="text/csv")
                 files.append(ResultFile(status, target.bucket, key, hashlib.md5(body).hexdigest()))
         manifest = render_manifest(files, datetime.now(UTC)).encode()
-        await self.store.put_bytes(target.bucket, manifest_key(prefix, self.run_id), manifest)
+        await self.store.put_bytes(target.bucket, manifest_key(prefix, run_id), manifest)
 
     def listing_events(self, infos: Sequence[Any]) -> list[ObjectEvent]:
         return [from_listing(i) for i in infos if not i.key.endswith(ERROR_SUFFIX)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a reused pid only delays a dead run's report)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS files (
     etag TEXT NOT NULL, version_id TEXT, size INTEGER, sequencer TEXT, event_name TEXT NOT NULL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, succeeded INTEGER,
     http_status TEXT NOT NULL DEFAULT '', error_code TEXT NOT NULL DEFAULT '',
-    message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL,
+    message TEXT NOT NULL DEFAULT '', updated REAL NOT NULL, not_before REAL NOT NULL DEFAULT 0,
     UNIQUE (bucket, key, ident, seq)
 );
 CREATE INDEX IF NOT EXISTS files_state ON files (state, id);
@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS report (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, file_id INTEGER NOT NULL,
     bucket TEXT, key TEXT, version_id TEXT, status TEXT, http_status TEXT, error_code TEXT,
     message TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, target TEXT NOT NULL,
@@ -104,6 +108,9 @@ class PipelineState:
         )  # used by one event loop at a time, which may run in a server thread
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "not_before" not in columns:  # a state file from before per-file retry times
+            self._db.execute("ALTER TABLE files ADD COLUMN not_before REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -145,19 +152,20 @@ class PipelineState:
     def _requeue(self, event: ObjectEvent, seq: str) -> None:
         self._db.execute(
             "UPDATE files SET state=?, attempts=0, succeeded=NULL, http_status='', error_code='',"
-            " message='', updated=? WHERE bucket=? AND key=? AND ident=? AND seq=?",
+            " message='', updated=?, not_before=0 WHERE bucket=? AND key=? AND ident=? AND seq=?",
             (FileState.RECEIVED, time.time(), event.bucket, event.key, event.ident, seq),
         )
 
     def claim(self, limit: int) -> list[FileRow]:
-        """Up to `limit` files to run (interrupted ones first), now marked processing."""
+        """Up to `limit` files to run (interrupted ones first, then those due), now marked
+        processing."""
         with self._tx():
             rows = [
                 _row(r)
                 for r in self._db.execute(
-                    f"SELECT {_ROW_COLUMNS} FROM files WHERE state IN (?, ?)"
+                    f"SELECT {_ROW_COLUMNS} FROM files WHERE state IN (?, ?) AND not_before <= ?"
                     " ORDER BY state = ? DESC, id LIMIT ?",
-                    (FileState.PROCESSING, FileState.RECEIVED, FileState.PROCESSING, limit),
+                    (FileState.PROCESSING, FileState.RECEIVED, time.time(), FileState.PROCESSING, limit),
                 )
             ]
             self._db.executemany(
@@ -183,8 +191,20 @@ class PipelineState:
     def set_state(self, file_id: int, state: FileState) -> None:
         self._db.execute("UPDATE files SET state=?, updated=? WHERE id=?", (state, time.time(), file_id))
 
-    def retry_later(self, file_id: int) -> None:
-        self.set_state(file_id, FileState.RECEIVED)
+    def retry_later(self, file_id: int, delay_s: float) -> None:
+        """Back to the queue, not to be claimed for `delay_s` seconds (other files go on)."""
+        now = time.time()
+        self._db.execute(
+            "UPDATE files SET state=?, updated=?, not_before=? WHERE id=?",
+            (FileState.RECEIVED, now, now + delay_s, file_id),
+        )
+
+    def retry_wait_s(self) -> float | None:
+        """Seconds until the next file waiting to be retried is due; None if none waits."""
+        (due,) = self._db.execute(
+            "SELECT min(not_before) FROM files WHERE state=? AND not_before > 0", (FileState.RECEIVED,)
+        ).fetchone()
+        return None if due is None else max(0.0, float(due) - time.time())
 
     def to_dispose(self) -> list[FileRow]:
         return [
@@ -215,6 +235,17 @@ class PipelineState:
         if run_id is not None:
             query, args = query + " WHERE run_id=?", (run_id,)
         return [(r[0], ReportRow(*r[1:])) for r in self._db.execute(query + " ORDER BY id", args)]
+
+    def start_run(self, run_id: str, pid: int) -> None:
+        self._db.execute("INSERT INTO runs (run_id, pid, started) VALUES (?,?,?)", (run_id, pid, time.time()))
+
+    def unreported_runs(self) -> list[tuple[str, int]]:
+        """(run id, pid) of runs whose completion report is not written yet, oldest first."""
+        rows = self._db.execute("SELECT run_id, pid FROM runs WHERE reported=0 ORDER BY started")
+        return [(str(run_id), int(pid)) for run_id, pid in rows]
+
+    def mark_reported(self, run_id: str) -> None:
+        self._db.execute("UPDATE runs SET reported=1 WHERE run_id=?", (run_id,))
 
     def record_notification(self, run_id: str, delivery: Delivery) -> None:
         d = delivery
