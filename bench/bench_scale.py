@@ -135,18 +135,24 @@ class PhaseClock:
     def __enter__(self) -> PhaseClock:
         self._wrap(JobRunner, "_prepare", "prepare")
         self._wrap(JobRunner, "_execute", "active")
-        orig_record = SqliteJobStore.record
+        # A first result is durable when either write path returns (per-task rows, or a
+        # chunk whose tasks all finished at once).
+        for name in ("record", "record_whole_chunks"):
+            self._on_first_write(name)
+        return self
+
+    def _on_first_write(self, name: str) -> None:
+        orig = getattr(SqliteJobStore, name)
         clock = self
 
-        async def record(store: SqliteJobStore, job_id: str, finished: Any) -> Any:
-            out = await orig_record(store, job_id, finished)
+        async def written(store: SqliteJobStore, job_id: str, rows: Any) -> Any:
+            out = await orig(store, job_id, rows)
             if clock.first_record is None:
                 clock.first_record = time.perf_counter()
             return out
 
-        self._orig.append((SqliteJobStore, "record", orig_record))
-        SqliteJobStore.record = record  # type: ignore[method-assign,assignment]
-        return self
+        self._orig.append((SqliteJobStore, name, orig))
+        setattr(SqliteJobStore, name, written)
 
     def _wrap(self, cls: type, name: str, label: str) -> None:
         orig = getattr(cls, name)

@@ -410,3 +410,36 @@ def test_versioned_manifest_on_a_store_without_versioning_fails_in_preparing(loc
     assert job["FailureReasons"][0]["FailureCode"] == "EndpointCapability"
     assert "versioning" in job["FailureReasons"][0]["FailureReason"]
     assert local_env.get("b", "a.txt") == b"body of a.txt"
+
+
+def test_a_small_manifest_is_read_once_and_a_resumed_job_reads_it_again(
+    local_env: Env, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Preparing keeps a small manifest for the Active phase of the same drive (no second HEAD
+    and GET); a job driven again later (here: after confirmation) checks and reads it anew."""
+    from s3batch.storage.local import LocalStore
+
+    reads: list[str] = []
+    iter_bytes = LocalStore.iter_bytes
+
+    def counting(self: LocalStore, bucket: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(key)
+        return iter_bytes(self, bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "iter_bytes", counting)
+    seed(local_env, bucket_name)
+    rows = [(bucket_name, k) for k in KEYS]
+    op = {"S3PutObjectTagging": {"TagSet": [{"Key": "t", "Value": "1"}]}}
+    batch, job_id = create(local_env, bucket_name, op, rows)
+    assert run(batch, job_id)["Status"] == "Complete"
+    arn = batch.describe_job(JobId=job_id)["Job"]["Manifest"]["Location"]["ObjectArn"]
+    manifest_key = arn.split("/", 1)[1]
+    assert reads.count(manifest_key) == 1
+
+    reads.clear()
+    batch, job_id = create(local_env, bucket_name, op, rows, ConfirmationRequired=True)
+    assert run(batch, job_id)["Status"] == "Suspended"  # Preparing ends the drive
+    batch.update_job_status(JobId=job_id, RequestedJobStatus="Ready")
+    job = run(batch, job_id)
+    assert job["Status"] == "Complete" and job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(KEYS)
+    assert reads.count(manifest_key) == 2  # Preparing, then Active in a later drive

@@ -61,6 +61,10 @@ STATUS_POLL_S = 0.5
 SUSPENDED_CAUSE = "Awaiting confirmation: update-job-status --requested-job-status Ready"
 #: Bytes read from the manifest per request.
 MANIFEST_READ_BYTES = 1 << 20
+#: A manifest up to this size, in bytes, read by Preparing is kept in memory for the Active
+#: phase that follows in the same drive (no second HEAD + GET; Active runs exactly the bytes
+#: Preparing validated). Larger ones are read again.
+MANIFEST_KEEP_BYTES = 8 << 20
 
 
 class _Stop(Exception):
@@ -89,6 +93,8 @@ class JobRunner:
         self.roles = roles
         #: The role of each job being driven (jobs created through the server), by job id.
         self._job_roles: dict[str, Role] = {}
+        #: Manifests Preparing kept in memory for Active in the same drive, by job id.
+        self._kept: dict[str, ManifestSource] = {}
 
     def _spool(self) -> ObjectStore:
         return LocalStore(self.spool_root)
@@ -116,6 +122,7 @@ class JobRunner:
                     break  # pre-empted: the worker now drives the more urgent job
         finally:
             self._job_roles.pop(job_id, None)
+            self._kept.pop(job_id, None)
             await objects.close()
         return job
 
@@ -218,7 +225,7 @@ class JobRunner:
         parser = CsvManifestParser(source.layout)
         plan = _ChunkPlan()
         first: Task | None = None
-        async for block in source.blocks(0, 1):
+        async for block in source.blocks(0, 1, keep=True):
             plain = parser.count_block(block)
             if plain is not None:  # one task per line: only chunk starts need offsets
                 plan.add_block(block, plain)
@@ -232,13 +239,16 @@ class JobRunner:
                 await self.store.add_chunks(job.job_id, plan.take())
         plan.close()
         await self.store.add_chunks(job.job_id, plan.take())
+        if source.kept is not None:
+            self._kept[job.job_id] = source
         return plan.seq, first
 
     # -- Active -------------------------------------------------------------------------
 
     async def _execute(self, job: Job, objects: ObjectStore) -> Job:
         try:
-            source = await ManifestSource.open(job, objects, self._spool())
+            source = self._kept.pop(job.job_id, None)
+            source = source or await ManifestSource.open(job, objects, self._spool())
         except (ManifestError, StorageError) as exc:
             return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
         run = _Run(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
@@ -295,8 +305,10 @@ class JobRunner:
 
     async def _consume(self, job: Job, source: ManifestSource, run: _Run) -> None:
         pending = await self.store.pending_chunks(job.job_id)
+        started = job.progress.succeeded + job.progress.failed > 0  # else no chunk has rows yet
         for chunk in pending:
-            run.open_chunk(chunk, await self.store.chunk_progress(job.job_id, chunk.chunk_no))
+            recorded = await self.store.chunk_progress(job.job_id, chunk.chunk_no) if started else {}
+            run.open_chunk(chunk, recorded)
         await run.complete_full_chunks()
         tasks = _pending_tasks(source, pending, run)
         results = self.engine.run(self._context(job), job.request["Operation"], tasks)
@@ -393,9 +405,12 @@ class _Run:
         """Buffer tasks that finished together; start a write when the buffer is due."""
         buffer, ok = self.buffer, 0
         last: TaskResult | None = None  # a batch's tasks often share one result object
+        chunk, end = None, -1  # the chunk of the previous task, and where it ends
         for task, result in finished:
-            chunk = self.chunk_of(task.seq)
-            assert chunk is not None, f"task {task.seq} belongs to no open chunk"
+            if chunk is None or not chunk.first_seq <= task.seq < end:
+                chunk = self.chunk_of(task.seq)
+                assert chunk is not None, f"task {task.seq} belongs to no open chunk"
+                end = chunk.first_seq + chunk.n_tasks
             if result is not last:
                 last, outcome, succeeded = result, outcome_fields(result), result.succeeded
             ok += succeeded
@@ -508,12 +523,19 @@ async def _pending_tasks(source: ManifestSource, pending: list[Chunk], run: _Run
     first = pending[0]
     end = pending[-1].first_seq + pending[-1].n_tasks
     parser = CsvManifestParser(source.layout, resuming=first.first_line > 1)
+    chunk: Chunk | None = None
+    done: set[int] = set()  # recorded idx of `chunk` (empty unless the job resumed)
     async for tasks in source.tasks(parser, first.byte_offset, first.first_line, first.first_seq):
         for task in tasks:
-            if task.seq >= end:
+            seq = task.seq
+            if seq >= end:
                 return
-            chunk = run.chunk_of(task.seq)
-            if chunk is not None and (task.seq - chunk.first_seq) not in run.done_idx[chunk.chunk_no]:
+            if chunk is None or not chunk.first_seq <= seq < chunk.first_seq + chunk.n_tasks:
+                chunk = run.chunk_of(seq)
+                if chunk is None:  # a chunk finished before the resume
+                    continue
+                done = run.done_idx[chunk.chunk_no]
+            if not done or (seq - chunk.first_seq) not in done:
                 yield task
 
 
@@ -569,6 +591,8 @@ class ManifestSource:
     key: str
     version_id: str | None
     layout: CsvLayout
+    #: The whole manifest, once read with keep=True (see MANIFEST_KEEP_BYTES).
+    kept: bytes | None = None
 
     @classmethod
     async def open(cls, job: Job, objects: ObjectStore, spool: ObjectStore) -> ManifestSource:
@@ -607,15 +631,34 @@ class ManifestSource:
             raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
         return cls(objects, bucket, key, version, CsvLayout.from_fields(fields))
 
-    async def blocks(self, offset: int, first_line: int) -> AsyncIterator[Block]:
-        """The manifest from `offset` on, as blocks of whole lines (the last may lack its LF)."""
+    async def blocks(self, offset: int, first_line: int, keep: bool = False) -> AsyncIterator[Block]:
+        """The manifest from `offset` on, as blocks of whole lines (the last may lack its LF).
+        `keep`: when read whole and no larger than MANIFEST_KEEP_BYTES, keep it in `kept`."""
         splitter = LineSplitter(offset, first_line)
-        stream = self.objects.iter_bytes(self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES)
-        async for chunk in stream:
+        kept: list[bytes] | None = [] if keep and offset == 0 and self.kept is None else None
+        size = 0
+        async for chunk in self._chunks(offset):
+            if kept is not None:
+                size += len(chunk)
+                if size <= MANIFEST_KEEP_BYTES:
+                    kept.append(chunk)
+                else:
+                    kept = None
             for block in splitter.feed_blocks(chunk):
                 yield block
         if (tail := splitter.close_block()) is not None:
             yield tail
+        if kept is not None:
+            self.kept = b"".join(kept)
+
+    async def _chunks(self, offset: int) -> AsyncIterator[bytes]:
+        if self.kept is not None:
+            for start in range(offset, len(self.kept), MANIFEST_READ_BYTES):
+                yield self.kept[start : start + MANIFEST_READ_BYTES]
+            return
+        stream = self.objects.iter_bytes(self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES)
+        async for chunk in stream:
+            yield chunk
 
     async def tasks(
         self, parser: CsvManifestParser, offset: int, first_line: int, seq: int
