@@ -9,7 +9,8 @@
   SIGABRT at exit, and it copies only within one bucket);
 - delete N objects: s3batch S3DeleteObject, s5cmd `rm` with a wildcard, `rclone delete`, boto3
   delete_objects in batches of 1,000 (from a ThreadPool);
-- with --large: copy 50 x 64 MiB (server-bound: the server copies the bytes);
+- with --large: copy 50 x 64 MiB with the same peers as the small copies (server-bound: the
+  server copies the bytes);
 - put tagging on N objects on moto's server (not rclone: it destroys tagged objects): s3batch,
   boto3 ThreadPool(64), aiobotocore 64 in flight. moto is server-bound at ~300 req/s, so the
   figure to compare there is client CPU per object.
@@ -433,8 +434,12 @@ def large_workload(endpoint: str, client: Any, runs: int) -> dict[str, dict[str,
             "s5cmd",
             lambda p: s5cmd_cp(s5cmd, env, endpoint, f"s3://{BUCKET}/large/*", f"s3://{BUCKET}/{p}/"),
         )
+        add("s5cmd run", "s5cmd-run", lambda p: s5cmd_run_copy(s5cmd, env, endpoint, keys, p))
     add(f"rclone copy --transfers {IN_FLIGHT}", "rclone", lambda p: rclone_copy(env, "large", p))
     add(f"boto3 ThreadPool({BOTO3_THREADS})", "boto3", lambda p: boto3_copy(client, keys, p))
+    add(f"aiobotocore {IN_FLIGHT} in flight", "aiobotocore", lambda p: aiobotocore_copy(endpoint, keys, p))
+    store = obstore_store(endpoint)
+    add(f"obstore sync x{IN_FLIGHT} threads", "obstore", lambda p: obstore_copy(store, keys, p))
     print("large copy:", flush=True)
     return round_robin(selected(peers), runs, n, client, cleanup=True)
 
