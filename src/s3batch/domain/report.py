@@ -42,7 +42,12 @@ class ReportRow(NamedTuple):
 
     @classmethod
     def of(cls, task: Task, result: TaskResult) -> ReportRow:
-        return cls(task.bucket, task.raw_key, task.version_id or "", *outcome_fields(result))
+        return cls.with_outcome(task, outcome_fields(result))
+
+    @classmethod
+    def with_outcome(cls, task: Task, outcome: tuple[str, str, str, str]) -> ReportRow:
+        """`task`'s row with `outcome_fields` computed once for many tasks sharing a result."""
+        return cls(task.bucket, task.raw_key, task.version_id or "", *outcome)
 
     def as_list(self) -> list[str]:
         return list(self)

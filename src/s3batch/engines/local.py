@@ -24,8 +24,6 @@ from s3batch.engines.limiter import DEFAULT_INCREASE_AFTER, AdaptiveLimit, Limit
 from s3batch.operations.base import JobContext, Operation
 from s3batch.retry import RetryPolicy
 
-Done = Finished
-
 
 class LocalEngine:
     def __init__(
@@ -60,7 +58,7 @@ class LocalEngine:
             await op.close()
             await store.close()
 
-    async def _run_batch(self, op: Operation, batch: list[Task], limit: AdaptiveLimit) -> Done:
+    async def _run_batch(self, op: Operation, batch: list[Task], limit: AdaptiveLimit) -> Finished:
         results = await execute_batch(op, batch, self.retry, limit)
         return list(zip(batch, results, strict=True))
 
@@ -74,28 +72,28 @@ class _InFlight:
     """
 
     def __init__(self) -> None:
-        self._pending: set[asyncio.Task[Done]] = set()
-        self._finished: deque[asyncio.Task[Done]] = deque()
+        self._pending: set[asyncio.Task[Finished]] = set()
+        self._finished: deque[asyncio.Task[Finished]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, task: asyncio.Task[Done]) -> None:
+    def add(self, task: asyncio.Task[Finished]) -> None:
         self._pending.add(task)
         task.add_done_callback(self._on_done)
 
-    def _on_done(self, task: asyncio.Task[Done]) -> None:
+    def _on_done(self, task: asyncio.Task[Finished]) -> None:
         self._finished.append(task)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def next_done(self) -> Done:
+    async def next_done(self) -> Finished:
         """The results of every task finished so far (waiting for at least one)."""
         while not self._finished:
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
-        items: Done = []
+        items: Finished = []
         while self._finished:
             task = self._finished.popleft()
             self._pending.discard(task)
@@ -110,7 +108,7 @@ class _InFlight:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _start_eagerly(coro: Coroutine[Any, Any, Done]) -> Done | asyncio.Task[Done]:
+def _start_eagerly(coro: Coroutine[Any, Any, Finished]) -> Finished | asyncio.Task[Finished]:
     """Run `coro` up to its first suspension; its result if it never suspends, else a Task
     that carries on from there.
 
@@ -125,12 +123,12 @@ def _start_eagerly(coro: Coroutine[Any, Any, Done]) -> Done | asyncio.Task[Done]
     try:
         yielded = ctx.run(coro.send, None)
     except StopIteration as stop:
-        done: Done = stop.value
+        done: Finished = stop.value
         return done
     return asyncio.create_task(_Resumed(coro, yielded), context=ctx)
 
 
-class _Resumed(Coroutine[Any, Any, Done]):
+class _Resumed(Coroutine[Any, Any, Finished]):
     """A coroutine already stepped once, handed to a Task to carry on.
 
     Its first send() hands the Task what the coroutine yielded (the future it waits on), then
@@ -142,7 +140,7 @@ class _Resumed(Coroutine[Any, Any, Done]):
 
     __slots__ = ("_coro", "_first")
 
-    def __init__(self, coro: Coroutine[Any, Any, Done], yielded: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Finished], yielded: Any) -> None:
         self._coro = coro
         self._first: tuple[Any] | None = (yielded,)
 
@@ -162,7 +160,7 @@ class _Resumed(Coroutine[Any, Any, Done]):
         self._first = None
         self._coro.close()
 
-    def __await__(self) -> Generator[Any, Any, Done]:
+    def __await__(self) -> Generator[Any, Any, Finished]:
         # Only for the Coroutine ABC (Tasks call send/throw directly): `yield from` by hand.
         value: Any = None
         error: BaseException | None = None
@@ -170,7 +168,7 @@ class _Resumed(Coroutine[Any, Any, Done]):
             try:
                 yielded = self.send(value) if error is None else self.throw(error)
             except StopIteration as stop:
-                result: Done = stop.value
+                result: Finished = stop.value
                 return result
             value, error = None, None
             try:

@@ -414,7 +414,7 @@ class _Run:
             if result is not last:
                 last, outcome, succeeded = result, outcome_fields(result), result.succeeded
             ok += succeeded
-            row = ReportRow(task.bucket, task.raw_key, task.version_id or "", *outcome)
+            row = ReportRow.with_outcome(task, outcome)
             buffer.append(FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, row))
         self.succeeded += ok
         self.failed += len(finished) - ok

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
-from s3batch.domain.report import ReportRow, parse_rows, render_row
+from s3batch.domain.report import ReportRow, parse_rows, render_row, render_rows
 from s3batch.errors import IdempotencyError, NotFound
 from s3batch.store.base import Chunk, FinishedTask, WholeChunk
 
@@ -303,7 +303,7 @@ class SqliteJobStore:
             done = []
             for chunk in chunks:
                 ok = sum(1 for r in chunk.rows if r.status == "succeeded")
-                text = "".join(render_row(r) for r in chunk.rows)
+                text = render_rows(chunk.rows)
                 blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
                 done.append((ok, len(chunk.rows) - ok, blob, job_id, chunk.chunk_no))
             with self._tx() as c:
