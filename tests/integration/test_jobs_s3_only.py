@@ -93,3 +93,39 @@ def test_versioned_delete_removes_only_the_listed_version(moto_env: Env, bucket_
         v["VersionId"] for v in versions
     }
     assert env.get(bucket_name, "k") == b"two"
+
+
+def test_lean_jobs_never_build_a_botocore_client(
+    moto_env: Env, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copy, tagging and delete jobs, with their manifest read and report written, go entirely
+    through the lean request path: the aiobotocore client (~5 ms of CPU to build, most of a
+    small job's fixed cost) is never built."""
+    from s3batch.storage import s3 as s3_module
+
+    env = moto_env
+    seed(env, bucket_name, ["a b.txt", "c+d.txt"])
+    built: list[str] = []
+    real_create = s3_module._create_client
+
+    def counting_create(*args: object) -> object:
+        built.append("client")
+        return real_create(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(s3_module, "_create_client", counting_create)
+    rows = [(bucket_name, "a b.txt"), (bucket_name, "c+d.txt"), (bucket_name, "missing")]
+    target = f"arn:aws:s3:::{bucket_name}"
+    for op in [
+        {"S3PutObjectCopy": {"TargetResource": target, "TargetKeyPrefix": "copied"}},
+        {"S3PutObjectTagging": {"TagSet": [{"Key": "team", "Value": "data"}]}},
+        {"S3DeleteObject": {}},
+    ]:
+        batch, job_id = create(env, bucket_name, op, rows)
+        job = run(batch, job_id)
+        assert job["Status"] == "Complete", job
+        assert job["ProgressSummary"]["NumberOfTasksSucceeded"] >= 2, job
+        assert job["Report"]["Enabled"] and built == [], (next(iter(op)), built)
+    listed = env.client.list_objects_v2(Bucket=bucket_name)["Contents"]
+    keys = {o["Key"] for o in listed}
+    assert {"copied/a b.txt", "copied/c+d.txt"} <= keys and "a b.txt" not in keys
+    assert any(k.startswith("reports/") and k.endswith(".csv") for k in keys)

@@ -377,3 +377,127 @@ async def test_copy_list_delete_on_rclone(rclone: Harness) -> None:
     h.assert_carried("delete_object", "delete_objects")
     assert outcomes == [None] * (len(RCLONE_KEYS) - 1)
     assert keys_of(h.client, h.bucket) == sorted(RCLONE_KEYS)
+
+
+# -- plain reads and writes: HEAD, GET, PUT ------------------------------------------------------
+
+
+async def test_head_gives_what_botocore_gives(h: Harness) -> None:
+    """A lean HEAD's headers go through botocore's own parser: every ObjectInfo field matches."""
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for i, key in enumerate(ODD_KEYS):
+        h.client.put_object(
+            Bucket=h.bucket, Key=key, Body=b"x" * i, ContentType="text/x-odd", CacheControl="no-cache",
+            ContentDisposition='attachment; filename="a b.txt"', Expires=expires,
+            Metadata={"Colour": "blue", "n": str(i)}, StorageClass="STANDARD_IA",
+        )  # fmt: skip
+    infos = [await h.store.head(h.bucket, key) for key in ODD_KEYS]
+    h.assert_carried("head_object")
+    for i, (key, info) in enumerate(zip(ODD_KEYS, infos, strict=True)):
+        truth = h.client.head_object(Bucket=h.bucket, Key=key)
+        assert (info.bucket, info.key, info.size) == (h.bucket, key, i)
+        assert info.etag == truth["ETag"].strip('"')
+        assert info.last_modified == truth["LastModified"] and info.last_modified.tzinfo is not None
+        assert (info.content_type, info.storage_class) == ("text/x-odd", "STANDARD_IA")
+        assert dict(info.metadata) == {"colour": "blue", "n": str(i)}
+        assert info.headers["CacheControl"] == "no-cache"
+        assert info.headers["ContentDisposition"] == 'attachment; filename="a b.txt"'
+        assert info.headers["Expires"] == expires
+
+
+async def test_head_of_a_version_and_of_missing_things(h: Harness) -> None:
+    h.client.put_bucket_versioning(Bucket=h.bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = h.client.put_object(Bucket=h.bucket, Key="v ü+", Body=b"old")["VersionId"]
+    h.client.put_object(Bucket=h.bucket, Key="v ü+", Body=b"newer")
+    info = await h.store.head(h.bucket, "v ü+", old)
+    h.assert_carried("head_object")
+    assert (info.size, info.version_id) == (3, old)
+    # A HEAD error has no body: the lean path hands it to botocore's, which tells them apart.
+    for bucket, key, code in [
+        (h.bucket, "missing", "NoSuchKey"),
+        (h.bucket + "-missing", "k", "NoSuchBucket"),
+    ]:
+        with pytest.raises(StorageError) as caught:
+            await h.store.head(bucket, key)
+        assert (caught.value.code, caught.value.http_status) == (code, 404)
+
+
+async def test_get_bytes_and_iter_bytes(h: Harness) -> None:
+    bodies = {"empty": b"", "ten ü+%": b"0123456789", "big": bytes(range(256)) * 40}
+    for key, body in bodies.items():
+        h.client.put_object(Bucket=h.bucket, Key=key, Body=body)
+    for key, body in bodies.items():
+        assert await h.store.get_bytes(h.bucket, key) == body
+        # The first chunk on the lean path, the rest streamed by botocore from where it ended.
+        for start in sorted({0, min(3, len(body)), len(body)}):
+            read = [c async for c in h.store.iter_bytes(h.bucket, key, start=start, chunk_size=4)]
+            assert b"".join(read) == body[start:], (key, start)
+            assert all(read)
+    assert [c async for c in h.store.iter_bytes(h.bucket, "ten ü+%", chunk_size=1 << 20)] == [b"0123456789"]
+    if h.lean:
+        assert any(line.startswith("GET ") for line in h.lean_requests)
+        # An object read in one chunk never reaches botocore.
+        h.boto_calls.clear()
+        assert (
+            b"".join([c async for c in h.store.iter_bytes(h.bucket, "big", chunk_size=1 << 20)])
+            == bodies["big"]
+        )
+        assert await h.store.get_bytes(h.bucket, "ten ü+%") == bodies["ten ü+%"]
+        assert h.boto_calls == []
+    for call in (
+        h.store.get_bytes(h.bucket, "missing"),
+        anext(aiter(h.store.iter_bytes(h.bucket, "missing"))),
+    ):
+        with pytest.raises(StorageError) as caught:
+            await call
+        assert (caught.value.code, caught.value.http_status) == ("NoSuchKey", 404)
+
+
+async def test_a_read_continued_by_botocore_is_pinned_to_the_same_object(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object replaced between the lean first chunk and the streamed rest fails the read
+    (412) instead of splicing two objects together."""
+    h.client.put_object(Bucket=h.bucket, Key="k", Body=b"first version")
+    real_call = h.store._call
+
+    async def replacing_call(operation: str, **params: Any) -> dict[str, Any]:
+        if operation == "get_object":
+            h.client.put_object(Bucket=h.bucket, Key="k", Body=b"SECOND VERSION!")
+        return await real_call(operation, **params)
+
+    monkeypatch.setattr(h.store, "_call", replacing_call)
+    read = h.store.iter_bytes(h.bucket, "k", chunk_size=5)
+    if not h.lean:  # one streamed GET: whatever it reads is one object
+        assert b"".join([c async for c in read]) == b"SECOND VERSION!"
+        return
+    assert await anext(read) == b"first"
+    with pytest.raises(StorageError) as caught:
+        await anext(read)
+    assert caught.value.http_status == 412
+
+
+async def test_put_bytes(h: Harness) -> None:
+    info = await h.store.put_bytes(
+        h.bucket, "report ü+%.csv", b"a,b\n", content_type="text/csv", metadata={"Job": "j-1"}
+    )
+    h.assert_carried("put_object")
+    got = h.client.get_object(Bucket=h.bucket, Key="report ü+%.csv")
+    assert got["Body"].read() == b"a,b\n"
+    assert (got["ContentType"], got["Metadata"]) == ("text/csv", {"job": "j-1"})
+    assert info.etag == got["ETag"].strip('"') and info.size == 4
+    # What the lean path doesn't send itself goes through botocore: extra parameters.
+    await h.store.put_bytes(h.bucket, "extra", b"x", extra={"CacheControl": "no-store"})
+    assert "put_object" in h.boto_calls
+    assert h.client.head_object(Bucket=h.bucket, Key="extra")["CacheControl"] == "no-store"
+
+
+async def test_a_lean_only_session_never_builds_the_botocore_client(h: Harness) -> None:
+    h.client.put_object(Bucket=h.bucket, Key="m.csv", Body=b"b,k\n")
+    await h.store.head(h.bucket, "m.csv")
+    await h.store.get_bytes(h.bucket, "m.csv")
+    await h.store.put_bytes(h.bucket, "r.csv", b"x")
+    await h.store.delete_many(h.bucket, [VersionRef("r.csv")])
+    shared = h.store._shared
+    assert shared is not None
+    assert (shared.client is None) is h.lean

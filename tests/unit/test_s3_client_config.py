@@ -23,6 +23,6 @@ async def test_certificates_are_loaded_only_for_tls_endpoints(
     try:
         # Loading the CA bundle costs ~17 ms per client; plain HTTP has no use for it.
         # (verify is True or a CA bundle path when certificates are checked)
-        assert (shared.client._endpoint.http_session._verify is not False) is verified
+        assert ((await shared.botocore())._endpoint.http_session._verify is not False) is verified
     finally:
         await shared.aclose()

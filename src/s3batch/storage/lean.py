@@ -5,7 +5,9 @@ botocore spends ~0.9 ms of CPU per request building, signing and parsing (user-a
 endpoint-ruleset resolution, model-driven serialization); for a CopyObject or a PutObjectTagging
 that is more than the server spends. This path covers exactly the calls a batch job makes
 per object in bulk — CopyObject without extra parameters, DeleteObject(s), Get/Put/Delete
-ObjectTagging, ListObjectsV2 — and costs ~0.1 ms of CPU each. Everything else, and anything
+ObjectTagging, ListObjectsV2 — plus the plain reads and writes every job makes around them
+(HeadObject, GetObject of a manifest or a small object, PutObject of a report), and costs
+~0.1 ms of CPU each. Everything else, and anything
 this path does not recognise, stays on aiobotocore (S3Store falls back).
 
 Addressing is never guessed: S3Store asks botocore once per bucket for a presigned URL and
@@ -207,6 +209,24 @@ class LeanS3:
             raise _error_from_xml(root, 200)
         etag = _child_text(root, "ETag") or ""
         return etag.strip('"'), version_id
+
+    async def head_object(self, route: Route, key: str, version_id: str | None) -> dict[str, str]:
+        """HeadObject's answer headers (lower-case names, latin-1 decoded, as sent)."""
+        return (await self.request(route, "HEAD", key, _version_query(version_id))).headers
+
+    async def get_object(
+        self, route: Route, key: str, version_id: str | None, byte_range: str | None = None
+    ) -> Response:
+        """GetObject, the body held in memory (http1.MAX_BODY_BYTES at most)."""
+        headers = {"range": byte_range} if byte_range else None
+        return await self.request(route, "GET", key, _version_query(version_id), headers)
+
+    async def put_object(
+        self, route: Route, key: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[str, str | None]:
+        """PutObject; `headers` lower-case and ASCII. Returns (ETag, VersionId)."""
+        response = await self.request(route, "PUT", key, headers=headers, body=body)
+        return response.headers.get("etag", "").strip('"'), response.headers.get("x-amz-version-id")
 
     async def delete_object(self, route: Route, key: str, version_id: str | None) -> None:
         await self.request(route, "DELETE", key, _version_query(version_id))

@@ -24,8 +24,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import botocore.session
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.awsrequest import HeadersDict
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -39,7 +42,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.handlers import handle_expires_header
 from botocore.loaders import Loader, create_loader
+from botocore.model import OperationModel, ServiceModel
+from botocore.parsers import ResponseParserFactory
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from s3batch.errors import ConfigError, StorageError
@@ -56,7 +62,7 @@ from s3batch.storage.base import (
     grant_params,
 )
 from s3batch.storage.config import S3Config
-from s3batch.storage.http1 import ConnectionPool
+from s3batch.storage.http1 import ConnectionPool, Response
 from s3batch.storage.lean import (
     Credentials,
     Fallback,
@@ -123,6 +129,15 @@ _RESTORE_EXPIRY = re.compile(r'expiry-date="([^"]+)"')
 LEAN_PATH_ENV = "S3BATCH_LEAN_PATH"
 #: The key in the presigned URL from which a bucket's lean route is learnt (never requested).
 _ROUTE_PROBE_KEY = "s3batch-route-probe"
+#: Credentials of the route-learning presigner: its URLs are parsed, never sent.
+_PLACEHOLDER_CREDENTIAL = "s3batch-route-probe"
+#: PutObject bodies up to this size go on the lean path, in bytes (it hashes the body to sign
+#: it; botocore's path streams larger ones).
+LEAN_PUT_MAX_BYTES = 16 * 1024**2
+#: A header name or value the lean path sends as is: printable ASCII.
+_PLAIN_HEADER = re.compile(r"[\x20-\x7e]*")
+#: Presigners kept per process (one per config, region and AWS_* environment).
+PRESIGNERS_CACHED = 16
 
 _T = TypeVar("_T")
 
@@ -138,21 +153,37 @@ SKIP = _Skip.SKIP
 
 @dataclass(eq=False)
 class _SharedClient:
-    """One aiobotocore client and lean request path, shared by the S3Stores of one config on
-    one event loop: a job's manifest reader and its engine then pay for one client (~60 ms of
-    CPU to build, most of a small job's fixed cost) and one connection pool."""
+    """One botocore session, lean request path and (when a call needs it) aiobotocore client,
+    shared by the S3Stores of one config on one event loop: a job's manifest reader and its
+    engine then pay for one of each and one connection pool.
+
+    The aiobotocore client is built on first use only (~5 ms of CPU, most of a small job's
+    fixed cost): a job whose calls all take the lean path (a delete, a plain copy, tagging,
+    with its manifest read and report written on the lean path too) never builds one."""
 
     key: tuple[S3Config, asyncio.AbstractEventLoop]
-    stack: AsyncExitStack
-    client: Any
+    session: AioSession
     region: str
     lean: LeanS3 | None
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    client: Any = None
+    client_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: bucket → its lean route, or None when that bucket stays on aiobotocore.
     routes: dict[str, Route | None] = field(default_factory=dict)
     route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pools: dict[tuple[str, int, bool], ConnectionPool] = field(default_factory=dict)
     #: Open S3Stores using it; the last close() closes it.
     users: int = 0
+
+    async def botocore(self) -> Any:
+        """The aiobotocore client, built on first use."""
+        if self.client is None:
+            async with self.client_lock:
+                if self.client is None:
+                    with _translating():
+                        creator = _create_client(self.session, self.key[0], self.region)
+                        self.client = await self.stack.enter_async_context(creator)
+        return self.client
 
     async def route(self, bucket: str) -> Route | None:
         if bucket in self.routes:
@@ -161,13 +192,14 @@ class _SharedClient:
             return None
         async with self.route_lock:
             if bucket not in self.routes:
-                self.routes[bucket] = await self._learn_route(bucket)
+                self.routes[bucket] = self._learn_route(bucket)
         return self.routes[bucket]
 
-    async def _learn_route(self, bucket: str) -> Route | None:
+    def _learn_route(self, bucket: str) -> Route | None:
         """botocore's own addressing choice for `bucket`, read off a presigned URL."""
         try:
-            url = await self.client.generate_presigned_url(
+            presigner = _presigner(self.key[0], self.region, _aws_environment())
+            url = presigner.generate_presigned_url(
                 "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
             )
             return Route.parse(str(url), _ROUTE_PROBE_KEY, self._pool)
@@ -209,7 +241,6 @@ def _shared_loader(data_path: str | None) -> Loader:
 
 
 async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEventLoop]) -> _SharedClient:
-    stack = AsyncExitStack()
     with _translating():
         session = AioSession(profile=cfg.profile)
         session.register_component("data_loader", _shared_loader(session.get_config_variable("data_path")))
@@ -217,29 +248,57 @@ async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEvent
             timestamp_parser=_parse_timestamp
         )
         region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
-        client_config = AioConfig(
-            region_name=region,
-            s3={"addressing_style": cfg.addressing_style},
-            max_pool_connections=cfg.max_connections,
-            connect_timeout=cfg.connect_timeout_s,
-            read_timeout=cfg.read_timeout_s,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            # rclone and other stores fail botocore's default CRC checks on ranged reads.
-            response_checksum_validation="when_required",
-            request_checksum_calculation="when_required",
-        )
-        # A plain-HTTP endpoint needs no certificates: verify=False skips loading the CA bundle
-        # (~17 ms, in a thread, on every new client; botocore keeps a custom endpoint's scheme
-        # and host across redirects, so nothing goes out over TLS unverified).
-        plain_http = (cfg.endpoint_url or "").lower().startswith("http://")
-        creator = session.create_client(
-            "s3", endpoint_url=cfg.endpoint_url, config=client_config, verify=False if plain_http else None
-        )
-        client = await stack.enter_async_context(creator)
         lean = None
         if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
             lean = await _lean_client(session, region)
-    return _SharedClient(key, stack, client, region, lean)
+    return _SharedClient(key, session, region, lean)
+
+
+def _create_client(session: AioSession, cfg: S3Config, region: str) -> Any:
+    """aiobotocore's client context manager for `cfg`."""
+    client_config = AioConfig(
+        region_name=region,
+        s3={"addressing_style": cfg.addressing_style},
+        max_pool_connections=cfg.max_connections,
+        connect_timeout=cfg.connect_timeout_s,
+        read_timeout=cfg.read_timeout_s,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        # rclone and other stores fail botocore's default CRC checks on ranged reads.
+        response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+    )
+    # A plain-HTTP endpoint needs no certificates: verify=False skips loading the CA bundle
+    # (~17 ms, in a thread, on every new client; botocore keeps a custom endpoint's scheme
+    # and host across redirects, so nothing goes out over TLS unverified).
+    plain_http = (cfg.endpoint_url or "").lower().startswith("http://")
+    return session.create_client(
+        "s3", endpoint_url=cfg.endpoint_url, config=client_config, verify=False if plain_http else None
+    )
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    """The AWS_* variables, which steer botocore's addressing (FIPS, dual-stack, regional
+    us-east-1 endpoints, the config file's path): part of the presigner's cache key."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=PRESIGNERS_CACHED)
+def _presigner(cfg: S3Config, region: str, environment: tuple[tuple[str, str], ...]) -> Any:
+    """A plain (sync) botocore client per process, only to learn a bucket's addressing from a
+    presigned URL. It signs nothing that is sent, so it carries placeholder credentials: the
+    credential chain (and its network calls) stays with the job's own session. Building it
+    costs ~8 ms, once per process instead of once per job. Not tied to an event loop."""
+    session = botocore.session.Session(profile=cfg.profile)
+    session.register_component("data_loader", _shared_loader(session.get_config_variable("data_path")))
+    config = Config(region_name=region, s3={"addressing_style": cfg.addressing_style})
+    return session.create_client(
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        config=config,
+        aws_access_key_id=_PLACEHOLDER_CREDENTIAL,
+        aws_secret_access_key=_PLACEHOLDER_CREDENTIAL,
+        verify=False,
+    )
 
 
 class S3Store:
@@ -264,7 +323,7 @@ class S3Store:
         return self._shared
 
     async def _s3(self) -> Any:
-        return (await self._opened()).client
+        return await (await self._opened()).botocore()
 
     async def _open(self) -> _SharedClient:
         key = (self._config, asyncio.get_running_loop())
@@ -324,6 +383,9 @@ class S3Store:
                 raise
 
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        lean = await self._lean_call(bucket, functools.partial(_lean_head, key=key, version_id=version_id))
+        if lean is not SKIP and lean is not None:
+            return _object_info(bucket, key, _parsed_head(lean))
         try:
             response = await self._call("head_object", **_target(bucket, key, version_id))
         except StorageError as exc:
@@ -344,6 +406,9 @@ class S3Store:
         return StorageError("NoSuchKey", "The specified key does not exist.", 404)
 
     async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        lean = await self._lean_call(bucket, functools.partial(_lean_get, key=key, version_id=version_id))
+        if lean is not SKIP and lean is not None:
+            return lean.body
         response = await self._call("get_object", **_target(bucket, key, version_id))
         with _translating():
             async with response["Body"] as body:
@@ -358,9 +423,30 @@ class S3Store:
         start: int = 0,
         chunk_size: int = 1 << 20,
     ) -> AsyncIterator[bytes]:
+        # The first `chunk_size` bytes on the lean path: all of a small object (a manifest, a
+        # CSV) in one cheap request; a larger one goes on streaming through aiobotocore, pinned
+        # to the same object by its ETag.
+        byte_range = f"bytes={start}-{start + chunk_size - 1}"
+        lean = await self._lean_call(
+            bucket, functools.partial(_lean_get, key=key, version_id=version_id, byte_range=byte_range)
+        )
+        if_match = None
+        if lean is not SKIP and lean is not None:
+            if lean.status != 206:  # the server sent the whole object
+                if lean.body[start:]:
+                    yield lean.body[start:]
+                return
+            yield lean.body
+            total = _range_total(lean.headers.get("content-range", ""))
+            start += len(lean.body)
+            if total is not None and start >= total:
+                return
+            if_match = lean.headers.get("etag")
         params = _target(bucket, key, version_id)
         if start > 0:
             params["Range"] = f"bytes={start}-"
+        if if_match:
+            params["IfMatch"] = if_match
         try:
             response = await self._call("get_object", **params)
         except StorageError as exc:
@@ -489,23 +575,42 @@ class S3Store:
         metadata: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
-        params: dict[str, Any] = {**(extra or {}), "Bucket": bucket, "Key": key, "Body": body}
-        if content_type is not None:
-            params["ContentType"] = content_type
-        if metadata:
-            params["Metadata"] = dict(metadata)
-        response = await self._call("put_object", **params)
+        etag, version_id = await self._put_lean(bucket, key, body, content_type, metadata, extra)
+        if etag is None:
+            params: dict[str, Any] = {**(extra or {}), "Bucket": bucket, "Key": key, "Body": body}
+            if content_type is not None:
+                params["ContentType"] = content_type
+            if metadata:
+                params["Metadata"] = dict(metadata)
+            response = await self._call("put_object", **params)
+            etag, version_id = _unquote(response.get("ETag", "")), response.get("VersionId")
         # PutObject returns no date; the local clock saves a HEAD per write.
         return ObjectInfo(
             bucket=bucket,
             key=key,
             size=len(body),
-            etag=_unquote(response.get("ETag", "")),
+            etag=etag,
             last_modified=datetime.now(UTC),
-            version_id=response.get("VersionId"),
+            version_id=version_id,
             content_type=content_type,
             metadata={k.lower(): v for k, v in (metadata or {}).items()},
         )
+
+    async def _put_lean(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        extra: Mapping[str, Any] | None,
+    ) -> tuple[str | None, str | None]:
+        """PutObject on the lean path → (ETag, VersionId); (None, None) when it can't go there."""
+        headers = _lean_put_headers(len(body), content_type, metadata, extra)
+        if headers is None:
+            return None, None
+        lean = await self._lean_call(bucket, lambda lean, route: lean.put_object(route, key, body, headers))
+        return (None, None) if lean is SKIP else lean
 
     async def put_file(
         self,
@@ -522,7 +627,9 @@ class S3Store:
             create["ContentType"] = content_type
         if size < MULTIPART_UPLOAD_THRESHOLD_BYTES:
             body = await _local_io(path, asyncio.to_thread(path.read_bytes))
-            await self._call("put_object", **create, Bucket=bucket, Key=key, Body=body)
+            etag, _ = await self._put_lean(bucket, key, body, content_type, None, extra)
+            if etag is None:
+                await self._call("put_object", **create, Bucket=bucket, Key=key, Body=body)
             return
         part_size = _part_size(size, MULTIPART_UPLOAD_PART_BYTES)
 
@@ -882,6 +989,76 @@ async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
 
     refreshable = hasattr(credentials, "refresh_needed")
     return LeanS3(Signer(region), current if refreshable else static)
+
+
+async def _lean_head(
+    lean: LeanS3, route: Route, *, key: str, version_id: str | None
+) -> dict[str, str] | None:
+    try:
+        return await lean.head_object(route, key, version_id)
+    except StorageError:
+        return None  # a HEAD error has no body: botocore's path tells its codes apart
+
+
+async def _lean_get(
+    lean: LeanS3, route: Route, *, key: str, version_id: str | None, byte_range: str | None = None
+) -> Response | None:
+    try:
+        return await lean.get_object(route, key, version_id, byte_range)
+    except StorageError:
+        # Errors (a missing key, a range past the end, a body over http1's limit) go through
+        # botocore's path, whose handling of each the callers rely on.
+        return None
+
+
+@functools.cache
+def _head_parsing() -> tuple[Any, OperationModel]:
+    """botocore's own HeadObject parser and model: a lean HEAD's headers become exactly the
+    dict aiobotocore would have returned."""
+    model = ServiceModel(_shared_loader(None).load_service_model("s3", "service-2"), "s3")
+    factory = ResponseParserFactory()
+    factory.set_parser_defaults(timestamp_parser=_parse_timestamp)
+    return factory.create_parser(model.protocol), model.operation_model("HeadObject")
+
+
+def _parsed_head(headers: Mapping[str, str]) -> dict[str, Any]:
+    parser, operation = _head_parsing()
+    # http1 reads header values as latin-1, aiohttp (botocore's transport) as UTF-8: match it.
+    utf8 = {
+        k: v if v.isascii() else v.encode("latin-1").decode("utf-8", "surrogateescape")
+        for k, v in headers.items()
+    }
+    response: dict[str, Any] = {"status_code": 200, "headers": HeadersDict(utf8), "body": b""}
+    custom: dict[str, Any] = {}
+    handle_expires_header(operation_model=operation, response_dict=response, customized_response_dict=custom)
+    parsed: dict[str, Any] = parser.parse(response, operation.output_shape)
+    parsed.update(custom)
+    return parsed
+
+
+def _range_total(content_range: str) -> int | None:
+    """The object size from `bytes first-last/total`; None when the server did not say."""
+    total = content_range.rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+def _lean_put_headers(
+    size: int,
+    content_type: str | None,
+    metadata: Mapping[str, str] | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, str] | None:
+    """PutObject headers for the lean path, or None for what stays on botocore: extra
+    parameters (encryption, ACLs, ...), bodies over LEAN_PUT_MAX_BYTES (the lean path hashes
+    the body to sign it) and header values that are not plain ASCII."""
+    if extra or size > LEAN_PUT_MAX_BYTES:
+        return None
+    headers = {f"x-amz-meta-{k.lower()}": v for k, v in (metadata or {}).items()}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    if not all(_PLAIN_HEADER.fullmatch(text) for item in headers.items() for text in item):
+        return None
+    return headers
 
 
 async def _lean_delete_objects(
