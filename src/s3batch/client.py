@@ -8,10 +8,16 @@
 
 Jobs run in the background worker of the client's S3BATCH_HOME (started on demand, like the
 CLI does), or in this process with `run_until_idle()`.
+
+A client opens HOME's SQLite job store on its first call and keeps it for later ones (an open
+and close cost ~1-5 ms, a good part of a small job's fixed cost); `close()` or a `with` block
+releases it. Like boto3's clients, one client may be shared by threads.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -20,11 +26,12 @@ from typing import Any, TypeVar
 from s3batch import eventloop
 from s3batch.domain.job import JobStatus
 from s3batch.domain.report import ReportRow
-from s3batch.service.jobs import JobService, using_service
+from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.service.worker import ensure_worker, run_worker, worker_lock
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
+from s3batch.store.sqlite import SqliteJobStore
 
 T = TypeVar("T")
 #: Seconds between status polls in `wait`.
@@ -32,6 +39,19 @@ WAIT_POLL_S = 0.1
 
 
 class S3Batch:
+    """boto3 `s3control`-shaped client on one S3BATCH_HOME.
+
+    The job store (HOME's SQLite file) is opened lazily on the first call and reused by every
+    later one, `run_until_idle` included. `close()` (or leaving `with S3Batch(...) as batch:`)
+    closes it; it is idempotent, and a call after it simply opens the store again. Other
+    processes (the background worker, the CLI, another client) may use HOME meanwhile: each
+    read is its own transaction, so it sees their committed writes.
+
+    Thread-safe, like boto3's clients (do not `close()` while other threads' calls are in
+    flight). After a fork the child opens its own store on its first call and never touches
+    the connection it inherited (SQLite connections must not cross a fork).
+    """
+
     def __init__(
         self,
         *,
@@ -51,9 +71,63 @@ class S3Batch:
         self.storage: StorageConfig = resolve_storage(storage, endpoint_url, base.buckets_root)
         self.functions = dict(functions or {})
         self.background = background
+        # (store, pid that opened it): one reference, so readers never see half an update.
+        self._opened: tuple[SqliteJobStore, int] | None = None
+        self._open_lock = threading.Lock()
+        self._lock_pid = os.getpid()
+        # Stores inherited over a fork: kept referenced so that garbage collection never
+        # closes (and so touches) the parent's connection from the child.
+        self._inherited: list[SqliteJobStore] = []
+
+    def _store(self) -> SqliteJobStore:
+        """HOME's job store, opened on first use (again after close() or a fork)."""
+        pid = os.getpid()
+        opened = self._opened
+        if opened is not None and opened[1] == pid:
+            return opened[0]
+        with self._lock():
+            opened = self._opened
+            if opened is not None and opened[1] == pid:
+                return opened[0]
+            if opened is not None:
+                self._inherited.append(opened[0])
+            store = SqliteJobStore(self.settings.db_path)
+            self._opened = (store, pid)
+            return store
+
+    def _lock(self) -> threading.Lock:
+        """The lock guarding `_opened`; a new one after a fork (another thread of the parent
+        may have held it at the fork, and nothing in the child would release it)."""
+        pid = os.getpid()
+        if self._lock_pid != pid:
+            self._open_lock, self._lock_pid = threading.Lock(), pid
+        return self._open_lock
+
+    def close(self) -> None:
+        """Close the job store (if open). Idempotent; a later call opens it again."""
+        with self._lock():
+            opened, self._opened = self._opened, None
+        if opened is None:
+            return
+        store, pid = opened
+        if pid == os.getpid():
+            eventloop.run(store.close())
+        else:
+            self._inherited.append(store)
+
+    def __enter__(self) -> S3Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _call(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
-        return eventloop.run(using_service(self.settings, fn))
+        service = JobService(self.settings, self._store())
+
+        async def call() -> T:
+            return await fn(service)
+
+        return eventloop.run(call())
 
     def create_job(self, **request: Any) -> dict[str, Any]:
         account = request.pop("AccountId", None)
@@ -143,7 +217,9 @@ class S3Batch:
         with worker_lock(self.settings.home) as held:
             if held is None:
                 raise RuntimeError("a background worker holds this S3BATCH_HOME; use wait()")
-            return eventloop.run(run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0))
+            return eventloop.run(
+                run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0, store=self._store())
+            )
 
     def wait(self, job_id: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """Poll until the job is terminal or Suspended; return its DescribeJob `Job`."""

@@ -72,11 +72,17 @@ async def run_worker(
     exit_when_idle: bool = True,
     idle_exit_s: float = IDLE_EXIT_S,
     roles: RoleBook | None = None,
+    *,
+    store: SqliteJobStore | None = None,
 ) -> int:
     """Drive jobs until idle (or forever). Returns how many jobs it drove.
 
-    `roles`: the server's roles (default: read from HOME's server.toml as each job starts)."""
-    store = SqliteJobStore(settings.db_path)
+    `roles`: the server's roles (default: read from HOME's server.toml as each job starts).
+    `store`: an open job store of HOME to use and leave open (default: open one, close it
+    on return)."""
+    owned = store is None
+    if store is None:
+        store = SqliteJobStore(settings.db_path)
     engine = make_engine(settings)
     source = (lambda: roles) if roles is not None else (lambda: load_roles(settings.home))
     runner = JobRunner(store, engine, settings.function_workers, settings.home / "spool", roles=source)
@@ -97,7 +103,8 @@ async def run_worker(
                 return driven
             await asyncio.sleep(POLL_S)
     finally:
-        await store.close()
+        if owned:
+            await store.close()
 
 
 async def _drive_safely(runner: JobRunner, store: SqliteJobStore, job_id: str) -> None:
