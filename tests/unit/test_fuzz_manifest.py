@@ -88,6 +88,26 @@ def test_report_rows_render_and_parse_back(values: list[tuple[str, ...]]) -> Non
     assert parse_rows(text) == rows
 
 
+#: Report fields, mostly plain (the common case) with the characters that need quoting mixed in.
+REPORT_FIELDS = st.one_of(
+    st.sampled_from(["bkt", "k/ü", "", "204", "succeeded"]),
+    FIELDS,
+    st.sampled_from([",", '"', "\r", "\n", "a,b\r\n"]),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(*[REPORT_FIELDS] * 7), max_size=8))
+def test_rendering_many_rows_equals_rendering_each(values: list[tuple[str, ...]]) -> None:
+    """render_rows' fast path (join everything, check the text once) gives exactly the lines
+    render_row quotes one by one."""
+    from s3batch.domain.report import render_row
+
+    rows = [ReportRow(*v) for v in values]
+    assert render_rows(rows) == "".join(render_row(r) for r in rows)
+    assert render_rows(iter(rows)) == render_rows(rows)  # any iterable, read once
+
+
 #: Fields drawn from what plain lines hold and what they must not (quotes, spaces, CR, NUL,
 #: non-ASCII, %-escapes, long keys), so both the block path and its fallback are exercised.
 MANIFEST_FIELDS = st.one_of(
