@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from s3batch.storage.http1 import ConnectionPool, HttpError, Response
+from s3batch.storage.http1 import ConnectionPool, HttpError, Response, _Connection, _Dechunker
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -185,6 +185,68 @@ async def test_chunked_body_with_trailers() -> None:
     assert server.connections == 1
 
 
+async def test_long_chunked_body_in_many_small_segments() -> None:
+    """20,000 chunks arriving a few at a time: each segment is parsed where the last one
+    stopped. (Rescanning the whole buffer on every segment took seconds here, past the read
+    timeout; parsing incrementally takes milliseconds.)"""
+    chunks = [f"{i:010d}".encode() for i in range(20_000)]
+    wire = b"".join(b"a\r\n" + chunk + b"\r\n" for chunk in chunks) + b"0\r\n\r\n"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for at in range(0, len(wire), 149):  # 149: pieces end mid-chunk, mid-size, mid-CRLF
+            writer.write(wire[at : at + 149])
+            await writer.drain()
+            await asyncio.sleep(0)  # let the client read before the next piece
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b"next"))
+
+    async with serving(handler) as server, pool_for(server) as pool:
+        first = await pool.request(GET)
+        second = await pool.request(GET)
+    assert first.body == b"".join(chunks)
+    assert second.body == b"next"
+    assert server.connections == 1
+
+
+CHUNKED = b"5;ext=1\r\nhello\r\n1\r\n,\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\nX-B: 2\r\n\r\n"
+DECHUNKED = b"hello,0123456789abcdef"
+
+
+def test_dechunker_gives_one_body_at_every_split_point() -> None:
+    for split in range(len(CHUNKED)):
+        parser, buf = _Dechunker(), bytearray(CHUNKED[:split])
+        assert parser.feed(buf) is None, split  # the trailers' empty line is still to come
+        buf += CHUNKED[split:] + b"next"
+        assert parser.feed(buf) == DECHUNKED, split
+        assert buf == b"next", split  # consumed up to the end of the body, not beyond
+
+
+def test_dechunker_fed_byte_by_byte() -> None:
+    parser, buf = _Dechunker(), bytearray()
+    results: list[bytes | None] = []
+    for byte in CHUNKED:
+        buf.append(byte)
+        results.append(parser.feed(buf))
+    assert results == [None] * (len(CHUNKED) - 1) + [DECHUNKED]
+    assert buf == b""
+
+
+async def test_bytes_after_a_chunked_body_retire_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nEXTRA")
+            await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(f"conn{n}".encode()))
+
+    async with serving(handler) as server, pool_for(server) as pool:
+        assert (await pool.request(GET)).body == b"ok"
+        assert (await pool.request(GET)).body == b"conn2"
+    assert server.connections == 2
+
+
 async def test_body_delimited_by_close() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -326,6 +388,65 @@ async def test_failure_after_part_of_the_answer_is_not_retried() -> None:
     assert server.connections == 1
 
 
+class HoldingPool(ConnectionPool):
+    """Holds the `hold`-th connection it hands out (from 1) until the server's close of it has
+    been processed, then lets the request write: the order in which a busy loop (or uvloop, or
+    TLS) can deliver a close that races the write."""
+
+    def __init__(self, port: int, *, hold: int) -> None:
+        super().__init__(
+            "127.0.0.1", port, tls=False, max_connections=2, connect_timeout_s=1.0, read_timeout_s=30.0
+        )
+        self.hold = hold
+        self.handed_out = 0
+
+    async def _acquire(self, fresh: bool = False) -> _Connection:
+        conn = await super()._acquire(fresh)
+        self.handed_out += 1
+        if self.handed_out == self.hold:
+            for _ in range(200):
+                if conn.closed:
+                    break
+                await asyncio.sleep(0.005)
+        return conn
+
+
+async def close_after_one_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(answer(f"conn{n}".encode()))
+    await writer.drain()
+
+
+async def test_fresh_connection_closed_before_the_write_fails_at_once() -> None:
+    async def accept_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        return
+
+    async with serving(accept_and_close) as server:
+        pool = HoldingPool(server.port, hold=1)
+        try:
+            async with asyncio.timeout(5):  # read_timeout_s is 30: waiting for it is the bug
+                with pytest.raises(HttpError) as caught:
+                    await pool.request(GET)
+        finally:
+            await pool.close()
+    assert not caught.value.sent and not caught.value.timeout  # never written: safe to resend
+    assert server.connections == 1
+
+
+async def test_reused_connection_closed_before_the_write_is_retried_at_once() -> None:
+    async with serving(close_after_one_answer) as server:
+        pool = HoldingPool(server.port, hold=2)
+        try:
+            assert (await pool.request(GET)).body == b"conn1"
+            async with asyncio.timeout(5):  # read_timeout_s is 30: waiting for it is the bug
+                response = await pool.request(GET)
+        finally:
+            await pool.close()
+    assert response.body == b"conn2"
+    assert pool.handed_out == 3  # connection 1 was reused (and held), then the retry's
+    assert server.connections == 2
+
+
 async def test_unsolicited_bytes_on_an_idle_connection_retire_it() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -398,6 +519,9 @@ async def test_timeout_on_a_reused_connection_is_not_retried() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffff\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * (65 * 1024),
     ],
     ids=[
         "no-status",
@@ -413,6 +537,9 @@ async def test_timeout_on_a_reused_connection_is_not_retried() -> None:
         "chunk-size-text",
         "chunk-size-negative",
         "chunk-size-0x",
+        "chunk-no-crlf-after-data",
+        "chunk-size-huge",
+        "chunk-size-line-endless",
     ],
 )
 async def test_malformed_answers_raise_http_error(raw: bytes) -> None:
@@ -537,6 +664,38 @@ async def test_waiter_cancelled_as_it_is_woken_passes_the_wakeup_on() -> None:
             await b_task
         c = await asyncio.wait_for(c_task, 2.0)
     assert c.body == b"r2"
+    assert server.connections == 1
+
+
+async def test_request_after_close_is_refused() -> None:
+    handler = keep_answering(lambda n, i: answer(b"ok"))
+    async with serving(handler) as server, pool_for(server) as pool:
+        assert (await pool.request(GET)).body == b"ok"
+        await pool.close()
+        with pytest.raises(HttpError, match="pool closed") as caught:
+            await pool.request(GET)
+    assert not caught.value.sent and not caught.value.timeout
+    assert server.connections == 1
+
+
+async def test_request_waiting_for_a_connection_fails_when_the_pool_closes() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(1.0)
+        writer.write(answer(b"slow"))
+        await writer.drain()
+
+    async with serving(handler) as server, pool_for(server, max_connections=1) as pool:
+        in_flight = asyncio.create_task(pool.request(GET))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(pool.request(GET))
+        await asyncio.sleep(0.05)
+        await pool.close()
+        async with asyncio.timeout(0.5):  # the only connection frees up after 1 s
+            with pytest.raises(HttpError, match="pool closed") as caught:
+                await waiting
+        assert (await in_flight).body == b"slow"  # a request in flight still finishes
+    assert not caught.value.sent and not caught.value.timeout
     assert server.connections == 1
 
 

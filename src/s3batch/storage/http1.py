@@ -9,8 +9,12 @@ a Content-Length or chunked body, and hand the connection back. It is not a gene
 no redirects, no proxies, no streaming, no request pipelining; callers fall back to
 aiobotocore for everything else.
 
-Failures leave as `HttpError` (connection trouble or a read timeout) with `sent` telling the
-caller whether the request may have reached the server.
+Failures leave as `HttpError` (connection trouble, a read timeout, a closed pool) with `sent`
+telling the caller whether the request may have reached the server. A connection found closed
+before the request is written fails at once with `sent=False` (the pool then retries a reused
+one on a new connection) rather than at the read timeout; a closed pool refuses new requests
+and fails the ones waiting for a connection. Chunked bodies are parsed incrementally, so one
+arriving in many small segments costs time linear in its size.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._headers: dict[str, str] | None = None
         self._length = -1  # -1: until close; -2: chunked
+        #: The chunked body's parser (state kept between segments); None unless chunked.
+        self._chunks: _Dechunker | None = None
         self.closed = False
         self.keep_alive = True
         self.idle_since = 0.0
@@ -106,10 +112,18 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, head_only: bool) -> asyncio.Future[Response]:
         assert self.transport is not None
+        # Reset first: a stale `answered` from the last request would block the stale retry.
+        self.used, self.answered = True, False
+        if self.closed or self.transport.is_closing():
+            # The close won the race with this write: connection_lost has already run (or a
+            # closing transport drops the write), so nothing would complete a waiter before
+            # the read timeout. Nothing was written, hence sent=False.
+            self.keep_alive = False
+            raise HttpError("connection closed before the request was sent", sent=False)
         self._waiter = self._loop.create_future()
         self._head_only, self._headers, self._length = head_only, None, -1
+        self._chunks = None
         self._buf.clear()
-        self.used, self.answered = True, False
         self.transport.write(data)
         return self._waiter
 
@@ -139,9 +153,11 @@ class _Connection(asyncio.Protocol):
                 if len(self._buf) > self._length:
                     self.keep_alive = False  # trailing bytes: out of step, don't reuse
                 self._finish(body)
-        elif self._length == -2:
-            whole = _dechunk(self._buf)
+        elif self._chunks is not None:
+            whole = self._chunks.feed(self._buf)
             if whole is not None:
+                if self._buf:
+                    self.keep_alive = False  # trailing bytes: out of step, don't reuse
                 self._finish(whole)
         elif len(self._buf) > MAX_BODY_BYTES:
             raise HttpError("response body too large", sent=True)
@@ -168,6 +184,7 @@ class _Connection(asyncio.Protocol):
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self._status, self._headers = status, headers
         self._length = _body_length(status, headers, self._head_only)
+        self._chunks = _Dechunker() if self._length == -2 else None
         connection = headers.get("connection", "").lower()
         if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
             self.keep_alive = False
@@ -192,29 +209,72 @@ def _body_length(status: int, headers: dict[str, str], head_only: bool) -> int:
     return length
 
 
-def _dechunk(buf: bytearray) -> bytes | None:
-    """The whole body once the last chunk has arrived, else None (wait for more)."""
-    parts: list[bytes] = []
-    pos, total = 0, 0
-    while True:
-        line_end = buf.find(b"\r\n", pos)
-        if line_end < 0:
+class _Dechunker:
+    """Parses a chunked body out of the connection's buffer as it grows, consuming what it has
+    read and keeping its place between calls: rescanning the buffer on every segment made a
+    body that arrives in n segments cost O(n²)."""
+
+    __slots__ = ("_parts", "_scan", "_size", "_total")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._total = 0
+        #: -1: a chunk-size line is next; >= 0: that chunk's data (and its CRLF); -2: trailers.
+        self._size = -1
+        #: Where to resume looking for the CRLF of a line not yet whole (bytes already searched).
+        self._scan = 0
+
+    def feed(self, buf: bytearray) -> bytes | None:
+        """The whole body once the last chunk and the trailers have arrived, else None (call
+        again when `buf` has grown). Consumes the bytes it parsed from the front of `buf`."""
+        while True:
+            if self._size == -1:
+                line = self._line(buf)
+                if line is None:
+                    return None
+                self._start_chunk(line)
+            elif self._size == -2:
+                line = self._line(buf)
+                if line is None:
+                    return None
+                if not line:  # the empty line that ends the trailers (rare), and the body
+                    return b"".join(self._parts)
+            elif not self._take_data(buf):
+                return None
+
+    def _line(self, buf: bytearray) -> bytes | None:
+        end = buf.find(b"\r\n", self._scan)
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise HttpError("chunk size or trailer line too long", sent=True)
+            self._scan = max(len(buf) - 1, 0)  # a trailing CR may be half of the CRLF
             return None
-        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
+        line = bytes(buf[:end])
+        del buf[: end + 2]  # amortized O(1): CPython's bytearray drops a prefix by moving its start
+        self._scan = 0
+        return line
+
+    def _start_chunk(self, line: bytes) -> None:
+        size_text = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
         if not _HEX_DIGITS.fullmatch(size_text):
             raise HttpError(f"malformed chunk size {size_text[:20]!r}", sent=True)
         size = int(size_text, 16)
-        if size == 0:
-            # Trailers (rare) end with an empty line.
-            return b"".join(parts) if buf.find(_HEADER_END, line_end) >= 0 else None
-        start = line_end + 2
-        if len(buf) < start + size + 2:
-            return None
-        parts.append(bytes(buf[start : start + size]))
-        total += size
-        if total > MAX_BODY_BYTES:
+        self._total += size
+        # Checked on the size line, before the data: no waiting for bytes that will be refused.
+        if self._total > MAX_BODY_BYTES:
             raise HttpError("response body too large", sent=True)
-        pos = start + size + 2
+        self._size = size if size else -2
+
+    def _take_data(self, buf: bytearray) -> bool:
+        size = self._size
+        if len(buf) < size + 2:
+            return False
+        if buf[size : size + 2] != b"\r\n":
+            raise HttpError("malformed chunk: no CRLF after its data", sent=True)
+        self._parts.append(bytes(buf[:size]))
+        del buf[: size + 2]
+        self._size = -1
+        return True
 
 
 class ConnectionPool:
@@ -253,7 +313,8 @@ class ConnectionPool:
             return await self._exchange(conn, data, head_only)
         except HttpError as exc:
             # A timeout, or an answer cut short, means the server has the request: not stale.
-            if not (reused and retry_stale) or exc.timeout or conn.answered:
+            # A pool closed meanwhile would refuse the retry: report the first failure instead.
+            if not (reused and retry_stale) or exc.timeout or conn.answered or self._closed:
                 raise
         return await self._exchange(await self._acquire(fresh=True), data, head_only)
 
@@ -283,6 +344,8 @@ class ConnectionPool:
             timer.cancel()
 
     async def _acquire(self, fresh: bool = False) -> _Connection:
+        if self._closed:
+            raise HttpError("connection pool closed", sent=False)
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._idle and not fresh:
@@ -294,16 +357,7 @@ class ConnectionPool:
             if self._idle:  # fresh wanted but the pool is full of idle ones: drop one
                 self._discard(self._idle.pop(0))
                 break
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken, then cancelled before running: pass the turn on
-                raise
+            await self._wait_turn(loop)
             if self._idle and not fresh:
                 return await self._acquire()
         self._open += 1
@@ -313,6 +367,21 @@ class ConnectionPool:
             self._open -= 1
             self._wake()
             raise
+
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until a connection is released or discarded; raise if the pool closed meanwhile."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._wake()  # woken, then cancelled before running: pass the turn on
+            raise
+        if self._closed:
+            raise HttpError("connection pool closed", sent=False)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
@@ -355,7 +424,15 @@ class ConnectionPool:
                 return
 
     async def close(self) -> None:
+        """Close the idle connections and refuse new requests. Requests in flight finish (their
+        connections are then closed); requests waiting for a connection fail at once."""
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             self._discard(conn)
+        # Wake every waiter, not one: each sees the pool closed and fails instead of waiting
+        # for a slot that no release will ever hand it.
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
