@@ -151,7 +151,9 @@ def print_table(
     title: str, rows: dict[str, dict[str, float]], base_name: str = "boto3 ThreadPool(64)"
 ) -> None:
     """Rows with objects/s, CPU-ms per object and both as ratios to `base_name`'s row (the
-    first row when that one was not run)."""
+    first row when that one was not run). Nothing when no client of the table ran (--only)."""
+    if not rows:
+        return
     base = rows.get(base_name) or next(iter(rows.values()))
     vs = f"vs {base_name if base_name in rows else next(iter(rows))}"[:16]
     print(f"\n{title}")

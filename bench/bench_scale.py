@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_scale.py                 # 10,000,000-line manifest
     .venv/bin/python bench/bench_scale.py --quick         # 1,000,000 lines
     .venv/bin/python bench/bench_scale.py --lines 200000 --profile prof.out
+    .venv/bin/python bench/bench_scale.py --only-latency  # create-job → first task only
 
 Writes the manifest straight into a local-folder store (no object files: the operation touches
 nothing), runs the job in this process with a benchmark-only no-op operation, and prints
@@ -243,10 +244,11 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="also write the completion report")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the job run into FILE")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only-latency", action="store_true", help="just the create-job → first-task timing")
     args = parser.parse_args()
     register_noop()
     lines = QUICK_LINES if args.quick else args.lines
-    out = scale_run(lines, args.report, args.profile)
+    out = {} if args.only_latency else scale_run(lines, args.report, args.profile)
     if not args.skip_latency:
         runs = [latency_run() for _ in range(LATENCY_RUNS)]
         out["first_task_ms_median"] = round(statistics.median(runs) * 1000, 1)
