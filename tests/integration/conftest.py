@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,16 @@ class Env:
             return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
         listed = self.client.list_objects_v2(Bucket=bucket, Prefix=base).get("Contents", [])
         return {o["Key"][len(base) :]: self.get(bucket, o["Key"]) or b"" for o in listed}
+
+
+def data_manifest(env: Env, present: Sequence[str], listed: Sequence[str]) -> dict[str, Any]:
+    """Buckets `data` (holding `present`, each body its own name) and `reports`, and a
+    manifest of `listed` keys in `data`."""
+    env.make_bucket("data")
+    env.make_bucket("reports")
+    for name in present:
+        env.put("data", name, name.encode())
+    return env.manifest("data", [("data", key) for key in listed])
 
 
 def report_spec(bucket: str, scope: str = "AllTasks", prefix: str = "reports") -> dict[str, Any]:

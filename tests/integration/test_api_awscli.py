@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.conftest import Env, report_spec
+from tests.integration.conftest import Env, data_manifest, report_spec
 from tests.integration.test_api_boto3 import ACCOUNT_A, KEY_A, ROLE, TAGGING, Server, serving
 
 pytestmark = pytest.mark.integration
@@ -91,11 +91,7 @@ def cli(aws_cli: Path, local_env: Env, tmp_path: Path) -> Iterator[Cli]:
 
 @pytest.fixture
 def manifest(local_env: Env) -> dict[str, Any]:
-    local_env.make_bucket("data")
-    local_env.make_bucket("reports")
-    for name in ("a.txt", "b.txt"):
-        local_env.put("data", name, name.encode())
-    return local_env.manifest("data", [("data", "a.txt"), ("data", "b.txt")])
+    return data_manifest(local_env, ["a.txt", "b.txt"], ["a.txt", "b.txt"])
 
 
 def create_args(manifest: dict[str, Any], *extra: str, token: str | None = None) -> list[str]:

@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from tests.conftest import free_port
-from tests.integration.conftest import Env, read_report, report_spec
+from tests.integration.conftest import Env, data_manifest, read_report, report_spec
 
 from s3batch.api.app import create_app
 from s3batch.api.auth import AccessKey, KeyRing
@@ -98,11 +98,8 @@ def server(local_env: Env) -> Iterator[Server]:
 
 @pytest.fixture
 def manifest(local_env: Env) -> dict[str, Any]:
-    local_env.make_bucket("data")
-    local_env.make_bucket("reports")
-    for name in ("a.txt", "b.txt", "c d.txt"):
-        local_env.put("data", name, name.encode())
-    return local_env.manifest("data", [("data", "a.txt"), ("data", "b.txt"), ("data", "c d.txt")])
+    names = ["a.txt", "b.txt", "c d.txt"]
+    return data_manifest(local_env, names, names)
 
 
 def create(client: Any, manifest: dict[str, Any], account: str = ACCOUNT_A, **extra: Any) -> str:

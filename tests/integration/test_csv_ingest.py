@@ -44,30 +44,40 @@ def table(db: Path) -> list[tuple[Any, ...]]:
         return conn.execute('SELECT id, amount, "when", note FROM orders ORDER BY id').fetchall()
 
 
-def ingest_job(
-    env: Env, bucket: str, files: dict[str, str], db: Path, **op: Any
-) -> tuple[Any, dict[str, Any]]:
+def ingest(env: Env, bucket: str, files: dict[str, str], op: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Put `files` in `bucket`, run `op` over them; returns (the job, report rows by key)."""
     env.make_bucket(bucket)
     for key, body in files.items():
         env.put(bucket, key, body.encode())
-    batch, job_id = create(env, bucket, operation(db, **op), [(bucket, k) for k in files])
+    batch, job_id = create(env, bucket, op, [(bucket, k) for k in files])
     job = run(batch, job_id)
     rows = read_report(env, bucket, job_id)["rows"]
     return job, {row[1]: row for status in rows.values() for row in status}
 
 
-@pytest.fixture
-def write_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of every batch written to a SQLite table."""
-    sizes: list[int] = []
-    original = csv_ingest.SqliteTable.write_batch
+def ingest_job(
+    env: Env, bucket: str, files: dict[str, str], db: Path, **op: Any
+) -> tuple[Any, dict[str, Any]]:
+    return ingest(env, bucket, files, operation(db, **op))
 
-    def counted(self: csv_ingest.SqliteTable, items: Sequence[Mapping[str, Value]]) -> None:
+
+def count_batches(monkeypatch: pytest.MonkeyPatch, table_class: Any) -> list[int]:
+    """Sizes of every batch `table_class` (a SqliteTable or PostgresTable) writes."""
+    sizes: list[int] = []
+    original = table_class.write_batch
+
+    def counted(self: Any, items: Sequence[Mapping[str, Value]]) -> None:
         sizes.append(len(items))
         original(self, items)
 
-    monkeypatch.setattr(csv_ingest.SqliteTable, "write_batch", counted)
+    monkeypatch.setattr(table_class, "write_batch", counted)
     return sizes
+
+
+@pytest.fixture
+def write_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of every batch written to a SQLite table."""
+    return count_batches(monkeypatch, csv_ingest.SqliteTable)
 
 
 def test_typed_rows_are_written_and_reruns_are_idempotent(

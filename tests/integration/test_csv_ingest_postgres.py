@@ -6,17 +6,16 @@ Table contents are read back with psycopg directly, never through s3batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
-from test_jobs import create, run
+from test_csv_ingest import count_batches, ingest
+from test_jobs import create
 
-from conftest import Env, read_report
-from s3batch.domain.csv_schema import Value
+from conftest import Env
 from s3batch.errors import BadRequest
 from s3batch.operations import csv_ingest
 from s3batch.operations.csv_postgres import PostgresTable
@@ -50,27 +49,9 @@ def table(url: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def ingest(env: Env, bucket: str, files: dict[str, str], op: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    env.make_bucket(bucket)
-    for key, body in files.items():
-        env.put(bucket, key, body.encode())
-    batch, job_id = create(env, bucket, op, [(bucket, k) for k in files])
-    job = run(batch, job_id)
-    rows = read_report(env, bucket, job_id)["rows"]
-    return job, {row[1]: row for status in rows.values() for row in status}
-
-
 @pytest.fixture
 def write_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sizes: list[int] = []
-    original = PostgresTable.write_batch
-
-    def counted(self: PostgresTable, items: Sequence[Mapping[str, Value]]) -> None:
-        sizes.append(len(items))
-        original(self, items)
-
-    monkeypatch.setattr(PostgresTable, "write_batch", counted)
-    return sizes
+    return count_batches(monkeypatch, PostgresTable)
 
 
 def test_typed_upserts_reruns_are_idempotent_and_rejections_reported(

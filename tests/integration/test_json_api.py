@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.conftest import Env
+from tests.integration.conftest import Env, data_manifest
 from tests.integration.test_api_boto3 import (
     ACCOUNT_A,
     KEY_A,
@@ -51,11 +51,7 @@ def server(local_env: Env) -> Iterator[Server]:
 @pytest.fixture
 def manifest(local_env: Env) -> dict[str, Any]:
     """Three objects, one of them missing: the job completes with one failed task."""
-    local_env.make_bucket("data")
-    local_env.make_bucket("reports")
-    for name in ("a.txt", "b.txt"):
-        local_env.put("data", name, name.encode())
-    return local_env.manifest("data", [("data", "a.txt"), ("data", "missing.txt"), ("data", "b.txt")])
+    return data_manifest(local_env, ["a.txt", "b.txt"], ["a.txt", "missing.txt", "b.txt"])
 
 
 @pytest.fixture
