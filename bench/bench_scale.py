@@ -136,24 +136,22 @@ class PhaseClock:
     def __enter__(self) -> PhaseClock:
         self._wrap(JobRunner, "_prepare", "prepare")
         self._wrap(JobRunner, "_execute", "active")
-        # A first result is durable when either write path returns (per-task rows, or a
-        # chunk whose tasks all finished at once).
-        for name in ("record", "record_whole_chunks"):
-            self._on_first_write(name)
+        self._on_first_write()
         return self
 
-    def _on_first_write(self, name: str) -> None:
-        orig = getattr(SqliteJobStore, name)
+    def _on_first_write(self) -> None:
+        """A first result is durable when the first JobStore.record returns."""
+        orig = SqliteJobStore.record
         clock = self
 
-        async def written(store: SqliteJobStore, job_id: str, rows: Any) -> Any:
-            out = await orig(store, job_id, rows)
+        async def written(store: SqliteJobStore, *args: Any) -> Any:
+            out = await orig(store, *args)
             if clock.first_record is None:
                 clock.first_record = time.perf_counter()
             return out
 
-        self._orig.append((SqliteJobStore, name, orig))
-        setattr(SqliteJobStore, name, written)
+        self._orig.append((SqliteJobStore, "record", orig))
+        SqliteJobStore.record = written
 
     def _wrap(self, cls: type, name: str, label: str) -> None:
         orig = getattr(cls, name)

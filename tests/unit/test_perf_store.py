@@ -12,7 +12,7 @@ import pytest
 
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.report import ReportRow
-from s3batch.store.base import Chunk, FinishedTask, WholeChunk
+from s3batch.store.base import Chunk, FinishedTask
 from s3batch.store.sqlite import SqliteJobStore, _statements
 
 TRICKY = [
@@ -49,23 +49,47 @@ async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) ->
         await store.close()
 
 
-async def test_whole_chunks_are_stored_compacted_in_one_step(tmp_path: Path) -> None:
+async def test_chunks_a_record_finishes_are_stored_compacted_in_the_same_write(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "jobs.db")
     await store.insert_job(_job())
     chunks = [Chunk(0, 0, 1, 0, len(TRICKY)), Chunk(1, 3, 4, 99, 1), Chunk(2, 4, 5, 120, 1)]
     await store.add_chunks("j", chunks)
     try:
-        progress = await store.record_whole_chunks("j", [WholeChunk(0, TRICKY), WholeChunk(1, TRICKY[:1])])
+        rows = [FinishedTask(0, i, r) for i, r in enumerate(TRICKY)][::-1]  # in any order
+        progress = await store.record("j", [*rows, FinishedTask(1, 0, TRICKY[0])], {0: 3, 1: 1})
         assert (progress.succeeded, progress.failed) == (2, 2)
         assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]  # the others are done
         assert await store.chunk_progress("j", 0) == {}  # no per-task rows were left behind
-        # Chunk 2 has not finished: the report holds the whole chunks' rows, in order.
+        # Chunk 2 has not finished: the report holds the finished chunks' rows, in order.
         assert [r async for rows in store.report_rows("j") for r in rows] == [*TRICKY, TRICKY[0]]
         # Recording a done chunk again would count its tasks twice: refused, nothing changes.
-        with pytest.raises(RuntimeError, match="1 whole chunks were not open"):
-            await store.record_whole_chunks("j", [WholeChunk(1, TRICKY[:1]), WholeChunk(2, TRICKY[:1])])
+        again = [FinishedTask(1, 0, TRICKY[0]), FinishedTask(2, 0, TRICKY[0])]
+        with pytest.raises(RuntimeError, match="chunk 1 of job j is not open"):
+            await store.record("j", again, {1: 1, 2: 1})
         assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]
         assert (await store.get_job("j")).progress.succeeded == 2
+    finally:
+        await store.close()
+
+
+async def test_a_chunk_finished_across_writes_keeps_its_earlier_rows(tmp_path: Path) -> None:
+    """Rows recorded one write (or one crash) earlier and the rows that finish the chunk end up
+    in one compacted blob, in task order; a write that does not finish it is refused."""
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    await store.insert_job(_job())
+    await store.add_chunks("j", [Chunk(0, 0, 1, 0, len(TRICKY))])
+    try:
+        await store.record("j", [FinishedTask(0, 1, TRICKY[1])])
+        with pytest.raises(RuntimeError, match="2 results for 3 tasks"):
+            await store.record("j", [FinishedTask(0, 2, TRICKY[2])], {0: 3})
+        assert await store.chunk_progress("j", 0) == {1: TRICKY[1]}  # rolled back
+        progress = await store.record(
+            "j", [FinishedTask(0, 2, TRICKY[2]), FinishedTask(0, 0, TRICKY[0])], {0: 3}
+        )
+        assert (progress.succeeded, progress.failed) == (1, 2)
+        assert await store.chunk_progress("j", 0) == {}
+        assert [r async for rows in store.report_rows("j") for r in rows] == TRICKY
+        assert await store.pending_chunks("j") == []
     finally:
         await store.close()
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import itertools
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -44,7 +45,7 @@ from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
 from s3batch.storage.local import LocalStore
 from s3batch.storage.retrying import RetryingStore
-from s3batch.store.base import Chunk, FinishedTask, JobStore, WholeChunk
+from s3batch.store.base import Chunk, FinishedTask, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -453,47 +454,24 @@ class _Run:
         await self._write(batch)
 
     async def _write(self, batch: list[FinishedTask]) -> None:
-        whole, rest = self._split_whole(batch)
-        if whole:
-            await self.store.record_whole_chunks(self.job_id, whole)
-            for chunk in whole:
-                self._close(chunk.chunk_no)
-        if not rest:
-            return
-        await self.store.record(self.job_id, rest)
-        finished = self.finished_in_chunk
-        for item in rest:
-            finished[item.chunk_no] += 1
-        # Only chunks this batch touched can have become full; a large job has thousands open.
-        await self.complete_full_chunks({item.chunk_no for item in rest})
-
-    def _split_whole(self, batch: list[FinishedTask]) -> tuple[list[WholeChunk], list[FinishedTask]]:
-        """Chunks that `batch` finishes from nothing (a DeleteObjects batch of 1,000 is one),
-        and the other rows. A whole chunk is stored compacted at once, skipping the per-task
-        rows that compaction would read back and delete."""
-        by_chunk: dict[int, list[FinishedTask]] = {}
-        for item in batch:
-            by_chunk.setdefault(item.chunk_no, []).append(item)
-        whole: list[WholeChunk] = []
-        rest: list[FinishedTask] = []
-        for no, items in by_chunk.items():
-            n_tasks = self.chunks[no].n_tasks
-            if self.finished_in_chunk[no] == 0 and len(items) == n_tasks == len({i.idx for i in items}):
-                items.sort(key=_idx)
-                whole.append(WholeChunk(no, [item.row for item in items]))
-            else:
-                rest.extend(items)
-        return whole, rest
+        """Record `batch`; the chunks it finishes are compacted in the same write."""
+        added = collections.Counter(item.chunk_no for item in batch)
+        finished, chunks = self.finished_in_chunk, self.chunks
+        full = {no: chunks[no].n_tasks for no, n in added.items() if finished[no] + n >= chunks[no].n_tasks}
+        await self.store.record(self.job_id, batch, full)
+        for no, n in added.items():
+            finished[no] += n
+        for no in full:
+            self._close(no)
 
     def _close(self, chunk_no: int) -> None:
         del self.chunks[chunk_no], self.finished_in_chunk[chunk_no], self.done_idx[chunk_no]
 
-    async def complete_full_chunks(self, candidates: Iterable[int] | None = None) -> None:
-        """Compact every full chunk among `candidates` (all open chunks when None)."""
-        numbers = sorted(self.chunks if candidates is None else candidates)
-        for no in numbers:
-            chunk = self.chunks.get(no)
-            if chunk is not None and self.finished_in_chunk[no] >= chunk.n_tasks:
+    async def complete_full_chunks(self) -> None:
+        """Compact every open chunk whose rows were all recorded before a crash."""
+        for no in sorted(self.chunks):
+            chunk = self.chunks[no]
+            if self.finished_in_chunk[no] >= chunk.n_tasks:
                 await self.store.complete_chunk(self.job_id, no, chunk.n_tasks)
                 self._close(no)
 
@@ -502,10 +480,6 @@ class _Run:
         if not self.failed:  # checked per task: skip building a Progress while nothing failed
             return False
         return Progress(succeeded=self.succeeded, failed=self.failed).over_failure_threshold()
-
-
-def _idx(item: FinishedTask) -> int:
-    return item.idx
 
 
 def _threshold_reason(run: _Run) -> FailureReason:

@@ -64,7 +64,7 @@ from s3batch.storage.base import (
     grant_params,
 )
 from s3batch.storage.config import S3Config
-from s3batch.storage.http1 import ConnectionPool, Response
+from s3batch.storage.http1 import ConnectionPool
 from s3batch.storage.lean import (
     Credentials,
     Fallback,
@@ -397,7 +397,9 @@ class S3Store:
                 raise
 
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
-        lean = await self._lean_call(bucket, functools.partial(_lean_head, key=key, version_id=version_id))
+        lean = await self._lean_call(
+            bucket, lambda lean, route: _or_none(lean.head_object(route, key, version_id))
+        )
         if lean is not SKIP and lean is not None:
             return _object_info(bucket, key, _parsed_head(lean))
         try:
@@ -420,7 +422,9 @@ class S3Store:
         return StorageError("NoSuchKey", "The specified key does not exist.", 404)
 
     async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
-        lean = await self._lean_call(bucket, functools.partial(_lean_get, key=key, version_id=version_id))
+        lean = await self._lean_call(
+            bucket, lambda lean, route: _or_none(lean.get_object(route, key, version_id))
+        )
         if lean is not SKIP and lean is not None:
             return lean.body
         response = await self._call("get_object", **_target(bucket, key, version_id))
@@ -442,13 +446,13 @@ class S3Store:
         # to the same object by its ETag.
         byte_range = f"bytes={start}-{start + chunk_size - 1}"
         lean = await self._lean_call(
-            bucket, functools.partial(_lean_get, key=key, version_id=version_id, byte_range=byte_range)
+            bucket, lambda lean, route: _or_none(lean.get_object(route, key, version_id, byte_range))
         )
         if_match = None
         if lean is not SKIP and lean is not None:
             if lean.status != 206:  # the server sent the whole object
-                if lean.body[start:]:
-                    yield lean.body[start:]
+                if rest := lean.body[start:]:
+                    yield rest
                 return
             yield lean.body
             total = _range_total(lean.headers.get("content-range", ""))
@@ -1005,23 +1009,13 @@ async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
     return LeanS3(Signer(region), current if refreshable else static)
 
 
-async def _lean_head(
-    lean: LeanS3, route: Route, *, key: str, version_id: str | None
-) -> dict[str, str] | None:
+async def _or_none(call: Awaitable[_T]) -> _T | None:
+    """A lean read, or None when it failed. A read's errors (a HEAD 404 without a body to
+    tell NoSuchKey from NoSuchBucket, a range past the end, a body over http1's limit) are
+    left to botocore's path, whose handling of each the callers rely on."""
     try:
-        return await lean.head_object(route, key, version_id)
+        return await call
     except StorageError:
-        return None  # a HEAD error has no body: botocore's path tells its codes apart
-
-
-async def _lean_get(
-    lean: LeanS3, route: Route, *, key: str, version_id: str | None, byte_range: str | None = None
-) -> Response | None:
-    try:
-        return await lean.get_object(route, key, version_id, byte_range)
-    except StorageError:
-        # Errors (a missing key, a range past the end, a body over http1's limit) go through
-        # botocore's path, whose handling of each the callers rely on.
         return None
 
 

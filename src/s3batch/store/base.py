@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -30,14 +30,6 @@ class FinishedTask(NamedTuple):
     #: Position within the chunk, 0-based.
     idx: int
     row: ReportRow
-
-
-@dataclass(frozen=True, slots=True)
-class WholeChunk:
-    """Every result of one chunk, in task order (rows[idx])."""
-
-    chunk_no: int
-    rows: Sequence[ReportRow]
 
 
 class JobStore(Protocol):
@@ -76,17 +68,17 @@ class JobStore(Protocol):
         """Rows already recorded for an unfinished chunk, by idx (to skip them on resume)."""
         ...
 
-    async def record(self, job_id: str, finished: Sequence[FinishedTask]) -> Progress:
-        """Durably record finished tasks and return the job's updated counters."""
+    async def record(
+        self, job_id: str, finished: Sequence[FinishedTask], full: Mapping[int, int] | None = None
+    ) -> Progress:
+        """Durably record finished tasks and return the job's updated counters. `full`
+        (chunk_no → n_tasks): chunks these rows finish, compacted in the same write (their
+        rows never stored one by one)."""
         ...
 
     async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
-        """Compact the chunk's rows into its results blob."""
-        ...
-
-    async def record_whole_chunks(self, job_id: str, chunks: Sequence[WholeChunk]) -> Progress:
-        """Durably record chunks whose every task finished at once (none recorded before):
-        each is stored compacted and done in one step, without per-task rows."""
+        """Compact the chunk's recorded rows into its results blob (a chunk found full on
+        resume: its last rows were recorded before a crash, the compaction was not)."""
         ...
 
     def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:

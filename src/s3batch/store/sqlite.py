@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
 from s3batch.domain.report import ReportRow, parse_rows, render_row, render_rows
 from s3batch.errors import IdempotencyError, NotFound
-from s3batch.store.base import Chunk, FinishedTask, WholeChunk
+from s3batch.store.base import Chunk, FinishedTask
 
 #: How long a writer waits for another process's lock, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
@@ -253,14 +253,27 @@ class SqliteJobStore:
 
         return await self._run(query)
 
-    async def record(self, job_id: str, finished: Sequence[FinishedTask]) -> Progress:
+    async def record(
+        self, job_id: str, finished: Sequence[FinishedTask], full: Mapping[int, int] | None = None
+    ) -> Progress:
+        full = full or {}
+
         def write() -> Progress:
             ok = sum(1 for f in finished if f.row.status == "succeeded")
+            completing: dict[int, list[FinishedTask]] = {no: [] for no in full}
+            lines = []
+            for f in finished:
+                if f.chunk_no in completing:
+                    completing[f.chunk_no].append(f)
+                else:
+                    lines.append((job_id, f.chunk_no, f.idx, render_row(f.row)))
             with self._tx() as c:
                 c.executemany(
                     "INSERT OR IGNORE INTO task_lines (job_id, chunk_no, idx, line) VALUES (?, ?, ?, ?)",
-                    [(job_id, f.chunk_no, f.idx, render_row(f.row)) for f in finished],
+                    lines,
                 )
+                for chunk_no, n_tasks in full.items():
+                    _compact(c, job_id, chunk_no, n_tasks, completing[chunk_no])
                 c.execute(
                     "UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ? WHERE job_id=?",
                     (ok, len(finished) - ok, job_id),
@@ -272,55 +285,9 @@ class SqliteJobStore:
     async def complete_chunk(self, job_id: str, chunk_no: int, n_tasks: int) -> None:
         def compact() -> None:
             with self._tx() as c:
-                lines = [
-                    r[0]
-                    for r in c.execute(
-                        "SELECT line FROM task_lines WHERE job_id=? AND chunk_no=? ORDER BY idx",
-                        (job_id, chunk_no),
-                    )
-                ]
-                if len(lines) != n_tasks:
-                    raise RuntimeError(
-                        f"chunk {chunk_no} of job {job_id}: {len(lines)} results for {n_tasks} tasks"
-                    )
-                # Stored lines are already the report's lines: compaction is a concatenation.
-                text = "".join(lines)
-                ok = sum(
-                    1 for f in csv.reader(io.StringIO(text, newline="")) if f[STATUS_COLUMN] == "succeeded"
-                )
-                blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
-                c.execute(
-                    "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? "
-                    "WHERE job_id=? AND chunk_no=?",
-                    (ok, len(lines) - ok, blob, job_id, chunk_no),
-                )
-                c.execute("DELETE FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
+                _compact(c, job_id, chunk_no, n_tasks, [])
 
         await self._run(compact)
-
-    async def record_whole_chunks(self, job_id: str, chunks: Sequence[WholeChunk]) -> Progress:
-        def write() -> Progress:
-            done = []
-            for chunk in chunks:
-                ok = sum(1 for r in chunk.rows if r.status == "succeeded")
-                text = render_rows(chunk.rows)
-                blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
-                done.append((ok, len(chunk.rows) - ok, blob, job_id, chunk.chunk_no))
-            with self._tx() as c:
-                updated = c.executemany(
-                    "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? "
-                    "WHERE job_id=? AND chunk_no=? AND done=0",
-                    done,
-                ).rowcount
-                if updated != len(done):  # rolled back: counting a chunk twice would lie
-                    raise RuntimeError(f"job {job_id}: {len(done) - updated} whole chunks were not open")
-                c.execute(
-                    "UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ? WHERE job_id=?",
-                    (sum(d[0] for d in done), sum(d[1] for d in done), job_id),
-                )
-            return self._get_job(job_id).progress
-
-        return await self._run(write)
 
     async def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
         last = -1
@@ -348,6 +315,41 @@ class SqliteJobStore:
                 (job_id, chunk_no),
             ).fetchall()
         return chunk_no, parse_rows("".join(r[0] for r in partial))
+
+
+def _compact(
+    c: sqlite3.Connection, job_id: str, chunk_no: int, n_tasks: int, new: Sequence[FinishedTask]
+) -> None:
+    """Store a finished chunk as its compacted results blob: the rows recorded before (as
+    report lines) and `new` (rows not stored yet), in task order. Inside the caller's
+    transaction; raises (so rolls back) unless exactly `n_tasks` results and the chunk open."""
+    recorded: dict[int, str] = dict(
+        c.execute("SELECT idx, line FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
+    )
+    fresh: dict[int, ReportRow] = {}
+    for f in new:  # the first result of a task stays, as INSERT OR IGNORE keeps it
+        if f.idx not in recorded:
+            fresh.setdefault(f.idx, f.row)
+    if len(recorded) + len(fresh) != n_tasks:
+        raise RuntimeError(
+            f"chunk {chunk_no} of job {job_id}: {len(recorded) + len(fresh)} results for {n_tasks} tasks"
+        )
+    if recorded:
+        # Stored lines are already the report's lines: compaction is a concatenation.
+        text = "".join(recorded[i] if i in recorded else render_row(fresh[i]) for i in range(n_tasks))
+        ok = sum(1 for f in csv.reader(io.StringIO(text, newline="")) if f[STATUS_COLUMN] == "succeeded")
+    else:  # the whole chunk finished in this write (a DeleteObjects batch): no rows to read back
+        rows = [fresh[i] for i in range(n_tasks)]
+        text, ok = render_rows(rows), sum(1 for r in rows if r.status == "succeeded")
+    blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
+    done = c.execute(
+        "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? WHERE job_id=? AND chunk_no=? AND done=0",
+        (ok, n_tasks - ok, blob, job_id, chunk_no),
+    ).rowcount
+    if done != 1:  # counting a chunk's tasks twice would lie
+        raise RuntimeError(f"chunk {chunk_no} of job {job_id} is not open")
+    if recorded:
+        c.execute("DELETE FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
 
 
 class _Transaction:
