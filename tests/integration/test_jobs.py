@@ -443,3 +443,36 @@ def test_a_small_manifest_is_read_once_and_a_resumed_job_reads_it_again(
     job = run(batch, job_id)
     assert job["Status"] == "Complete" and job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(KEYS)
     assert reads.count(manifest_key) == 2  # Preparing, then Active in a later drive
+
+
+@pytest.mark.parametrize("operation", ["tagging", "delete"])
+def test_a_missing_report_bucket_fails_the_job_before_any_object_changes(
+    env: Env, bucket_name: str, operation: str
+) -> None:
+    seed(env, bucket_name)
+    ops = {
+        "tagging": {"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}},
+        "delete": {"S3DeleteObject": {}},
+    }
+    report = report_spec(bucket_name + "-no-such-reports")
+    batch, job_id = create(env, bucket_name, ops[operation], [(bucket_name, k) for k in KEYS], Report=report)
+    job = run(batch, job_id)
+
+    assert job["Status"] == "Failed"
+    [reason] = job["FailureReasons"]
+    assert reason["FailureCode"] == "ReportWriteFailed"
+    assert f"s3://{bucket_name}-no-such-reports/reports/job-{job_id}/" in reason["FailureReason"]
+    assert "no object was changed" in reason["FailureReason"]
+    assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == 0
+    for key in KEYS:  # every object still there, untagged
+        assert env.get(bucket_name, key) == f"body of {key}".encode()
+    assert batch.report_rows(job_id) == []
+
+
+def test_the_report_check_leaves_nothing_in_the_report_bucket(env: Env, bucket_name: str) -> None:
+    seed(env, bucket_name)
+    op = {"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}}
+    batch, job_id = create(env, bucket_name, op, [(bucket_name, k) for k in KEYS])
+    assert run(batch, job_id)["Status"] == "Complete"
+    files = env.report_files(bucket_name, "reports", job_id)
+    assert files and not any(".s3batch-write-check" in key for key in files)

@@ -1,4 +1,4 @@
-"""Writes the completion report into the report bucket in AWS's layout (spec §4).
+"""Writes the completion report into the report bucket in AWS's layout (docs/compatibility.md).
 
     <Prefix>/job-<id>/manifest.json
     <Prefix>/job-<id>/results/<40-hex>.csv     one file per task status that has rows
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from s3batch.domain.arn import bucket_from_arn
-from s3batch.domain.job import Job
+from s3batch.domain.job import FailureReason, Job
 from s3batch.domain.report import (
     ReportRow,
     ReportScope,
@@ -27,10 +27,14 @@ from s3batch.domain.report import (
     render_row,
     results_key,
 )
+from s3batch.errors import StorageError
 from s3batch.storage.base import ObjectStore
 from s3batch.store.base import JobStore
 
 STATUSES = ("succeeded", "failed")
+#: Scratch object Preparing writes, then deletes, in the job's report folder.
+WRITE_CHECK_NAME = ".s3batch-write-check"
+WRITE_CHECK_BODY = b"s3batch: checking that the completion report can be written; deleted right away\n"
 
 
 class _ResultsFile:
@@ -79,3 +83,28 @@ async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str |
     body = render_manifest(written, datetime.now(UTC)).encode()
     await objects.put_bytes(bucket, key, body, content_type="application/json")
     return f"s3://{bucket}/{key}"
+
+
+async def check_destination(objects: ObjectStore, job: Job) -> FailureReason | None:
+    """Why the job's completion report could not be written, found out before any task runs.
+
+    A job whose report bucket is missing or refuses writes would otherwise change every
+    object and only then fail: Preparing writes a scratch object where the report goes
+    (`<Prefix>/job-<id>/`) and deletes that exact version again."""
+    spec = job.request["Report"]
+    if not spec.get("Enabled"):
+        return None
+    bucket = bucket_from_arn(spec["Bucket"], "Report.Bucket")
+    folder = manifest_key(spec.get("Prefix"), job.job_id).rpartition("/")[0]
+    key = f"{folder}/{WRITE_CHECK_NAME}"
+    try:
+        info = await objects.put_bytes(bucket, key, WRITE_CHECK_BODY, content_type="text/plain")
+    except StorageError as exc:
+        where = f"s3://{bucket}/{folder}/"
+        why = f"the completion report cannot be written to {where} ({exc.code}: {exc.message})"
+        return FailureReason("ReportWriteFailed", f"{why}; no object was changed"[:256])
+    try:
+        await objects.delete(bucket, key, info.version_id)  # that version: no delete marker left
+    except StorageError:
+        pass  # a leftover scratch object is harmless; the report can be written
+    return None

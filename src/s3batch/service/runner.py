@@ -39,7 +39,7 @@ from s3batch.service.manifests import (
     spool_key,
 )
 from s3batch.service.probe import probe
-from s3batch.service.reporting import write_report
+from s3batch.service.reporting import check_destination, write_report
 from s3batch.service.roles import role_storage
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import from_dict, open_store
@@ -175,11 +175,11 @@ class JobRunner:
             return await self._fail_early(job, _failure(exc))
         if total == 0 or first is None:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
-        unsupported = (
-            None if self._denied(job, first) else await probe(objects, job.request["Operation"], first)
-        )
-        if unsupported is not None:
-            return await self._fail_early(job, unsupported)
+        unfit = await check_destination(objects, job)
+        if unfit is None and not self._denied(job, first):
+            unfit = await probe(objects, job.request["Operation"], first)
+        if unfit is not None:
+            return await self._fail_early(job, unfit)
         if job.request.get("ConfirmationRequired"):
             return await self._move(
                 job,
