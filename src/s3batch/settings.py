@@ -84,7 +84,9 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment from which `from_env` rebuilds these settings (for a child worker
-        process). account_id is not read from the environment: the worker takes it from jobs."""
+        process). account_id is not read from the environment: the worker takes it from jobs.
+        Nor is the region: it comes from the AWS variables the child inherits unchanged, which
+        its identity fingerprint covers (service/identity.py)."""
         return {
             "S3BATCH_HOME": str(self.home),
             "S3BATCH_CONCURRENCY": str(self.concurrency),
@@ -95,7 +97,6 @@ class Settings:
             "S3BATCH_JOB_RETENTION_DAYS": repr(self.job_retention_days),
             "S3BATCH_SUSPENDED_TIMEOUT_DAYS": repr(self.suspended_timeout_days),
             "S3BATCH_PROCESSES": str(self.processes),
-            "AWS_REGION": self.region,
         }
 
 

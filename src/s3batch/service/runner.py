@@ -84,6 +84,7 @@ class JobRunner:
         function_workers: int = 2,
         spool_root: Path | None = None,
         roles: Callable[[], RoleBook] = RoleBook,
+        accepts: Callable[[Job], bool] = lambda job: True,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -96,6 +97,8 @@ class JobRunner:
         self._job_roles: dict[str, Role] = {}
         #: Manifests Preparing kept in memory for Active in the same drive, by job id.
         self._kept: dict[str, ManifestSource] = {}
+        #: Which jobs this runner's worker drives: only those can pre-empt the running one.
+        self.accepts = accepts
 
     def _spool(self) -> ObjectStore:
         return LocalStore(self.spool_root)
@@ -300,7 +303,10 @@ class JobRunner:
     async def _outranked(self, job: Job) -> bool:
         waiting = {JobStatus.NEW, JobStatus.PREPARING, JobStatus.READY, JobStatus.PAUSED}
         return any(
-            other.priority > job.priority and other.status in waiting and other.job_id != job.job_id
+            other.priority > job.priority
+            and other.status in waiting
+            and other.job_id != job.job_id
+            and self.accepts(other)
             for other in await self.store.runnable_jobs()
         )
 

@@ -1,8 +1,13 @@
-"""The worker: one process per S3BATCH_HOME that drives runnable jobs, most urgent first.
+"""Background workers: processes that drive runnable jobs, most urgent first.
 
-An OS file lock (flock) on HOME/worker.lock makes it the only one; the lock dies with the
-process, so after `kill -9` the next s3batch command finds it free, starts a new worker, and
-that worker resumes the interrupted job from the job store.
+A worker is keyed by its environment's identity fingerprint (service/identity.py) and drives
+only the jobs created with the same fingerprint, so each job runs with the endpoint and
+credentials of the command that created it. One worker per key and HOME: an OS file lock
+(flock) on HOME/workers/<key>.lock. The lock dies with the process, so after `kill -9` the
+next s3batch command from the same environment finds it free, starts a new worker, and that
+worker resumes the interrupted job from the job store. A job is also claimed by a lock of its
+own while it is driven, so two workers never drive one job (jobs recorded before fingerprints
+existed may be taken by any worker).
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from s3batch.domain.job import FailureReason, JobStatus
+from s3batch.domain.job import FailureReason, Job, JobStatus
 from s3batch.domain.roles import RoleBook
 from s3batch.engines import make_engine
 from s3batch.service.gctune import worker_gc
+from s3batch.service.identity import current_key, environment_key
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
 from s3batch.service.runner import JobRunner
@@ -44,11 +50,15 @@ WORKER_RESTART_S = 1.0
 WORKER_STOP_S = 10.0
 
 
+#: Folder of HOME holding the workers' and the jobs' lock files.
+LOCKS_DIR = "workers"
+
+
 @contextlib.contextmanager
-def worker_lock(home: Path) -> Iterator[IO[str] | None]:
+def _flock(path: Path) -> Iterator[IO[str] | None]:
     """Yield the open lock file if this process got the lock, else None."""
-    home.mkdir(parents=True, exist_ok=True)
-    handle = (home / "worker.lock").open("a+")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -62,9 +72,24 @@ def worker_lock(home: Path) -> Iterator[IO[str] | None]:
         handle.close()
 
 
-def worker_running(home: Path) -> bool:
-    with worker_lock(home) as held:
+def worker_lock(home: Path, key: str | None = None) -> contextlib.AbstractContextManager[IO[str] | None]:
+    """The lock of HOME's worker for `key` (default: this process's environment)."""
+    return _flock(home / LOCKS_DIR / f"{key or current_key(home)}.lock")
+
+
+def _job_claim(home: Path, job_id: str) -> contextlib.AbstractContextManager[IO[str] | None]:
+    return _flock(home / LOCKS_DIR / f"job-{job_id}.lock")
+
+
+def worker_running(home: Path, key: str | None = None) -> bool:
+    with worker_lock(home, key) as held:
         return held is None
+
+
+def job_key(job: Job) -> str | None:
+    """The identity fingerprint a job was created with (None: recorded before there were any)."""
+    key = job.runtime.get("identity")
+    return key if isinstance(key, str) else None
 
 
 async def run_worker(
@@ -74,18 +99,27 @@ async def run_worker(
     roles: RoleBook | None = None,
     *,
     store: SqliteJobStore | None = None,
+    key: str | None = None,
 ) -> int:
     """Drive jobs until idle (or forever). Returns how many jobs it drove.
 
     `roles`: the server's roles (default: read from HOME's server.toml as each job starts).
     `store`: an open job store of HOME to use and leave open (default: open one, close it
-    on return)."""
+    on return). `key`: the identity fingerprint whose jobs to drive (default: this process's
+    environment's); the caller holds that key's worker lock."""
     owned = store is None
     if store is None:
         store = SqliteJobStore(settings.db_path)
+    key = key or current_key(settings.home)
+
+    def mine(job: Job) -> bool:
+        return job_key(job) in (key, None)
+
     engine = make_engine(settings)
     source = (lambda: roles) if roles is not None else (lambda: load_roles(settings.home))
-    runner = JobRunner(store, engine, settings.function_workers, settings.home / "spool", roles=source)
+    runner = JobRunner(
+        store, engine, settings.function_workers, settings.home / "spool", roles=source, accepts=mine
+    )
     service = JobService(settings, store)
     driven, idle_since, expired_at = 0, time.monotonic(), float("-inf")
     try:
@@ -93,10 +127,7 @@ async def run_worker(
             if time.monotonic() - expired_at > EXPIRE_INTERVAL_S:
                 await service.expire()
                 expired_at = time.monotonic()
-            jobs = [j for j in await store.runnable_jobs() if j.status is not JobStatus.SUSPENDED]
-            if jobs:
-                with worker_gc():
-                    await _drive_safely(runner, store, jobs[0].job_id)
+            if await _drive_next(runner, store, settings.home, mine):
                 driven, idle_since = driven + 1, time.monotonic()
                 continue
             if exit_when_idle and time.monotonic() - idle_since >= idle_exit_s:
@@ -105,6 +136,22 @@ async def run_worker(
     finally:
         if owned:
             await store.close()
+
+
+async def _drive_next(
+    runner: JobRunner, store: SqliteJobStore, home: Path, mine: Callable[[Job], bool]
+) -> bool:
+    """Drive the most urgent runnable job of this worker's key. False if there was none."""
+    for job in await store.runnable_jobs():
+        if job.status is JobStatus.SUSPENDED or not mine(job):
+            continue
+        with _job_claim(home, job.job_id) as claimed:
+            if claimed is None:
+                continue  # another worker drives it (a job recorded without a key)
+            with worker_gc():
+                await _drive_safely(runner, store, job.job_id)
+            return True
+    return False
 
 
 async def _drive_safely(runner: JobRunner, store: SqliteJobStore, job_id: str) -> None:
@@ -127,7 +174,8 @@ async def _drive_safely(runner: JobRunner, store: SqliteJobStore, job_id: str) -
 
 
 def ensure_worker(settings: Settings) -> bool:
-    """Start a background worker for HOME unless one runs. True if one was started."""
+    """Start a background worker for HOME and this process's environment unless one runs.
+    True if one was started."""
     if worker_running(settings.home):
         return False
     log_path = settings.home / "worker.log"
@@ -149,13 +197,15 @@ async def supervise_worker_process(settings: Settings) -> None:
     `s3batch serve` drives jobs in this child rather than in its own event loop: API requests
     and the job's task callbacks then never wait on each other nor share one interpreter
     lock (measured in-process: 200 polling clients slowed a 100,000-task job 1.7-2x). If
-    another process (a CLI-started worker) holds HOME's lock, this waits for it to go.
+    another process (a CLI-started worker of the same environment) holds the key's lock, this
+    waits for it to go.
     Cancelling stops the child (SIGTERM, then SIGKILL after WORKER_STOP_S); a child that
     exits on its own is restarted after WORKER_RESTART_S.
     """
     env = {**os.environ, **settings.to_env()}
+    key = environment_key(env, settings.home)
     while True:  # ends only by cancellation
-        if worker_running(settings.home):
+        if worker_running(settings.home, key):
             await asyncio.sleep(WORKER_RESTART_S)
             continue
         with (settings.home / "worker.log").open("ab") as log_file:
