@@ -6,6 +6,10 @@ callbacks never share an event loop or an interpreter lock), restarted if it exi
 created over the API start at once, and jobs left unfinished by a crash or restart resume (the
 job store is the only state). If another process (a CLI-started worker) holds the lock, the
 supervisor waits for it and takes over when it exits, so new jobs never sit unrun.
+
+Every key holder is treated as a stranger: LambdaInvoke jobs may run only the functions the
+operator registered for the caller's account in server.toml (api/server_config.py), and the
+access log never shows a secret sent in a query string (api/accesslog.py).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from s3batch.api import dashboard, json_api, pipelines
+from s3batch.api.accesslog import redact_access_log
 from s3batch.api.auth import KeyRing, load_keys
 from s3batch.api.control import ROUTES, ApiState, error_response
+from s3batch.api.server_config import load_server_config
 from s3batch.domain.roles import RoleBook
-from s3batch.functions.registry import load_registry
+from s3batch.functions.registry import ServerFunctions
 from s3batch.pipelines.config import PipelineConfig
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
@@ -54,9 +60,11 @@ def create_app(
     hosted: Sequence[PipelineConfig] = (),
     roles: RoleBook | None = None,
     worker_process: bool = True,
+    functions: ServerFunctions | None = None,
 ) -> Starlette:
     """The ASGI app. `keys` default to load_keys(HOME); `storage` to the environment's choice.
-    `hosted` pipelines run inside the server (see api/pipelines.py).
+    `hosted` pipelines run inside the server (see api/pipelines.py). `functions` (what
+    LambdaInvoke jobs may run, per account) default to HOME's server.toml.
 
     Jobs run in a child `s3batch worker` process (`worker_process`, the default), which reads
     roles from HOME's server.toml itself; `worker_process=False` runs them in this event loop
@@ -67,15 +75,23 @@ def create_app(
     if not book:
         log.warning("no [[roles]] in server.toml: jobs run with the server's credentials, unchecked")
     store_config = storage or resolve_storage(None, None, settings.buckets_root)
+    allowed = functions if functions is not None else load_server_config(settings.home).functions
+    if settings.functions_file.is_file():
+        log.warning(
+            "%s is for the CLI: this server runs only the functions that [[functions]] in "
+            "server.toml registers per account",
+            settings.functions_file,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redact_access_log()  # here, after the server has configured its loggers
         store = SqliteJobStore(settings.db_path)
         app.state.api = ApiState(
             service=JobService(settings, store),
             keys=ring,
             storage=store_config,
-            functions=load_registry(settings.functions_file),
+            functions=allowed,
             roles=book,
         )
         app.state.sessions = json_api.SessionStore()

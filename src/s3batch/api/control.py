@@ -25,6 +25,7 @@ from s3batch.api.xml import MAX_XML_BYTES, render_error, render_result
 from s3batch.api.xml import parse_request as parse_xml
 from s3batch.domain.roles import RoleBook
 from s3batch.errors import ApiError, BadRequest, InvalidRequest
+from s3batch.functions.registry import ServerFunctions
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.storage.config import StorageConfig
@@ -46,7 +47,8 @@ class ApiState:
     service: JobService
     keys: KeyRing
     storage: StorageConfig
-    functions: dict[str, str]
+    #: What LambdaInvoke jobs may run, per account (server.toml's [[functions]]).
+    functions: ServerFunctions
     #: The server's roles; none: RoleArn is not enforced.
     roles: RoleBook = field(default_factory=RoleBook)
 
@@ -165,7 +167,7 @@ async def create_job(call: Call) -> Response:
         request,
         storage=state.storage,
         account_id=call.account_id,
-        functions=state.functions,
+        functions=state.functions.for_account(call.account_id),
         roles=state.roles,
     )
     return xml_response(render_result("CreateJob", {"JobId": job.job_id}))

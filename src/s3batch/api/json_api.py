@@ -6,7 +6,9 @@ Authentication, one of:
   (server.toml / S3BATCH_ACCESS_KEYS). Simple for curl and scripts on a local tool; like any
   bearer secret it must only travel over loopback or TLS.
 - a session cookie from `POST /api/v1/session` (the dashboard's login form): a random token
-  kept in this process's memory (a restart logs everyone out), HttpOnly, SameSite=Strict. A
+  kept in this process's memory (a restart logs everyone out), HttpOnly, SameSite=Strict, and
+  Secure whenever the request came over HTTPS (TLS in `serve`, or a trusted proxy's
+  X-Forwarded-Proto), so the browser never sends it over plain HTTP afterwards. A
   cookie-authenticated POST must also carry `X-S3Batch-CSRF: 1`, a header no cross-site form
   can set, so another site cannot drive the API through a logged-in browser.
 
@@ -468,9 +470,20 @@ async def _login(request: Request) -> Response:
     token = sessions(request).open(key.access_key)
     response = JSONResponse(whoami(key), status_code=201)
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=SESSION_TTL_S, path="/", httponly=True, samesite="strict"
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=over_https(request),
     )
     return response
+
+
+def over_https(request: Request) -> bool:
+    """Whether the client reached this server over TLS (here, or at a trusted proxy)."""
+    return request.url.scheme == "https"
 
 
 async def logout(request: Request) -> Response:
@@ -478,7 +491,9 @@ async def logout(request: Request) -> Response:
     if token:
         sessions(request).close(token)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=over_https(request)
+    )
     return response
 
 

@@ -10,6 +10,10 @@ does not reset the count, so a locked-out guesser learns nothing. Other keys fro
 address keep working until the address limit. Memory is bounded: at most MAX_CLIENTS entries
 per window, the least recently failing dropped first. SigV4 requests are not throttled here:
 a signature reveals nothing about the secret.
+
+The client address is the socket's peer: `serve` believes X-Forwarded-For only from the
+proxies its operator trusts (`--forwarded-allow-ips`, `[server] trusted_proxies`), since a
+client that could name its own address would get a fresh window with every attempt.
 """
 
 from __future__ import annotations

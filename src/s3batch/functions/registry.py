@@ -12,6 +12,12 @@ always known; a registry entry of the same name overrides one.
 
 Resolution happens when the job is created and only checks syntax: the job may run on
 another machine, so whether the module imports is found out by the first invocation.
+
+All of the above is for one's own machine. A server resolves with a `FunctionScope` per caller
+instead (`ServerFunctions.for_account`): only the functions its operator registered for that
+account (and the built-ins) can run, `python:` ARNs only where the operator allows them, and
+handlers import from the operator's `function_path`, never from the server's working directory
+(see "Security of `s3batch serve`" in docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import keyword
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3batch.domain.arn import parse_lambda_arn
-from s3batch.errors import BadRequest, ConfigError
+from s3batch.errors import BadRequest, ConfigError, InvalidRequest
 from s3batch.operations.base import FunctionSpec
 
 #: Functions that ship with s3batch, by Lambda function name.
@@ -34,6 +41,10 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
 PYTHON_PREFIX = "python:"
 #: The registry file's table.
 REGISTRY_TABLE = "functions"
+#: The server's configuration file (in S3BATCH_HOME), which registers its functions per account.
+SERVER_FILE = "server.toml"
+#: `account_id` of a server.toml [[functions]] entry that every account may use.
+ANY_ACCOUNT = "*"
 
 # S3 Control's own FunctionArn pattern (botocore model), anchored: a partial ARN or a bare
 # function name, with an optional version/alias qualifier.
@@ -44,6 +55,8 @@ _FUNCTION_ARN = re.compile(
 #: Lambda's limit on function names.
 MAX_FUNCTION_NAME_CHARS = 64
 _NAME = re.compile(rf"[a-zA-Z0-9-_]{{1,{MAX_FUNCTION_NAME_CHARS}}}")
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_REGISTRATION_FIELDS = {"account_id", "name", "handler"}
 
 HOW_TO_REGISTER = (
     "register it under [functions] in S3BATCH_HOME/functions.toml "
@@ -52,22 +65,80 @@ HOW_TO_REGISTER = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FunctionScope:
+    """The functions one server caller may name in a FunctionArn, and where handlers import from."""
+
+    #: NAME → "module:callable" registered for this caller (the built-ins are added on lookup).
+    registry: Mapping[str, str] = field(default_factory=dict)
+    #: Whether `python:module:callable` ARNs (any importable callable) are accepted.
+    python_arns: bool = False
+    #: Prepended to the handler workers' sys.path (the operator's choice; never the server's cwd).
+    sys_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFunctions:
+    """The operator's function registrations for a server, per account.
+
+    `by_account` maps an account id, or ANY_ACCOUNT for every account, to NAME → handler; an
+    account's own entry of a name wins over the ANY_ACCOUNT one."""
+
+    by_account: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    allow_python: bool = False
+    sys_path: tuple[str, ...] = ()
+
+    def for_account(self, account_id: str) -> FunctionScope:
+        registry = {**self.by_account.get(ANY_ACCOUNT, {}), **self.by_account.get(account_id, {})}
+        return FunctionScope(registry, python_arns=self.allow_python, sys_path=self.sys_path)
+
+
 def resolve_function(
-    function_arn: str, registry: Mapping[str, str], *, cwd: str, timeout_s: float
+    function_arn: str, registry: Mapping[str, str] | FunctionScope, *, cwd: str, timeout_s: float
 ) -> FunctionSpec:
     """The handler a job's FunctionArn stands for. Raises BadRequest if there is none.
 
-    `cwd` (the creator's working directory) goes on the workers' sys.path so handlers next
-    to the caller import as they would in `python -c`.
+    With a plain mapping (the CLI and the Python API on one's own machine) `python:` ARNs are
+    accepted and `cwd` (the creator's working directory) goes on the workers' sys.path so
+    handlers next to the caller import as they would in `python -c`. With a FunctionScope (a
+    server's caller) its rules apply and `cwd` is ignored; refusals are InvalidRequest.
     """
+    if isinstance(registry, FunctionScope):
+        return _resolve_scoped(function_arn, registry, timeout_s)
     if function_arn.startswith(PYTHON_PREFIX):
-        handler = function_arn.removeprefix(PYTHON_PREFIX)
-        _check_handler(handler, f"FunctionArn {function_arn!r}")
-        name = handler.rpartition(":")[2].rpartition(".")[2]
+        handler, name = _python_handler(function_arn)
     else:
         name = function_name(function_arn)
         handler = _lookup(name, registry)
     return FunctionSpec(arn=function_arn, name=name, handler=handler, sys_path=(cwd,), timeout_s=timeout_s)
+
+
+def _resolve_scoped(function_arn: str, scope: FunctionScope, timeout_s: float) -> FunctionSpec:
+    if function_arn.startswith(PYTHON_PREFIX):
+        if not scope.python_arns:
+            raise InvalidRequest(
+                f"FunctionArn {function_arn!r}: this server does not run python: handlers; "
+                "name a function its operator registered for your account"
+            )
+        handler, name = _python_handler(function_arn)
+    else:
+        name = function_name(function_arn)
+        if name not in scope.registry and name not in BUILTIN_FUNCTIONS:
+            raise InvalidRequest(
+                f"function {name!r} is not registered for your account on this server; "
+                f"its operator registers functions per account with [[functions]] in {SERVER_FILE}"
+            )
+        handler = _lookup(name, scope.registry)
+    return FunctionSpec(
+        arn=function_arn, name=name, handler=handler, sys_path=scope.sys_path, timeout_s=timeout_s
+    )
+
+
+def _python_handler(function_arn: str) -> tuple[str, str]:
+    """(handler, function name) of a python:module:callable ARN."""
+    handler = function_arn.removeprefix(PYTHON_PREFIX)
+    _check_handler(handler, f"FunctionArn {function_arn!r}")
+    return handler, handler.rpartition(":")[2].rpartition(".")[2]
 
 
 def function_name(function_arn: str) -> str:
@@ -129,10 +200,37 @@ def _lookup(name: str, registry: Mapping[str, str]) -> str:
     return handler
 
 
+def registered_function(entry: object, where: str) -> tuple[str, str, str]:
+    """(account_id, name, handler) of a server.toml `[[functions]]` table. Raises ConfigError.
+
+    [[functions]]
+    account_id = "111122223333"    # or "*": every account
+    name = "thumbnailer"           # FunctionArn arn:aws:lambda:REGION:ACCOUNT:function:thumbnailer
+    handler = "my_project.handlers:lambda_handler"
+    """
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = set(entry) - _REGISTRATION_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    account, name, handler = (entry.get(key) for key in ("account_id", "name", "handler"))
+    if not (isinstance(account, str) and (account == ANY_ACCOUNT or _ACCOUNT_ID.fullmatch(account))):
+        raise ConfigError(f'{where}: account_id must be 12 digits or "{ANY_ACCOUNT}"')
+    if not (isinstance(name, str) and _NAME.fullmatch(name)):
+        raise ConfigError(f"{where}: name must be 1-{MAX_FUNCTION_NAME_CHARS} letters, digits, '-' or '_'")
+    if not (isinstance(handler, str) and _is_handler(handler)):
+        raise ConfigError(f'{where}: handler must be "package.module:callable"')
+    return account, name, handler
+
+
 def _check_handler(handler: str, what: str) -> None:
-    module, sep, attr = handler.partition(":")
-    if not sep or not _dotted(module) or not _dotted(attr):
+    if not _is_handler(handler):
         raise BadRequest(f"{what}: expected package.module:callable (dotted Python names), got {handler!r}")
+
+
+def _is_handler(handler: str) -> bool:
+    module, sep, attr = handler.partition(":")
+    return bool(sep) and _dotted(module) and _dotted(attr)
 
 
 def _dotted(path: str) -> bool:

@@ -24,8 +24,8 @@ from pathlib import Path
 #: (keys, session token, profile, config and credential files, endpoint, region, CA bundle) and
 #: libpq's (PGPASSWORD, PGHOST, ... for the PostgreSQL table backend).
 IDENTITY_PREFIXES = ("AWS_", "PG")
-#: Single variables with the same role: where ~/.aws lives, proxies, TLS trust, where handler
-#: modules are imported from, and whether the lean request path is used.
+#: Single variables with the same role: where ~/.aws lives, proxies, TLS trust (and whether it
+#: is checked), where handler modules are imported from, and whether the lean request path is used.
 IDENTITY_NAMES = frozenset(
     {
         "HOME",
@@ -33,7 +33,7 @@ IDENTITY_NAMES = frozenset(
         "http_proxy", "https_proxy", "no_proxy", "all_proxy",
         "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
         "PYTHONPATH",
-        "S3BATCH_LEAN_PATH",
+        "S3BATCH_LEAN_PATH", "S3BATCH_VERIFY_SSL",
     }
 )  # fmt: skip
 #: The salt file in S3BATCH_HOME, and its size in bytes.

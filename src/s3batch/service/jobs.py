@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, user_status_change
 from s3batch.domain.request import (
@@ -20,9 +20,13 @@ from s3batch.domain.request import (
 from s3batch.domain.roles import RoleBook, RoleRef, parse_role_arn
 from s3batch.errors import AccessDenied, BadRequest, InvalidNextToken, JobStatusError, NotFound
 from s3batch.operations import get_kind
+from s3batch.service.identity import current_key
 from s3batch.settings import Settings
 from s3batch.storage.config import S3Config, StorageConfig, to_dict
 from s3batch.store.base import JobStore
+
+if TYPE_CHECKING:
+    from s3batch.functions.registry import FunctionScope
 
 T = TypeVar("T")
 
@@ -42,7 +46,7 @@ class JobService:
         *,
         storage: StorageConfig,
         account_id: str | None = None,
-        functions: Mapping[str, str] | None = None,
+        functions: Mapping[str, str] | FunctionScope | None = None,
         roles: RoleBook | None = None,
     ) -> Job:
         """Validate and record a job (status New). Same token + same request → same job.
@@ -60,7 +64,7 @@ class JobService:
         request: Mapping[str, Any],
         storage: StorageConfig,
         account_id: str | None,
-        functions: Mapping[str, str] | None,
+        functions: Mapping[str, str] | FunctionScope | None,
         *,
         role: RoleRef | None = None,
     ) -> Job:
@@ -83,10 +87,18 @@ class JobService:
         )
 
     def _runtime(
-        self, request: Mapping[str, Any], storage: StorageConfig, functions: Mapping[str, str]
+        self,
+        request: Mapping[str, Any],
+        storage: StorageConfig,
+        functions: Mapping[str, str] | FunctionScope,
     ) -> dict[str, Any]:
         """What a worker needs besides the request: recorded so a resume behaves the same."""
-        runtime: dict[str, Any] = {"storage": to_dict(storage), "region": self.settings.region}
+        runtime: dict[str, Any] = {
+            "storage": to_dict(storage),
+            "region": self.settings.region,
+            # Which workers may run it: those started with the creator's credentials.
+            "identity": current_key(self.settings.home),
+        }
         invoke = request["Operation"].get("LambdaInvoke")
         if invoke is not None:
             from s3batch.functions.registry import resolve_function

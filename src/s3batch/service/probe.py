@@ -2,11 +2,15 @@
 
 Some S3-compatible servers answer 200 OK to calls they do not support while damaging the
 object (rclone's `serve s3` replaces the body of an object it is asked to tag with the XML, and
-truncates one whose ACL is set; shared/notes/test-servers.md). So a status code proves
+truncates one whose ACL is set; docs/compatibility.md). So a status code proves
 nothing: the probe writes a scratch object of its own into the first bucket of the manifest,
 makes the operation's kind of call on it, reads the object back (body and the effect), and
 deletes it. A job the endpoint cannot do fails in Preparing with FailureCode
 `EndpointCapability` instead of failing — or damaging — every object.
+
+A call that got no answer at all (connection refused or reset, a TLS certificate refused, no
+answer in time) says nothing about what the endpoint supports: the job then fails with
+FailureCode `EndpointUnreachable` and the underlying reason.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ PROBE_PREFIX = ".s3batch-probe/"
 PROBE_BODY = b"s3batch capability probe: this object is deleted right after the check\n"
 #: GOVERNANCE retention the probe sets and removes again (never COMPLIANCE: it could not).
 PROBE_RETENTION = timedelta(days=1)
+#: StorageError codes the S3 adapter (storage/s3.py, storage/lean.py) gives a call that got no
+#: HTTP answer: the endpoint was not reached, or did not answer in time.
+UNREACHABLE_CODES = frozenset({"ConnectionError", "RequestTimeout", "TLSError"})
 
 Target = tuple[ObjectStore, str, str, "str | None"]  # store, bucket, key, version id
 Probe = Callable[[ObjectStore, str, str, "str | None", Mapping[str, Any]], Awaitable["str | None"]]
@@ -130,6 +137,8 @@ async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -
         finally:
             await _delete_quietly(store, bucket, key, info.version_id)
     except StorageError as exc:
+        if unreachable(exc):
+            return unreachable_reason(exc, f"check {feature} for {name}")
         problem = f"{exc.code}: {exc.message}"
     if problem is None:
         return None
@@ -144,10 +153,22 @@ async def _versions(store: ObjectStore, first: Task) -> FailureReason | None:
     try:
         await store.head(first.bucket, first.key, first.version_id)
     except StorageError as exc:
+        if unreachable(exc):
+            return unreachable_reason(exc, "check object versions")
         if exc.code == "NotImplemented":
             why = f"the manifest names object versions but the store has no versioning ({exc.message})"
             return FailureReason("EndpointCapability", why[:256])
     return None  # present or missing: a per-task matter
+
+
+def unreachable(exc: StorageError) -> bool:
+    """Whether `exc` is a call that never got an HTTP answer (not a server's verdict)."""
+    return exc.http_status is None and exc.code in UNREACHABLE_CODES
+
+
+def unreachable_reason(exc: StorageError, doing: str) -> FailureReason:
+    why = f"could not reach the endpoint to {doing} ({exc.code}: {exc.message}); no object was changed"
+    return FailureReason("EndpointUnreachable", why[:256])
 
 
 async def _delete_quietly(store: ObjectStore, bucket: str, key: str, version_id: str | None) -> None:

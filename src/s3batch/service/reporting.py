@@ -28,6 +28,7 @@ from s3batch.domain.report import (
     results_key,
 )
 from s3batch.errors import StorageError
+from s3batch.service.probe import unreachable, unreachable_reason
 from s3batch.storage.base import ObjectStore
 from s3batch.store.base import JobStore
 
@@ -100,6 +101,8 @@ async def check_destination(objects: ObjectStore, job: Job) -> FailureReason | N
     try:
         info = await objects.put_bytes(bucket, key, WRITE_CHECK_BODY, content_type="text/plain")
     except StorageError as exc:
+        if unreachable(exc):
+            return unreachable_reason(exc, "check the report destination")
         where = f"s3://{bucket}/{folder}/"
         why = f"the completion report cannot be written to {where} ({exc.code}: {exc.message})"
         return FailureReason("ReportWriteFailed", f"{why}; no object was changed"[:256])

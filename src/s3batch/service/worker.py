@@ -181,7 +181,9 @@ def ensure_worker(settings: Settings) -> bool:
     log_path = settings.home / "worker.log"
     with log_path.open("ab") as log_file:
         subprocess.Popen(
-            [sys.executable, "-m", "s3batch", "worker", "--exit-when-idle"],
+            # -P: the caller's working directory is not importable (a job's handlers get only
+            # the paths it recorded).
+            [sys.executable, "-P", "-m", "s3batch", "worker", "--exit-when-idle"],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -210,7 +212,7 @@ async def supervise_worker_process(settings: Settings) -> None:
             continue
         with (settings.home / "worker.log").open("ab") as log_file:
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "s3batch", "worker",
+                sys.executable, "-P", "-m", "s3batch", "worker",
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
             )  # fmt: skip
         try:

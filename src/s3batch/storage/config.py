@@ -47,6 +47,10 @@ class S3Config:
     #: Send the hot, simple calls (plain copy, delete, tagging, listing) through the lean
     #: request path (storage/lean.py) instead of aiobotocore. S3BATCH_LEAN_PATH=0 also turns it off.
     lean_path: bool = True
+    #: Verify the endpoint's TLS certificate, against AWS_CA_BUNDLE / the profile's ca_bundle
+    #: when set (as botocore does). False is the AWS CLI's --no-verify-ssl; S3BATCH_VERIFY_SSL=0
+    #: also turns verification off.
+    verify_ssl: bool = True
     kind: str = "s3"
 
 

@@ -7,7 +7,8 @@ than the server's own cost per request, so the client, not the store, set the pa
 module does the minimum an S3 call needs: write one request, parse a status line, headers and
 a Content-Length or chunked body, and hand the connection back. It is not a general client:
 no redirects, no proxies, no streaming, no request pipelining; callers fall back to
-aiobotocore for everything else.
+aiobotocore for everything else (S3Store leaves an endpoint reached through a proxy to it).
+TLS settings are the caller's: it passes the `ssl.SSLContext` botocore would use.
 
 Failures leave as `HttpError` (connection trouble, a read timeout, a closed pool) with `sent`
 telling the caller whether the request may have reached the server. A connection found closed
@@ -43,12 +44,14 @@ _HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class HttpError(Exception):
-    """No complete HTTP answer. `sent`: the request may have reached the server."""
+    """No complete HTTP answer. `sent`: the request may have reached the server. `tls`: the
+    server's TLS certificate was refused (not trusted, or not for this host)."""
 
-    def __init__(self, message: str, *, sent: bool, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, sent: bool, timeout: bool = False, tls: bool = False) -> None:
         super().__init__(message)
         self.sent = sent
         self.timeout = timeout
+        self.tls = tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +292,13 @@ class ConnectionPool:
         max_connections: int,
         connect_timeout_s: float,
         read_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context`: the TLS settings when `tls` (the system's defaults when None)."""
         self._host, self._port = host, port
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        self._ssl: ssl.SSLContext | None = None
+        if tls:
+            self._ssl = ssl_context or ssl.create_default_context()
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
@@ -394,6 +401,12 @@ class ConnectionPool:
                 f"connect to {self._host}:{self._port} timed out after {self._connect_timeout_s:g} s",
                 sent=False,
                 timeout=True,
+            ) from None
+        except ssl.SSLCertVerificationError as exc:  # before OSError, of which it is one
+            raise HttpError(
+                f"TLS certificate of {self._host}:{self._port} refused: {exc.verify_message or exc}",
+                sent=False,
+                tls=True,
             ) from None
         except OSError as exc:
             raise HttpError(f"connect to {self._host}:{self._port}: {exc}", sent=False) from None

@@ -41,6 +41,13 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: re-signs for the bucket's real region; this path signs for one region only.
 FALLBACK_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
 FALLBACK_STATUSES = frozenset({301, 302, 307})
+#: StorageError code of a TLS failure: a refused certificate or an unreadable CA bundle.
+TLS_ERROR = "TLSError"
+#: What to do about a refused certificate (docs/compatibility.md, "TLS and proxies").
+TLS_HINT = (
+    "point AWS_CA_BUNDLE (or ca_bundle in the AWS profile) at the CA that signed the endpoint's "
+    "certificate, or turn verification off with S3BATCH_VERIFY_SSL=0"
+)
 #: XML text escapes beyond &, <, >: a raw CR or LF in a key would be normalised by the parser.
 #: Characters quote(..., safe="/~") leaves alone.
 _NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9/_.~-]*")
@@ -185,8 +192,7 @@ class LeanS3:
         try:
             response = await route.pool.request(data, head_only=method == "HEAD")
         except HttpError as exc:
-            code = "RequestTimeout" if exc.timeout else "ConnectionError"
-            raise StorageError(code, str(exc), None, True) from exc
+            raise connection_error(exc) from exc
         if response.status >= 300:
             raise error_from(response)
         return response
@@ -309,6 +315,14 @@ class LeanS3:
         truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
         token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
         return entries, token or None
+
+
+def connection_error(exc: HttpError) -> StorageError:
+    """No HTTP answer → StorageError as S3Store reports it. A refused certificate is TLSError and
+    not retryable: it stays refused until the CA bundle or the endpoint changes."""
+    if exc.tls:
+        return StorageError(TLS_ERROR, f"{exc}; {TLS_HINT}", None, False)
+    return StorageError("RequestTimeout" if exc.timeout else "ConnectionError", str(exc), None, True)
 
 
 def encode_path(text: str, safe: str = "/~") -> str:

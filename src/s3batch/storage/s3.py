@@ -15,6 +15,7 @@ import functools
 import math
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import botocore.session
@@ -44,10 +45,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import SSLError as BotoSSLError
 from botocore.handlers import handle_expires_header
+from botocore.httpsession import create_urllib3_context, get_cert_path
 from botocore.loaders import Loader, create_loader
 from botocore.model import OperationModel, ServiceModel
 from botocore.parsers import ResponseParserFactory
+from botocore.utils import get_environ_proxies
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from s3batch.errors import ConfigError, StorageError
@@ -66,6 +70,8 @@ from s3batch.storage.base import (
 from s3batch.storage.config import S3Config
 from s3batch.storage.http1 import ConnectionPool
 from s3batch.storage.lean import (
+    TLS_ERROR,
+    TLS_HINT,
     Credentials,
     Fallback,
     LeanS3,
@@ -129,6 +135,11 @@ _RESTORE_EXPIRY = re.compile(r'expiry-date="([^"]+)"')
 #: Set to "0" to send every request through aiobotocore (to compare, or to rule the lean
 #: request path out when debugging a store).
 LEAN_PATH_ENV = "S3BATCH_LEAN_PATH"
+#: Set to "0" to skip TLS certificate verification, as the AWS CLI's --no-verify-ssl does
+#: (botocore has no variable of its own for it); S3Config.verify_ssl=False does it for one store.
+VERIFY_SSL_ENV = "S3BATCH_VERIFY_SSL"
+#: How deep `_tls_refused` looks into an exception's causes for the certificate error.
+_CAUSE_DEPTH = 8
 #: The key in the presigned URL from which a bucket's lean route is learnt (never requested).
 _ROUTE_PROBE_KEY = "s3batch-route-probe"
 #: Credentials of the route-learning presigner: its URLs are parsed, never sent.
@@ -167,6 +178,10 @@ class _SharedClient:
     session: AioSession
     region: str
     lean: LeanS3 | None
+    #: botocore's `verify` for this config (see `_verify_setting`).
+    verify: bool | str = True
+    #: The lean path's TLS settings, built when a first HTTPS route needs them.
+    ssl_context: ssl.SSLContext | None = None
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     client: Any = None
     client_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -194,19 +209,30 @@ class _SharedClient:
             return None
         async with self.route_lock:
             if bucket not in self.routes:
-                self.routes[bucket] = self._learn_route(bucket)
+                self.routes[bucket] = await self._learn_route(bucket)
         return self.routes[bucket]
 
-    def _learn_route(self, bucket: str) -> Route | None:
-        """botocore's own addressing choice for `bucket`, read off a presigned URL."""
+    async def _learn_route(self, bucket: str) -> Route | None:
+        """botocore's own addressing choice for `bucket`, read off a presigned URL; None when
+        the bucket stays on aiobotocore."""
         try:
             presigner = _presigner(self.key[0], self.region, _aws_environment())
-            url = presigner.generate_presigned_url(
-                "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
+            url = str(
+                presigner.generate_presigned_url(
+                    "head_object", Params={"Bucket": bucket, "Key": _ROUTE_PROBE_KEY}, ExpiresIn=60
+                )
             )
-            return Route.parse(str(url), _ROUTE_PROBE_KEY, self._pool)
-        except (Fallback, BotoCoreError, ValueError):
-            return None  # a bucket name botocore rejects, or a URL shape we don't know
+        except (BotoCoreError, ValueError):
+            return None  # a bucket name botocore rejects
+        if _proxied(url, str(presigner.meta.endpoint_url)):
+            return None  # the lean client speaks no proxy protocol: aiobotocore does
+        if urlsplit(url).scheme == "https" and self.ssl_context is None:
+            # Reading a CA bundle takes ~17 ms: off the event loop, as aiobotocore does.
+            self.ssl_context = await asyncio.to_thread(_ssl_context, self.verify)
+        try:
+            return Route.parse(url, _ROUTE_PROBE_KEY, self._pool)
+        except Fallback:
+            return None  # a URL shape we don't know
 
     def _pool(self, host: str, port: int, tls: bool) -> ConnectionPool:
         pool_key = (host, port, tls)
@@ -219,6 +245,7 @@ class _SharedClient:
                 max_connections=cfg.max_connections,
                 connect_timeout_s=cfg.connect_timeout_s,
                 read_timeout_s=cfg.read_timeout_s,
+                ssl_context=self.ssl_context,
             )
         return self.pools[pool_key]
 
@@ -265,7 +292,8 @@ async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEvent
         lean = None
         if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
             lean = await _lean_client(session, region)
-    return _SharedClient(key, session, region, lean)
+        verify = _verify_setting(session, cfg)
+    return _SharedClient(key, session, region, lean, verify)
 
 
 def _create_client(session: AioSession, cfg: S3Config, region: str) -> Any:
@@ -281,13 +309,64 @@ def _create_client(session: AioSession, cfg: S3Config, region: str) -> Any:
         response_checksum_validation="when_required",
         request_checksum_calculation="when_required",
     )
-    # A plain-HTTP endpoint needs no certificates: verify=False skips loading the CA bundle
-    # (~17 ms, in a thread, on every new client; botocore keeps a custom endpoint's scheme
-    # and host across redirects, so nothing goes out over TLS unverified).
-    plain_http = (cfg.endpoint_url or "").lower().startswith("http://")
+    # None lets botocore resolve the CA bundle itself (ca_bundle, AWS_CA_BUNDLE,
+    # REQUESTS_CA_BUNDLE), as `_verify_setting` does for the lean path.
     return session.create_client(
-        "s3", endpoint_url=cfg.endpoint_url, config=client_config, verify=False if plain_http else None
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        config=client_config,
+        verify=None if _verifying(cfg) else False,
     )
+
+
+def _verifying(cfg: S3Config) -> bool:
+    """Whether TLS certificates are verified for `cfg`. A plain-HTTP endpoint needs no
+    certificates: not verifying skips loading the CA bundle (~17 ms, in a thread, on every new
+    client; botocore keeps a custom endpoint's scheme and host across redirects, so nothing
+    goes out over TLS unverified)."""
+    plain_http = (cfg.endpoint_url or "").lower().startswith("http://")
+    return cfg.verify_ssl and os.environ.get(VERIFY_SSL_ENV, "1") != "0" and not plain_http
+
+
+def _verify_setting(session: AioSession, cfg: S3Config) -> bool | str:
+    """What botocore's `verify` resolves to for `cfg`: False (not verifying), the CA bundle
+    path (`ca_bundle`: AWS_CA_BUNDLE or the profile's; else REQUESTS_CA_BUNDLE), or True
+    (botocore's own bundle). The order is botocore's (Session.create_client, then
+    EndpointCreator._get_verify_value)."""
+    if not _verifying(cfg):
+        return False
+    ca_bundle = session.get_config_variable("ca_bundle")
+    if ca_bundle is not None:
+        return str(ca_bundle)
+    return os.environ.get("REQUESTS_CA_BUNDLE", True)
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS settings aiobotocore gives its own connections for `verify` (its
+    AIOHTTPSession._build_verify_context): botocore's context, the same CA bundle, the host
+    name checked. A CA bundle that cannot be read fails as TLSError, not retryable."""
+    context: ssl.SSLContext = create_urllib3_context()
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context.check_hostname = True
+    ca_path = str(get_cert_path(verify))
+    try:
+        if os.path.isdir(ca_path):  # a directory of hashed certificates, as urllib3 allows
+            context.load_verify_locations(capath=ca_path)
+        else:
+            context.load_verify_locations(cafile=ca_path)
+    except (OSError, ValueError) as exc:
+        raise StorageError(TLS_ERROR, f"cannot load the CA bundle {ca_path!r}: {exc}") from exc
+    return context
+
+
+def _proxied(url: str, endpoint_url: str) -> bool:
+    """Whether aiobotocore would send `url` through a proxy: botocore reads the proxies for its
+    endpoint from HTTP_PROXY / HTTPS_PROXY / NO_PROXY (either case; urllib's getproxies and
+    proxy_bypass) and picks one by the request's scheme (ProxyConfiguration.proxy_url_for)."""
+    return bool(get_environ_proxies(endpoint_url).get(urlsplit(url).scheme))
 
 
 def _aws_environment() -> tuple[tuple[str, str], ...]:
@@ -1015,7 +1094,9 @@ async def _or_none(call: Awaitable[_T]) -> _T | None:
     left to botocore's path, whose handling of each the callers rely on."""
     try:
         return await call
-    except StorageError:
+    except StorageError as exc:
+        if exc.code == TLS_ERROR:  # botocore would be refused too: say why, don't retry there
+            raise
         return None
 
 
@@ -1295,6 +1376,10 @@ def _translating() -> Iterator[None]:
         raise _from_client_error(exc) from exc
     except (TimeoutError, ReadTimeoutError, ConnectTimeoutError) as exc:
         raise StorageError("RequestTimeout", _describe(exc), None, True) from exc
+    except BotoSSLError as exc:
+        if _tls_refused(exc):  # as the lean path reports it: lean.connection_error
+            raise StorageError(TLS_ERROR, f"{_describe(exc)}; {TLS_HINT}") from exc
+        raise StorageError("ConnectionError", _describe(exc), None, True) from exc
     except (BotoConnectionError, HTTPClientError, IncompleteReadError, aiohttp.ClientError, OSError) as exc:
         raise StorageError("ConnectionError", _describe(exc), None, True) from exc
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
@@ -1303,6 +1388,19 @@ def _translating() -> Iterator[None]:
         raise StorageError("InvalidArgument", _describe(exc)) from exc
     except BotoCoreError as exc:
         raise StorageError(type(exc).__name__, _describe(exc)) from exc
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether a certificate refusal (untrusted, expired, wrong host) is among `exc`'s causes;
+    other TLS failures (a handshake cut short) may pass and stay retryable."""
+    cause: BaseException | None = exc
+    for _ in range(_CAUSE_DEPTH):
+        if cause is None:
+            return False
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _describe(exc: BaseException) -> str:
