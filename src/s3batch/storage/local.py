@@ -18,6 +18,16 @@ recomputed (the cache is keyed by size and mtime_ns).
 Sidecar read-modify-write sequences contain no `await`, so coroutines of one process never
 interleave inside one; separate processes writing the same key at the same instant may still
 lose a metadata update (last writer wins), as with any plain folder.
+
+Symbolic links: the root, each bucket folder and each bucket's sidecar folder belong to the
+operator and may be symlinks. Below them nothing is ever followed (docs/compatibility.md, "Local
+folder store"): every path is opened one folder at a time relative to its parent's descriptor
+with O_NOFOLLOW, so a symlink swapped in mid-request cannot redirect a read or a write. A
+symlink is not an object: it is not listed, reading it is NoSuchKey, and a write through it (or
+onto it) is AccessDenied.
+
+Temp files (TEMP_MARKER) are never listed; one a killed process left behind is removed once it
+is TEMP_SWEEP_AGE_S old, when a listing passes its folder or a store first writes into it.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import json
 import logging
 import os
 import stat
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,8 +65,15 @@ from s3batch.storage.base import (
 log = logging.getLogger(__name__)
 
 META_DIR_NAME = ".s3batch-meta"
-#: Marks temp files (content and sidecars) being written; they are never listed.
+#: Marks temp files (content and sidecars) being written; they are never listed, and keys
+#: containing it are refused. The store names its temp files TEMP_MARKER + a random hex id.
 TEMP_MARKER = ".s3batch-tmp-"
+#: Age (from the file's mtime) after which a temp file counts as left by a killed write and is
+#: removed, in seconds. A write in progress keeps its temp file's mtime fresh.
+TEMP_SWEEP_AGE_S = 3600
+#: Folders a store remembers having swept on its first write into them; past this it forgets
+#: them all and sweeps each again on its next write there.
+MAX_SWEPT_FOLDERS = 10_000
 SIDECAR_SUFFIX = ".json"
 #: Suffix of each folder level in the sidecar tree (see the module docstring).
 SIDECAR_DIR_SUFFIX = ".d"
@@ -81,6 +99,19 @@ TAG_PUNCTUATION = "+-=._:/@"
 #: System headers an object keeps (botocore names); ContentType is kept separately.
 HEADER_NAMES = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 _DATETIME_TAG = "$datetime"
+#: Opening a folder below a base folder: never through a symbolic link.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Opening a base folder (the operator's bucket or sidecar folder): a symlink is allowed there.
+_BASE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: Reading a file: never a symlink; O_NONBLOCK so a FIFO dropped into a bucket cannot hang the open.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Creating a temp file: always a new file, never through a symlink.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Permissions of new files before the umask, as open(..., "xb") gives them.
+_FILE_MODE = 0o666
+#: Errors that mean "nothing readable there": missing, a file where a folder should be, a
+#: symlink (ELOOP), or a socket (ENXIO).
+_MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO})
 #: CopyObject as S3 does it by default: metadata and tags copied from the source.
 DEFAULT_COPY_OPTIONS = CopyOptions()
 _FOLDER = "local folder store"
@@ -287,12 +318,28 @@ class _Sidecar:
         return cls(attrs, data.get("etag"), (int(stamp[0]), int(stamp[1])) if stamp else None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Loc:
+    """File `name` in folder `base/folders...`. `base` is the operator's (a bucket folder or a
+    bucket's sidecar folder) and may be a symlink; nothing below it is ever followed."""
+
+    base: Path
+    folders: tuple[str, ...]
+    name: str
+
+    @property
+    def folder(self) -> tuple[Path, tuple[str, ...]]:
+        return self.base, self.folders
+
+
 class LocalStore:
     """ObjectStore over a folder: sub-folders are buckets, files below them objects."""
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
         self._meta = self._root / META_DIR_NAME
+        #: Folders this store has swept of stale temp files on a write (see _unswept).
+        self._swept: set[tuple[Path, tuple[str, ...]]] = set()
 
     # -- paths and checks -------------------------------------------------------------------
 
@@ -304,56 +351,75 @@ class LocalStore:
             raise no_such_bucket(bucket)
         return path
 
-    def _object_path(self, bucket: str, key: str) -> Path:
-        """The file for `key`, after checking the bucket exists and the key stays inside it."""
+    def _object_loc(self, bucket: str, key: str) -> _Loc:
+        """Where `key` lives, after checking the bucket exists and the key stays inside it."""
         _check_key(key)
-        return self._bucket_dir(bucket) / key
-
-    def _sidecar_path(self, bucket: str, key: str) -> Path:
         *folders, name = key.split("/")
-        parts = [f + SIDECAR_DIR_SUFFIX for f in folders]
-        return self._meta.joinpath(bucket, *parts, name + SIDECAR_SUFFIX)
+        return _Loc(self._bucket_dir(bucket), tuple(folders), name)
 
-    def _stat(self, path: Path, key: str) -> os.stat_result:
+    def _sidecar_loc(self, bucket: str, key: str) -> _Loc:
+        *folders, name = key.split("/")
+        parts = tuple(f + SIDECAR_DIR_SUFFIX for f in folders)
+        return _Loc(self._meta / bucket, parts, name + SIDECAR_SUFFIX)
+
+    def _stat(self, loc: _Loc, key: str) -> os.stat_result:
+        """The object's own stat; NoSuchKey unless it is a regular file (not a symlink)."""
         try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise no_such_key(key) from exc
+            st = _lstat(loc)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                raise no_such_key(key) from exc
+            raise
         if not _is_file(st):
-            raise no_such_key(key)  # a folder of other keys is not an object
+            raise no_such_key(key)  # a folder of other keys, a symlink: not an object
         return st
+
+    def _unswept(self, *locs: _Loc) -> list[tuple[Path, tuple[str, ...]]]:
+        """The folders of `locs` not yet swept by this store, now marked as swept."""
+        todo = [loc.folder for loc in locs if loc.folder not in self._swept]
+        if len(self._swept) + len(todo) > MAX_SWEPT_FOLDERS:
+            self._swept.clear()
+        self._swept.update(todo)
+        return todo
 
     # -- sidecars ---------------------------------------------------------------------------
 
     def _read_sidecar(self, bucket: str, key: str) -> _Sidecar:
-        path = self._sidecar_path(bucket, key)
+        loc = self._sidecar_loc(bucket, key)
         try:
-            raw = path.read_text("utf-8")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return _Sidecar()  # a file dropped in by hand: no metadata yet
+            fd = _open_file(loc)
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                return _Sidecar()  # a file dropped in by hand: no metadata yet
+            raise
         try:
-            return _Sidecar.from_json(json.loads(raw))
+            with os.fdopen(fd, "rb") as f:
+                raw = f.read()
+        except IsADirectoryError:
+            return _Sidecar()
+        try:
+            return _Sidecar.from_json(json.loads(raw.decode("utf-8")))
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            log.warning("ignoring unreadable metadata file %s", path)
+            log.warning("ignoring unreadable metadata file %s", loc.base.joinpath(*loc.folders, loc.name))
             return _Sidecar()
 
     def _write_sidecar(self, bucket: str, key: str, sidecar: _Sidecar) -> None:
         data = json.dumps(sidecar.to_json(), ensure_ascii=False).encode("utf-8")
-        _atomic_write(self._sidecar_path(bucket, key), lambda f: f.write(data))
+        _atomic_write(self._sidecar_loc(bucket, key), data)
 
     def _update_attrs(self, bucket: str, key: str, change: Callable[[ObjectAttrs], ObjectAttrs]) -> None:
         sidecar = self._read_sidecar(bucket, key)
         sidecar.attrs = change(sidecar.attrs)
         self._write_sidecar(bucket, key, sidecar)
 
-    async def _etag(self, bucket: str, key: str, path: Path, st: os.stat_result, sidecar: _Sidecar) -> str:
+    async def _etag(self, bucket: str, key: str, loc: _Loc, st: os.stat_result, sidecar: _Sidecar) -> str:
         """MD5 of the file, from the sidecar's cache when the file has not changed."""
         stamp = _stamp(st)
         if sidecar.etag and sidecar.stamp == stamp:
             return sidecar.etag
-        etag = await asyncio.to_thread(_md5_file, path)
-        with contextlib.suppress(OSError):  # the cache is best effort (read-only folder, races)
-            if _stamp(path.stat()) == stamp:
+        etag, hashed = await asyncio.to_thread(_md5_object, loc, key)
+        if hashed == stamp:
+            with contextlib.suppress(OSError):  # the cache is best effort (read-only folder, races)
                 # Re-read so an attribute change made while hashing is kept, not overwritten.
                 fresh = self._read_sidecar(bucket, key)
                 fresh.etag, fresh.stamp = etag, stamp
@@ -366,19 +432,17 @@ class LocalStore:
         self, bucket: str, key: str, fill: Callable[[BinaryIO], str], attrs: ObjectAttrs
     ) -> tuple[os.stat_result, str]:
         """Write content via a temp file, move it into place, then write its sidecar."""
-        path = self._object_path(bucket, key)
-        temp = _temp_path(path)
+        loc = self._object_loc(bucket, key)
+        sweep = self._unswept(loc, self._sidecar_loc(bucket, key))
+        temp = _temp_name()
         try:
-            etag = await asyncio.to_thread(_write_new_file, temp, fill, key)
-            st = temp.stat()  # os.replace keeps the inode, so this is the object's stamp
-            try:
-                os.replace(temp, path)
-            except IsADirectoryError as exc:
-                raise _key_clash(key, "names an existing folder of other keys") from exc
+            st, etag = await asyncio.to_thread(_write_temp, loc, temp, fill, key, sweep)
+            _move_into_place(loc, temp, key)
             self._write_sidecar(bucket, key, _Sidecar(attrs, etag, _stamp(st)))
         except BaseException:
-            # A cancelled write thread may still create the file after this; it stays hidden.
-            _discard(temp)
+            # A cancelled write thread may still create the file after this; it stays hidden
+            # and is swept once stale.
+            _discard(loc, temp)
             raise
         return st, etag
 
@@ -396,10 +460,10 @@ class LocalStore:
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         _check_version(version_id)
         with _io_errors(key):
-            path = self._object_path(bucket, key)
-            st = self._stat(path, key)
+            loc = self._object_loc(bucket, key)
+            st = self._stat(loc, key)
             sidecar = self._read_sidecar(bucket, key)
-            etag = await self._etag(bucket, key, path, st, sidecar)
+            etag = await self._etag(bucket, key, loc, st, sidecar)
         return object_info(
             bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=sidecar.attrs
         )
@@ -407,9 +471,7 @@ class LocalStore:
     async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
         _check_version(version_id)
         with _io_errors(key):
-            path = self._object_path(bucket, key)
-            self._stat(path, key)
-            return await asyncio.to_thread(path.read_bytes)
+            return await asyncio.to_thread(_read_object, self._object_loc(bucket, key), key)
 
     async def iter_bytes(
         self,
@@ -421,10 +483,9 @@ class LocalStore:
     ) -> AsyncIterator[bytes]:
         _check_version(version_id)
         with _io_errors(key):
-            path = self._object_path(bucket, key)
-            check_range(start, self._stat(path, key).st_size)
-            f = await asyncio.to_thread(path.open, "rb")
+            f, st = _open_object(self._object_loc(bucket, key), key)
             try:
+                check_range(start, st.st_size)
                 await asyncio.to_thread(f.seek, start)
                 while chunk := await asyncio.to_thread(f.read, chunk_size):
                     yield chunk
@@ -476,16 +537,16 @@ class LocalStore:
         _check_version(src_version_id)
         check_copy((src_bucket, src_key), (dst_bucket, dst_key), src_version_id, options)
         with _io_errors(src_key):
-            src = self._object_path(src_bucket, src_key)
+            src = self._object_loc(src_bucket, src_key)
             self._stat(src, src_key)
             attrs = copied_attrs(self._read_sidecar(src_bucket, src_key).attrs, options)
-            _, etag = await self._write(dst_bucket, dst_key, lambda f: _copy_file(src, f), attrs)
+            _, etag = await self._write(dst_bucket, dst_key, lambda f: _copy_object(src, src_key, f), attrs)
         return CopyResult(etag)
 
     async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
         _check_version(version_id)
         with _io_errors(key):
-            self._stat(self._object_path(bucket, key), key)
+            self._stat(self._object_loc(bucket, key), key)
             return dict(self._read_sidecar(bucket, key).attrs.tags)
 
     async def put_tags(
@@ -494,7 +555,7 @@ class LocalStore:
         _check_version(version_id)
         check_tags(tags)
         with _io_errors(key):
-            self._stat(self._object_path(bucket, key), key)
+            self._stat(self._object_loc(bucket, key), key)
             self._update_attrs(bucket, key, lambda a: replace(a, tags=dict(tags)))
 
     async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None:
@@ -503,16 +564,13 @@ class LocalStore:
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
         _check_version(version_id)
         with _io_errors(key):
-            bucket_dir = self._bucket_dir(bucket)
-            _check_key(key)
-            path = bucket_dir / key
-            sidecar = self._sidecar_path(bucket, key)
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                path.unlink()  # a missing key (or a folder of other keys) deletes nothing
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                sidecar.unlink()
-            _prune_empty(path.parent, bucket_dir)
-            _prune_empty(sidecar.parent, self._meta / bucket)
+            loc = self._object_loc(bucket, key)
+            sidecar = self._sidecar_loc(bucket, key)
+            # A missing key, a folder of other keys or a symlink deletes nothing.
+            _remove_file(loc)
+            _remove_file(sidecar)
+            _prune_empty(loc)
+            _prune_empty(sidecar)
 
     async def delete_many(self, bucket: str, objects: Sequence[VersionRef]) -> list[Exception | None]:
         with _io_errors(bucket):
@@ -536,16 +594,16 @@ class LocalStore:
     ) -> AsyncIterator[ObjectInfo]:
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
-            async for key, path in self._walk(bucket_dir, "", prefix):
+            async for key, loc in self._walk(bucket_dir, (), prefix):
                 if start_after is not None and key <= start_after:
                     continue
                 if end_before is not None and key >= end_before:
                     return  # the walk is in key order: nothing after this is wanted
                 sidecar = self._read_sidecar(bucket, key)
                 try:
-                    st = self._stat(path, key)
-                    etag = await self._etag(bucket, key, path, st, sidecar)
-                except (StorageError, FileNotFoundError):
+                    st = self._stat(loc, key)
+                    etag = await self._etag(bucket, key, loc, st, sidecar)
+                except StorageError:
                     continue  # deleted while listing
                 yield ObjectInfo(
                     bucket=bucket,
@@ -623,21 +681,25 @@ class LocalStore:
     ) -> None:
         raise not_implemented(_FOLDER, "SSE-KMS encryption")
 
-    async def _walk(self, folder: Path, key_prefix: str, prefix: str) -> AsyncIterator[tuple[str, Path]]:
-        """(key, path) of each file under `folder` whose key starts with `prefix`, in key order.
+    async def _walk(
+        self, base: Path, folders: tuple[str, ...], prefix: str
+    ) -> AsyncIterator[tuple[str, _Loc]]:
+        """(key, location) of each file under `base/folders...` whose key starts with `prefix`,
+        in key order.
 
         Sorting each folder's entries with "/" appended to folder names gives global key
         order: every key below folder `a` starts with "a/", and that is where it sorts.
         """
-        for name, is_dir in await asyncio.to_thread(_sorted_entries, folder):
+        key_prefix = "".join(f + "/" for f in folders)
+        for name, is_dir in await asyncio.to_thread(_sorted_entries, base, folders):
             key = key_prefix + name
             if is_dir:
                 below = key + "/"
                 if below.startswith(prefix) or prefix.startswith(below):
-                    async for found in self._walk(folder / name, below, prefix):
+                    async for found in self._walk(base, (*folders, name), prefix):
                         yield found
             elif key.startswith(prefix):
-                yield key, folder / name
+                yield key, _Loc(base, folders, name)
 
     async def close(self) -> None:
         return None
@@ -687,17 +749,98 @@ def _mtime(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, UTC)
 
 
-def _temp_path(path: Path) -> Path:
-    # Same folder as the target, so os.replace is a rename within one filesystem.
-    return path.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex}")
+def _temp_name() -> str:
+    # In the target's own folder, so os.replace is a rename within one filesystem.
+    return f"{TEMP_MARKER}{uuid.uuid4().hex}"
 
 
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
+# -- opening paths without following symlinks ----------------------------------------------
+
+
+def _symlink_error(name: str) -> OSError:
+    return OSError(
+        errno.ELOOP, f"{name!r} is a symbolic link, which the folder store never follows or replaces"
+    )
+
+
+def _open_child(parent: int, name: str, *, create: bool) -> int:
+    """Descriptor of folder `name` in folder `parent`, made first if `create`; ELOOP for a symlink."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=parent)
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except NotADirectoryError:
+        # O_NOFOLLOW with O_DIRECTORY reports a symlink as "not a folder": tell them apart.
+        if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            raise _symlink_error(name) from None
+        raise
+
+
+def _open_folder(base: Path, folders: Sequence[str], *, create: bool = False) -> int:
+    """Descriptor of `base/folders...`, opened one level at a time so no symlink below `base`
+    is followed, even one swapped in meanwhile."""
+    fd = os.open(base, _BASE_FLAGS)
+    try:
+        for name in folders:
+            child = _open_child(fd, name, create=create)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def _folder(base: Path, folders: Sequence[str]) -> Iterator[int]:
+    fd = _open_folder(base, folders)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _lstat(loc: _Loc) -> os.stat_result:
+    with _folder(loc.base, loc.folders) as dfd:
+        return os.stat(loc.name, dir_fd=dfd, follow_symlinks=False)
+
+
+def _open_file(loc: _Loc) -> int:
+    """A read descriptor of the file at `loc`; ELOOP if it is a symlink."""
+    with _folder(loc.base, loc.folders) as dfd:
+        return os.open(loc.name, _READ_FLAGS, dir_fd=dfd)
+
+
+def _open_object(loc: _Loc, key: str) -> tuple[BinaryIO, os.stat_result]:
+    """The object's file, open for reading, and its stat; NoSuchKey unless a regular file."""
+    try:
+        f = os.fdopen(_open_file(loc), "rb")
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            raise no_such_key(key) from exc
+        raise
+    st = os.fstat(f.fileno())
+    if not _is_file(st):
+        f.close()
+        raise no_such_key(key)
+    return f, st
+
+
+def _read_object(loc: _Loc, key: str) -> bytes:
+    f, _ = _open_object(loc, key)
+    with f:
+        return f.read()
+
+
+def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int]]:
+    """MD5 of the object's file, and the (size, mtime_ns) stamp of the file hashed."""
+    f, _ = _open_object(loc, key)
+    with f:
+        digest = hashlib.md5(usedforsecurity=False)
         while block := f.read(IO_CHUNK_BYTES):
             digest.update(block)
-    return digest.hexdigest()
+        return digest.hexdigest(), _stamp(os.fstat(f.fileno()))
 
 
 def _write_bytes(f: BinaryIO, body: bytes) -> str:
@@ -705,69 +848,184 @@ def _write_bytes(f: BinaryIO, body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-def _copy_file(source: Path, f: BinaryIO) -> str:
-    """Copy `source` into `f`; the MD5 of what was copied."""
+def _copy_stream(src: BinaryIO, f: BinaryIO) -> str:
+    """Copy `src` into `f`; the MD5 of what was copied."""
     digest = hashlib.md5(usedforsecurity=False)
-    with source.open("rb") as src:
-        while block := src.read(IO_CHUNK_BYTES):
-            digest.update(block)
-            f.write(block)
+    while block := src.read(IO_CHUNK_BYTES):
+        digest.update(block)
+        f.write(block)
     return digest.hexdigest()
 
 
-def _write_new_file(temp: Path, fill: Callable[[BinaryIO], str], key: str) -> str:
-    """Create `temp` (and its folders) and fill it; runs in a worker thread."""
-    for attempt in range(DIR_RACE_ATTEMPTS):
-        try:
-            temp.parent.mkdir(parents=True, exist_ok=True)
-            with temp.open("xb") as f:
-                result = fill(f)
-                if FSYNC_WRITES:
-                    f.flush()
-                    os.fsync(f.fileno())
-            return result
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise _key_clash(key, "runs through an existing object (a key prefix is a file)") from exc
-        except FileNotFoundError:
-            if attempt == DIR_RACE_ATTEMPTS - 1 or temp.parent.exists():
-                raise  # not the folder race: the source itself is gone
-    raise AssertionError("unreachable")
+def _copy_file(source: Path, f: BinaryIO) -> str:
+    """Copy the caller's own file `source` (put_file) into `f`."""
+    with source.open("rb") as src:
+        return _copy_stream(src, f)
 
 
-def _atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    temp = _temp_path(path)
+def _copy_object(loc: _Loc, key: str, f: BinaryIO) -> str:
+    src, _ = _open_object(loc, key)
+    with src:
+        return _copy_stream(src, f)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def _try_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
+    dfd = _open_folder(loc.base, loc.folders, create=True)
     try:
-        _write_new_file(temp, lambda f: str(fill(f)), path.name)
-        os.replace(temp, path)
+        return dfd, os.open(temp, _CREATE_FLAGS, _FILE_MODE, dir_fd=dfd)
     except BaseException:
-        _discard(temp)
+        os.close(dfd)
         raise
 
 
-def _discard(temp: Path) -> None:
-    """Remove a temp file if it exists, keeping the error that made it useless."""
-    with contextlib.suppress(OSError):
-        temp.unlink()
-
-
-def _prune_empty(folder: Path, stop: Path) -> None:
-    """Remove `folder` and its parents while empty, up to (not including) `stop`."""
-    while folder != stop and stop in folder.parents:
+def _open_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
+    """(folder, file) descriptors of new file `temp` in `loc`'s folder, made as needed."""
+    for attempt in range(DIR_RACE_ATTEMPTS):
         try:
-            folder.rmdir()
-        except OSError:
-            return  # not empty (or already gone): nothing above can be empty either
-        folder = folder.parent
+            return _try_new_temp(loc, temp)
+        except FileNotFoundError:
+            # A concurrent delete pruned a folder this write had just made (it was empty).
+            if attempt == DIR_RACE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _sorted_entries(folder: Path) -> list[tuple[str, bool]]:
-    """(name, is_folder) of the entries in `folder`, sorted as their keys sort."""
+def _write_temp(
+    loc: _Loc,
+    temp: str,
+    fill: Callable[[BinaryIO], str],
+    key: str,
+    sweep: Sequence[tuple[Path, tuple[str, ...]]],
+) -> tuple[os.stat_result, str]:
+    """Create temp file `temp` beside `loc` and fill it; runs in a worker thread."""
+    _sweep_folders(sweep)
     try:
-        entries = [
-            (e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(folder) if TEMP_MARKER not in e.name
-        ]
-    except (FileNotFoundError, NotADirectoryError):
-        return []  # removed while listing
+        dfd, fd = _open_new_temp(loc, temp)
+    except NotADirectoryError as exc:
+        raise _key_clash(key, "runs through an existing object (a key prefix is a file)") from exc
+    os.close(dfd)
+    with os.fdopen(fd, "wb") as f:
+        etag = fill(f)
+        f.flush()
+        if FSYNC_WRITES:
+            os.fsync(f.fileno())
+        # os.replace keeps the inode, so this is the object's stamp.
+        return os.fstat(f.fileno()), etag
+
+
+def _move_into_place(loc: _Loc, temp: str, key: str) -> None:
+    """Rename `temp` to the object's name; never onto a symlink (a rename would not follow it,
+    but it would replace a link someone made with an object)."""
+    with _folder(loc.base, loc.folders) as dfd:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.stat(loc.name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                raise _symlink_error(loc.name)
+        try:
+            os.replace(temp, loc.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except IsADirectoryError as exc:
+            raise _key_clash(key, "names an existing folder of other keys") from exc
+
+
+def _atomic_write(loc: _Loc, data: bytes) -> None:
+    """Write a sidecar: a temp file moved into place."""
+    loc.base.mkdir(parents=True, exist_ok=True)
+    temp = _temp_name()
+    dfd, fd = _open_new_temp(loc, temp)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if FSYNC_WRITES:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, loc.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dfd)
+        raise
+    finally:
+        os.close(dfd)
+
+
+def _discard(loc: _Loc, temp: str) -> None:
+    """Remove a temp file if it exists, keeping the error that made it useless."""
+    with contextlib.suppress(OSError), _folder(loc.base, loc.folders) as dfd:
+        os.unlink(temp, dir_fd=dfd)
+
+
+def _remove_file(loc: _Loc) -> None:
+    """Remove the regular file at `loc`; anything else (missing, a folder, a symlink) stays."""
+    try:
+        with _folder(loc.base, loc.folders) as dfd:
+            if _is_file(os.stat(loc.name, dir_fd=dfd, follow_symlinks=False)):
+                os.unlink(loc.name, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno not in _MISSING_ERRNOS and exc.errno != errno.EISDIR:
+            raise
+
+
+def _prune_empty(loc: _Loc) -> None:
+    """Remove `loc`'s folders while empty, deepest first; never `loc.base`, never via a symlink."""
+    if not loc.folders:
+        return  # a key at the top of the bucket: no folder of its own
+    fds: list[int] = []
+    try:
+        fds.append(os.open(loc.base, _BASE_FLAGS))
+        for name in loc.folders[:-1]:
+            fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+        # fds[i] is the parent of loc.folders[i].
+        for name, parent in zip(reversed(loc.folders), reversed(fds), strict=True):
+            os.rmdir(name, dir_fd=parent)
+    except OSError:
+        return  # not empty, gone, or not a plain folder: nothing above can be empty either
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+# -- listing and sweeping -----------------------------------------------------------------
+
+
+def _sweep_entry(dfd: int, entry: os.DirEntry[str], stale_before_s: float) -> None:
+    """Remove `entry` if it is a temp file of this store older than TEMP_SWEEP_AGE_S."""
+    if not entry.name.startswith(TEMP_MARKER):
+        return  # hidden from listings, but not a name this store gives its temp files
+    with contextlib.suppress(OSError):  # best effort: gone already, or not ours to remove
+        st = entry.stat(follow_symlinks=False)
+        if _is_file(st) and st.st_mtime < stale_before_s:
+            os.unlink(entry.name, dir_fd=dfd)
+            log.info("removed %s, a temp file an interrupted write left behind", entry.name)
+
+
+def _sweep_folders(places: Sequence[tuple[Path, tuple[str, ...]]]) -> None:
+    """Remove stale temp files from each folder of `places`."""
+    stale_before_s = time.time() - TEMP_SWEEP_AGE_S
+    for base, folders in places:
+        with contextlib.suppress(OSError), _folder(base, folders) as dfd, os.scandir(dfd) as entries:
+            for entry in entries:
+                _sweep_entry(dfd, entry, stale_before_s)
+
+
+def _sorted_entries(base: Path, folders: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """(name, is_folder) of the entries of `base/folders...`, sorted as their keys sort.
+
+    Symlinks and temp files are left out; stale temp files are removed on the way.
+    """
+    stale_before_s = time.time() - TEMP_SWEEP_AGE_S
+    entries: list[tuple[str, bool]] = []
+    try:
+        with _folder(base, folders) as dfd, os.scandir(dfd) as found:
+            for entry in found:
+                if TEMP_MARKER in entry.name:
+                    _sweep_entry(dfd, entry, stale_before_s)
+                elif not entry.is_symlink():
+                    entries.append((entry.name, entry.is_dir(follow_symlinks=False)))
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            return []  # removed (or swapped for a symlink) while listing
+        raise
     return sorted(entries, key=lambda entry: entry[0] + "/" if entry[1] else entry[0])
 
 
@@ -795,6 +1053,8 @@ def _io_errors(name: str) -> Iterator[None]:
     except PermissionError as exc:
         raise StorageError("AccessDenied", f"{name}: {exc}", 403) from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a write through or onto a symlink inside the bucket
+            raise StorageError("AccessDenied", f"{name}: {exc.strerror}", 403) from exc
         if exc.errno == errno.ENAMETOOLONG:
             raise StorageError("KeyTooLongError", f"{name}: {exc.strerror}", 400) from exc
         raise StorageError("InternalError", f"{name}: {exc}") from exc
