@@ -1,4 +1,4 @@
-"""Benchmark: API latency under many pollers, and how much they slow a running job (issue 4).
+"""Benchmark: API latency under many pollers, and how much they slow a running job.
 
     .venv/bin/python bench/bench_api.py                       # 100,000 tasks, 200 callers
     .venv/bin/python bench/bench_api.py --tasks 20000 --callers 50 --intervals 0

@@ -1,4 +1,4 @@
-"""Benchmark: scale and engine overhead with a no-op operation (issue 6).
+"""Benchmark: scale and engine overhead with a no-op operation.
 
     .venv/bin/python bench/bench_scale.py                 # 10,000,000-line manifest
     .venv/bin/python bench/bench_scale.py --quick         # 1,000,000 lines

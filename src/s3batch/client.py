@@ -251,7 +251,8 @@ _ACCOUNT_HOST_PREFIX = r"^(https?://)\d{12}\."
 
 def strip_account_host_prefix(request: Any, **kwargs: Any) -> None:
     """botocore `before-sign.s3-control` hook: `http://123456789012.host:port/...` →
-    `http://host:port/...`, since `<account>.127.0.0.1` resolves nowhere (spec §9.1)."""
+    `http://host:port/...`, since `<account>.127.0.0.1` resolves nowhere
+    (docs/aws-contracts.md#local-endpoints-and-clients)."""
     import re
 
     request.url = re.sub(_ACCOUNT_HOST_PREFIX, r"\1", request.url)

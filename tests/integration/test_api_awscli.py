@@ -29,7 +29,8 @@ JOB_TIMEOUT_S = 30.0
 POLL_S = 0.2
 #: awscli 1.x exit status for a service error (ClientError); v2 would say 254.
 SERVICE_ERROR_RC = 255
-#: The proxy route: any host name works, the server answers for it (README, spec §9.1).
+#: The proxy route: any host name works, the server answers for it (README,
+#: docs/aws-contracts.md#local-endpoints-and-clients).
 EMULATOR_HOST = "s3-control.emulator"
 
 

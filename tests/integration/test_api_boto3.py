@@ -249,7 +249,8 @@ def test_jobs_survive_a_server_restart(local_env: Env, manifest: dict[str, Any])
         assert wait_status(client, job_id, "Complete", "Failed")["Status"] == "Complete"
 
 
-# -- the HTTP-proxy workaround (spec §9.1): no hook, absolute-form request targets ---------------
+# -- the HTTP-proxy workaround (docs/aws-contracts.md#local-endpoints-and-clients): no hook, absolute-form
+# request targets ---------------
 
 
 def test_http_proxy_route_without_hook(server: Server, manifest: dict[str, Any]) -> None:

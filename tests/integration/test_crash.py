@@ -1,6 +1,6 @@
 """`kill -9` of the background worker, again and again, at every phase of a job: after each
 restart the job goes on, and in the end it is Complete, its report lists every task exactly
-once, and the objects are in the right state (issue 6, crash part). The same for a pipeline:
+once, and the objects are in the right state (crash part). The same for a pipeline:
 `s3batch pipeline run --backlog` killed and restarted until every file is archived or in the
 error bucket exactly once.
 

@@ -790,7 +790,7 @@ async def test_local_missing_root_has_no_buckets(tmp_path: Path) -> None:
     assert await store.get_bytes("bkt", "k") == b"x"
 
 
-# -- listings, parts and the storage-backed operations' calls (issue 3) -------------------
+# -- listings, parts and the storage-backed operations' calls -------------------
 
 
 async def test_list_objects_start_after_and_prefixes(backend: Backend) -> None:

@@ -17,7 +17,7 @@ from s3batch.errors import BadRequest
 
 NS = xml.NAMESPACE
 
-#: The CreateJob body captured from botocore 1.43.11 (spec §9.1).
+#: The CreateJob body captured from botocore 1.43.11 (docs/aws-contracts.md#local-endpoints-and-clients).
 CAPTURED = (
     f'<CreateJobRequest xmlns="{NS}"><ConfirmationRequired>false</ConfirmationRequired><Operation>'
     "<S3PutObjectTagging><TagSet><member><Key>k</Key><Value>v</Value></member></TagSet>"
@@ -56,7 +56,7 @@ CAPTURED_PARAMS: dict[str, Any] = {
     "Tags": [{"Key": "team", "Value": "x"}],
 }
 
-#: The ManifestGenerator body of spec §9.1.
+#: The ManifestGenerator body of docs/aws-contracts.md#local-endpoints-and-clients
 GENERATOR = (
     "<ManifestGenerator><S3JobManifestGenerator><SourceBucket>arn:aws:s3:::src</SourceBucket>"
     "<EnableManifestOutput>true</EnableManifestOutput><ManifestOutputLocation><Bucket>arn:aws:s3:::out"

@@ -1,4 +1,5 @@
-"""S3 Inventory manifest.json and rows (spec §8.1) → normalized manifest rows."""
+"""S3 Inventory manifest.json and rows (docs/aws-contracts.md#inventory-reports) → normalized manifest
+rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Job statuses, user-requested changes and the failure threshold (spec §5, §6)."""
+"""Job statuses, user-requested changes and the failure threshold (docs/aws-contracts.md: #job-statuses,
+#behaviour-rules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LocalEngine's fast paths (issue 6): operations that finish without waiting run eagerly
+"""LocalEngine's fast paths: operations that finish without waiting run eagerly
 (no asyncio.Task each), and results, retries, errors and early close behave as before."""
 
 from __future__ import annotations

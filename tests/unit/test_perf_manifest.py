@@ -1,5 +1,5 @@
 """The manifest parser's fast path (lines without quotes are split on commas) must agree with
-the csv module on every line, including the errors it names (issue 6)."""
+the csv module on every line, including the errors it names."""
 
 from __future__ import annotations
 

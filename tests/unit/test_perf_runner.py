@@ -1,4 +1,4 @@
-"""_Run writes results behind the engine (issue 6): one write at a time, bounded backlog,
+"""_Run writes results behind the engine: one write at a time, bounded backlog,
 every row recorded once, each chunk compacted once, by the write that finishes it, and a
 failed write still fails the run."""
 

@@ -1,4 +1,4 @@
-"""Job store rows as report lines (migration 0002, issue 6): round trip through record,
+"""Job store rows as report lines (migration 0002): round trip through record,
 resume and compaction, and conversion of rows an older version wrote as JSON."""
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ class AbsoluteFormTargets:
     """Accept `GET http://host:port/path` request targets (RFC 9112 §3.2.2).
 
     That is what an HTTP client sends through a proxy, and the HTTP_PROXY workaround for the
-    `{AccountId}.` host prefix (spec §9.1) points the proxy at this server. uvicorn's h11
+    `{AccountId}.` host prefix (docs/aws-contracts.md#local-endpoints-and-clients) points the proxy at this
+    server. uvicorn's h11
     protocol puts the whole target in `path`; here it becomes the plain path again (the Host
     header, which the client signed, already carries the authority).
     """

@@ -1,4 +1,5 @@
-"""The eight S3 Control job operations as Starlette routes (spec §5, §9).
+"""The eight S3 Control job operations as Starlette routes (docs/aws-contracts.md: #job-statuses,
+#wire-protocol).
 
 Every request is authenticated first (SigV4, api/sigv4.py); the caller's access key decides
 the account. `x-amz-account-id` and a `<12 digits>.` host prefix are accepted only when they

@@ -7,7 +7,8 @@ booleans, integers, timestamps) is exactly what boto3 sends and expects, without
 hand-written copy of the model that could drift from it.
 
 Parsing is by element name, never by position: botocore writes members in the caller's dict
-order (spec §0.6). Unknown elements are refused (BadRequestException) rather than dropped, so a
+order (docs/aws-contracts.md#gotchas). Unknown elements are refused (BadRequestException) rather than
+dropped, so a
 field this server cannot honour is never silently ignored.
 
 XML attacks: bodies are capped (MAX_XML_BYTES), must be UTF-8, and any `<!DOCTYPE`/`<!ENTITY`

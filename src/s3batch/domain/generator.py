@@ -1,4 +1,5 @@
-"""ManifestGenerator (spec §3.2): the S3JobManifestGenerator request and its Filter.
+"""ManifestGenerator (docs/aws-contracts.md#manifest-generator): the S3JobManifestGenerator request and its
+Filter.
 
 Pure: parses and validates AWS's JSON, and decides whether one listed object matches.
 

@@ -1,4 +1,5 @@
-"""S3 Inventory reports as job manifests (spec §3.1, §8.1): manifest.json and data rows.
+"""S3 Inventory reports as job manifests (docs/aws-contracts.md: #manifests, #inventory-reports):
+manifest.json and data rows.
 
 Pure: no I/O. The service reads the files; this module says what they mean.
 

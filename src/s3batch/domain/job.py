@@ -1,4 +1,4 @@
-"""Job statuses, their allowed transitions, and the job record (spec §5)."""
+"""Job statuses, their allowed transitions, and the job record (docs/aws-contracts.md#job-statuses)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The S3 Batch Operations ↔ Lambda contract (spec §7), as pure functions.
+"""The S3 Batch Operations ↔ Lambda contract (docs/aws-contracts.md#lambda-invocation-contract), as pure
+functions.
 
 `build_event` makes the event AWS sends for one task; `interpret_response` and
 `function_error_result` turn what the function gave back into a `TaskResult` (one completion

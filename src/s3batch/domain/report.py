@@ -1,4 +1,4 @@
-"""Completion report rows and manifest.json, in AWS's exact layout (spec §4).
+"""Completion report rows and manifest.json, in AWS's exact layout (docs/aws-contracts.md#completion-report).
 
 The results CSV has no header and 7 columns in the order AWS actually writes:
 Bucket, Key, VersionId, TaskStatus, HTTPStatusCode, ErrorCode, ResultMessage —

@@ -1,4 +1,5 @@
-"""CreateJob request validation (spec §1, §3, §4), in AWS's JSON shape.
+"""CreateJob request validation (docs/aws-contracts.md: #createjob-request, #manifests,
+#completion-report), in AWS's JSON shape.
 
 Operation parameters are checked by each operation kind; this module checks the envelope and
 returns a normalized copy whose hash decides idempotency.

@@ -1,4 +1,4 @@
-"""S3PutObjectAcl: replace each object's whole ACL (spec §2).
+"""S3PutObjectAcl: replace each object's whole ACL (docs/aws-contracts.md#operations).
 
 Parameters: `AccessControlPolicy` with exactly one of
 - `AccessControlList{Owner{ID, DisplayName} (req.), Grants[S3Grant]}`, or

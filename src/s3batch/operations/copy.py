@@ -1,4 +1,4 @@
-"""S3PutObjectCopy: server-side copy of each object into TargetResource (spec §2).
+"""S3PutObjectCopy: server-side copy of each object into TargetResource (docs/aws-contracts.md#operations).
 
 - The destination key is TargetKeyPrefix + "/" + key (no extra "/" when the prefix already
   ends with one), the key decoded from the manifest.

@@ -1,4 +1,4 @@
-"""S3UpdateObjectEncryption: re-encrypt each object in place with SSE-KMS (spec §2).
+"""S3UpdateObjectEncryption: re-encrypt each object in place with SSE-KMS (docs/aws-contracts.md#operations).
 
 Parameters: `ObjectEncryption{SSEKMS{KMSKeyArn (req.), BucketKeyEnabled}}` (the XML element is
 `SSE-KMS`; both spellings are accepted).

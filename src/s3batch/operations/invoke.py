@@ -1,4 +1,4 @@
-"""LambdaInvoke: call the job's function once per object (spec §7).
+"""LambdaInvoke: call the job's function once per object (docs/aws-contracts.md#lambda-invocation-contract).
 
 The function is a Python handler (resolved from FunctionArn when the job was created, see
 `functions.registry`) run in a pool of worker processes. Each task gets the event AWS would

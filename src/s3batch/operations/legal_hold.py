@@ -1,4 +1,5 @@
-"""S3PutObjectLegalHold: set each object's Object Lock legal hold ON or OFF (spec §2).
+"""S3PutObjectLegalHold: set each object's Object Lock legal hold ON or OFF
+(docs/aws-contracts.md#operations).
 
 Parameters: `LegalHold{Status ON|OFF}` (required). AWS checks the bucket's Object Lock
 configuration first; s3batch leaves that to each PutObjectLegalHold call, whose refusal

@@ -1,5 +1,5 @@
 """S3ReplicateObject: Batch Replication — copy each object (version) to its replication
-destination (spec §2).
+destination (docs/aws-contracts.md#operations).
 
 The destination comes from the source bucket's replication configuration (GetBucketReplication,
 read once per source bucket per job): the first enabled rule, by Priority, whose filter prefix

@@ -1,4 +1,4 @@
-"""S3InitiateRestoreObject: start restoring archived objects (spec §2).
+"""S3InitiateRestoreObject: start restoring archived objects (docs/aws-contracts.md#operations).
 
 Parameters: `ExpirationInDays` (int >= 0) and `GlacierJobTier` (BULK | STANDARD). A task
 succeeds once the restore is initiated; completion is not tracked, as in AWS.

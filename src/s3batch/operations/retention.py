@@ -1,4 +1,4 @@
-"""S3PutObjectRetention: set or remove each object's Object Lock retention (spec §2).
+"""S3PutObjectRetention: set or remove each object's Object Lock retention (docs/aws-contracts.md#operations).
 
 Parameters: `Retention{Mode COMPLIANCE|GOVERNANCE, RetainUntilDate}` (required; omitting both
 Mode and RetainUntilDate removes the retention) and `BypassGovernanceRetention` (bool).

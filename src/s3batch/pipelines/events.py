@@ -1,7 +1,8 @@
 """Object events from S3 notification records, SNS envelopes, EventBridge events and listings.
 
 Everything is turned into one `ObjectEvent` with the *decoded* key, so filters, state and
-storage calls never see the form-URL encoding of notification records (spec §8.2).
+storage calls never see the form-URL encoding of notification records
+(docs/aws-contracts.md#event-notifications).
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def from_eventbridge(payload: Mapping[str, Any]) -> ObjectEvent | None:
         key = _name(obj["key"], "detail.object.key")
     except (KeyError, TypeError) as exc:
         raise EventError(f"EventBridge event without detail.bucket.name / object.key: {exc}") from exc
-    # AWS examples carry plain keys here (spec §8.3); decoding would corrupt a literal "+".
+    # AWS examples carry plain keys here (docs/aws-contracts.md#eventbridge-events); decoding
+    # would corrupt a literal "+".
     return ObjectEvent(
         bucket=bucket,
         key=key,

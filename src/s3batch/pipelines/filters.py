@@ -1,6 +1,7 @@
 """Which events a pipeline takes: S3 notification prefix/suffix rules and EventBridge patterns.
 
-Pattern semantics (spec §8.3): keys are AND, the values in one array are OR, matching is on
+Pattern semantics (docs/aws-contracts.md#eventbridge-events): keys are AND, the values in one array are OR,
+matching is on
 leaf values; an array in the event matches if any of its elements does.
 """
 

@@ -1,4 +1,5 @@
-"""JobRunner: drives one job through its statuses (spec §5) and records every result durably.
+"""JobRunner: drives one job through its statuses (docs/aws-contracts.md#job-statuses) and records every
+result durably.
 
 New → Preparing → (Suspended) → Ready → Active → Completing → Complete
                                          Active → Cancelling → Cancelled (user)

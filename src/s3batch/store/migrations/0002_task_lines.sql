@@ -1,4 +1,4 @@
--- Results of unfinished chunks as report lines instead of JSON arrays (issue 6).
+-- Results of unfinished chunks as report lines instead of JSON arrays.
 --
 -- Each finished task's row is stored exactly as the completion report will hold it: one
 -- RFC 4180 CSV line (domain.report.render_row). Compacting a chunk is then a concatenation
