@@ -269,14 +269,29 @@ def _shared_loader(data_path: str | None) -> Loader:
     return create_loader(data_path)
 
 
-@functools.cache
 def _builtin_handlers() -> AioHierarchicalEmitter:
     """botocore's built-in event handlers, registered once per process. A new session
     registers its ~130 one by one (~3.5 ms of CPU: each name is aliased and each handler's
     signature inspected); a copy of this emitter is the same trie for ~0.3 ms. botocore
-    itself gives every client a copy of its session's emitter the same way."""
+    itself gives every client a copy of its session's emitter the same way.
+
+    It holds BUILTIN_HANDLERS only, rebuilt whenever that list grew: a session's initializers
+    (botocore.register_initializer; AWS Lambda Powertools registers one that adds a user-agent
+    hook) run on every new session anyway, so a copy that held their handlers would get them
+    twice."""
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    return _emitter_for(len(BUILTIN_HANDLERS))
+
+
+@functools.lru_cache(maxsize=1)
+def _emitter_for(_builtins: int) -> AioHierarchicalEmitter:
     emitter = AioHierarchicalEmitter()
-    AioSession(event_hooks=emitter)  # registers the built-in handlers into `emitter`
+    # The initializers run into the throwaway session's own emitter; then the built-ins are
+    # registered into `emitter` through botocore's own registration code.
+    session = AioSession(include_builtin_handlers=False)
+    session._events = type(session._events)(emitter)
+    session._register_builtin_handlers(session._events)
     return emitter
 
 
