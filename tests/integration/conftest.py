@@ -12,13 +12,16 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import pytest
 
 from s3batch.client import S3Batch
 from s3batch.storage.config import LocalConfig, S3Config, StorageConfig
+
+if TYPE_CHECKING:
+    from tests.seaweedfs import SeaweedFS
 
 #: Handler modules used by LambdaInvoke tests (put on PYTHONPATH for worker processes).
 FIXTURE_HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
@@ -141,6 +144,17 @@ def local_env(tmp_path: Path) -> Env:
     root = tmp_path / "buckets"
     root.mkdir()
     return Env("local", LocalConfig(root=str(root)), tmp_path / "home", root=root)
+
+
+@pytest.fixture
+def seaweedfs_env(tmp_path: Path, seaweedfs_server: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """SeaweedFS, which verifies SigV4: its identity exported the standard AWS way, so s3batch
+    (jobs run in-process) signs with it; `client` is a boto3 client for arranging and checking."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs_server.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs_server.endpoint)
+    storage = S3Config(endpoint_url=seaweedfs_server.endpoint)
+    return Env("seaweedfs", storage, tmp_path / "home", client=seaweedfs_server.client())
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ QUICK_S = 15.0
 POLL_S = 0.02
 
 PoolFactory = Callable[..., FunctionPool]
+#: Handler module whose dispatch signals when a call reaches the handler (see entered()).
+ENTERED_MODULE = "pool_entered_handlers"
 
 
 def spec(handler: str = "dispatch", timeout_s: float = 10.0, module: str = "pool_handlers") -> FunctionSpec:
@@ -70,13 +72,15 @@ async def wait_gone(pid: int, within_s: float = QUICK_S) -> bool:
     return False
 
 
-async def wait_for_pid(pool: FunctionPool, within_s: float = QUICK_S) -> int:
+async def entered(marker: Path, within_s: float = QUICK_S) -> int:
+    """Wait until a call's handler has started (pool_entered_handlers writes its pid to
+    `marker`); returns that pid. Bounded: a worker that never gets there fails the test."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if pool.pids:
-            return pool.pids[0]
+        if marker.exists():
+            return int(marker.read_text())
         await asyncio.sleep(POLL_S)
-    raise AssertionError("no worker started")
+    raise AssertionError(f"no handler started the call within {within_s} s")
 
 
 async def call(pool: FunctionPool, do: str, **event: Any) -> InvokeOutcome:
@@ -213,11 +217,12 @@ async def test_worker_dying_mid_call_is_an_exit_error_and_is_replaced(
     assert (await call(pool, "echo")).payload["pid"] != pid
 
 
-async def test_worker_killed_from_outside_mid_call(make_pool: PoolFactory) -> None:
-    pool = make_pool()
+async def test_worker_killed_from_outside_mid_call(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool = make_pool(module=ENTERED_MODULE)
     pid = (await call(pool, "echo")).payload["pid"]
-    running = asyncio.create_task(call(pool, "hangs", sleep_s=30))
-    await asyncio.sleep(0.3)  # let the call reach the handler
+    marker = tmp_path / "entered"
+    running = asyncio.create_task(call(pool, "hangs", sleep_s=30, entered_file=str(marker)))
+    assert await entered(marker) == pid  # the call is in the handler
     os.kill(pid, signal.SIGKILL)
     outcome = await running
     assert outcome.error is not None
@@ -225,11 +230,12 @@ async def test_worker_killed_from_outside_mid_call(make_pool: PoolFactory) -> No
     assert not (await call(pool, "echo")).failed
 
 
-async def test_workers_ignore_sigint(make_pool: PoolFactory) -> None:
-    pool = make_pool()
+async def test_workers_ignore_sigint(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool = make_pool(module=ENTERED_MODULE)
     pid = (await call(pool, "echo")).payload["pid"]
-    running = asyncio.create_task(call(pool, "hangs", sleep_s=0.8))
-    await asyncio.sleep(0.3)
+    marker = tmp_path / "entered"
+    running = asyncio.create_task(call(pool, "hangs", sleep_s=0.8, entered_file=str(marker)))
+    assert await entered(marker) == pid
     os.kill(pid, signal.SIGINT)  # what a Ctrl-C in the terminal sends the whole group
     outcome = await running
     assert not outcome.failed and outcome.payload == {"pid": pid}
@@ -331,11 +337,12 @@ async def test_event_loop_keeps_running_during_calls(make_pool: PoolFactory) -> 
     assert ticks >= 50  # ~100 if never blocked
 
 
-async def test_cancelled_call_does_not_wedge_or_leak_a_worker(make_pool: PoolFactory) -> None:
-    pool = make_pool(workers=1)
-    running = asyncio.create_task(call(pool, "hangs", sleep_s=60))
-    pid = await wait_for_pid(pool)
-    await asyncio.sleep(0.3)
+async def test_cancelled_call_does_not_wedge_or_leak_a_worker(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool = make_pool(workers=1, module=ENTERED_MODULE)
+    marker = tmp_path / "entered"
+    running = asyncio.create_task(call(pool, "hangs", sleep_s=60, entered_file=str(marker)))
+    pid = await entered(marker)  # cancelled mid-call, not while the worker starts
+    assert pool.pids == [pid]
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -344,12 +351,14 @@ async def test_cancelled_call_does_not_wedge_or_leak_a_worker(make_pool: PoolFac
     assert not outcome.failed and outcome.payload["pid"] != pid
 
 
-async def test_call_cancelled_while_waiting_for_a_slot(make_pool: PoolFactory) -> None:
-    pool = make_pool(workers=1)
-    busy = asyncio.create_task(call(pool, "sleep_then_echo", sleep_s=0.6))
-    pid = await wait_for_pid(pool)
+async def test_call_cancelled_while_waiting_for_a_slot(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool = make_pool(workers=1, module=ENTERED_MODULE)
+    marker = tmp_path / "entered"
+    busy = asyncio.create_task(call(pool, "sleep_then_echo", sleep_s=1.0, entered_file=str(marker)))
+    pid = await entered(marker)  # the only slot is taken by a call in its handler
     waiting = asyncio.create_task(call(pool, "echo"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the new call queues for the slot (no worker involved)
+    assert not waiting.done()
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -372,11 +381,11 @@ async def test_close_stops_every_worker_and_leaves_no_children(make_pool: PoolFa
         await pool.invoke({"do": "echo"})
 
 
-async def test_close_kills_a_busy_worker_and_its_call_ends(make_pool: PoolFactory) -> None:
-    pool = make_pool(workers=1, timeout_s=60.0)
-    running = asyncio.create_task(call(pool, "hangs", sleep_s=60))
-    pid = await wait_for_pid(pool)
-    await asyncio.sleep(0.3)
+async def test_close_kills_a_busy_worker_and_its_call_ends(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool = make_pool(workers=1, timeout_s=60.0, module=ENTERED_MODULE)
+    marker = tmp_path / "entered"
+    running = asyncio.create_task(call(pool, "hangs", sleep_s=60, entered_file=str(marker)))
+    pid = await entered(marker)  # busy in the handler, not still starting
     started = time.monotonic()
     await pool.close()
     assert time.monotonic() - started < QUICK_S

@@ -1,4 +1,5 @@
-"""The Lambda invocation contract (spec §7): events, responses, function errors."""
+"""The Lambda invocation contract (docs/aws-contracts.md#lambda-invocation-contract): events,
+responses, function errors."""
 
 from __future__ import annotations
 
