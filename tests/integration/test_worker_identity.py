@@ -8,6 +8,7 @@ the job store or the worker log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -191,3 +192,63 @@ def test_client_and_cli_workers_agree_on_the_key(local_env: Env) -> None:
         capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=True,
     )  # fmt: skip
     assert result.stdout.strip() == key
+
+
+WHERE_HANDLER = """
+import os
+
+
+def handler(event, context):
+    task = event["tasks"][0]
+    return {
+        "invocationSchemaVersion": "1.0",
+        "treatMissingKeysAs": "PermanentFailure",
+        "invocationId": event["invocationId"],
+        "results": [{"taskId": task["taskId"], "resultCode": "Succeeded",
+                     "resultString": os.getcwd() + "|" + __file__}],
+    }
+"""
+
+
+def test_handlers_import_from_and_run_in_the_creators_folder(tmp_path: Path) -> None:
+    """A worker started from another project's folder neither imports that project's module of
+    the same name nor runs the handler there."""
+    home, buckets = tmp_path / "home", tmp_path / "buckets"
+    (buckets / "data").mkdir(parents=True)
+    (buckets / "data" / "obj").write_bytes(b"x")
+    (buckets / "data" / "manifest.csv").write_bytes(b"data,obj\n")
+    projects = {name: tmp_path / name for name in ("other", "mine")}
+    for folder in projects.values():
+        folder.mkdir()
+        (folder / "where.py").write_text(WHERE_HANDLER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3BATCH_"))}
+    env.update({"S3BATCH_HOME": str(home), "S3BATCH_STORAGE": f"file://{buckets}"})
+
+    def s3batch(cwd: Path, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "s3batch", *args], cwd=cwd, env=env,
+            capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    s3batch(projects["other"], "list-jobs")  # the worker starts from the other project's folder
+    manifest = {
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {
+            "ObjectArn": "arn:aws:s3:::data/manifest.csv",
+            "ETag": hashlib.md5(b"data,obj\n", usedforsecurity=False).hexdigest(),
+        },
+    }
+    out = s3batch(
+        projects["mine"], "create-job", "--operation",
+        json.dumps({"LambdaInvoke": {"FunctionArn": "python:where:handler"}}),
+        "--manifest", json.dumps(manifest), "--report", json.dumps({"Enabled": False}),
+        "--priority", "1", "--no-confirmation-required", "--wait",
+    )  # fmt: skip
+    job_id = json.loads(out)["Job"]["JobId"]
+    [row] = S3Batch(home=home, storage=f"file://{buckets}").report_rows(job_id)
+    assert row.status == "succeeded", row
+    cwd, module = row.message.split("|")
+    assert Path(cwd) == projects["mine"]
+    assert Path(module) == projects["mine"] / "where.py"

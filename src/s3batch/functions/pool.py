@@ -453,6 +453,9 @@ def worker_main(conn: Connection, spec: FunctionSpec, env: Mapping[str, str]) ->
     os.environ.update(lambda_environment(spec, log_stream))
     os.environ.update(env)
     sys.path[:0] = list(spec.sys_path)
+    if spec.sys_path:  # as in Lambda, the handler runs in its task root (LAMBDA_TASK_ROOT)
+        with contextlib.suppress(OSError):
+            os.chdir(spec.sys_path[0])
     handler = _load_handler(spec.handler)
     conn.send((_READY, os.getpid()))
     # Serves until the parent closes the pipe (or dies): a warm execution environment.

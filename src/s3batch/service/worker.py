@@ -188,6 +188,7 @@ def ensure_worker(settings: Settings) -> bool:
             stdout=log_file,
             stderr=log_file,
             start_new_session=True,  # survives the CLI's terminal and Ctrl-C
+            cwd=settings.home,  # not the caller's folder: handlers run in the one each job recorded
             env={**os.environ, "S3BATCH_HOME": str(settings.home)},
         )
     return True
@@ -213,7 +214,7 @@ async def supervise_worker_process(settings: Settings) -> None:
         with (settings.home / "worker.log").open("ab") as log_file:
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-P", "-m", "s3batch", "worker",
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, cwd=settings.home,
             )  # fmt: skip
         try:
             code = await child.wait()
