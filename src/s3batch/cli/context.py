@@ -1,4 +1,8 @@
-"""What every CLI command needs: settings, the store choice, the job service."""
+"""What every CLI command needs: settings, the store choice, the job service.
+
+Every CLI command imports this module, `s3batch --help` included: the job service, the object
+stores and the event loop are imported only when a command uses them.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,27 @@ import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from s3batch import eventloop
 from s3batch.errors import ApiError, S3BatchError
-from s3batch.service.jobs import JobService, using_service
-from s3batch.settings import Settings
-from s3batch.storage.config import StorageConfig, resolve_storage
+
+if TYPE_CHECKING:
+    from s3batch.service.jobs import JobService
+    from s3batch.settings import Settings
+    from s3batch.storage.config import StorageConfig
 
 T = TypeVar("T")
+#: Exit status of a command whose request the job service refused (unknown job, bad request...):
+#: the AWS CLI's status for a service error.
+EXIT_SERVICE_ERROR = 254
+
+
+class ServiceError(click.ClickException):
+    """The job service refused a job command's request; exits as `aws s3control` would."""
+
+    exit_code = EXIT_SERVICE_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +41,28 @@ class CliContext:
 
     @property
     def storage(self) -> StorageConfig:
+        from s3batch.storage.config import resolve_storage
+
         return resolve_storage(self.storage_url, self.endpoint_url, self.settings.buckets_root)
 
     def with_service(self, fn: Callable[[JobService], Awaitable[T]]) -> T:
-        """Run `fn` with a JobService on the SQLite store, mapping errors to exit codes."""
-        return run(using_service(self.settings, fn))
+        """Run `fn` with a JobService on the SQLite store, mapping errors to exit codes: a
+        service error (an S3 Control error code) exits with EXIT_SERVICE_ERROR, as `aws` does."""
+        from s3batch.service.jobs import using_service
+
+        return run(using_service(self.settings, fn), service_error=ServiceError)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(
+    coro: Coroutine[Any, Any, T], *, service_error: type[click.ClickException] = click.ClickException
+) -> T:
+    """Run `coro` on s3batch's event loop; its errors become messages (and exit statuses)."""
+    from s3batch import eventloop
+
     try:
         return eventloop.run(coro)
     except ApiError as exc:
-        raise click.ClickException(f"An error occurred ({exc.code}): {exc.message}") from exc
+        raise service_error(f"An error occurred ({exc.code}): {exc.message}") from exc
     except S3BatchError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -6,13 +6,12 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 
 from s3batch.cli.context import CliContext, load_json_arg, run
-from s3batch.cli.render import JobProgress, print_json, report_table
+from s3batch.cli.render import JobProgress, failure_table, print_json, report_table
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.report import ReportRow
 from s3batch.service.jobs import JobService
@@ -20,11 +19,18 @@ from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.service.worker import ensure_worker, run_worker, worker_lock
 from s3batch.store.sqlite import SqliteJobStore
 
-#: How often `--wait` refreshes the progress bar, in seconds.
+#: How often `--wait` refreshes the progress bar once a job has run a while, in seconds.
 FOLLOW_POLL_S = 0.2
+#: The first refresh interval of `--wait`, in seconds. A one-object job ends within a second, and
+#: half an interval is lost on average after it ends, so the interval starts small...
+FOLLOW_POLL_FIRST_S = 0.02
+#: ...and grows by this factor per poll up to FOLLOW_POLL_S (about 0.85 s to get there; a poll
+#: is one indexed SQLite read).
+FOLLOW_POLL_GROWTH = 1.25
 #: How often `--wait` checks that a worker is alive (restarting one after a crash), in seconds.
 WORKER_CHECK_S = 2.0
-#: Exit codes of `create-job --wait`.
+#: Exit codes of `create-job --wait`, `wait` and `describe-job --wait` (an unknown job id is a
+#: service error: EXIT_SERVICE_ERROR, 254, as the AWS CLI).
 EXIT_COMPLETE, EXIT_NOT_COMPLETE = 0, 1
 
 pass_ctx = click.make_pass_decorator(CliContext)
@@ -86,6 +92,11 @@ def _started(ctx: CliContext, job: Job, wait: bool) -> None:
         print_json({"JobId": job.job_id})
         return
     final = follow(ctx, job.job_id, job.account_id)
+    _exit_with(final)
+
+
+def _exit_with(final: Job) -> NoReturn:
+    """Print the ended job as describe-job does and exit 0 if it completed, else 1."""
     print_json({"Job": job_descriptor(final)})
     sys.exit(EXIT_COMPLETE if final.status is JobStatus.COMPLETE else EXIT_NOT_COMPLETE)
 
@@ -145,7 +156,7 @@ def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
 
     async def go() -> Job:
         store = SqliteJobStore(ctx.settings.db_path)
-        hinted, last_check = False, time.monotonic()
+        hinted, last_check, delay_s = False, time.monotonic(), FOLLOW_POLL_FIRST_S
         try:
             with JobProgress() as bar:
                 while True:
@@ -162,7 +173,8 @@ def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
                     if time.monotonic() - last_check > WORKER_CHECK_S:
                         ensure_worker(ctx.settings)  # a crashed worker is replaced and resumes
                         last_check = time.monotonic()
-                    await asyncio.sleep(FOLLOW_POLL_S)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * FOLLOW_POLL_GROWTH, FOLLOW_POLL_S)
         finally:
             await store.close()
 
@@ -172,12 +184,30 @@ def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
 @click.command("describe-job")
 @click.option("--account-id")
 @click.option("--job-id", required=True)
+@click.option("--wait", is_flag=True, help="Follow the job until it ends, as `s3batch wait`.")
 @pass_ctx
-def describe_job(ctx: CliContext, account_id: str | None, job_id: str) -> None:
+def describe_job(ctx: CliContext, account_id: str | None, job_id: str, wait: bool) -> None:
     """Show a job (aws s3control describe-job)."""
     job = ctx.with_service(lambda s: s.describe_job(job_id, account_id))
     ensure_worker(ctx.settings)
-    print_json({"Job": job_descriptor(job)})
+    if wait:
+        _exit_with(follow(ctx, job.job_id, job.account_id))
+    else:
+        print_json({"Job": job_descriptor(job)})
+
+
+@click.command("wait")
+@click.argument("job_id")
+@click.option("--account-id")
+@pass_ctx
+def wait_job(ctx: CliContext, job_id: str, account_id: str | None) -> None:
+    """Follow an existing job with a progress bar until it ends; exit by its outcome.
+
+    Prints the ended job as describe-job does. Exit status: 0 Complete, 1 Failed or Cancelled,
+    254 when there is no such job (the AWS CLI's status for a service error)."""
+    job = ctx.with_service(lambda s: s.describe_job(job_id, account_id))
+    ensure_worker(ctx.settings)  # a job created elsewhere, or whose worker died, still runs
+    _exit_with(follow(ctx, job.job_id, job.account_id))
 
 
 @click.command("list-jobs")
@@ -258,8 +288,13 @@ def report(ctx: CliContext, job_id: str, account_id: str | None, failed_only: bo
     title = (
         f"Job {job.job_id} — {job.status.value}: {p.succeeded} succeeded, {p.failed} failed of {p.total or 0}"
     )
+    from rich.console import Console
+
     console = Console(width=max(Console().width, 120))
-    console.print(report_table(rows, title))
+    if rows or not job.failure_reasons:
+        console.print(report_table(rows, title))
+    if job.failure_reasons:  # e.g. a job that failed before it ran any task: why, instead of no rows
+        console.print(failure_table(job.failure_reasons, f"Job {job.job_id} — {job.status.value}"))
     if job.report_manifest:
         console.print(f"Completion report: {job.report_manifest}")
 

@@ -94,7 +94,9 @@ def serve_cmd(ctx: click.Context, file: Path, host: str, port: int, backlog: boo
 @click.option("--prefix", default="", help="Only keys under this prefix.")
 @click.pass_context
 def replay_cmd(ctx: click.Context, file: Path, source: str, prefix: str) -> None:
-    """Move objects from the error (or archive) bucket back through the pipeline."""
+    """Move objects from the error (or archive) bucket back through the pipeline.
+
+    Prints how many objects were moved back and the files this replay ran, by final state."""
     cfg = load_config(file)
     bucket = cfg.error if source == "error" else cfg.archive
     if not bucket:
@@ -102,7 +104,7 @@ def replay_cmd(ctx: click.Context, file: Path, source: str, prefix: str) -> None
 
     async def go(p: Pipeline) -> None:
         count = await replay(p, bucket, prefix)
-        click.echo(json.dumps({"replayed": count, **run_info(p)}))
+        click.echo(json.dumps({"replayed": count, "run": p.run_id, "files": p.state.run_counts(p.run_id)}))
 
     _with_pipeline(ctx, file, go)
 

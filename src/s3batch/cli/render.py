@@ -1,4 +1,7 @@
-"""Output for the CLI: AWS-CLI-style JSON on stdout, progress and tables on stderr/stdout."""
+"""Output for the CLI: AWS-CLI-style JSON on stdout, progress and tables on stderr/stdout.
+
+rich is imported only by what draws with it: commands that print JSON alone start without it.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,14 @@ import sys
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+    from rich.table import Table
 
-from s3batch.domain.job import Job
-from s3batch.domain.report import ReportRow
+    from s3batch.domain.job import FailureReason, Job
+    from s3batch.domain.report import ReportRow
 
 
 def _default(value: Any) -> Any:
@@ -41,6 +36,16 @@ class JobProgress:
     """A live bar on stderr: done/total, rate, ETA, failures."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.console = Console(stderr=True)
         self.bar = Progress(
             TextColumn("[bold]{task.fields[status]:<10}"),
@@ -74,6 +79,8 @@ class JobProgress:
 
 def report_table(rows: Iterable[ReportRow], title: str) -> Table:
     """Failures first, then successes, each in manifest order."""
+    from rich.table import Table
+
     ordered = sorted(rows, key=lambda r: r.status != "failed")
     table = Table(title=title, show_lines=False)
     for column in ("Bucket", "Key", "VersionId", "Status", "HTTP", "ErrorCode", "ResultMessage"):
@@ -90,4 +97,16 @@ def report_table(rows: Iterable[ReportRow], title: str) -> Table:
             r.message,
             style=style,
         )
+    return table
+
+
+def failure_table(reasons: Iterable[FailureReason], title: str) -> Table:
+    """A job's FailureReasons (code and reason), as describe-job lists them."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: failure reasons", show_lines=False)
+    table.add_column("FailureCode", style="red", no_wrap=True)
+    table.add_column("FailureReason", overflow="fold")
+    for reason in reasons:
+        table.add_row(reason.code, reason.reason)
     return table

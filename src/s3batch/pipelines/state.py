@@ -226,6 +226,15 @@ class PipelineState:
         rows = self._db.execute("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")
         return {str(state): int(count) for state, count in rows}
 
+    def run_counts(self, run_id: str) -> dict[str, int]:
+        """Files that run `run_id` processed, by their state now (counts() is every run's)."""
+        rows = self._db.execute(
+            "SELECT state, count(*) FROM files WHERE id IN (SELECT file_id FROM report WHERE run_id=?)"
+            " GROUP BY state ORDER BY state",
+            (run_id,),
+        )
+        return {str(state): int(count) for state, count in rows}
+
     def files(self) -> list[FileRow]:
         return [_row(r) for r in self._db.execute(f"SELECT {_ROW_COLUMNS} FROM files ORDER BY id")]
 
