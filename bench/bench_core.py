@@ -63,8 +63,15 @@ def measure(fn: Callable[[], None]) -> tuple[float, float]:
 
 
 def s3batch_job(
-    endpoint: str, client: Any, bucket: str, keys: list[str], op: dict[str, Any]
+    endpoint: str,
+    client: Any,
+    bucket: str,
+    keys: list[str],
+    op: dict[str, Any],
+    report: dict[str, Any] | None = None,
 ) -> Callable[[], None]:
+    """A timed runner for one whole job (CreateJob → Complete); `report` is the job's Report
+    (None: the completion report is off)."""
     body = "".join(f"{bucket},{k}\n" for k in keys).encode()
     key = f"manifest-{time.time_ns()}.csv"
     etag = client.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
@@ -76,7 +83,7 @@ def s3batch_job(
             "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
             "Location": {"ObjectArn": f"arn:aws:s3:::{bucket}/{key}", "ETag": etag},
         },
-        "Report": {"Enabled": False},
+        "Report": report or {"Enabled": False},
         "Priority": 1,
     }
 
@@ -154,9 +161,11 @@ def print_table(
     first row when that one was not run). Nothing when no client of the table ran (--only)."""
     if not rows:
         return
-    base = rows.get(base_name) or next(iter(rows.values()))
-    vs = f"vs {base_name if base_name in rows else next(iter(rows))}"[:16]
-    print(f"\n{title}")
+    base_name = base_name if base_name in rows else next(iter(rows))
+    base = rows[base_name]
+    # A long base name ("s3batch, report off") is cut at its comma in the headers, and named in full.
+    vs = f"vs {base_name.split(',')[0]}"[:16]
+    print(f"\n{title}" + (f" (ratios against {base_name!r})" if "," in base_name else ""))
     print(f"{'client':<34}{'obj/s':>9}{'CPU ms/obj':>12}{'obj/s ' + vs:>24}{'CPU ' + vs:>22}")
     for name, r in rows.items():
         rate = f"{r['obj_per_s']:,.0f}" if r["obj_per_s"] >= 100 else f"{r['obj_per_s']:.2f}"

