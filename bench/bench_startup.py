@@ -10,11 +10,12 @@ Every figure is the wall time of one whole process, from spawn to exit, as a she
   job command imports;
 - `s3batch --help`, `s3batch --version`;
 - `s3batch create-job --wait` of a one-object job (S3PutObjectTagging on a local folder store,
-  completion report off and on). "cold": a fresh S3BATCH_HOME each run, so the command starts
-  the background worker process; "warm": one S3BATCH_HOME, the previous run's worker still up.
+  completion report off and on). "fresh HOME": a new S3BATCH_HOME each run; "reused HOME": one
+  S3BATCH_HOME for every run. With no worker of its environment running, `--wait` drives the job
+  in its own process, so neither row starts a background worker.
   For these rows the job's own timestamps split the wall time: `startup+create` (process start
   to the job's CreationTime: interpreter, imports, CreateJob), `worker` (CreationTime to
-  TerminationDate: worker spawn and imports, manifest, the task, the report) and `tail`
+  TerminationDate: the driver's imports, manifest, the task, the report) and `tail`
   (TerminationDate to exit: `--wait` noticing the end, printing, exiting);
 - on `rclone serve s3` (127.0.0.1): a one-object S3PutObjectCopy job from `s3batch create-job
   --wait`, `aws --version`, `aws s3api head-object`, `aws s3api copy-object`, and `s5cmd cp`
@@ -213,10 +214,10 @@ def local_job_rows(s3batch: str, tmp: Path, runs: int) -> dict[str, dict[str, An
         argv = job_argv(s3batch, TAGGING, etag, report)
         homes = FreshHome(tmp, env, label.replace(" ", "-"))
         cold = Command(argv, env, after=homes.stop, fresh_env=homes.env_for_run, job=True)
-        rows[f"s3batch create-job --wait, 1 object, {label}, cold worker"] = measure(cold, runs)
+        rows[f"s3batch create-job --wait, 1 object, {label}, fresh HOME"] = measure(cold, runs)
         warm_home = tmp / f"home-warm-{label.replace(' ', '-')}"
         warm = Command(argv, {**env, "S3BATCH_HOME": str(warm_home)}, job=True)
-        rows[f"s3batch create-job --wait, 1 object, {label}, warm worker"] = measure(warm, runs)
+        rows[f"s3batch create-job --wait, 1 object, {label}, reused HOME"] = measure(warm, runs)
         stop_worker(warm_home)
     return rows
 
@@ -235,7 +236,7 @@ def server_rows(s3batch: str, tmp: Path, runs: int) -> tuple[dict[str, dict[str,
         home = tmp / "home-rclone"
         job_env = {**env, "S3BATCH_STORAGE": endpoint, "S3BATCH_HOME": str(home)}
         job = Command(job_argv(s3batch, COPY, etag, REPORT_OFF), job_env, job=True)
-        rows["s3batch create-job --wait, 1 object copy, rclone, warm worker"] = measure(job, runs)
+        rows["s3batch create-job --wait, 1 object copy, rclone"] = measure(job, runs)
         stop_worker(home)
         aws = str(ROOT / ".venv-awscli" / "bin" / "aws")
         if Path(aws).exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from conftest import Env, report_spec
+from conftest import FIXTURE_HANDLERS, Env, report_spec
 from s3batch.client import S3Batch
 from s3batch.service.identity import SALT_FILE, environment_key
 
@@ -252,3 +253,92 @@ def test_handlers_import_from_and_run_in_the_creators_folder(tmp_path: Path) -> 
     cwd, module = row.message.split("|")
     assert Path(cwd) == projects["mine"]
     assert Path(module) == projects["mine"] / "where.py"
+
+
+def local_job_env(tmp_path: Path, names: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """A folder store holding `names` in bucket "data"; the CLI environment and the manifest."""
+    buckets = tmp_path / "buckets"
+    (buckets / "data").mkdir(parents=True)
+    for name in names:
+        (buckets / "data" / name).write_bytes(name.encode())
+    body = "".join(f"data,{name}\n" for name in names).encode()
+    (buckets / "data" / "manifest.csv").write_bytes(body)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3BATCH_"))}
+    env.update({"S3BATCH_HOME": str(tmp_path / "home"), "S3BATCH_STORAGE": f"file://{buckets}"})
+    manifest = {
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {
+            "ObjectArn": "arn:aws:s3:::data/manifest.csv",
+            "ETag": hashlib.md5(body, usedforsecurity=False).hexdigest(),
+        },
+    }
+    return env, manifest
+
+
+def test_wait_drives_the_job_in_its_own_process(tmp_path: Path) -> None:
+    env, manifest = local_job_env(tmp_path, ["a.txt"])
+    op = {"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}}
+    result = subprocess.run(
+        [sys.executable, "-m", "s3batch", "create-job", "--operation", json.dumps(op),
+         "--manifest", json.dumps(manifest), "--report", '{"Enabled": false}', "--priority", "1",
+         "--no-confirmation-required", "--wait"],
+        env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Job"]["Status"] == "Complete"
+    # No background worker was needed (one is started only through worker.log).
+    assert not (tmp_path / "home" / "worker.log").exists()
+
+
+def test_ctrl_c_while_waiting_hands_the_job_to_a_background_worker(tmp_path: Path) -> None:
+    names = [f"k{i:03d}" for i in range(120)]
+    env, manifest = local_job_env(tmp_path, names)
+    log = tmp_path / "invocations.log"
+    env.update({"SLOW_HANDLER_LOG": str(log), "S3BATCH_FUNCTION_WORKERS": "2"})
+    op = {"LambdaInvoke": {"FunctionArn": "python:slow_handler:handler"}}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "s3batch", "create-job", "--operation", json.dumps(op),
+         "--manifest", json.dumps(manifest), "--report", '{"Enabled": false}', "--priority", "1",
+         "--no-confirmation-required", "--wait"],
+        env=env, cwd=FIXTURE_HANDLERS, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not (log.exists() and len(log.read_text().splitlines()) >= 10):
+            assert time.monotonic() < deadline and proc.poll() is None, "the job never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=JOB_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    batch = S3Batch(home=tmp_path / "home", storage=env["S3BATCH_STORAGE"], background=False)
+    [job_id] = [j["JobId"] for j in batch.list_jobs()["Jobs"]]
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (job := batch.describe_job(JobId=job_id)["Job"])["Status"] != "Complete":
+        assert time.monotonic() < deadline, f"the job was left {job['Status']}"
+        time.sleep(0.1)
+    assert (tmp_path / "home" / "worker.log").exists()  # a background worker finished it
+    rows = batch.report_rows(job_id)
+    assert sorted(r.key for r in rows) == names and {r.status for r in rows} == {"succeeded"}
+
+
+def test_waiting_on_another_environments_job_says_how_to_resume_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, manifest = local_job_env(tmp_path, ["a.txt"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "the-creator")  # created here; no worker started
+    batch = S3Batch(home=tmp_path / "home", storage=env["S3BATCH_STORAGE"], background=False)
+    job_id = batch.create_job(
+        Operation={"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}},
+        Manifest=manifest, Report={"Enabled": False}, Priority=1, ConfirmationRequired=False,
+    )["JobId"]  # fmt: skip
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        subprocess.run(
+            [sys.executable, "-m", "s3batch", "wait", job_id],
+            env={**env, "AWS_ACCESS_KEY_ID": "someone-else"}, capture_output=True, timeout=5, check=False,
+        )  # fmt: skip
+    assert b"created from another environment" in (waited.value.stderr or b"")
+    assert batch.describe_job(JobId=job_id)["Job"]["Status"] == "New"  # nobody ran it as someone else

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -14,9 +16,10 @@ from s3batch.cli.context import CliContext, load_json_arg, run
 from s3batch.cli.render import JobProgress, failure_table, print_json, report_table
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.report import ReportRow
+from s3batch.service.identity import current_key
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
-from s3batch.service.worker import ensure_worker, run_worker, worker_lock
+from s3batch.service.worker import ensure_worker, job_key, run_worker, worker_lock, worker_running
 from s3batch.store.sqlite import SqliteJobStore
 
 #: How often `--wait` refreshes the progress bar once a job has run a while, in seconds.
@@ -86,9 +89,10 @@ def create_job(
 
 
 def _started(ctx: CliContext, job: Job, wait: bool) -> None:
-    """Make sure a worker runs the new job; print its id, or follow it and exit by outcome."""
-    ensure_worker(ctx.settings)
+    """Print the new job's id and make sure a worker runs it, or follow it to its end (driving
+    it in this process when this environment has no worker) and exit by outcome."""
     if not wait:
+        ensure_worker(ctx.settings)
         print_json({"JobId": job.job_id})
         return
     final = follow(ctx, job.job_id, job.account_id)
@@ -152,33 +156,87 @@ def _registry(ctx: CliContext, functions: tuple[str, ...]) -> dict[str, str]:
 
 
 def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
-    """Poll the job store until the job ends, drawing progress on stderr."""
+    """Poll the job store until the job ends, drawing progress on stderr.
+
+    When no worker of this environment runs, this process becomes it for as long as it
+    follows: no second interpreter to start, and the end is seen the moment the driver
+    returns. Whatever it leaves unfinished (other jobs; this one after Ctrl-C, resumed from
+    its durable progress) goes to a background worker."""
 
     async def go() -> Job:
         store = SqliteJobStore(ctx.settings.db_path)
-        hinted, last_check, delay_s = False, time.monotonic(), FOLLOW_POLL_FIRST_S
+        drove = False
         try:
-            with JobProgress() as bar:
-                while True:
-                    job = await store.get_job(job_id, account_id)
-                    bar.update(job)
-                    if job.status.terminal:
-                        return job
-                    if job.status is JobStatus.SUSPENDED and not hinted:
-                        hinted = True
-                        bar.console.print(
-                            f"Job {job_id} waits for confirmation: s3batch update-job-status "
-                            f"--job-id {job_id} --requested-job-status Ready"
-                        )
-                    if time.monotonic() - last_check > WORKER_CHECK_S:
-                        ensure_worker(ctx.settings)  # a crashed worker is replaced and resumes
-                        last_check = time.monotonic()
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * FOLLOW_POLL_GROWTH, FOLLOW_POLL_S)
+            with worker_lock(ctx.settings.home) as held:
+                drove = held is not None
+                return await _poll(ctx, store, job_id, account_id, drive=drove)
         finally:
+            if drove and await _work_left(store, ctx.settings.home):
+                ensure_worker(ctx.settings)
             await store.close()
 
     return run(go())
+
+
+async def _poll(ctx: CliContext, store: SqliteJobStore, job_id: str, account_id: str, *, drive: bool) -> Job:
+    """The follow loop; `drive`: this process holds this environment's worker lock."""
+    hinted, last_check, delay_s = False, time.monotonic(), FOLLOW_POLL_FIRST_S
+    own_key = current_key(ctx.settings.home)
+    driver: asyncio.Task[int] | None = None
+    try:
+        with JobProgress() as bar:
+            while True:
+                job = await store.get_job(job_id, account_id)
+                bar.update(job)
+                if job.status.terminal:
+                    return job
+                hint = None if hinted else _hint(ctx, job, own_key)
+                if hint is not None:
+                    hinted = True
+                    bar.console.print(hint)
+                if drive and (driver is None or driver.done()):  # (again, e.g. once confirmed)
+                    driver = asyncio.create_task(
+                        run_worker(ctx.settings, exit_when_idle=True, idle_exit_s=0.0, store=store)
+                    )
+                if not drive and time.monotonic() - last_check > WORKER_CHECK_S:
+                    ensure_worker(ctx.settings)  # a crashed worker is replaced and resumes
+                    last_check = time.monotonic()
+                if driver is not None:
+                    await asyncio.wait([driver], timeout=delay_s)  # woken when the driver returns
+                else:
+                    await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * FOLLOW_POLL_GROWTH, FOLLOW_POLL_S)
+    finally:
+        if driver is not None and not driver.done():
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driver
+
+
+def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
+    """Why the followed job does not move, when that is something the user must do."""
+    if job.status is JobStatus.SUSPENDED:
+        return (
+            f"Job {job.job_id} waits for confirmation: s3batch update-job-status "
+            f"--job-id {job.job_id} --requested-job-status Ready"
+        )
+    key = job_key(job)
+    if key is None or key == own_key or worker_running(ctx.settings.home, key):
+        return None
+    return (
+        f"Job {job.job_id} was created from another environment (other AWS credentials, endpoint "
+        "or proxy settings) and runs only in a worker started from that environment: run any "
+        f"s3batch command there (e.g. s3batch describe-job --job-id {job.job_id}) to resume it."
+    )
+
+
+async def _work_left(store: SqliteJobStore, home: Path) -> bool:
+    """Whether a job of this environment still waits for a worker."""
+    key = current_key(home)
+    return any(
+        job_key(job) in (key, None) and job.status is not JobStatus.SUSPENDED
+        for job in await store.runnable_jobs()
+    )
 
 
 @click.command("describe-job")
