@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_core.py [--objects 5000] [--runs 3]
 
 - copy N × 4 KiB objects on `rclone serve s3` (plain data path only: rclone answers tagging
-  calls by destroying objects, see shared/notes/test-servers.md);
+  calls by destroying objects: see "Test servers" in README.md);
 - put tagging on N objects on moto's server (server-bound at ~300 req/s: compare client CPU).
 
 Prints objects/s and client CPU-ms per object (medians of --runs), and the ratios; writes
