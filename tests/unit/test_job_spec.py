@@ -1,0 +1,96 @@
+"""CreateJob requests as typed values: every field of a normalized request reaches its typed home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from s3batch.domain.generator import IncludeVersions
+from s3batch.domain.manifest import ManifestFormat
+from s3batch.domain.report import ReportScope
+from s3batch.domain.request import normalize_create_job
+from s3batch.domain.spec import JobRequest, ManifestSpec, OperationSpec, ReportSpec
+
+TAGGING = {"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}}
+MANIFEST = {
+    "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+    "Location": {
+        "ObjectArn": "arn:aws:s3:::m-bucket/path/manifest.csv",
+        "ETag": "abc",
+        "ObjectVersionId": "v1",
+    },
+}
+
+
+def parse(**request: Any) -> JobRequest:
+    base: dict[str, Any] = {
+        "Operation": TAGGING,
+        "Report": {"Enabled": False},
+        "Priority": 7,
+        "Manifest": MANIFEST,
+    }
+    return JobRequest.parse(normalize_create_job({**base, **request}))
+
+
+def test_a_manifest_request_parses_into_typed_values() -> None:
+    spec = parse(
+        Report={"Enabled": True, "Bucket": "arn:aws:s3:::reports", "Prefix": "out",
+                "ReportScope": "FailedTasksOnly", "Format": "Report_CSV_20180820"},
+        ConfirmationRequired=True, Description="d", RoleArn="arn:aws:iam::123456789012:role/r",
+        Tags=[{"Key": "team", "Value": "data"}],
+    )  # fmt: skip
+    assert spec.operation == OperationSpec("S3PutObjectTagging", TAGGING["S3PutObjectTagging"])
+    assert spec.operation.as_json == TAGGING
+    assert spec.manifest == ManifestSpec(
+        format=ManifestFormat.CSV, fields=("Bucket", "Key", "VersionId"),
+        bucket="m-bucket", key="path/manifest.csv", etag="abc", version_id="v1",
+    )  # fmt: skip
+    assert spec.report == ReportSpec(
+        enabled=True, bucket="reports", prefix="out", scope=ReportScope.FAILED_ONLY
+    )
+    assert spec.report.failed_only
+    assert (spec.priority, spec.confirmation_required) == (7, True)
+    assert (spec.description, spec.role_arn) == ("d", "arn:aws:iam::123456789012:role/r")
+    assert spec.tags == (("team", "data"),)
+    assert spec.generator is None
+    assert spec.raw["Manifest"]["Location"]["ETag"] == "abc"
+
+
+def test_defaults_when_optional_fields_are_absent() -> None:
+    spec = parse()
+    assert spec.report == ReportSpec(enabled=False)
+    assert not spec.report.failed_only
+    assert (spec.confirmation_required, spec.description, spec.role_arn, spec.tags) == (False, None, None, ())
+
+
+def test_a_generator_request_has_a_generator_and_no_manifest() -> None:
+    generator = {
+        "S3JobManifestGenerator": {
+            "SourceBucket": "arn:aws:s3:::src",
+            "EnableManifestOutput": False,
+            "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["logs/"]}},
+        }
+    }
+    spec = JobRequest.parse(
+        normalize_create_job(
+            {
+                "Operation": TAGGING,
+                "Report": {"Enabled": False},
+                "Priority": 1,
+                "ManifestGenerator": generator,
+            }
+        )
+    )
+    assert spec.manifest is None
+    assert spec.generator is not None
+    assert spec.generator.source_bucket == "src"
+    assert spec.generator.include_versions is IncludeVersions.CURRENT
+    assert spec.generator.filter.prefixes == ("logs/",)
+
+
+@pytest.mark.parametrize("fmt", ["S3InventoryReport_CSV_20161130"])
+def test_an_inventory_manifest_has_no_fields(fmt: str) -> None:
+    spec = parse(Manifest={"Spec": {"Format": fmt}, "Location": MANIFEST["Location"]})
+    assert spec.manifest is not None
+    assert spec.manifest.format is ManifestFormat(fmt) and spec.manifest.fields is None
