@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import s3batch.domain.request as request_shape
 import s3batch.operations as operations
 from s3batch.client import S3Batch
 from s3batch.domain.task import Task, TaskResult
-from s3batch.operations.base import Operation, OperationContext, OperationKind
+from s3batch.operations.actions import Permissions, no_extra_needs
+from s3batch.operations.base import UNBATCHED, NoProbe, Operation, OperationContext, OperationKind
 from s3batch.service.runner import JobRunner
 from s3batch.settings import Settings
 from s3batch.store.sqlite import SqliteJobStore
@@ -70,14 +70,25 @@ def _create(params: Mapping[str, Any], ctx: OperationContext) -> Operation:
     return _Noop()
 
 
+def _no_requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
+    return {}
+
+
 def register_noop() -> None:
     """Make `BenchNoop` resolvable by `operations.get_kind` for this process only."""
     module = types.ModuleType(NOOP_MODULE)
-    module.KIND = OperationKind(NOOP_NAME, _validate, _create)  # type: ignore[attr-defined]
+    module.KIND = OperationKind(  # type: ignore[attr-defined]
+        name=NOOP_NAME,
+        validate=_validate,
+        permissions=Permissions(object_actions=(), bucket_actions=(), extra=no_extra_needs),
+        requests=_no_requests,
+        probe=NoProbe.PLAIN_DATA_PATH,
+        batch_size=UNBATCHED,
+        create=_create,
+    )
     sys.modules[NOOP_MODULE] = module
+    # CreateJob's operation names and every lookup read the registry.
     operations._MODULES[NOOP_NAME] = NOOP_MODULE
-    # CreateJob's envelope check lists the AWS operation names; extend it for this process.
-    request_shape.OPERATION_NAMES = (*request_shape.OPERATION_NAMES, NOOP_NAME)  # type: ignore[assignment]
     # get_kind checks find_spec(module), which consults sys.modules first; ModuleType has no
     # __spec__, so give it one.
     from importlib.machinery import ModuleSpec

@@ -554,7 +554,7 @@ class Campaign:
         """Re-runs a kill may cause: the tasks in flight (concurrency) plus those finished but
         not yet flushed (the runner flushes every FLUSH_INTERVAL_S, or FLUSH_MAX_ROWS rows),
         times the kills that landed while Active (Preparing and Completing run no tasks)."""
-        from s3batch.service.runner import FLUSH_INTERVAL_S, FLUSH_MAX_ROWS
+        from s3batch.service.progress import FLUSH_INTERVAL_S, FLUSH_MAX_ROWS
 
         cfg = self.config
         if cfg.handler_delay_s > 0:

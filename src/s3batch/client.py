@@ -31,7 +31,8 @@ from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.service.worker import ensure_worker, run_worker, worker_lock
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
-from s3batch.store.sqlite import SqliteJobStore
+from s3batch.store import open_job_store
+from s3batch.store.base import JobStore
 
 T = TypeVar("T")
 #: Seconds between status polls in `wait`.
@@ -72,14 +73,14 @@ class S3Batch:
         self.functions = dict(functions or {})
         self.background = background
         # (store, pid that opened it): one reference, so readers never see half an update.
-        self._opened: tuple[SqliteJobStore, int] | None = None
+        self._opened: tuple[JobStore, int] | None = None
         self._open_lock = threading.Lock()
         self._lock_pid = os.getpid()
         # Stores inherited over a fork: kept referenced so that garbage collection never
         # closes (and so touches) the parent's connection from the child.
-        self._inherited: list[SqliteJobStore] = []
+        self._inherited: list[JobStore] = []
 
-    def _store(self) -> SqliteJobStore:
+    def _store(self) -> JobStore:
         """HOME's job store, opened on first use (again after close() or a fork)."""
         pid = os.getpid()
         opened = self._opened
@@ -91,7 +92,7 @@ class S3Batch:
                 return opened[0]
             if opened is not None:
                 self._inherited.append(opened[0])
-            store = SqliteJobStore(self.settings.db_path)
+            store = open_job_store(self.settings)
             self._opened = (store, pid)
             return store
 

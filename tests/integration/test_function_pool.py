@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from s3batch.domain.function import FunctionSpec
 from s3batch.functions.pool import CLOSE_GRACE_S, FunctionPool, InvokeOutcome
-from s3batch.operations.base import FunctionSpec
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ import pytest
 
 from conftest import Env, read_report, report_spec
 from s3batch.domain.generator import generator_from_json, normalize_generator
+from s3batch.domain.objects import ObjectInfo, ReplicationRule
 from s3batch.errors import StorageError
 from s3batch.service.manifests import write_listing
-from s3batch.storage.base import ObjectInfo, ReplicationRule
 from s3batch.storage.config import LocalConfig, open_store
 from s3batch.storage.memory import MemoryStore
 

@@ -18,13 +18,14 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from s3batch.domain.function import FunctionSpec
 from s3batch.domain.lambda_contract import task_id_for
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, ConfigError
 from s3batch.functions.builtin.demo_texts import DEMO_TEXTS, EXPECTED_SENTIMENT
 from s3batch.functions.builtin.sentiment import classify, confidences, detect_sentiment
 from s3batch.functions.registry import resolve_function
-from s3batch.operations.base import FunctionSpec, JobContext, Operation, OperationContext
+from s3batch.operations.base import JobContext, Operation, OperationContext
 from s3batch.operations.invoke import KIND, validate
 from s3batch.storage.config import LocalConfig, S3Config, StorageConfig, open_store
 

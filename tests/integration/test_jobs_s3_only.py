@@ -101,18 +101,18 @@ def test_lean_jobs_never_build_a_botocore_client(
     """Copy, tagging and delete jobs, with their manifest read and report written, go entirely
     through the lean request path: the aiobotocore client (~5 ms of CPU to build, most of a
     small job's fixed cost) is never built."""
-    from s3batch.storage import s3 as s3_module
+    from s3batch.storage.s3 import client as s3_client
 
     env = moto_env
     seed(env, bucket_name, ["a b.txt", "c+d.txt"])
     built: list[str] = []
-    real_create = s3_module._create_client
+    real_create = s3_client._create_client
 
     def counting_create(*args: object) -> object:
         built.append("client")
         return real_create(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(s3_module, "_create_client", counting_create)
+    monkeypatch.setattr(s3_client, "_create_client", counting_create)
     rows = [(bucket_name, "a b.txt"), (bucket_name, "c+d.txt"), (bucket_name, "missing")]
     target = f"arn:aws:s3:::{bucket_name}"
     for op in [

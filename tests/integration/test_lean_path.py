@@ -14,11 +14,11 @@ import pytest
 from botocore.config import Config
 
 from s3batch.errors import StorageError
-from s3batch.storage import s3 as s3_module
 from s3batch.storage.base import CopyOptions, VersionRef
 from s3batch.storage.config import S3Config
-from s3batch.storage.http1 import ConnectionPool, Response
 from s3batch.storage.s3 import S3Store
+from s3batch.storage.s3 import store as s3_store
+from s3batch.storage.s3.http1 import ConnectionPool, Response
 
 try:
     from test_storage_contract import ODD_KEYS as CONTRACT_KEYS
@@ -297,7 +297,7 @@ LISTED = sorted([f"dir/{i:03d} ü+%.txt" for i in range(25)] + ["dir/zz", "other
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(s3_module, "LIST_PAGE_MAX_KEYS", 7)
+    monkeypatch.setattr(s3_store, "LIST_PAGE_MAX_KEYS", 7)
 
 
 async def test_list_objects_pages_with_prefix_and_start_after(h: Harness, small_pages: None) -> None:

@@ -33,10 +33,10 @@ from s3batch.domain.task import Task
 from s3batch.errors import StorageError
 from s3batch.service import probe as probe_module
 from s3batch.service import runner as runner_module
-from s3batch.storage import s3 as s3_module
 from s3batch.storage.config import S3Config
-from s3batch.storage.http1 import ConnectionPool, Response
 from s3batch.storage.s3 import S3Store
+from s3batch.storage.s3 import client as s3_client
+from s3batch.storage.s3.http1 import ConnectionPool, Response
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -418,7 +418,7 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Paths:
     seen = Paths()
     real_request = ConnectionPool.request
     real_call = S3Store._call
-    real_create = s3_module._create_client
+    real_create = s3_client._create_client
 
     async def lean_request(self: ConnectionPool, data: bytes, **kwargs: Any) -> Response:
         seen.lean.append(data.split(b"\r\n", 1)[0].decode())
@@ -434,7 +434,7 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Paths:
 
     monkeypatch.setattr(ConnectionPool, "request", lean_request)
     monkeypatch.setattr(S3Store, "_call", boto_call)
-    monkeypatch.setattr(s3_module, "_create_client", create_client)
+    monkeypatch.setattr(s3_client, "_create_client", create_client)
     return seen
 
 

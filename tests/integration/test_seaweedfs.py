@@ -1,6 +1,6 @@
 """s3batch on SeaweedFS, the test server that verifies SigV4 signatures: every call of the lean
-request path (storage/lean.py) with awkward keys is accepted and reads back as written, a wrong
-secret is refused and reported as an error, and the operations SeaweedFS supports run as jobs.
+request path (storage/s3/lean.py) with awkward keys is accepted and reads back as written, a
+wrong secret is refused and reported as an error, and the operations SeaweedFS supports run as jobs.
 
 What SeaweedFS 4.48 does not do like S3 (probed with boto3; also in docs/compatibility.md):
 - keys are paths: a leading "/", "//" and "\\" are normalised ("/a//b" is listed as "a/b"), a
@@ -32,8 +32,9 @@ from tests.seaweedfs import SeaweedFS
 
 from conftest import Env, read_report
 from s3batch.errors import StorageError
-from s3batch.storage import s3 as s3_module
 from s3batch.storage.base import VersionRef
+from s3batch.storage.s3 import client as s3_client
+from s3batch.storage.s3 import store as s3_store
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,7 @@ async def test_copy_with_awkward_keys_keeps_body_and_tags(sw: Harness) -> None:
 
 async def test_listing_pages_prefixes_and_start_after(sw: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     h = sw
-    monkeypatch.setattr(s3_module, "LIST_PAGE_MAX_KEYS", SMALL_PAGE_KEYS)
+    monkeypatch.setattr(s3_store, "LIST_PAGE_MAX_KEYS", SMALL_PAGE_KEYS)
     for key in KEYS:
         h.client.put_object(Bucket=h.bucket, Key=key, Body=body_of(key))
     everything = sorted(KEYS)  # code point order is UTF-8 byte order, S3's listing order
@@ -311,13 +312,13 @@ def test_lean_jobs_never_build_a_botocore_client(
     the lean path alone and accepted by a server that checks every signature."""
     env = seaweedfs_env
     built: list[str] = []
-    real_create = s3_module._create_client
+    real_create = s3_client._create_client
 
     def counting_create(*args: object) -> object:
         built.append("client")
         return real_create(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(s3_module, "_create_client", counting_create)
+    monkeypatch.setattr(s3_client, "_create_client", counting_create)
     env.make_bucket(bucket_name)
     for key in JOB_KEYS:
         env.put(bucket_name, key, body_of(key))

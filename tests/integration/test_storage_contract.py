@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 
 from s3batch.errors import StorageError
-from s3batch.storage import s3 as s3_module
 from s3batch.storage.base import CopyOptions, ObjectStore, VersionRef
 from s3batch.storage.config import S3Config
 from s3batch.storage.local import META_DIR_NAME, LocalStore
 from s3batch.storage.memory import MemoryStore
 from s3batch.storage.s3 import S3Store
+from s3batch.storage.s3 import errors as s3_errors
+from s3batch.storage.s3 import store as s3_store
+from s3batch.storage.s3.lean import LeanS3
 
 pytestmark = pytest.mark.integration
 
@@ -384,10 +386,10 @@ def test_s3_rejects_unknown_addressing_style() -> None:
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Multipart paths at test sizes: 5 MiB parts, S3's (and moto's) minimum."""
-    monkeypatch.setattr(s3_module, "MULTIPART_COPY_THRESHOLD_BYTES", 5 * MiB)
-    monkeypatch.setattr(s3_module, "MULTIPART_COPY_PART_BYTES", 5 * MiB)
-    monkeypatch.setattr(s3_module, "MULTIPART_UPLOAD_THRESHOLD_BYTES", 5 * MiB)
-    monkeypatch.setattr(s3_module, "MULTIPART_UPLOAD_PART_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_COPY_THRESHOLD_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_COPY_PART_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_UPLOAD_THRESHOLD_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_UPLOAD_PART_BYTES", 5 * MiB)
 
 
 def big_body(size: int = 12 * MiB) -> bytes:
@@ -459,9 +461,9 @@ async def test_s3_too_large_copy_falls_back_to_parts(
     s3: S3Store, bucket_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the real threshold the size is learnt from S3's refusal, not a HEAD per copy."""
-    monkeypatch.setattr(s3_module, "SINGLE_COPY_MAX_BYTES", 5 * MiB)
-    monkeypatch.setattr(s3_module, "MULTIPART_COPY_THRESHOLD_BYTES", 5 * MiB)
-    monkeypatch.setattr(s3_module, "MULTIPART_COPY_PART_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "SINGLE_COPY_MAX_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_COPY_THRESHOLD_BYTES", 5 * MiB)
+    monkeypatch.setattr(s3_store, "MULTIPART_COPY_PART_BYTES", 5 * MiB)
     body = big_body(6 * MiB)
     await s3.put_bytes(bucket_name, "src", body)
     calls: list[str] = []
@@ -478,7 +480,7 @@ async def test_s3_too_large_copy_falls_back_to_parts(
         raise StorageError("InvalidRequest", "copy source is larger than allowed", 400)
 
     monkeypatch.setattr(S3Store, "_call", call)
-    monkeypatch.setattr(s3_module.LeanS3, "copy_object", lean_copy)
+    monkeypatch.setattr(LeanS3, "copy_object", lean_copy)
     result = await s3.copy(bucket_name, "src", bucket_name, "dst")
     assert result.etag.endswith("-2")
     # The size (HEAD) and tags are then read on the lean path; the parts go through botocore.
@@ -555,7 +557,7 @@ async def test_s3_connection_refused_is_a_retryable_storage_error() -> None:
 def test_s3_client_error_mapping(response: dict[str, Any], code: str, status: int, retryable: bool) -> None:
     from botocore.exceptions import ClientError
 
-    error = s3_module._from_client_error(ClientError(response, "HeadObject"))
+    error = s3_errors._from_client_error(ClientError(response, "HeadObject"))
     assert (error.code, error.http_status, error.retryable) == (code, status, retryable)
 
 
@@ -563,17 +565,17 @@ def test_s3_timeouts_and_odd_errors_are_storage_errors() -> None:
     from botocore.exceptions import NoCredentialsError, ReadTimeoutError
 
     with pytest.raises(StorageError) as caught:
-        with s3_module._translating():
+        with s3_errors.translating():
             raise ReadTimeoutError(endpoint_url="http://x")
     assert (caught.value.code, caught.value.http_status, caught.value.retryable) == (
         "RequestTimeout",
         None,
         True,
     )
-    with pytest.raises(StorageError) as caught, s3_module._translating():
+    with pytest.raises(StorageError) as caught, s3_errors.translating():
         raise TimeoutError()
     assert caught.value.code == "RequestTimeout" and caught.value.retryable
-    with pytest.raises(StorageError) as caught, s3_module._translating():
+    with pytest.raises(StorageError) as caught, s3_errors.translating():
         raise NoCredentialsError()
     assert caught.value.code == "CredentialsError" and not caught.value.retryable
 
@@ -875,7 +877,7 @@ async def test_s3_restore_state_and_replication_rules(s3: S3Store, bucket_name: 
 async def test_storage_backed_calls_are_not_implemented(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    from s3batch.storage.base import AclSpec, KmsEncryption, Retention
+    from s3batch.domain.objects import AclSpec, KmsEncryption, Retention
 
     b = _open(kind, request, tmp_path)
     s, bucket = b.store, b.bucket

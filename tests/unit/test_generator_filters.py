@@ -21,10 +21,10 @@ from s3batch.domain.generator import (
     normalize_filter,
     normalize_generator,
 )
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import BadRequest
 from s3batch.service import manifests
 from s3batch.service.manifests import KeyRange, plan_ranges, write_listing
-from s3batch.storage.base import ObjectInfo
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

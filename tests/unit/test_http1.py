@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from s3batch.storage.http1 import ConnectionPool, HttpError, Response, _Connection, _Dechunker
+from s3batch.storage.s3.http1 import ConnectionPool, HttpError, Response, _Connection, _Dechunker
 
 pytestmark = pytest.mark.timeout(10)
 

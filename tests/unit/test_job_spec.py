@@ -11,6 +11,7 @@ from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.report import ReportScope
 from s3batch.domain.request import normalize_create_job
 from s3batch.domain.spec import JobRequest, ManifestSpec, OperationSpec, ReportSpec
+from s3batch.operations import operation_names
 
 TAGGING = {"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}}
 MANIFEST = {
@@ -30,7 +31,7 @@ def parse(**request: Any) -> JobRequest:
         "Priority": 7,
         "Manifest": MANIFEST,
     }
-    return JobRequest.parse(normalize_create_job({**base, **request}))
+    return JobRequest.parse(normalize_create_job({**base, **request}, operations=operation_names()))
 
 
 def test_a_manifest_request_parses_into_typed_values() -> None:
@@ -79,7 +80,8 @@ def test_a_generator_request_has_a_generator_and_no_manifest() -> None:
                 "Report": {"Enabled": False},
                 "Priority": 1,
                 "ManifestGenerator": generator,
-            }
+            },
+            operations=operation_names(),
         )
     )
     assert spec.manifest is None

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from s3batch.api import sigv4
 from s3batch.errors import StorageError
-from s3batch.storage.http1 import ConnectionPool, Response
-from s3batch.storage.lean import (
+from s3batch.storage.s3.http1 import ConnectionPool, Response
+from s3batch.storage.s3.lean import (
     Credentials,
     Fallback,
     LeanS3,
@@ -343,7 +343,7 @@ async def test_copy_answered_200_with_an_error_is_a_retryable_500() -> None:
 
 
 async def test_connection_failure_is_a_retryable_storage_error() -> None:
-    from s3batch.storage.http1 import HttpError
+    from s3batch.storage.s3.http1 import HttpError
 
     class FailingPool(RecordingPool):
         async def request(

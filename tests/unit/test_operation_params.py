@@ -167,8 +167,8 @@ def test_bad_parameters_are_bad_requests(name: str, params: dict[str, Any], mess
 def test_compliance_retention_can_only_be_extended() -> None:
     from datetime import UTC, datetime, timedelta
 
+    from s3batch.domain.objects import ObjectInfo, Retention
     from s3batch.operations.retention import compliance_violation
-    from s3batch.storage.base import ObjectInfo, Retention
 
     now = datetime(2030, 1, 1, tzinfo=UTC)
     until = now + timedelta(days=5)

@@ -1,4 +1,4 @@
-"""_Run writes results behind the engine: one write at a time, bounded backlog,
+"""ActiveRun writes results behind the engine: one write at a time, bounded backlog,
 every row recorded once, each chunk compacted once, by the write that finishes it, and a
 failed write still fails the run."""
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from s3batch.domain.task import Task, TaskResult
-from s3batch.service.runner import FLUSH_MAX_ROWS, _Run
+from s3batch.service.progress import FLUSH_MAX_ROWS, ActiveRun
 from s3batch.store.base import Chunk, FinishedTask
 
 CHUNK = 1000
@@ -52,8 +52,8 @@ def _task(seq: int) -> Task:
     return Task(seq=seq, bucket="b", raw_key=key, key=key)
 
 
-def _run(store: SlowStore, n_chunks: int) -> _Run:
-    run = _Run(store, "j")  # type: ignore[arg-type]
+def _run(store: SlowStore, n_chunks: int) -> ActiveRun:
+    run = ActiveRun(store, "j")  # type: ignore[arg-type]
     for no in range(n_chunks):
         run.open_chunk(Chunk(no, no * CHUNK, 1 + no * CHUNK, 0, CHUNK), {})
     return run

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from s3batch.domain.job import Job, JobStatus
-from s3batch.domain.report import ReportRow
+from s3batch.domain.report import ReportRow, render_row
 from s3batch.store.base import Chunk, FinishedTask
 from s3batch.store.sqlite import SqliteJobStore, _statements
 
@@ -20,6 +20,15 @@ TRICKY = [
     ReportRow("b", "a,b", "v1", "failed", "", "InternalError", 'said "no"\r\nand\rmore'),
     ReportRow("b", "k%2Cx", "", "failed", "404", "NoSuchKey", ""),
 ]
+
+
+def _finished(chunk_no: int, idx: int, row: ReportRow) -> FinishedTask:
+    """`row` recorded as the runner records it: its report line and status."""
+    return FinishedTask(chunk_no, idx, render_row(row), row.status == "succeeded")
+
+
+def _lines(rows: dict[int, ReportRow]) -> dict[int, str]:
+    return {idx: render_row(row) for idx, row in rows.items()}
 
 
 def _job() -> Job:
@@ -39,8 +48,8 @@ async def test_lines_round_trip_through_resume_and_compaction(tmp_path: Path) ->
     await store.insert_job(_job())
     await store.add_chunks("j", [Chunk(0, 0, 1, 0, len(TRICKY))])
     try:
-        await store.record("j", [FinishedTask(0, i, r) for i, r in enumerate(TRICKY)])
-        assert await store.chunk_progress("j", 0) == dict(enumerate(TRICKY))
+        await store.record("j", [_finished(0, i, r) for i, r in enumerate(TRICKY)])
+        assert await store.chunk_progress("j", 0) == _lines(dict(enumerate(TRICKY)))
         await store.complete_chunk("j", 0, len(TRICKY))
         assert await store.chunk_progress("j", 0) == {}
         assert [r async for rows in store.report_rows("j") for r in rows] == TRICKY
@@ -55,15 +64,15 @@ async def test_chunks_a_record_finishes_are_stored_compacted_in_the_same_write(t
     chunks = [Chunk(0, 0, 1, 0, len(TRICKY)), Chunk(1, 3, 4, 99, 1), Chunk(2, 4, 5, 120, 1)]
     await store.add_chunks("j", chunks)
     try:
-        rows = [FinishedTask(0, i, r) for i, r in enumerate(TRICKY)][::-1]  # in any order
-        progress = await store.record("j", [*rows, FinishedTask(1, 0, TRICKY[0])], {0: 3, 1: 1})
+        rows = [_finished(0, i, r) for i, r in enumerate(TRICKY)][::-1]  # in any order
+        progress = await store.record("j", [*rows, _finished(1, 0, TRICKY[0])], {0: 3, 1: 1})
         assert (progress.succeeded, progress.failed) == (2, 2)
         assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]  # the others are done
         assert await store.chunk_progress("j", 0) == {}  # no per-task rows were left behind
         # Chunk 2 has not finished: the report holds the finished chunks' rows, in order.
         assert [r async for rows in store.report_rows("j") for r in rows] == [*TRICKY, TRICKY[0]]
         # Recording a done chunk again would count its tasks twice: refused, nothing changes.
-        again = [FinishedTask(1, 0, TRICKY[0]), FinishedTask(2, 0, TRICKY[0])]
+        again = [_finished(1, 0, TRICKY[0]), _finished(2, 0, TRICKY[0])]
         with pytest.raises(RuntimeError, match="chunk 1 of job j is not open"):
             await store.record("j", again, {1: 1, 2: 1})
         assert [c.chunk_no for c in await store.pending_chunks("j")] == [2]
@@ -79,13 +88,11 @@ async def test_a_chunk_finished_across_writes_keeps_its_earlier_rows(tmp_path: P
     await store.insert_job(_job())
     await store.add_chunks("j", [Chunk(0, 0, 1, 0, len(TRICKY))])
     try:
-        await store.record("j", [FinishedTask(0, 1, TRICKY[1])])
+        await store.record("j", [_finished(0, 1, TRICKY[1])])
         with pytest.raises(RuntimeError, match="2 results for 3 tasks"):
-            await store.record("j", [FinishedTask(0, 2, TRICKY[2])], {0: 3})
-        assert await store.chunk_progress("j", 0) == {1: TRICKY[1]}  # rolled back
-        progress = await store.record(
-            "j", [FinishedTask(0, 2, TRICKY[2]), FinishedTask(0, 0, TRICKY[0])], {0: 3}
-        )
+            await store.record("j", [_finished(0, 2, TRICKY[2])], {0: 3})
+        assert await store.chunk_progress("j", 0) == _lines({1: TRICKY[1]})  # rolled back
+        progress = await store.record("j", [_finished(0, 2, TRICKY[2]), _finished(0, 0, TRICKY[0])], {0: 3})
         assert (progress.succeeded, progress.failed) == (1, 2)
         assert await store.chunk_progress("j", 0) == {}
         assert [r async for rows in store.report_rows("j") for r in rows] == TRICKY
@@ -95,8 +102,6 @@ async def test_a_chunk_finished_across_writes_keeps_its_earlier_rows(tmp_path: P
 
 
 def test_json_rows_of_an_older_store_become_report_lines(tmp_path: Path) -> None:
-    from s3batch.domain.report import render_row
-
     path = tmp_path / "jobs.db"
     conn = sqlite3.connect(path, isolation_level=None)
     first = resources.files("s3batch.store.migrations").joinpath("0001_initial.sql").read_text()

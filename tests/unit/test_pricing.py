@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from s3batch.domain.pricing import estimate, requests_for
+from s3batch.service.dryrun import estimate, requests_for
 
 
 def test_one_million_copies_cost_the_aws_list_price() -> None:
-    cost = estimate("S3PutObjectCopy", 1_000_000)
+    cost = estimate("S3PutObjectCopy", {}, 1_000_000)
     assert cost.requests == {"COPY": 1_000_000, "GET": 1}
     assert cost.batch_job_usd == 0.25
     assert cost.batch_objects_usd == pytest.approx(1.0)
@@ -17,5 +17,5 @@ def test_one_million_copies_cost_the_aws_list_price() -> None:
 
 
 def test_deletes_are_batched_per_thousand_and_free() -> None:
-    assert requests_for("S3DeleteObject", 2001) == {"POST": 3, "GET": 1}
-    assert estimate("S3DeleteObjectTagging", 10).requests_usd == pytest.approx(0.0000004)
+    assert requests_for("S3DeleteObject", {}, 2001) == {"POST": 3, "GET": 1}
+    assert estimate("S3DeleteObjectTagging", {}, 10).requests_usd == pytest.approx(0.0000004)

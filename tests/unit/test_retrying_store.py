@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
 from s3batch.retry import RetryPolicy
-from s3batch.storage.base import ObjectInfo
 from s3batch.storage.memory import MemoryStore
 from s3batch.storage.retrying import RetryingStore
 

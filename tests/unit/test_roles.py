@@ -13,10 +13,10 @@ import pytest
 from s3batch.domain.roles import FUNCTION, Need, Role, RoleBook, Statement, first_denied, parse_role_arn
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import AccessDenied, BadRequest, ConfigError
-from s3batch.operations import supported
+from s3batch.operations import kind_of, supported
 from s3batch.operations.base import Operation
 from s3batch.operations.guard import RoleCheck, guarded
-from s3batch.operations.permissions import OBJECT_ACTIONS, job_needs, task_needs
+from s3batch.operations.permissions import job_needs, object_actions, task_needs
 from s3batch.service.jobs import passed_role
 from s3batch.service.roles import load_roles, role_storage
 from s3batch.storage.config import LocalConfig, S3Config
@@ -89,7 +89,7 @@ def test_parse_role_arn() -> None:
 
 
 def test_every_supported_operation_has_an_entry() -> None:
-    assert set(supported()) <= set(OBJECT_ACTIONS)
+    assert set(supported()) <= set(object_actions())
 
 
 def test_version_specific_actions_only_with_a_version_id() -> None:
@@ -267,7 +267,7 @@ def task(seq: int, bucket: str) -> Task:
 def test_guard_denies_per_task_and_runs_the_rest() -> None:
     inner = Recorder()
     allow = role(Statement(actions=("s3:PutObjectTagging",), buckets=("ok",)))
-    op = guarded(inner, RoleCheck(allow, "S3PutObjectTagging", {"TagSet": []}))
+    op = guarded(inner, RoleCheck(allow, kind_of("S3PutObjectTagging").permissions, {"TagSet": []}))
     assert (op.name, op.batch_size) == ("S3PutObjectTagging", 4)
     results = asyncio.run(op.apply_many([task(0, "ok"), task(1, "no"), task(2, "ok")]))
     assert [r.error_code for r in results] == ["", "AccessDenied", ""]

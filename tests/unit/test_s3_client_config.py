@@ -1,4 +1,4 @@
-"""How the shared aiobotocore client is configured (storage/s3.py::_open_client)."""
+"""How the shared aiobotocore client is configured (storage/s3/client.py::_open_client)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiobotocore.session import AioSession
 
-from s3batch.storage import s3
 from s3batch.storage.config import S3Config
+from s3batch.storage.s3 import client as s3_client
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ async def test_certificates_are_loaded_only_for_tls_endpoints(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     cfg = S3Config(endpoint_url=endpoint, region="us-east-1", lean_path=False)
-    shared = await s3._open_client(cfg, (cfg, asyncio.get_running_loop()))
+    shared = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
     try:
         # Loading the CA bundle costs ~17 ms per client; plain HTTP has no use for it.
         # (verify is True or a CA bundle path when certificates are checked)
@@ -52,12 +52,12 @@ async def test_sessions_get_the_same_handlers_as_a_fresh_one(monkeypatch: pytest
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     cfg = S3Config(endpoint_url="http://127.0.0.1:9", region="us-east-1")
     fresh = _handler_names(AioSession()._original_handler)
-    first = await s3._open_client(cfg, (cfg, asyncio.get_running_loop()))
+    first = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
     try:
         assert _handler_names(first.session._original_handler) == fresh
         assert len(fresh) > 50  # botocore's built-ins really are there
         first.session.register("before-call.s3.HeadObject", _probe_handler)
-        second = await s3._open_client(cfg, (cfg, asyncio.get_running_loop()))
+        second = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
         assert _handler_names(second.session._original_handler) == fresh
         await second.aclose()
     finally:

@@ -157,7 +157,7 @@ async def test_listing_helpers_are_recorded_and_skip_deleted_keys() -> None:
 
 
 async def test_storage_backed_calls_fail_as_injected_or_not_implemented() -> None:
-    from s3batch.storage.base import AclSpec
+    from s3batch.domain.objects import AclSpec
 
     store = await make()
     await store.put_bytes("b", "k", b"x")

@@ -40,7 +40,7 @@ from s3batch.service.roles import load_roles
 from s3batch.service.worker import run_worker, supervise_worker_process, worker_lock
 from s3batch.settings import Settings
 from s3batch.storage.config import StorageConfig, resolve_storage
-from s3batch.store.sqlite import SqliteJobStore
+from s3batch.store import open_job_store
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redact_access_log()  # here, after the server has configured its loggers
-        store = SqliteJobStore(settings.db_path)
+        store = open_job_store(settings)
         app.state.api = ApiState(
             service=JobService(settings, store),
             keys=ring,

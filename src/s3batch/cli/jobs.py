@@ -20,7 +20,8 @@ from s3batch.service.identity import current_key
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
 from s3batch.service.worker import ensure_worker, job_key, run_worker, worker_lock, worker_running
-from s3batch.store.sqlite import SqliteJobStore
+from s3batch.store import open_job_store
+from s3batch.store.base import JobStore
 
 #: How often `--wait` refreshes the progress bar once a job has run a while, in seconds.
 FOLLOW_POLL_S = 0.2
@@ -164,7 +165,7 @@ def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
     its durable progress) goes to a background worker."""
 
     async def go() -> Job:
-        store = SqliteJobStore(ctx.settings.db_path)
+        store = open_job_store(ctx.settings)
         drove = False
         try:
             with worker_lock(ctx.settings.home) as held:
@@ -178,7 +179,7 @@ def follow(ctx: CliContext, job_id: str, account_id: str) -> Job:
     return run(go())
 
 
-async def _poll(ctx: CliContext, store: SqliteJobStore, job_id: str, account_id: str, *, drive: bool) -> Job:
+async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, *, drive: bool) -> Job:
     """The follow loop; `drive`: this process holds this environment's worker lock."""
     hinted, last_check, delay_s = False, time.monotonic(), FOLLOW_POLL_FIRST_S
     own_key = current_key(ctx.settings.home)
@@ -230,7 +231,7 @@ def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
     )
 
 
-async def _work_left(store: SqliteJobStore, home: Path) -> bool:
+async def _work_left(store: JobStore, home: Path) -> bool:
     """Whether a job of this environment still waits for a worker."""
     key = current_key(home)
     return any(

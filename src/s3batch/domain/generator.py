@@ -30,13 +30,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import BadRequest
-
-if TYPE_CHECKING:  # the domain stays free of storage code at run time
-    from s3batch.storage.base import ObjectInfo
 
 GENERATED_MANIFEST_FORMAT = "S3InventoryReport_CSV_20211130"
 MAX_CONSTRAINT_CHARS = 1024

@@ -2,7 +2,9 @@
 #completion-report), in AWS's JSON shape.
 
 Operation parameters are checked by each operation kind; this module checks the envelope and
-returns a normalized copy whose hash decides idempotency.
+returns a normalized copy whose hash decides idempotency. Which operation names exist is the
+operation registry's fact (`s3batch.operations`); the service layer passes them in, so the
+domain does not depend on the operations.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn, object_from_arn
@@ -25,22 +27,6 @@ MAX_DESCRIPTION_CHARS = 256
 MAX_TOKEN_CHARS = 64
 _TAG_CHARS = re.compile(r"^[\w\s.:/=+\-@]*$", re.UNICODE)
 _ROLE_ARN = re.compile(r"^arn:[^:]+:iam::\d{12}:role/.*$")
-OPERATION_NAMES = (
-    "LambdaInvoke",
-    "S3PutObjectCopy",
-    "S3PutObjectAcl",
-    "S3PutObjectTagging",
-    "S3DeleteObjectTagging",
-    "S3InitiateRestoreObject",
-    "S3PutObjectLegalHold",
-    "S3PutObjectRetention",
-    "S3ReplicateObject",
-    "S3ComputeObjectChecksum",
-    "S3UpdateObjectEncryption",
-    # s3batch extension: AWS has no delete operation.
-    "S3DeleteObject",
-    "S3batchCsvIngest",
-)
 _KNOWN_FIELDS = {
     "AccountId",
     "ConfirmationRequired",
@@ -56,13 +42,14 @@ _KNOWN_FIELDS = {
 }
 
 
-def normalize_create_job(request: Mapping[str, Any]) -> dict[str, Any]:
-    """A validated, normalized copy of a CreateJob request. Raises BadRequest."""
+def normalize_create_job(request: Mapping[str, Any], *, operations: Sequence[str]) -> dict[str, Any]:
+    """A validated, normalized copy of a CreateJob request whose operation is one of
+    `operations` (in the order the refusal lists them). Raises BadRequest."""
     unknown = set(request) - _KNOWN_FIELDS
     if unknown:
         raise BadRequest(f"unknown CreateJob field(s): {', '.join(sorted(unknown))}")
     out: dict[str, Any] = {
-        "Operation": _operation(request.get("Operation")),
+        "Operation": _operation(request.get("Operation"), operations),
         "Report": _report(request.get("Report")),
         "Priority": _priority(request.get("Priority")),
         "ConfirmationRequired": _bool(request.get("ConfirmationRequired", False), "ConfirmationRequired"),
@@ -96,12 +83,12 @@ def client_token(request: Mapping[str, Any]) -> str | None:
     return token
 
 
-def _operation(op: Any) -> dict[str, Any]:
+def _operation(op: Any, known: Sequence[str]) -> dict[str, Any]:
     if not isinstance(op, Mapping) or len(op) != 1:
         raise BadRequest('Operation must name exactly one operation, e.g. {"S3PutObjectTagging": {...}}')
     name, params = next(iter(op.items()))
-    if name not in OPERATION_NAMES:
-        raise BadRequest(f"unknown operation {name!r}; known: {', '.join(OPERATION_NAMES)}")
+    if name not in known:
+        raise BadRequest(f"unknown operation {name!r}; known: {', '.join(known)}")
     if params is None:
         params = {}
     if not isinstance(params, Mapping):

@@ -53,8 +53,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
+from s3batch.domain.function import FunctionSpec
 from s3batch.functions.context import LambdaContext, log_group_name, new_log_stream_name
-from s3batch.operations.base import FunctionSpec
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3batch.domain.arn import parse_lambda_arn
+from s3batch.domain.function import FunctionSpec
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest
-from s3batch.operations.base import FunctionSpec
 
 #: Functions that ship with s3batch, by Lambda function name.
 BUILTIN_FUNCTIONS: Mapping[str, str] = {

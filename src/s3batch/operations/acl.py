@@ -15,11 +15,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
+from s3batch.domain.objects import AclSpec, Grant
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import AclSpec, Grant
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    CapabilityProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3PutObjectAcl"
 CANNED_ACLS = (
@@ -115,4 +126,23 @@ class PutObjectAcl(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, PutObjectAcl)
+async def check_acl(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    await store.put_acl(bucket, key, AclSpec(canned="private"), vid)
+    return None  # the body check after every probe catches servers that truncate the object
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:PutObjectAcl", "s3:PutObjectVersionAcl"),),
+        bucket_actions=(),
+        extra=no_extra_needs,
+    ),
+    requests=PerTask(pricing.PUT, 1),
+    probe=CapabilityProbe("object ACLs", check_acl),
+    batch_size=UNBATCHED,
+    create=PutObjectAcl,
+)

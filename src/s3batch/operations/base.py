@@ -1,8 +1,16 @@
 """The operation contract: what is done to one object.
 
-An operation kind is a module exposing `KIND = OperationKind(...)`:
+An operation kind is a module exposing `KIND = OperationKind(...)` and one line in the registry
+(`operations/__init__.py`). The kind states every fact the rest of s3batch needs about it; each
+is a required field, so a kind that forgets one cannot be built:
+- `name`: the AWS OperationName;
 - `validate(params)` checks the AWS-shaped parameters at CreateJob time (pure; raises
   `errors.BadRequest`), so a bad request is refused before any job exists;
+- `permissions`: the IAM actions one task needs (checked against the job's role);
+- `requests(params, tasks, buckets)`: the requests a job makes, by type, for pricing and the
+  dry run;
+- `probe`: the capability check run in Preparing, or `NoProbe.PLAIN_DATA_PATH`;
+- `batch_size`: how many tasks `apply_many` takes at once (1: the kind does not batch);
 - `create(params, ctx)` builds a live `Operation` inside the process that runs tasks. It gets
   only picklable inputs (`JobContext`) plus that process's own resources (`OperationContext`),
   so the same operation runs unchanged under the asyncio engine, a process pool or a cluster.
@@ -16,33 +24,21 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
+from s3batch.domain.function import FunctionSpec
 from s3batch.domain.roles import Role
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import StorageError
-from s3batch.storage.base import ObjectStore
+from s3batch.operations.actions import Permissions
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 from s3batch.storage.config import StorageConfig
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionSpec:
-    """A resolved function for LambdaInvoke, recorded with the job so resumes use the same."""
-
-    #: The FunctionArn as the caller wrote it (goes into the Lambda context).
-    arn: str
-    #: Function name (the ARN's name, or the callable's for python: references).
-    name: str
-    #: "package.module:callable".
-    handler: str
-    #: Prepended to sys.path in worker processes (the creator's working directory).
-    sys_path: tuple[str, ...] = ()
-    #: Seconds one invocation may run before it is killed and its task fails.
-    timeout_s: float = 60.0
-    #: Reported by context.memory_limit_in_mb; not enforced.
-    memory_mb: int = 1024
+#: The batch size of a kind that takes its tasks one at a time.
+UNBATCHED = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,7 +74,7 @@ class Operation(ABC):
     #: The AWS OperationName (as ListJobs reports it).
     name: ClassVar[str]
     #: More than 1: the engine may pass up to this many tasks to `apply_many` at once.
-    batch_size: ClassVar[int] = 1
+    batch_size: ClassVar[int] = UNBATCHED
 
     @abstractmethod
     async def apply(self, task: Task) -> TaskResult: ...
@@ -90,10 +86,56 @@ class Operation(ABC):
         """Release what `create` acquired (process pools, clients)."""
 
 
+#: (job parameters, tasks, distinct buckets) → the requests the tasks make, by request type
+#: (`domain.pricing`'s names). The manifest's own GET is the job's, not the operation's.
+RequestCount = Callable[[Mapping[str, Any], int, int], dict[str, int]]
+
+
 @dataclass(frozen=True, slots=True)
+class PerTask:
+    """A `RequestCount` of `count` requests of type `request` for every task (no batching)."""
+
+    request: str
+    count: int
+
+    def __call__(self, params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
+        return {self.request: self.count * tasks}
+
+
+#: (store, bucket, scratch key, its version id, job parameters) → None when the endpoint did the
+#: operation's kind of call correctly on the scratch object, else what went wrong. A StorageError
+#: may escape: the probe framework (service/probe.py) turns it into the verdict.
+ProbeCheck = Callable[[ObjectStore, str, str, str | None, Mapping[str, Any]], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityProbe:
+    """The check run on a scratch object before a job of the kind touches any of its objects."""
+
+    #: What the endpoint must support, as the failure names it ("object tagging").
+    feature: str
+    check: ProbeCheck
+
+
+class NoProbe(Enum):
+    """Why a kind needs no capability probe (stated, never assumed from a missing entry)."""
+
+    #: It only reads, copies or deletes: the plain data path every S3 server implements.
+    PLAIN_DATA_PATH = "plain data path"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OperationKind:
+    """Everything s3batch knows about one operation kind; every fact is required."""
+
+    #: The AWS OperationName.
     name: str
     validate: Callable[[Mapping[str, Any]], None]
+    permissions: Permissions
+    requests: RequestCount
+    probe: CapabilityProbe | NoProbe
+    #: Tasks `apply_many` takes at once; equal to the created Operation's `batch_size`.
+    batch_size: int
     create: Callable[[Mapping[str, Any], OperationContext], Operation]
 
 

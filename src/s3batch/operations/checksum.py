@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.checksums import (
     ChecksumAlgorithm,
     ChecksumType,
@@ -38,8 +39,17 @@ from s3batch.domain.checksums import (
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import ObjectStore
+from s3batch.operations.actions import GET, Permissions, no_extra_needs
+from s3batch.operations.base import (
+    UNBATCHED,
+    NoProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3ComputeObjectChecksum"
 
@@ -178,4 +188,12 @@ class ComputeChecksum(Operation):
         return self.store.iter_bytes(task.bucket, task.key, task.version_id, chunk_size=READ_CHUNK_BYTES)
 
 
-KIND = OperationKind(NAME, validate, ComputeChecksum)
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(object_actions=(GET,), bucket_actions=(), extra=no_extra_needs),
+    requests=PerTask(pricing.GET, 1),
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=UNBATCHED,
+    create=ComputeChecksum,
+)

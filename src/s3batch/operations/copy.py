@@ -16,12 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.arn import bucket_from_arn
+from s3batch.domain.roles import Need
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown, tag_set
 from s3batch.operations.acl import CANNED_ACLS, parse_grants
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import GET, GET_TAGS, Permissions
+from s3batch.operations.base import (
+    UNBATCHED,
+    NoProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
 from s3batch.storage.base import CopyOptions, grant_params
 
 NAME = "S3PutObjectCopy"
@@ -190,4 +201,31 @@ class PutObjectCopy(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, PutObjectCopy)
+def target_needs(params: Mapping[str, Any], source: str, versioned: bool) -> list[Need]:
+    """Write actions on the TargetResource bucket (those tied to a parameter only when the job
+    sets it), and reading the source's tags when they are copied."""
+    target = bucket_from_arn(str(params.get("TargetResource", "")), "TargetResource")
+    copies_tags = "NewObjectTagging" not in params  # absent: the source's tags are copied
+    needs = [Need("s3:PutObject", target)]
+    if copies_tags:
+        needs.append(Need(GET_TAGS.name(versioned), source))
+    if copies_tags or params.get("NewObjectTagging"):
+        needs.append(Need("s3:PutObjectTagging", target))
+    if params.get("CannedAccessControlList") or params.get("AccessControlGrants"):
+        needs.append(Need("s3:PutObjectAcl", target))
+    if params.get("ObjectLockLegalHoldStatus"):
+        needs.append(Need("s3:PutObjectLegalHold", target))
+    if params.get("ObjectLockMode") or params.get("ObjectLockRetainUntilDate"):
+        needs.append(Need("s3:PutObjectRetention", target))
+    return needs
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(object_actions=(GET,), bucket_actions=(), extra=target_needs),
+    requests=PerTask(pricing.COPY, 1),
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=UNBATCHED,
+    create=PutObjectCopy,
+)

@@ -68,6 +68,7 @@ from importlib.util import find_spec
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
+from s3batch.domain import pricing
 from s3batch.domain.csv_schema import (
     ColumnType,
     CsvSchema,
@@ -82,7 +83,16 @@ from s3batch.domain.csv_schema import (
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import GET, Permissions, no_extra_needs
+from s3batch.operations.base import (
+    UNBATCHED,
+    NoProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
 from s3batch.storage.base import ObjectStore
 
 NAME = "S3batchCsvIngest"
@@ -464,4 +474,12 @@ class CsvIngest(Operation):
         return TaskResult.ok(summary.message())
 
 
-KIND = OperationKind(NAME, validate, CsvIngest)
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(object_actions=(GET,), bucket_actions=(), extra=no_extra_needs),
+    requests=PerTask(pricing.GET, 1),
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=UNBATCHED,
+    create=CsvIngest,
+)

@@ -10,14 +10,17 @@ Parameters: none ({}).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import StorageError
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import NoProbe, Operation, OperationContext, OperationKind, storage_failure
 from s3batch.storage.base import VersionRef
 
 NAME = "S3DeleteObject"
@@ -66,4 +69,22 @@ def _failure(exc: Exception) -> TaskResult:
     return TaskResult.fail("InternalError", str(exc), None)
 
 
-KIND = OperationKind(NAME, validate, DeleteObject)
+def delete_requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
+    """One DeleteObjects POST per DELETE_BATCH_SIZE keys, plus one for each further bucket (a
+    batch never spans buckets)."""
+    return {pricing.POST: math.ceil(tasks / DELETE_BATCH_SIZE) + max(buckets - 1, 0)}
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:DeleteObject", "s3:DeleteObjectVersion"),),
+        bucket_actions=(),
+        extra=no_extra_needs,
+    ),
+    requests=delete_requests,
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=DELETE_BATCH_SIZE,
+    create=DeleteObject,
+)

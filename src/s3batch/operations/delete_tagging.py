@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import StorageError
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.operations.tagging import TAGGING_PROBE
 
 NAME = "S3DeleteObjectTagging"
 
@@ -31,4 +41,16 @@ class DeleteTagging(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, DeleteTagging)
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),),
+        bucket_actions=(),
+        extra=no_extra_needs,
+    ),
+    requests=PerTask(pricing.DELETE, 1),
+    probe=TAGGING_PROBE,
+    batch_size=UNBATCHED,
+    create=DeleteTagging,
+)

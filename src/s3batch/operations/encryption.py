@@ -17,11 +17,22 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
+from s3batch.domain.objects import KmsEncryption
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import KmsEncryption
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    CapabilityProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3UpdateObjectEncryption"
 #: The model's KMSKeyArn pattern, and its length limits in characters.
@@ -71,4 +82,24 @@ class UpdateObjectEncryption(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, UpdateObjectEncryption)
+async def check_encryption(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, params: Mapping[str, Any]
+) -> str | None:
+    sse = params.get("ObjectEncryption", {}).get("SSEKMS", {})
+    await store.update_encryption(bucket, key, KmsEncryption(str(sse.get("KMSKeyArn", ""))), vid)
+    if (await store.head(bucket, key)).encryption != "SSE-KMS":
+        return "the object was not SSE-KMS encrypted afterwards"
+    return None
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:UpdateObjectEncryption"),), bucket_actions=(), extra=no_extra_needs
+    ),
+    requests=PerTask(pricing.COPY, 1),
+    probe=CapabilityProbe("SSE-KMS encryption", check_encryption),
+    batch_size=UNBATCHED,
+    create=UpdateObjectEncryption,
+)

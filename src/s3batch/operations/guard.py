@@ -12,8 +12,8 @@ from typing import Any
 
 from s3batch.domain.roles import Denial, Role, first_denied
 from s3batch.domain.task import Task, TaskResult
+from s3batch.operations.actions import Permissions
 from s3batch.operations.base import Operation
-from s3batch.operations.permissions import task_needs
 
 #: Decisions remembered per (bucket, versioned); a job touching more buckets recomputes.
 MAX_CACHED_DECISIONS = 10_000
@@ -24,15 +24,15 @@ ACCESS_DENIED_STATUS = 403
 class RoleCheck:
     """Decides, per task, whether the role grants everything the operation needs there."""
 
-    def __init__(self, role: Role, operation: str, params: Mapping[str, Any]) -> None:
-        self.role, self.operation, self.params = role, operation, params
+    def __init__(self, role: Role, permissions: Permissions, params: Mapping[str, Any]) -> None:
+        self.role, self.permissions, self.params = role, permissions, params
         self._decisions: dict[tuple[str, bool], Denial | None] = {}
 
     def denial(self, task: Task) -> Denial | None:
         key = (task.bucket, bool(task.version_id))
         if key in self._decisions:
             return self._decisions[key]
-        denial = first_denied(self.role, task_needs(self.operation, self.params, *key))
+        denial = first_denied(self.role, self.permissions.needs(self.params, *key))
         if len(self._decisions) < MAX_CACHED_DECISIONS:
             self._decisions[key] = denial
         return denial

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.lambda_contract import (
     SCHEMA_VERSIONS,
     build_event,
@@ -21,13 +22,15 @@ from s3batch.domain.lambda_contract import (
     opaque_id,
     task_id_for,
 )
+from s3batch.domain.roles import FUNCTION, Need
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, ConfigError
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool
 from s3batch.functions.registry import check_function_arn
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind
+from s3batch.operations.actions import Permissions
+from s3batch.operations.base import UNBATCHED, NoProbe, Operation, OperationContext, OperationKind, PerTask
 from s3batch.storage.config import to_dict
 
 NAME = "LambdaInvoke"
@@ -134,4 +137,17 @@ class LambdaInvoke(Operation):
         await self.pool.close()
 
 
-KIND = OperationKind(NAME, validate, LambdaInvoke)
+def function_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tuple[Need, ...]:
+    """lambda:InvokeFunction on the job's function (nothing on the task's object)."""
+    return (Need("lambda:InvokeFunction", str(params.get("FunctionArn", "")), FUNCTION),)
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(object_actions=(), bucket_actions=(), extra=function_needs),
+    requests=PerTask(pricing.LAMBDA_INVOKE, 1),
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=UNBATCHED,
+    create=LambdaInvoke,
+)

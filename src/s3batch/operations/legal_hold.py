@@ -11,10 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import GET_LOCK_CONFIGURATION, Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    CapabilityProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3PutObjectLegalHold"
 STATUSES = ("ON", "OFF")
@@ -48,4 +59,26 @@ class PutObjectLegalHold(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, PutObjectLegalHold)
+async def check_legal_hold(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    await store.put_legal_hold(bucket, key, "ON", vid)
+    if (await store.head(bucket, key, vid)).legal_hold != "ON":
+        return "the legal hold did not read back as ON"
+    await store.put_legal_hold(bucket, key, "OFF", vid)
+    return None
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:PutObjectLegalHold"),),
+        bucket_actions=(GET_LOCK_CONFIGURATION,),
+        extra=no_extra_needs,
+    ),
+    requests=PerTask(pricing.PUT, 1),
+    probe=CapabilityProbe("Object Lock legal holds", check_legal_hold),
+    batch_size=UNBATCHED,
+    create=PutObjectLegalHold,
+)

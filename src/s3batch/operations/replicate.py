@@ -23,12 +23,23 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.arn import bucket_from_arn
+from s3batch.domain.objects import ReplicationRule
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import CopyOptions, ReplicationRule
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    NoProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.base import CopyOptions
 
 NAME = "S3ReplicateObject"
 NO_CONFIGURATION = "ReplicationConfigurationNotFoundError"
@@ -97,4 +108,16 @@ class ReplicateObject(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, ReplicateObject)
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:InitiateReplication"),),
+        bucket_actions=("s3:GetReplicationConfiguration",),
+        extra=no_extra_needs,
+    ),
+    requests=PerTask(pricing.COPY, 1),
+    probe=NoProbe.PLAIN_DATA_PATH,
+    batch_size=UNBATCHED,
+    create=ReplicateObject,
+)

@@ -20,10 +20,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from s3batch.domain import pricing
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
+from s3batch.operations.actions import Permissions, no_extra_needs, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    CapabilityProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3InitiateRestoreObject"
 TIERS = ("BULK", "STANDARD")
@@ -69,4 +80,25 @@ class InitiateRestore(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, InitiateRestore)
+async def check_restore(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    try:
+        await store.restore(bucket, key, 1, "Standard", vid)
+    except StorageError as exc:
+        if exc.code != "InvalidObjectState":  # the API exists: the scratch object is not archived
+            raise
+    return None
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:RestoreObject"),), bucket_actions=(), extra=no_extra_needs
+    ),
+    requests=PerTask(pricing.POST, 1),
+    probe=CapabilityProbe("restore from archive", check_restore),
+    batch_size=UNBATCHED,
+    create=InitiateRestore,
+)

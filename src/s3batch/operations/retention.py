@@ -13,19 +13,33 @@ unexpired COMPLIANCE retention is in force. That HEAD also makes a missing objec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from s3batch.domain import pricing
+from s3batch.domain.objects import ObjectInfo, Retention
+from s3batch.domain.roles import Need
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
-from s3batch.operations.base import Operation, OperationContext, OperationKind, storage_failure
-from s3batch.storage.base import ObjectInfo, Retention
+from s3batch.operations.actions import GET_LOCK_CONFIGURATION, Permissions, object_action
+from s3batch.operations.base import (
+    UNBATCHED,
+    CapabilityProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    PerTask,
+    storage_failure,
+)
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 NAME = "S3PutObjectRetention"
 MODES = ("COMPLIANCE", "GOVERNANCE")
 #: What S3 answers when a COMPLIANCE retention would be weakened.
 COMPLIANCE_REFUSAL = ("AccessDenied", 403)
+#: GOVERNANCE retention the capability probe sets and removes again (never COMPLIANCE: it could not).
+PROBE_RETENTION = timedelta(days=1)
 
 
 def validate(params: Mapping[str, Any]) -> None:
@@ -99,4 +113,34 @@ class PutObjectRetention(Operation):
         return TaskResult.ok()
 
 
-KIND = OperationKind(NAME, validate, PutObjectRetention)
+def bypass_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tuple[Need, ...]:
+    """BypassGovernanceRetention needs its own action."""
+    if params.get("BypassGovernanceRetention"):
+        return (Need("s3:BypassGovernanceRetention", bucket),)
+    return ()
+
+
+async def check_retention(
+    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
+) -> str | None:
+    until = (datetime.now(UTC) + PROBE_RETENTION).replace(microsecond=0)
+    await store.put_retention(bucket, key, Retention("GOVERNANCE", until), vid)
+    if (await store.head(bucket, key, vid)).lock_mode != "GOVERNANCE":
+        return "the retention did not read back as GOVERNANCE"
+    await store.put_retention(bucket, key, Retention(), vid, bypass_governance=True)
+    return None
+
+
+KIND = OperationKind(
+    name=NAME,
+    validate=validate,
+    permissions=Permissions(
+        object_actions=(object_action("s3:PutObjectRetention"),),
+        bucket_actions=(GET_LOCK_CONFIGURATION,),
+        extra=bypass_needs,
+    ),
+    requests=PerTask(pricing.PUT, 1),
+    probe=CapabilityProbe("Object Lock retention", check_retention),
+    batch_size=UNBATCHED,
+    create=PutObjectRetention,
+)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from s3batch.storage.base import ObjectInfo
+from s3batch.domain.objects import ObjectInfo
 
 #: The notification test message S3 sends when a destination is configured.
 TEST_EVENT = "s3:TestEvent"

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote_plus
 
+from s3batch.domain.function import FunctionSpec
 from s3batch.domain.report import ReportRow, ResultFile, manifest_key, render_manifest, render_rows
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.execute import build_operation, execute_task
 from s3batch.errors import StorageError
 from s3batch.functions.pool import FunctionPool
-from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.operations.base import JobContext
 from s3batch.pipelines.config import OnSuccess, PipelineConfig
 from s3batch.pipelines.events import ObjectEvent, from_listing, to_record
 from s3batch.pipelines.notify.base import Delivery

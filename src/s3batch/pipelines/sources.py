@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
 from s3batch.pipelines.config import PipelineConfig
 from s3batch.pipelines.events import EventError, parse_payload
 from s3batch.pipelines.runner import ERROR_SUFFIX, Pipeline
 from s3batch.pipelines.uploads import abort_stale_uploads
-from s3batch.storage.base import ObjectInfo
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from typing import Any
 from s3batch.errors import BadRequest, ConfigError, StorageError
 from s3batch.pipelines.config import PipelineConfig
 from s3batch.storage.base import ObjectStore
-from s3batch.storage.config import S3Config, StorageConfig
+from s3batch.storage.capabilities import multipart_upload_store
+from s3batch.storage.config import S3Config, StorageConfig, can_presign
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def presign_put(
     """A presigned PUT for `key` in the pipeline's staging bucket. Blocking (botocore reads the
     credential chain): call it through asyncio.to_thread from async code."""
     check_upload(cfg, key, content_type, expires_s)
-    if not isinstance(storage, S3Config):
+    if not can_presign(storage):
         raise ConfigError("presigned URLs need an S3 store; a folder store has no URL to sign")
     signed_at = now or datetime.now(UTC)
     url = _s3_client(storage).generate_presigned_url(
@@ -111,14 +112,17 @@ async def abort_stale_uploads(
     """Abort the bucket's multipart uploads started more than `max_age_s` before `now`.
 
     Returns how many were aborted. An upload that vanished meanwhile (completed by its client,
-    or aborted by another sweep) is not an error.
+    or aborted by another sweep) is not an error; a store without multipart uploads has none.
     """
+    uploads = multipart_upload_store(store)
+    if uploads is None:
+        return 0
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=max_age_s)
-    stale = [u async for u in store.list_multipart_uploads(bucket) if u.initiated <= cutoff]
+    stale = [u async for u in uploads.list_multipart_uploads(bucket) if u.initiated <= cutoff]
     aborted = 0
     for upload in stale:
         try:
-            await store.abort_multipart_upload(bucket, upload.key, upload.upload_id)
+            await uploads.abort_multipart_upload(bucket, upload.key, upload.upload_id)
         except StorageError as exc:
             if exc.code != "NoSuchUpload":
                 raise

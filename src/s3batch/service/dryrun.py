@@ -3,7 +3,8 @@
 It validates the request, reads the manifest (or materializes an inventory / runs the generator
 with every filter, into a throw-away spool), HEADs the objects to learn their sizes and which
 are missing (all of them up to HEAD_ALL_LIMIT; beyond that a deterministic random sample of
-SAMPLE_SIZE, extrapolated), and prices the job with domain.pricing. The duration estimate uses
+SAMPLE_SIZE, extrapolated), and prices the job: the operation kind counts its requests
+(`OperationKind.requests`), domain.pricing holds the prices. The duration estimate uses
 the throughput of the most recent finished job with the same operation in this S3BATCH_HOME, or
 a documented assumption when there is none.
 """
@@ -21,13 +22,14 @@ from typing import Any
 
 from s3batch.domain.job import Job, JobStatus
 from s3batch.domain.manifest import CsvManifestParser
-from s3batch.domain.pricing import estimate
+from s3batch.domain.pricing import CostEstimate, job_requests, price
 from s3batch.domain.task import Task
 from s3batch.errors import StorageError
+from s3batch.operations import kind_of
 from s3batch.service.jobs import JobService, validated
+from s3batch.service.manifest_source import ManifestSource
 from s3batch.service.manifests import SPOOL_BUCKET, materialize, needs_materializing, spool_key
-from s3batch.service.runner import ManifestSource
-from s3batch.storage.base import ObjectStore
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 from s3batch.storage.config import StorageConfig, open_store
 from s3batch.storage.local import LocalStore
 
@@ -117,7 +119,8 @@ async def _summary(
 ) -> dict[str, Any]:
     scale = scan.tasks / len(scan.sample) if scan.sample else 0.0
     rate, source = await _throughput(service, job.operation_name)
-    cost = estimate(job.operation_name, scan.tasks, len(scan.buckets))
+    name, params = next(iter(job.request["Operation"].items()))
+    cost = estimate(name, params, scan.tasks, len(scan.buckets))
     return {
         "Operation": job.operation_name,
         "TotalNumberOfTasks": scan.tasks,
@@ -137,6 +140,17 @@ async def _summary(
             "Total": round(cost.total_usd, 6),
         },
     }
+
+
+def requests_for(operation: str, params: Mapping[str, Any], tasks: int, buckets: int = 1) -> dict[str, int]:
+    """Requests a job of `operation` makes for `tasks` objects in `buckets` buckets (plus the
+    manifest GET)."""
+    return job_requests(kind_of(operation).requests(params, tasks, buckets))
+
+
+def estimate(operation: str, params: Mapping[str, Any], tasks: int, buckets: int = 1) -> CostEstimate:
+    """The AWS-equivalent cost of such a job."""
+    return price(kind_of(operation).requests(params, tasks, buckets), tasks)
 
 
 async def _throughput(service: JobService, operation: str) -> tuple[float, str]:

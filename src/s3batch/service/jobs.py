@@ -19,10 +19,11 @@ from s3batch.domain.request import (
 )
 from s3batch.domain.roles import RoleBook, RoleRef, parse_role_arn
 from s3batch.errors import AccessDenied, BadRequest, InvalidNextToken, JobStatusError, NotFound
-from s3batch.operations import get_kind
+from s3batch.operations import get_kind, operation_names
 from s3batch.service.identity import current_key
 from s3batch.settings import Settings
-from s3batch.storage.config import S3Config, StorageConfig, to_dict
+from s3batch.storage.config import StorageConfig, endpoint_for_handlers, to_dict
+from s3batch.store import open_job_store
 from s3batch.store.base import JobStore
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ class JobService:
 
 def validated(request: Mapping[str, Any]) -> dict[str, Any]:
     """The normalized request, after the envelope and the operation's own checks."""
-    normalized = normalize_create_job(request)
+    normalized = normalize_create_job(request, operations=operation_names())
     name, params = next(iter(normalized["Operation"].items()))
     get_kind(name).validate(params)
     return normalized
@@ -240,9 +241,9 @@ def passed_role(normalized: Mapping[str, Any], account_id: str, roles: RoleBook 
 def _function_env(storage: StorageConfig, region: str) -> dict[str, str]:
     """Environment for handler processes, so boto3 inside a handler reaches the same store."""
     env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region}
-    if isinstance(storage, S3Config) and storage.endpoint_url:
-        env["AWS_ENDPOINT_URL"] = storage.endpoint_url
-        env["AWS_ENDPOINT_URL_S3"] = storage.endpoint_url
+    if endpoint := endpoint_for_handlers(storage):
+        env["AWS_ENDPOINT_URL"] = endpoint
+        env["AWS_ENDPOINT_URL_S3"] = endpoint
     return env
 
 
@@ -257,10 +258,8 @@ def _decode_token(token: str) -> tuple[float, str]:
 
 
 async def using_service(settings: Settings, fn: Callable[[JobService], Awaitable[T]]) -> T:
-    """Run `fn` with a JobService on the SQLite job store of `settings`, closing it after."""
-    from s3batch.store.sqlite import SqliteJobStore
-
-    store = SqliteJobStore(settings.db_path)
+    """Run `fn` with a JobService on the job store of `settings`, closing it after."""
+    store = open_job_store(settings)
     try:
         return await fn(JobService(settings, store))
     finally:

@@ -57,8 +57,9 @@ from s3batch.domain.inventory import (
 )
 from s3batch.domain.job import Job
 from s3batch.domain.manifest import LineSplitter, ManifestFormat, RawLine
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import ManifestError, StorageError
-from s3batch.storage.base import ObjectInfo, ObjectStore
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 #: Fields of a materialized manifest.
 MATERIALIZED_FIELDS = ("Bucket", "Key", "VersionId")

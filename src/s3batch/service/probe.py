@@ -8,6 +8,10 @@ makes the operation's kind of call on it, reads the object back (body and the ef
 deletes it. A job the endpoint cannot do fails in Preparing with FailureCode
 `EndpointCapability` instead of failing — or damaging — every object.
 
+Each operation kind states its own check (`KIND.probe`: the feature and the call to make, or
+`NoProbe.PLAIN_DATA_PATH` for operations that only read, copy or delete); this module is the
+framework around it: the scratch object, reading its body back, the verdict.
+
 A call that got no answer at all (connection refused or reset, a TLS certificate refused, no
 answer in time) says nothing about what the endpoint supports: the job then fails with
 FailureCode `EndpointUnreachable` and the underlying reason.
@@ -16,101 +20,22 @@ FailureCode `EndpointUnreachable` and the underlying reason.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from s3batch.domain.job import FailureReason
 from s3batch.domain.task import Task
 from s3batch.errors import StorageError
-from s3batch.storage.base import AclSpec, KmsEncryption, ObjectStore, Retention
+from s3batch.operations import kind_of
+from s3batch.operations.base import CapabilityProbe
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
 #: Key prefix of scratch objects; the probe deletes its object when done.
 PROBE_PREFIX = ".s3batch-probe/"
 PROBE_BODY = b"s3batch capability probe: this object is deleted right after the check\n"
-#: GOVERNANCE retention the probe sets and removes again (never COMPLIANCE: it could not).
-PROBE_RETENTION = timedelta(days=1)
 #: StorageError codes the S3 adapter (storage/s3.py, storage/lean.py) gives a call that got no
 #: HTTP answer: the endpoint was not reached, or did not answer in time.
 UNREACHABLE_CODES = frozenset({"ConnectionError", "RequestTimeout", "TLSError"})
-
-Target = tuple[ObjectStore, str, str, "str | None"]  # store, bucket, key, version id
-Probe = Callable[[ObjectStore, str, str, "str | None", Mapping[str, Any]], Awaitable["str | None"]]
-
-
-async def _tagging(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
-) -> str | None:
-    tags = {"s3batch-probe": "1"}
-    await store.put_tags(bucket, key, tags, vid)
-    if await store.get_tags(bucket, key, vid) != tags:
-        return "object tags did not read back as written"
-    await store.delete_tags(bucket, key, vid)
-    if await store.get_tags(bucket, key, vid):
-        return "DeleteObjectTagging left tags behind"
-    return None
-
-
-async def _acl(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
-) -> str | None:
-    await store.put_acl(bucket, key, AclSpec(canned="private"), vid)
-    return None  # the body check after every probe catches servers that truncate the object
-
-
-async def _legal_hold(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
-) -> str | None:
-    await store.put_legal_hold(bucket, key, "ON", vid)
-    if (await store.head(bucket, key, vid)).legal_hold != "ON":
-        return "the legal hold did not read back as ON"
-    await store.put_legal_hold(bucket, key, "OFF", vid)
-    return None
-
-
-async def _retention(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
-) -> str | None:
-    until = (datetime.now(UTC) + PROBE_RETENTION).replace(microsecond=0)
-    await store.put_retention(bucket, key, Retention("GOVERNANCE", until), vid)
-    if (await store.head(bucket, key, vid)).lock_mode != "GOVERNANCE":
-        return "the retention did not read back as GOVERNANCE"
-    await store.put_retention(bucket, key, Retention(), vid, bypass_governance=True)
-    return None
-
-
-async def _restore(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
-) -> str | None:
-    try:
-        await store.restore(bucket, key, 1, "Standard", vid)
-    except StorageError as exc:
-        if exc.code != "InvalidObjectState":  # the API exists: the scratch object is not archived
-            raise
-    return None
-
-
-async def _encryption(
-    store: ObjectStore, bucket: str, key: str, vid: str | None, params: Mapping[str, Any]
-) -> str | None:
-    sse = params.get("ObjectEncryption", {}).get("SSEKMS", {})
-    await store.update_encryption(bucket, key, KmsEncryption(str(sse.get("KMSKeyArn", ""))), vid)
-    if (await store.head(bucket, key)).encryption != "SSE-KMS":
-        return "the object was not SSE-KMS encrypted afterwards"
-    return None
-
-
-#: Operation name → (feature, check). Operations that only read, copy or delete use the plain
-#: data path every S3 server implements and need no probe.
-PROBES: Mapping[str, tuple[str, Probe]] = {
-    "S3PutObjectTagging": ("object tagging", _tagging),
-    "S3DeleteObjectTagging": ("object tagging", _tagging),
-    "S3PutObjectAcl": ("object ACLs", _acl),
-    "S3PutObjectLegalHold": ("Object Lock legal holds", _legal_hold),
-    "S3PutObjectRetention": ("Object Lock retention", _retention),
-    "S3InitiateRestoreObject": ("restore from archive", _restore),
-    "S3UpdateObjectEncryption": ("SSE-KMS encryption", _encryption),
-}
 
 
 async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -> FailureReason | None:
@@ -123,10 +48,10 @@ async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -
         if unversioned is not None:
             return unversioned
     bucket = first.bucket
-    entry = PROBES.get(name)
-    if entry is None:
+    capability = kind_of(name).probe
+    if not isinstance(capability, CapabilityProbe):  # the plain data path: nothing to check
         return None
-    feature, check = entry
+    feature, check = capability.feature, capability.check
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
     try:
         info = await store.put_bytes(bucket, key, PROBE_BODY, content_type="text/plain")

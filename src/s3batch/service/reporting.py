@@ -3,8 +3,9 @@
     <Prefix>/job-<id>/manifest.json
     <Prefix>/job-<id>/results/<40-hex>.csv     one file per task status that has rows
 
-Rows stream from the job store into temporary files (memory stays flat in job size), the MD5 is
-taken while writing, and manifest.json goes last so a reader that finds it finds every file.
+Each status's report lines stream from the job store, byte for byte as stored, into temporary
+files (memory stays flat in job size; no row is parsed or rendered again), the MD5 is taken while
+writing, and manifest.json goes last so a reader that finds it finds every file.
 A report is written for Complete, Failed and Cancelled jobs when at least one task ran.
 """
 
@@ -18,15 +19,7 @@ from typing import IO
 
 from s3batch.domain.arn import bucket_from_arn
 from s3batch.domain.job import FailureReason, Job
-from s3batch.domain.report import (
-    ReportRow,
-    ReportScope,
-    ResultFile,
-    manifest_key,
-    render_manifest,
-    render_row,
-    results_key,
-)
+from s3batch.domain.report import ReportScope, ResultFile, manifest_key, render_manifest, results_key
 from s3batch.errors import StorageError
 from s3batch.service.probe import unreachable, unreachable_reason
 from s3batch.storage.base import ObjectStore
@@ -39,22 +32,22 @@ WRITE_CHECK_BODY = b"s3batch: checking that the completion report can be written
 
 
 class _ResultsFile:
+    """One status's results file: the stored lines, written as they are, MD5 taken meanwhile."""
+
     def __init__(self, directory: Path, status: str) -> None:
         self.path = directory / f"{status}.csv"
-        self.handle: IO[str] = self.path.open("w", newline="", encoding="utf-8")
-        self.rows = 0
+        self.handle: IO[bytes] = self.path.open("wb")
+        self.digest = hashlib.md5(usedforsecurity=False)
+        self.size = 0
 
-    def write(self, row: ReportRow) -> None:
-        self.handle.write(render_row(row))
-        self.rows += 1
+    def write(self, lines: bytes) -> None:
+        self.handle.write(lines)
+        self.digest.update(lines)
+        self.size += len(lines)
 
     def finish(self) -> str:
         self.handle.close()
-        digest = hashlib.md5(usedforsecurity=False)
-        with self.path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
+        return self.digest.hexdigest()
 
 
 async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str | None:
@@ -67,14 +60,13 @@ async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str |
     wanted = ("failed",) if spec.get("ReportScope") == ReportScope.FAILED_ONLY else STATUSES
     with tempfile.TemporaryDirectory(prefix="s3batch-report-") as tmp:
         files = {status: _ResultsFile(Path(tmp), status) for status in wanted}
-        async for rows in store.report_rows(job.job_id):
-            for row in rows:
-                if row.status in files:
-                    files[row.status].write(row)
+        async for chunk in store.report_lines(job.job_id, wanted):
+            for status, lines in chunk.items():
+                files[status].write(lines)
         written = []
         for status, results in files.items():
             md5 = results.finish()
-            if results.rows == 0:
+            if results.size == 0:  # no rows of this status
                 continue
             name = hashlib.sha1(f"{job.job_id}:{status}".encode(), usedforsecurity=False).hexdigest()
             key = results_key(prefix, job.job_id, name)

@@ -26,7 +26,7 @@ from typing import Any
 
 from s3batch.domain.roles import Role, RoleBook, Statement
 from s3batch.errors import ConfigError
-from s3batch.storage.config import S3Config, StorageConfig
+from s3batch.storage.config import StorageConfig, signs_with_profile
 
 SERVER_FILE = "server.toml"
 _ROLE_FIELDS = {"account_id", "name", "profile", "endpoint_url", "region", "allow"}
@@ -103,7 +103,7 @@ def _statement(entry: Any, where: str) -> Statement:
 def role_storage(role: Role, storage: StorageConfig) -> StorageConfig:
     """The store as the role's tasks reach it: its profile, endpoint and region over the
     server's. A local folder has no credentials: only the allow-list applies there."""
-    if not isinstance(storage, S3Config):
+    if not signs_with_profile(storage):
         return storage
     return dataclasses.replace(
         storage,
@@ -111,3 +111,14 @@ def role_storage(role: Role, storage: StorageConfig) -> StorageConfig:
         endpoint_url=role.endpoint_url or storage.endpoint_url,
         region=role.region or storage.region,
     )
+
+
+def role_env(role: Role | None, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a job's function handlers: their boto3 signs with the role's profile
+    and reaches its endpoint too."""
+    if role is None:
+        return env
+    extra = {"AWS_PROFILE": role.profile} if role.profile else {}
+    if role.endpoint_url:
+        extra |= {"AWS_ENDPOINT_URL": role.endpoint_url, "AWS_ENDPOINT_URL_S3": role.endpoint_url}
+    return {**env, **extra}

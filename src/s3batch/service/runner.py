@@ -5,68 +5,47 @@ New → Preparing → (Suspended) → Ready → Active → Completing → Comple
                                          Active → Cancelling → Cancelled (user)
                                          Active → Failing → Failed (failure threshold)
 Preparing → Failed (manifest unreadable, ETag mismatch, parse error naming the line)
+
+The manifest is read through service.manifest_source; chunks, finished tasks' report lines and
+their durable writes are kept by service.progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import collections
 import contextlib
-import itertools
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from s3batch.domain.arn import object_from_arn
-from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
-from s3batch.domain.manifest import Block, CsvLayout, CsvManifestParser, LineSplitter
-from s3batch.domain.report import ReportRow, outcome_fields
+from s3batch.domain.function import FunctionSpec
+from s3batch.domain.job import FailureReason, Job, JobStatus
 from s3batch.domain.roles import Role, RoleBook, first_denied
-from s3batch.domain.task import Task, TaskResult
+from s3batch.domain.task import Task
 from s3batch.engines.base import Engine
 from s3batch.errors import ConfigError, ManifestError, StorageError
-from s3batch.operations.base import FunctionSpec, JobContext
+from s3batch.operations.base import JobContext
 from s3batch.operations.permissions import job_needs, task_needs
-from s3batch.service.manifests import (
-    MATERIALIZED_FIELDS,
-    SPOOL_BUCKET,
-    materialize,
-    needs_materializing,
-    spool_key,
-)
+from s3batch.service.manifest_source import ManifestSource
+from s3batch.service.manifests import SPOOL_BUCKET, materialize, needs_materializing, spool_key
 from s3batch.service.probe import probe
+from s3batch.service.progress import ActiveRun, pending_tasks, plan_chunks
 from s3batch.service.reporting import check_destination, write_report
-from s3batch.service.roles import role_storage
-from s3batch.storage.base import ObjectStore
+from s3batch.service.roles import role_env, role_storage
+from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 from s3batch.storage.config import from_dict, open_store
 from s3batch.storage.local import LocalStore
 from s3batch.storage.retrying import RetryingStore
-from s3batch.store.base import Chunk, FinishedTask, JobStore
+from s3batch.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
-#: Tasks per chunk, the unit of durable progress and of report compaction.
-CHUNK_TASKS = 1000
-#: Chunk rows written to the store per transaction while preparing.
-CHUNK_INSERT_BATCH = 500
-#: Finished tasks are written at least this often (seconds) or every FLUSH_MAX_ROWS rows.
-#: A crash can redo only tasks in flight plus those finished within the last interval.
-FLUSH_INTERVAL_S = 0.1
-FLUSH_MAX_ROWS = 2000
 #: How often a running job checks for a cancel request, in seconds.
 STATUS_POLL_S = 0.5
 SUSPENDED_CAUSE = "Awaiting confirmation: update-job-status --requested-job-status Ready"
-#: Bytes read from the manifest per request.
-MANIFEST_READ_BYTES = 1 << 20
-#: A manifest up to this size, in bytes, read by Preparing is kept in memory for the Active
-#: phase that follows in the same drive (no second HEAD + GET; Active runs exactly the bytes
-#: Preparing validated). Larger ones are read again.
-MANIFEST_KEEP_BYTES = 8 << 20
 
 
 class _Stop(Exception):
@@ -224,29 +203,13 @@ class JobRunner:
         )
 
     async def _plan_chunks(self, job: Job, objects: ObjectStore) -> tuple[int, Task | None]:
-        """Read the whole manifest once: validate every line and record chunk boundaries.
-        Returns the task count and the first task."""
+        """Cut the manifest into chunks (service.progress); returns the task count and the first
+        task. A small manifest stays in memory for the Active phase of this drive."""
         source = await ManifestSource.open(job, objects, self._spool())
-        parser = CsvManifestParser(source.layout)
-        plan = _ChunkPlan()
-        first: Task | None = None
-        async for block in source.blocks(0, 1, keep=True):
-            plain = parser.count_block(block)
-            if plain is not None:  # one task per line: only chunk starts need offsets
-                plan.add_block(block, plain)
-            else:
-                for line in block.lines():
-                    task = parser.parse(line, plan.seq)
-                    if task is not None:
-                        first = first or task
-                        plan.add_task(line.number, line.offset)
-            if len(plan.unsaved) >= CHUNK_INSERT_BATCH:
-                await self.store.add_chunks(job.job_id, plan.take())
-        plan.close()
-        await self.store.add_chunks(job.job_id, plan.take())
+        total, first = await plan_chunks(self.store, job.job_id, source)
         if source.kept is not None:
             self._kept[job.job_id] = source
-        return plan.seq, first
+        return total, first
 
     # -- Active -------------------------------------------------------------------------
 
@@ -256,7 +219,7 @@ class JobRunner:
             source = source or await ManifestSource.open(job, objects, self._spool())
         except (ManifestError, StorageError) as exc:
             return await self._leave_active(job, JobStatus.FAILING, (_failure(exc),))
-        run = _Run(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
+        run = ActiveRun(self.store, job.job_id, succeeded=job.progress.succeeded, failed=job.progress.failed)
         consume = asyncio.create_task(self._consume(job, source, run))
         watch = asyncio.create_task(self._watch(job.job_id, consume))
         try:
@@ -311,14 +274,9 @@ class JobRunner:
             for other in await self.store.runnable_jobs()
         )
 
-    async def _consume(self, job: Job, source: ManifestSource, run: _Run) -> None:
-        pending = await self.store.pending_chunks(job.job_id)
-        started = job.progress.succeeded + job.progress.failed > 0  # else no chunk has rows yet
-        for chunk in pending:
-            recorded = await self.store.chunk_progress(job.job_id, chunk.chunk_no) if started else {}
-            run.open_chunk(chunk, recorded)
-        await run.complete_full_chunks()
-        tasks = _pending_tasks(source, pending, run)
+    async def _consume(self, job: Job, source: ManifestSource, run: ActiveRun) -> None:
+        pending = await run.open_pending(resumed=job.progress.done > 0)
+        tasks = pending_tasks(source, pending, run)
         results = self.engine.run(self._context(job), job.request["Operation"], tasks)
         try:
             async for finished in results:
@@ -330,10 +288,9 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await results.aclose()  # type: ignore[attr-defined]
         if run.chunks:  # every task must have a result before the job may complete
-            missing = sum(c.n_tasks - run.finished_in_chunk[n] for n, c in run.chunks.items())
             raise _Stop(
                 JobStatus.FAILING,
-                (FailureReason("InternalError", f"{missing} tasks finished without a result"),),
+                (FailureReason("InternalError", f"{run.missing} tasks finished without a result"),),
             )
 
     def _context(self, job: Job) -> JobContext:
@@ -349,7 +306,7 @@ class JobRunner:
             if function
             else None,
             function_workers=self.function_workers,
-            function_env=_role_env(role, job.runtime.get("function_env", {})),
+            function_env=role_env(role, job.runtime.get("function_env", {})),
             role=role,
         )
 
@@ -375,296 +332,12 @@ class JobRunner:
         return await self._move(job, [job.status], final, **fields)
 
 
-@dataclass(slots=True)
-class _Run:
-    """Book-keeping of an Active run: where each task belongs, buffered results, counters."""
-
-    store: JobStore
-    job_id: str
-    chunks: dict[int, Chunk] = field(default_factory=dict)
-    #: Every chunk opened, by first_seq, for bisecting; closed ones stay (looked up in chunks).
-    starts: list[int] = field(default_factory=list)
-    opened: list[Chunk] = field(default_factory=list)
-    finished_in_chunk: dict[int, int] = field(default_factory=dict)
-    done_idx: dict[int, set[int]] = field(default_factory=dict)
-    buffer: list[FinishedTask] = field(default_factory=list)
-    last_flush: float = field(default_factory=time.monotonic)
-    #: The write started by the latest flush, if any (see _flush_behind).
-    writing: asyncio.Task[None] | None = None
-    succeeded: int = 0
-    failed: int = 0
-
-    def open_chunk(self, chunk: Chunk, recorded: dict[int, ReportRow]) -> None:
-        self.chunks[chunk.chunk_no] = chunk
-        self.starts.append(chunk.first_seq)  # pending chunks arrive in seq order
-        self.opened.append(chunk)
-        self.finished_in_chunk[chunk.chunk_no] = len(recorded)
-        self.done_idx[chunk.chunk_no] = set(recorded)
-
-    def chunk_of(self, seq: int) -> Chunk | None:
-        i = bisect.bisect_right(self.starts, seq) - 1
-        if i < 0:
-            return None
-        chunk = self.opened[i]
-        inside = seq < chunk.first_seq + chunk.n_tasks
-        return chunk if inside and chunk.chunk_no in self.chunks else None
-
-    async def add_many(self, finished: Sequence[tuple[Task, TaskResult]]) -> None:
-        """Buffer tasks that finished together; start a write when the buffer is due."""
-        buffer, ok = self.buffer, 0
-        last: TaskResult | None = None  # a batch's tasks often share one result object
-        chunk, end = None, -1  # the chunk of the previous task, and where it ends
-        for task, result in finished:
-            if chunk is None or not chunk.first_seq <= task.seq < end:
-                chunk = self.chunk_of(task.seq)
-                assert chunk is not None, f"task {task.seq} belongs to no open chunk"
-                end = chunk.first_seq + chunk.n_tasks
-            if result is not last:
-                last, outcome, succeeded = result, outcome_fields(result), result.succeeded
-            ok += succeeded
-            row = ReportRow.with_outcome(task, outcome)
-            buffer.append(FinishedTask(chunk.chunk_no, task.seq - chunk.first_seq, row))
-        self.succeeded += ok
-        self.failed += len(finished) - ok
-        if len(buffer) >= FLUSH_MAX_ROWS or time.monotonic() - self.last_flush >= FLUSH_INTERVAL_S:
-            await self._flush_behind()
-
-    async def _flush_behind(self) -> None:
-        """Start writing the buffer while tasks keep finishing, one write at a time.
-
-        The SQLite work runs in a thread; awaiting it here stalled the engine for every
-        write (profiled: about a quarter of a no-op job's wall time). Rows become durable as soon as
-        before, one write later at most; the consumer waits only when the previous write is
-        still going and FLUSH_MAX_ROWS rows have piled up again (bounded memory).
-        """
-        writing = self.writing
-        if writing is not None:
-            if not writing.done():
-                if len(self.buffer) < FLUSH_MAX_ROWS:
-                    return
-                await asyncio.shield(writing)  # a cancelled run still lets the write finish
-            self.writing = None
-            writing.result()  # a failed write fails the run, as an awaited one did
-        self.last_flush = time.monotonic()
-        batch, self.buffer = self.buffer, []
-        self.writing = asyncio.create_task(self._write(batch))
-
-    async def flush(self) -> None:
-        """Write everything finished so far and wait for it (end of a run, stop, cancel)."""
-        if self.writing is not None:
-            writing, self.writing = self.writing, None
-            await writing
-        self.last_flush = time.monotonic()
-        if not self.buffer:
-            return
-        batch, self.buffer = self.buffer, []
-        await self._write(batch)
-
-    async def _write(self, batch: list[FinishedTask]) -> None:
-        """Record `batch`; the chunks it finishes are compacted in the same write."""
-        added = collections.Counter(item.chunk_no for item in batch)
-        finished, chunks = self.finished_in_chunk, self.chunks
-        full = {no: chunks[no].n_tasks for no, n in added.items() if finished[no] + n >= chunks[no].n_tasks}
-        await self.store.record(self.job_id, batch, full)
-        for no, n in added.items():
-            finished[no] += n
-        for no in full:
-            self._close(no)
-
-    def _close(self, chunk_no: int) -> None:
-        del self.chunks[chunk_no], self.finished_in_chunk[chunk_no], self.done_idx[chunk_no]
-
-    async def complete_full_chunks(self) -> None:
-        """Compact every open chunk whose rows were all recorded before a crash."""
-        for no in sorted(self.chunks):
-            chunk = self.chunks[no]
-            if self.finished_in_chunk[no] >= chunk.n_tasks:
-                await self.store.complete_chunk(self.job_id, no, chunk.n_tasks)
-                self._close(no)
-
-    @property
-    def progress_over_threshold(self) -> bool:
-        if not self.failed:  # checked per task: skip building a Progress while nothing failed
-            return False
-        return Progress(succeeded=self.succeeded, failed=self.failed).over_failure_threshold()
-
-
-def _threshold_reason(run: _Run) -> FailureReason:
+def _threshold_reason(run: ActiveRun) -> FailureReason:
     done = run.succeeded + run.failed
     return FailureReason(
         "TaskFailureThresholdExceeded",
         f"{run.failed} of {done} tasks failed (more than 50% after at least 1,000 tasks)",
     )
-
-
-async def _pending_tasks(source: ManifestSource, pending: list[Chunk], run: _Run) -> AsyncIterator[Task]:
-    """Tasks of unfinished chunks not yet recorded, read from the first such chunk on."""
-    if not pending:
-        return
-    first = pending[0]
-    end = pending[-1].first_seq + pending[-1].n_tasks
-    parser = CsvManifestParser(source.layout, resuming=first.first_line > 1)
-    chunk: Chunk | None = None
-    done: set[int] = set()  # recorded idx of `chunk` (empty unless the job resumed)
-    async for tasks in source.tasks(parser, first.byte_offset, first.first_line, first.first_seq):
-        for task in tasks:
-            seq = task.seq
-            if seq >= end:
-                return
-            if chunk is None or not chunk.first_seq <= seq < chunk.first_seq + chunk.n_tasks:
-                chunk = run.chunk_of(seq)
-                if chunk is None:  # a chunk finished before the resume
-                    continue
-                done = run.done_idx[chunk.chunk_no]
-            if not done or (seq - chunk.first_seq) not in done:
-                yield task
-
-
-@dataclass(slots=True)
-class _ChunkPlan:
-    """Cuts the manifest's tasks into chunks of CHUNK_TASKS while Preparing reads it."""
-
-    seq: int = 0
-    n_chunks: int = 0
-    #: (line number, byte offset, seq) of the open chunk's first task.
-    start: tuple[int, int, int] | None = None
-    unsaved: list[Chunk] = field(default_factory=list)
-
-    def add_task(self, line: int, offset: int) -> None:
-        if self.start is None:
-            self.start = (line, offset, self.seq)
-        self.seq += 1
-        if self.seq - self.start[2] == CHUNK_TASKS:
-            self.close()
-
-    def add_block(self, block: Block, n_tasks: int) -> None:
-        """`n_tasks` tasks, one per line of `block`."""
-        ends: list[int] | None = None  # byte length of lines[:i+1], computed if a chunk starts
-        i = 0
-        while i < n_tasks:
-            if self.start is None:
-                if ends is None:
-                    ends = list(itertools.accumulate(len(x) + 1 for x in block.data.split(b"\n")))
-                self.start = (block.first_line + i, block.offset + (ends[i - 1] if i else 0), self.seq)
-            take = min(n_tasks - i, CHUNK_TASKS - (self.seq - self.start[2]))
-            self.seq, i = self.seq + take, i + take
-            if self.seq - self.start[2] == CHUNK_TASKS:
-                self.close()
-
-    def close(self) -> None:
-        """End the open chunk (full, or the manifest's last)."""
-        if self.start is not None:
-            line, offset, first_seq = self.start
-            self.unsaved.append(Chunk(self.n_chunks, first_seq, line, offset, self.seq - first_seq))
-            self.n_chunks, self.start = self.n_chunks + 1, None
-
-    def take(self) -> list[Chunk]:
-        taken, self.unsaved = self.unsaved, []
-        return taken
-
-
-@dataclass(slots=True)
-class ManifestSource:
-    """The job's manifest object, ETag-checked, readable from any byte offset."""
-
-    objects: ObjectStore
-    bucket: str
-    key: str
-    version_id: str | None
-    layout: CsvLayout
-    #: The whole manifest, once read with keep=True (see MANIFEST_KEEP_BYTES).
-    kept: bytes | None = None
-
-    @classmethod
-    async def open(cls, job: Job, objects: ObjectStore, spool: ObjectStore) -> ManifestSource:
-        materialized = job.extra.get("materialized")
-        if materialized is not None:
-            return await cls._checked(
-                spool,
-                SPOOL_BUCKET,
-                spool_key(job.job_id),
-                None,
-                materialized["etag"],
-                list(MATERIALIZED_FIELDS),
-            )
-        manifest = job.request["Manifest"]
-        loc = object_from_arn(manifest["Location"]["ObjectArn"])
-        version = manifest["Location"].get("ObjectVersionId")
-        etag = manifest["Location"]["ETag"]
-        return await cls._checked(objects, loc.bucket, loc.key, version, etag, manifest["Spec"].get("Fields"))
-
-    @classmethod
-    async def _checked(
-        cls,
-        objects: ObjectStore,
-        bucket: str,
-        key: str,
-        version: str | None,
-        etag: str,
-        fields: list[str] | None,
-    ) -> ManifestSource:
-        try:
-            info = await objects.head(bucket, key, version)
-        except StorageError as exc:
-            raise ManifestError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
-        expected = etag.strip('"')
-        if info.etag != expected:
-            raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
-        return cls(objects, bucket, key, version, CsvLayout.from_fields(fields))
-
-    async def blocks(self, offset: int, first_line: int, keep: bool = False) -> AsyncIterator[Block]:
-        """The manifest from `offset` on, as blocks of whole lines (the last may lack its LF).
-        `keep`: when read whole and no larger than MANIFEST_KEEP_BYTES, keep it in `kept`."""
-        splitter = LineSplitter(offset, first_line)
-        kept: list[bytes] | None = [] if keep and offset == 0 and self.kept is None else None
-        size = 0
-        async for chunk in self._chunks(offset):
-            if kept is not None:
-                size += len(chunk)
-                if size <= MANIFEST_KEEP_BYTES:
-                    kept.append(chunk)
-                else:
-                    kept = None
-            for block in splitter.feed_blocks(chunk):
-                yield block
-        if (tail := splitter.close_block()) is not None:
-            yield tail
-        if kept is not None:
-            self.kept = b"".join(kept)
-
-    async def _chunks(self, offset: int) -> AsyncIterator[bytes]:
-        if self.kept is not None:
-            for start in range(offset, len(self.kept), MANIFEST_READ_BYTES):
-                yield self.kept[start : start + MANIFEST_READ_BYTES]
-            return
-        stream = self.objects.iter_bytes(self.bucket, self.key, self.version_id, offset, MANIFEST_READ_BYTES)
-        async for chunk in stream:
-            yield chunk
-
-    async def tasks(
-        self, parser: CsvManifestParser, offset: int, first_line: int, seq: int
-    ) -> AsyncIterator[list[Task]]:
-        """The tasks from `offset` on, numbered from `seq`, a block at a time."""
-        async for block in self.blocks(offset, first_line):
-            tasks = parser.parse_block(block, seq)
-            if tasks is None:
-                tasks = []
-                for line in block.lines():
-                    task = parser.parse(line, seq + len(tasks))
-                    if task is not None:
-                        tasks.append(task)
-            seq += len(tasks)
-            yield tasks
-
-
-def _role_env(role: Role | None, env: dict[str, str]) -> dict[str, str]:
-    """Function handlers' boto3 signs with the role's profile and reaches its endpoint too."""
-    if role is None:
-        return env
-    extra = {"AWS_PROFILE": role.profile} if role.profile else {}
-    if role.endpoint_url:
-        extra |= {"AWS_ENDPOINT_URL": role.endpoint_url, "AWS_ENDPOINT_URL_S3": role.endpoint_url}
-    return {**env, **extra}
 
 
 def _failure(exc: Exception) -> FailureReason:

@@ -33,7 +33,8 @@ from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
 from s3batch.service.runner import JobRunner
 from s3batch.settings import Settings
-from s3batch.store.sqlite import SqliteJobStore
+from s3batch.store import open_job_store
+from s3batch.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ async def run_worker(
     idle_exit_s: float = IDLE_EXIT_S,
     roles: RoleBook | None = None,
     *,
-    store: SqliteJobStore | None = None,
+    store: JobStore | None = None,
     key: str | None = None,
 ) -> int:
     """Drive jobs until idle (or forever). Returns how many jobs it drove.
@@ -109,7 +110,7 @@ async def run_worker(
     environment's); the caller holds that key's worker lock."""
     owned = store is None
     if store is None:
-        store = SqliteJobStore(settings.db_path)
+        store = open_job_store(settings)
     key = key or current_key(settings.home)
 
     def mine(job: Job) -> bool:
@@ -138,9 +139,7 @@ async def run_worker(
             await store.close()
 
 
-async def _drive_next(
-    runner: JobRunner, store: SqliteJobStore, home: Path, mine: Callable[[Job], bool]
-) -> bool:
+async def _drive_next(runner: JobRunner, store: JobStore, home: Path, mine: Callable[[Job], bool]) -> bool:
     """Drive the most urgent runnable job of this worker's key. False if there was none."""
     for job in await store.runnable_jobs():
         if job.status is JobStatus.SUSPENDED or not mine(job):
@@ -154,7 +153,7 @@ async def _drive_next(
     return False
 
 
-async def _drive_safely(runner: JobRunner, store: SqliteJobStore, job_id: str) -> None:
+async def _drive_safely(runner: JobRunner, store: JobStore, job_id: str) -> None:
     """Drive a job; a bug fails that job with a reason instead of crash-looping the worker."""
     try:
         await runner.drive(job_id)

@@ -1,4 +1,4 @@
-"""The object-store contract every adapter implements.
+"""The object-store contract: the core every adapter implements, and the capabilities it declares.
 
 Every method raises `s3batch.errors.StorageError` for a failed call, with the S3 error code
 (`NoSuchKey`, `NoSuchBucket`, `AccessDenied`, `NotImplemented`, `SlowDown`, ...), the HTTP
@@ -7,68 +7,47 @@ and connection errors. Nothing else may escape: callers rely on that to turn a f
 failed task instead of a dead job.
 
 ETags are returned without surrounding quotes. Keys are always the decoded key.
+
+`ObjectStore` is the core: reads, writes, copies, deletes, tags and listings. Anything beyond
+it is a `Capability` a store declares in its `capabilities`; storage/capabilities.py holds one
+Protocol per capability and the accessors that hand a store out typed as one.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ObjectInfo:
-    bucket: str
-    key: str
-    size: int
-    #: Without quotes. MD5 of the content for single-part objects.
-    etag: str
-    last_modified: datetime
-    version_id: str | None = None
-    storage_class: str = "STANDARD"
-    content_type: str | None = None
-    #: User metadata (x-amz-meta-*), keys lower-cased.
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    #: Other system headers kept on copy: CacheControl, ContentDisposition, ContentEncoding,
-    #: ContentLanguage, Expires (as botocore names them).
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    #: For version listings: whether this is the current version / a delete marker.
-    is_latest: bool = True
-    is_delete_marker: bool = False
-    #: COMPLETED | FAILED | REPLICA | PENDING, or None (never replicated). Filled by head(),
-    #: not by listings (S3 lists don't carry it).
-    replication_status: str | None = None
-    #: "SSE-S3" | "SSE-KMS" | "DSSE-KMS" | "SSE-C" | "NOT-SSE", or None when unknown (listings).
-    encryption: str | None = None
-    kms_key_id: str | None = None
-    bucket_key_enabled: bool = False
-    #: The archive restore state from HEAD's `x-amz-restore`, None when never restored.
-    restore: RestoreState | None = None
-    #: Object Lock state from HEAD (COMPLIANCE | GOVERNANCE, the date, ON | OFF), if any.
-    lock_mode: str | None = None
-    lock_retain_until: datetime | None = None
-    legal_hold: str | None = None
+from s3batch.domain.objects import Grant, ObjectInfo
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreState:
-    """`x-amz-restore`: a restore still running (no expiry yet) or a finished one."""
+class Capability(enum.Enum):
+    """An S3 feature beyond the core contract that a store declares it implements.
 
-    ongoing: bool
-    expiry: datetime | None = None
+    A declaration is about the adapter: whether a given server behind an S3 endpoint supports
+    the feature is still for the capability probe (service/probe.py) to find out."""
 
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """One ACL grant. `grantee_type` is S3 Batch's TypeIdentifier: id | emailAddress | uri."""
-
-    grantee_type: str
-    identifier: str
-    #: FULL_CONTROL | READ | WRITE | READ_ACP | WRITE_ACP
-    permission: str
-    display_name: str | None = None
+    #: PutObjectAcl (`AclStore`).
+    ACL = "acl"
+    #: Object Lock legal holds and retention (`ObjectLockStore`).
+    OBJECT_LOCK = "object-lock"
+    #: RestoreObject from archive storage classes (`RestoreStore`).
+    RESTORE = "restore"
+    #: The bucket replication configuration (`ReplicationStore`).
+    REPLICATION = "replication"
+    #: Re-encrypting an object in place with SSE-KMS (`EncryptionStore`).
+    ENCRYPTION = "encryption"
+    #: Object versions: version ids address versions, deletes leave delete markers, and
+    #: `list_versions` lists them all (`VersionedStore`).
+    VERSIONS = "versions"
+    #: Listing and aborting incomplete multipart uploads (`MultipartUploadStore`).
+    MULTIPART_UPLOADS = "multipart-uploads"
+    #: The part sizes a multipart object was uploaded in (`PartsStore`).
+    PARTS = "parts"
 
 
 #: ACL permission → the PutObjectAcl / CopyObject grant parameter (botocore name).
@@ -89,42 +68,6 @@ def grant_params(grants: Sequence[Grant]) -> dict[str, str]:
         value = f'{grant.grantee_type}="{grant.identifier}"'
         by_param.setdefault(GRANT_PARAMS[grant.permission], []).append(value)
     return {param: ", ".join(values) for param, values in by_param.items()}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AclSpec:
-    """A whole object ACL: a canned ACL, or an owner plus explicit grants."""
-
-    canned: str | None = None
-    owner_id: str | None = None
-    owner_display: str | None = None
-    grants: tuple[Grant, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Object Lock retention; both None removes the retention."""
-
-    mode: str | None = None
-    retain_until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KmsEncryption:
-    """SSE-KMS settings for re-encrypting an object in place."""
-
-    key_arn: str
-    bucket_key_enabled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationRule:
-    """An enabled rule of a bucket's replication configuration, in priority order."""
-
-    prefix: str
-    #: Destination bucket ARN (arn:aws:s3:::name).
-    destination: str
-    storage_class: str | None = None
 
 
 #: Server-side encryption parameters of PutObject / CreateMultipartUpload (botocore names).
@@ -176,7 +119,16 @@ class MultipartUpload:
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """Async access to one object store (an S3 endpoint or a local folder)."""
+    """Async access to one object store (an S3 endpoint or a local folder): the core contract.
+
+    A `version_id` other than None (or "null", the id of an object written while versioning
+    was off) needs Capability.VERSIONS: a store without it answers StorageError("NotImplemented").
+    """
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the store implements beyond the core (see storage/capabilities.py)."""
+        ...
 
     async def create_bucket(self, bucket: str) -> None:
         """Create the bucket; succeed quietly if it already exists and is ours."""
@@ -276,69 +228,6 @@ class ObjectStore(Protocol):
 
     async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
         """The common prefixes one level below `prefix` (ListObjectsV2 with a delimiter)."""
-        ...
-
-    def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
-    ) -> AsyncIterator[ObjectInfo]:
-        """Every version and delete marker under `prefix` of keys after `start_after` (S3's
-        KeyMarker): key order, newest first per key. Stores without versioning yield each
-        object once as its latest version."""
-        ...
-
-    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
-        """Sizes of the parts a multipart object was uploaded in, or None for one part."""
-        ...
-
-    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
-        """Replace the object's whole ACL."""
-        ...
-
-    async def restore(
-        self,
-        bucket: str,
-        key: str,
-        days: int | None,
-        tier: str | None,
-        version_id: str | None = None,
-    ) -> None:
-        """Start restoring an archived object (RestoreObject); `tier` is Bulk | Standard."""
-        ...
-
-    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
-        """Set Object Lock legal hold ON or OFF."""
-        ...
-
-    async def put_retention(
-        self,
-        bucket: str,
-        key: str,
-        retention: Retention,
-        version_id: str | None = None,
-        *,
-        bypass_governance: bool = False,
-    ) -> None:
-        """Set (or, with an empty Retention, remove) Object Lock retention."""
-        ...
-
-    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
-        """The bucket's enabled replication rules by priority; [] when it has no configuration."""
-        ...
-
-    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
-        """Incomplete multipart uploads under `prefix` (ListMultipartUploads). Stores that
-        write each object in one step (folder, memory) have none to list."""
-        ...
-
-    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
-        """Abort one upload and free its parts. An upload that is already gone (completed or
-        aborted) raises StorageError("NoSuchUpload")."""
-        ...
-
-    async def update_encryption(
-        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
-    ) -> None:
-        """Re-encrypt the object in place with SSE-KMS, keeping metadata and tags."""
         ...
 
     async def close(self) -> None: ...

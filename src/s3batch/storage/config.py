@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlparse
 
 from s3batch.errors import ConfigError
-from s3batch.storage.base import ObjectStore
+from s3batch.storage.capabilities import StorageAdapter
 
 #: Connections the S3 adapter keeps open to one endpoint.
 DEFAULT_MAX_CONNECTIONS = 128
@@ -45,7 +45,8 @@ class S3Config:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     #: Send the hot, simple calls (plain copy, delete, tagging, listing) through the lean
-    #: request path (storage/lean.py) instead of aiobotocore. S3BATCH_LEAN_PATH=0 also turns it off.
+    #: request path (storage/s3/lean.py) instead of aiobotocore. S3BATCH_LEAN_PATH=0 also turns
+    #: it off.
     lean_path: bool = True
     #: Verify the endpoint's TLS certificate, against AWS_CA_BUNDLE / the profile's ca_bundle
     #: when set (as botocore does). False is the AWS CLI's --no-verify-ssl; S3BATCH_VERIFY_SSL=0
@@ -111,7 +112,25 @@ def resolve_storage(storage_url: str | None, endpoint_url: str | None, default_r
     return LocalConfig(root=str(default_root))
 
 
-def open_store(config: StorageConfig) -> ObjectStore:
+def endpoint_for_handlers(config: StorageConfig) -> str | None:
+    """The endpoint URL a function handler's own boto3 client must use to reach this store
+    (AWS_ENDPOINT_URL), or None when the AWS environment's default applies: an S3 store at
+    its default endpoint, or a folder, which handlers reach through s3batch instead."""
+    return config.endpoint_url if isinstance(config, S3Config) else None
+
+
+def can_presign(config: StorageConfig) -> TypeGuard[S3Config]:
+    """Whether the store has URLs to presign (pipeline upload URLs). A folder has none."""
+    return isinstance(config, S3Config)
+
+
+def signs_with_profile(config: StorageConfig) -> TypeGuard[S3Config]:
+    """Whether requests to the store are signed with AWS credentials from a profile, so a role's
+    profile, endpoint and region decide how its tasks reach it. A folder has no credentials."""
+    return isinstance(config, S3Config)
+
+
+def open_store(config: StorageConfig) -> StorageAdapter:
     """An adapter for `config`. Imports lazily so a folder-only run never loads botocore."""
     if isinstance(config, LocalConfig):
         from s3batch.storage.local import LocalStore

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -46,20 +45,35 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
+from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
 from s3batch.errors import StorageError
-from s3batch.storage.base import (
-    SSE_PARAMS,
-    AclSpec,
-    CopyOptions,
-    CopyResult,
-    KmsEncryption,
-    MultipartUpload,
-    ObjectInfo,
-    ReplicationRule,
-    Retention,
-    VersionRef,
+from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
+from s3batch.storage.emulated import (
+    ACL_FEATURE,
+    DEFAULT_COPY_OPTIONS,
+    EMULATED_CAPABILITIES,
+    ENCRYPTION_FEATURE,
+    LEGAL_HOLD_FEATURE,
+    RESTORE_FEATURE,
+    RETENTION_FEATURE,
+    ObjectAttrs,
+    check_copy,
+    check_key_length,
+    check_put_extra,
+    check_range,
+    check_tags,
+    check_unversioned,
+    common_prefixes,
+    copied_attrs,
+    etag_hasher,
+    etag_of,
+    new_attrs,
+    no_such_bucket,
+    no_such_key,
+    not_implemented,
+    object_info,
 )
 
 log = logging.getLogger(__name__)
@@ -79,25 +93,13 @@ SIDECAR_SUFFIX = ".json"
 SIDECAR_DIR_SUFFIX = ".d"
 #: Block size for reading, writing and hashing files, in bytes.
 IO_CHUNK_BYTES = 1024 * 1024
-#: S3's limit on key length, in UTF-8 bytes.
-MAX_KEY_BYTES = 1024
 #: Longest key segment, in UTF-8 bytes: the filesystem's 255 less the sidecar suffix.
 MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX)
-#: What S3 reports for an object stored without a Content-Type.
-DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 #: fsync each file before moving it into place. Off: os.replace already protects against a
 #: killed process; only a power loss can lose the newest writes.
 FSYNC_WRITES = False
 #: Attempts at creating a folder that a concurrent delete may be removing as empty.
 DIR_RACE_ATTEMPTS = 3
-#: S3's tag limits: tags per object, characters per key and per value.
-MAX_TAGS = 10
-MAX_TAG_KEY_CHARS = 128
-MAX_TAG_VALUE_CHARS = 256
-#: Characters S3 allows in tags besides letters, digits and spaces.
-TAG_PUNCTUATION = "+-=._:/@"
-#: System headers an object keeps (botocore names); ContentType is kept separately.
-HEADER_NAMES = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 _DATETIME_TAG = "$datetime"
 #: Opening a folder below a base folder: never through a symbolic link.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -112,173 +114,7 @@ _FILE_MODE = 0o666
 #: Errors that mean "nothing readable there": missing, a file where a folder should be, a
 #: symlink (ELOOP), or a socket (ENXIO).
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO})
-#: CopyObject as S3 does it by default: metadata and tags copied from the source.
-DEFAULT_COPY_OPTIONS = CopyOptions()
 _FOLDER = "local folder store"
-
-
-# -- rules shared with MemoryStore --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectAttrs:
-    """Everything about an object besides its bytes that S3 keeps with it."""
-
-    content_type: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
-    storage_class: str = "STANDARD"
-
-
-def new_attrs(content_type: str | None, metadata: Mapping[str, str] | None) -> ObjectAttrs:
-    return ObjectAttrs(content_type, {k.lower(): v for k, v in (metadata or {}).items()})
-
-
-def check_tags(tags: Mapping[str, str]) -> None:
-    """Raise S3's answer to a tag set it would refuse."""
-    if len(tags) > MAX_TAGS:
-        raise StorageError("BadRequest", f"Object tags cannot be greater than {MAX_TAGS}", 400)
-    for key, value in tags.items():
-        if not key or len(key) > MAX_TAG_KEY_CHARS or len(value) > MAX_TAG_VALUE_CHARS:
-            raise StorageError(
-                "InvalidTag",
-                f"tag {key[:MAX_TAG_KEY_CHARS]!r}: keys are 1-{MAX_TAG_KEY_CHARS} characters, "
-                f"values at most {MAX_TAG_VALUE_CHARS}",
-                400,
-            )
-        if not all(_tag_char_ok(c) for c in key + value):
-            raise StorageError(
-                "InvalidTag",
-                f"tag {key!r}: only letters, digits, spaces and {TAG_PUNCTUATION} are allowed",
-                400,
-            )
-
-
-def _tag_char_ok(char: str) -> bool:
-    return char.isalnum() or char.isspace() or char in TAG_PUNCTUATION
-
-
-def check_copy(
-    src: tuple[str, str], dst: tuple[str, str], src_version_id: str | None, options: CopyOptions
-) -> None:
-    """Refuse what a folder or memory store cannot honour, and what S3 itself refuses."""
-    if options.extra:
-        raise StorageError(
-            "NotImplemented",
-            f"copy parameter(s) {sorted(options.extra)} are not supported by this store",
-            501,
-        )
-    unknown = set(options.headers) - {*HEADER_NAMES, "ContentType"}
-    if unknown:
-        raise StorageError("InvalidArgument", f"unknown header(s) {sorted(unknown)}", 400)
-    if options.tags is not None:
-        check_tags(options.tags)
-    unchanged = not options.replace_metadata and options.storage_class is None
-    if src == dst and src_version_id is None and unchanged:
-        raise StorageError(
-            "InvalidRequest",
-            "This copy request is illegal because it is trying to copy an object to itself "
-            "without changing the object's metadata, storage class, website redirect location "
-            "or encryption attributes.",
-            400,
-        )
-
-
-def copied_attrs(source: ObjectAttrs, options: CopyOptions) -> ObjectAttrs:
-    """The destination's attributes, as CopyObject builds them."""
-    attrs = source
-    if options.replace_metadata:
-        headers = {k: v for k, v in options.headers.items() if k != "ContentType"}
-        attrs = replace(
-            attrs,
-            content_type=options.headers.get("ContentType"),
-            metadata={k.lower(): v for k, v in options.metadata.items()},
-            headers=headers,
-        )
-    if options.tags is not None:
-        attrs = replace(attrs, tags=dict(options.tags))
-    # CopyObject writes STANDARD unless told otherwise; it never keeps the source's class.
-    return replace(attrs, storage_class=options.storage_class or "STANDARD")
-
-
-def object_info(
-    bucket: str,
-    key: str,
-    *,
-    size: int,
-    etag: str,
-    last_modified: datetime,
-    attrs: ObjectAttrs,
-    version_id: str | None = None,
-) -> ObjectInfo:
-    return ObjectInfo(
-        bucket=bucket,
-        key=key,
-        size=size,
-        etag=etag,
-        last_modified=last_modified,
-        version_id=version_id,
-        storage_class=attrs.storage_class,
-        content_type=attrs.content_type or DEFAULT_CONTENT_TYPE,
-        metadata=dict(attrs.metadata),
-        headers=dict(attrs.headers),
-    )
-
-
-def check_range(start: int, size: int) -> None:
-    """Reading from the very end is an empty read; past it is S3's InvalidRange."""
-    if start < 0 or start > size:
-        raise StorageError("InvalidRange", f"start {start} is outside the object (size {size})", 416)
-
-
-def no_such_bucket(bucket: str) -> StorageError:
-    return StorageError("NoSuchBucket", f"The specified bucket does not exist: {bucket}", 404)
-
-
-def no_such_key(key: str) -> StorageError:
-    return StorageError("NoSuchKey", f"The specified key does not exist: {key}", 404)
-
-
-def not_implemented(store: str, what: str) -> StorageError:
-    """The answer to an S3 feature a folder or memory store does not have."""
-    return StorageError("NotImplemented", f"{what} is not supported by a {store}", 501)
-
-
-def check_put_extra(store: str, extra: Mapping[str, Any] | None) -> None:
-    """put_* `extra` on a store without S3 features: server-side encryption parameters are
-    accepted and ignored (nothing is recorded; the bytes are as safe as the disk under them),
-    anything else is refused, as CopyOptions.extra is, rather than silently dropped."""
-    unsupported = sorted(set(extra or {}) - SSE_PARAMS)
-    if unsupported:
-        raise not_implemented(store, f"PutObject parameter(s) {', '.join(unsupported)}")
-
-
-def common_prefixes(keys: Sequence[str], prefix: str, delimiter: str) -> list[str]:
-    """ListObjectsV2's CommonPrefixes for sorted `keys`: each distinct prefix up to a delimiter."""
-    found: list[str] = []
-    for key in keys:
-        if not key.startswith(prefix) or not delimiter:
-            continue
-        cut = key.find(delimiter, len(prefix))
-        if cut >= 0:
-            common = key[: cut + len(delimiter)]
-            if not found or found[-1] != common:
-                found.append(common)
-    return found
-
-
-def check_key_length(key: str) -> bytes:
-    """S3's own key rules: 1 to 1,024 UTF-8 bytes."""
-    try:
-        encoded = key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise StorageError("InvalidArgument", f"key {key!r} is not valid UTF-8", 400) from exc
-    if not encoded:
-        raise StorageError("InvalidArgument", "the key must not be empty", 400)
-    if len(encoded) > MAX_KEY_BYTES:
-        raise StorageError("KeyTooLongError", f"keys are at most {MAX_KEY_BYTES} bytes", 400)
-    return encoded
 
 
 # -- the folder store ---------------------------------------------------------------------
@@ -334,6 +170,10 @@ class _Loc:
 
 class LocalStore:
     """ObjectStore over a folder: sub-folders are buckets, files below them objects."""
+
+    #: The S3 features both emulated stores share (storage/emulated.py); a folder keeps one
+    #: version per key, so no Capability.VERSIONS.
+    capabilities: ClassVar[frozenset[Capability]] = EMULATED_CAPABILITIES
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
@@ -632,7 +472,7 @@ class LocalStore:
     # -- S3 features a folder does not have ----------------------------------------------
 
     async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
-        raise not_implemented(_FOLDER, "PutObjectAcl (object ACLs)")
+        raise not_implemented(_FOLDER, ACL_FEATURE)
 
     async def restore(
         self,
@@ -642,10 +482,10 @@ class LocalStore:
         tier: str | None,
         version_id: str | None = None,
     ) -> None:
-        raise not_implemented(_FOLDER, "RestoreObject (archive storage classes)")
+        raise not_implemented(_FOLDER, RESTORE_FEATURE)
 
     async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
-        raise not_implemented(_FOLDER, "PutObjectLegalHold (Object Lock)")
+        raise not_implemented(_FOLDER, LEGAL_HOLD_FEATURE)
 
     async def put_retention(
         self,
@@ -656,7 +496,7 @@ class LocalStore:
         *,
         bypass_governance: bool = False,
     ) -> None:
-        raise not_implemented(_FOLDER, "PutObjectRetention (Object Lock)")
+        raise not_implemented(_FOLDER, RETENTION_FEATURE)
 
     async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
         # A folder has no replication configuration, which is an answer, not an error: a job
@@ -679,7 +519,7 @@ class LocalStore:
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
     ) -> None:
-        raise not_implemented(_FOLDER, "SSE-KMS encryption")
+        raise not_implemented(_FOLDER, ENCRYPTION_FEATURE)
 
     async def _walk(
         self, base: Path, folders: tuple[str, ...], prefix: str
@@ -709,8 +549,7 @@ class LocalStore:
 
 
 def _check_version(version_id: str | None) -> None:
-    if version_id not in (None, "null"):
-        raise StorageError("NotImplemented", "versioning is not supported by a local folder store", 501)
+    check_unversioned(version_id, f"versioning is not supported by a {_FOLDER}")
 
 
 def _check_key(key: str) -> None:
@@ -837,7 +676,7 @@ def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int]]:
     """MD5 of the object's file, and the (size, mtime_ns) stamp of the file hashed."""
     f, _ = _open_object(loc, key)
     with f:
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = etag_hasher()
         while block := f.read(IO_CHUNK_BYTES):
             digest.update(block)
         return digest.hexdigest(), _stamp(os.fstat(f.fileno()))
@@ -845,12 +684,12 @@ def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int]]:
 
 def _write_bytes(f: BinaryIO, body: bytes) -> str:
     f.write(body)
-    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+    return etag_of(body)
 
 
 def _copy_stream(src: BinaryIO, f: BinaryIO) -> str:
     """Copy `src` into `f`; the MD5 of what was copied."""
-    digest = hashlib.md5(usedforsecurity=False)
+    digest = etag_hasher()
     while block := src.read(IO_CHUNK_BYTES):
         digest.update(block)
         f.write(block)

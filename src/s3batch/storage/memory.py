@@ -1,7 +1,7 @@
 """MemoryStore: an in-memory ObjectStore for unit tests.
 
-Same answers as LocalStore (errors, default content type, copy rules) without a filesystem,
-so keys are only held to S3's own rules. `MemoryStore(versioned=True)` behaves like a
+Same answers as LocalStore (errors, default content type, copy rules: storage/emulated.py)
+without a filesystem, so keys are only held to S3's own rules. `MemoryStore(versioned=True)` behaves like a
 versioned bucket: every write adds a version, a plain delete adds a delete marker. `calls`
 records each method call as (method name, bucket, key, ...) for assertions, and `fail`
 makes chosen calls raise a given StorageError.
@@ -10,7 +10,6 @@ makes chosen calls raise a given StorageError.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,37 +17,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
 from s3batch.errors import StorageError
-from s3batch.storage.base import (
-    AclSpec,
-    CopyOptions,
-    CopyResult,
-    KmsEncryption,
-    MultipartUpload,
-    ObjectInfo,
-    ReplicationRule,
-    Retention,
-    VersionRef,
-)
-from s3batch.storage.local import (
+from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
+from s3batch.storage.emulated import (
+    ACL_FEATURE,
     DEFAULT_COPY_OPTIONS,
+    EMULATED_CAPABILITIES,
+    ENCRYPTION_FEATURE,
+    LEGAL_HOLD_FEATURE,
+    NULL_VERSION,
+    RESTORE_FEATURE,
+    RETENTION_FEATURE,
     ObjectAttrs,
     check_copy,
     check_key_length,
     check_put_extra,
     check_range,
     check_tags,
+    check_unversioned,
     common_prefixes,
     copied_attrs,
+    etag_of,
     new_attrs,
+    new_version_id,
     no_such_bucket,
     no_such_key,
     not_implemented,
     object_info,
 )
 
-#: The version id S3 gives objects written while versioning is off.
-NULL_VERSION = "null"
+#: What a versioned memory store declares: the emulated features plus its versions.
+_VERSIONED_CAPABILITIES = EMULATED_CAPABILITIES | {Capability.VERSIONS}
 _MEMORY = "memory store"
 
 
@@ -81,6 +81,11 @@ class MemoryStore:
         #: bucket → upload id → the upload; only `start_multipart_upload` adds one (a test hook:
         #: puts here never leave an upload behind).
         self._uploads: dict[str, dict[str, MultipartUpload]] = {}
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The emulated S3 features (storage/emulated.py), plus versions when versioned."""
+        return _VERSIONED_CAPABILITIES if self.versioned else EMULATED_CAPABILITIES
 
     def fail(self, method: str, error: StorageError, *, key: str | None = None, times: int = 1) -> None:
         """Make the next `times` calls of `method` (on `key`, or any key) raise `error`."""
@@ -118,8 +123,8 @@ class MemoryStore:
         raise StorageError("NoSuchVersion", "The specified version does not exist.", 404)
 
     def _check_version(self, version_id: str | None) -> None:
-        if not self.versioned and version_id not in (None, NULL_VERSION):
-            raise StorageError("NotImplemented", "versioning is off for this memory store", 501)
+        if not self.versioned:
+            check_unversioned(version_id, "versioning is off for this memory store")
 
     def _info(self, bucket: str, key: str, version: _Version) -> ObjectInfo:
         return object_info(
@@ -136,9 +141,9 @@ class MemoryStore:
         objects = self._bucket(bucket)
         check_key_length(key)
         version = _Version(
-            version_id=uuid.uuid4().hex if self.versioned else NULL_VERSION,
+            version_id=new_version_id() if self.versioned else NULL_VERSION,
             body=body,
-            etag=hashlib.md5(body or b"", usedforsecurity=False).hexdigest(),
+            etag=etag_of(body or b""),
             last_modified=datetime.now(UTC),
             attrs=attrs,
         )
@@ -322,7 +327,7 @@ class MemoryStore:
 
     async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
         self._record("put_acl", bucket, key)
-        raise not_implemented(_MEMORY, "PutObjectAcl (object ACLs)")
+        raise not_implemented(_MEMORY, ACL_FEATURE)
 
     async def restore(
         self,
@@ -333,11 +338,11 @@ class MemoryStore:
         version_id: str | None = None,
     ) -> None:
         self._record("restore", bucket, key)
-        raise not_implemented(_MEMORY, "RestoreObject (archive storage classes)")
+        raise not_implemented(_MEMORY, RESTORE_FEATURE)
 
     async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
         self._record("put_legal_hold", bucket, key)
-        raise not_implemented(_MEMORY, "PutObjectLegalHold (Object Lock)")
+        raise not_implemented(_MEMORY, LEGAL_HOLD_FEATURE)
 
     async def put_retention(
         self,
@@ -349,7 +354,7 @@ class MemoryStore:
         bypass_governance: bool = False,
     ) -> None:
         self._record("put_retention", bucket, key)
-        raise not_implemented(_MEMORY, "PutObjectRetention (Object Lock)")
+        raise not_implemented(_MEMORY, RETENTION_FEATURE)
 
     async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
         self._record("replication_rules", bucket)
@@ -359,7 +364,7 @@ class MemoryStore:
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
     ) -> None:
         self._record("update_encryption", bucket, key)
-        raise not_implemented(_MEMORY, "SSE-KMS encryption")
+        raise not_implemented(_MEMORY, ENCRYPTION_FEATURE)
 
     def start_multipart_upload(self, bucket: str, key: str, initiated: datetime | None = None) -> str:
         """Leave an incomplete upload behind, as a client that died mid-upload would."""

@@ -15,9 +15,10 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
 from s3batch.retry import RetryPolicy
-from s3batch.storage.base import ObjectInfo, ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
 
 #: Attempts per call (the first included) for the job's own I/O: more than a task gets,
 #: because a failure here fails every task of the job at once.
@@ -39,6 +40,12 @@ class RetryingStore:
     @property
     def inner(self) -> ObjectStore:
         return self._inner
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The wrapped store's declaration: a capability accessor then hands out this wrapper,
+        so the capability's calls are retried too."""
+        return self._inner.capabilities
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)

@@ -24,12 +24,17 @@ class Chunk:
 
 
 class FinishedTask(NamedTuple):
-    """A task's report row and its place. A NamedTuple: one per task (see ReportRow)."""
+    """A task's report line and its place. A NamedTuple: one per task (see ReportRow).
+
+    `line` is final: rendered once when the task finishes (domain.report.report_line), it is
+    the text the store keeps and the report file receives. `succeeded` travels beside it so
+    that counting and splitting by status never parse a line back."""
 
     chunk_no: int
     #: Position within the chunk, 0-based.
     idx: int
-    row: ReportRow
+    line: str
+    succeeded: bool
 
 
 class JobStore(Protocol):
@@ -64,8 +69,8 @@ class JobStore(Protocol):
 
     async def pending_chunks(self, job_id: str) -> list[Chunk]: ...
 
-    async def chunk_progress(self, job_id: str, chunk_no: int) -> dict[int, ReportRow]:
-        """Rows already recorded for an unfinished chunk, by idx (to skip them on resume)."""
+    async def chunk_progress(self, job_id: str, chunk_no: int) -> dict[int, str]:
+        """Report lines already recorded for an unfinished chunk, by idx (to skip them on resume)."""
         ...
 
     async def record(
@@ -81,8 +86,15 @@ class JobStore(Protocol):
         resume: its last rows were recorded before a crash, the compaction was not)."""
         ...
 
+    def report_lines(self, job_id: str, statuses: Collection[str]) -> AsyncIterator[Mapping[str, bytes]]:
+        """The job's recorded report lines of the given task statuses, chunk by chunk in
+        manifest order: per chunk, each status's lines (UTF-8, in manifest order) as stored, for
+        the statuses that have any. What the completion report's files are made of."""
+        ...
+
     def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
-        """Every recorded row of the job, chunk by chunk in manifest order."""
+        """Every recorded row of the job, parsed, chunk by chunk in manifest order (for
+        readers of single rows: the Python API, the CLI, the failures page, reruns)."""
         ...
 
     async def delete_terminated_before(self, cutoff: float) -> int:

@@ -9,20 +9,19 @@ serving tasks.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
-from s3batch.domain.report import ReportRow, parse_rows, render_row, render_rows
+from s3batch.domain.report import ReportRow, parse_rows, render_row
+from s3batch.domain.task import TaskStatus
 from s3batch.errors import IdempotencyError, NotFound
 from s3batch.store.base import Chunk, FinishedTask
 
@@ -30,8 +29,8 @@ from s3batch.store.base import Chunk, FinishedTask
 BUSY_TIMEOUT_MS = 30_000
 #: zlib level for compacted chunk results: fast, still ~5x smaller than CSV.
 RESULTS_COMPRESSION_LEVEL = 3
-#: TaskStatus's position in a report line (Bucket, Key, VersionId, TaskStatus, ...).
-STATUS_COLUMN = 3
+#: The task statuses, each with its own lines in a finished chunk and its own report file.
+SUCCEEDED, FAILED = TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value
 
 T = TypeVar("T")
 
@@ -242,14 +241,14 @@ class SqliteJobStore:
 
         return await self._run(query)
 
-    async def chunk_progress(self, job_id: str, chunk_no: int) -> dict[int, ReportRow]:
-        def query() -> dict[int, ReportRow]:
+    async def chunk_progress(self, job_id: str, chunk_no: int) -> dict[int, str]:
+        def query() -> dict[int, str]:
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT idx, line FROM task_lines WHERE job_id=? AND chunk_no=?",
                     (job_id, chunk_no),
                 ).fetchall()
-            return {idx: parse_rows(line)[0] for idx, line in rows}
+            return dict(rows)
 
         return await self._run(query)
 
@@ -259,17 +258,18 @@ class SqliteJobStore:
         full = full or {}
 
         def write() -> Progress:
-            ok = sum(1 for f in finished if f.row.status == "succeeded")
             completing: dict[int, list[FinishedTask]] = {no: [] for no in full}
-            lines = []
+            lines, ok = [], 0
             for f in finished:
+                ok += f.succeeded
                 if f.chunk_no in completing:
                     completing[f.chunk_no].append(f)
                 else:
-                    lines.append((job_id, f.chunk_no, f.idx, render_row(f.row)))
+                    lines.append((job_id, f.chunk_no, f.idx, f.line, f.succeeded))
             with self._tx() as c:
                 c.executemany(
-                    "INSERT OR IGNORE INTO task_lines (job_id, chunk_no, idx, line) VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO task_lines (job_id, chunk_no, idx, line, succeeded) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     lines,
                 )
                 for chunk_no, n_tasks in full.items():
@@ -289,67 +289,137 @@ class SqliteJobStore:
 
         await self._run(compact)
 
+    async def report_lines(
+        self, job_id: str, statuses: Collection[str]
+    ) -> AsyncIterator[Mapping[str, bytes]]:
+        last = -1
+        while True:
+            found = await asyncio.to_thread(self._next_chunk_lines, job_id, last, statuses)
+            if found is None:
+                return
+            last, lines = found
+            by_status = ((SUCCEEDED, lines.succeeded), (FAILED, lines.failed))
+            yield {status: text for status, text in by_status if text and status in statuses}
+
     async def report_rows(self, job_id: str) -> AsyncIterator[list[ReportRow]]:
         last = -1
         while True:
-            batch = await asyncio.to_thread(self._next_chunk_rows, job_id, last)
-            if batch is None:
+            found = await asyncio.to_thread(self._next_chunk_lines, job_id, last, (SUCCEEDED, FAILED))
+            if found is None:
                 return
-            last, rows = batch
-            yield rows
+            last, lines = found
+            yield lines.rows()
 
-    def _next_chunk_rows(self, job_id: str, after: int) -> tuple[int, list[ReportRow]] | None:
+    def _next_chunk_lines(
+        self, job_id: str, after: int, wanted: Collection[str]
+    ) -> tuple[int, _Lines] | None:
+        """The first chunk after `after`: finished (its stored lines, of the `wanted` statuses
+        only) or not (its recorded lines)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT chunk_no, done, results FROM chunks WHERE job_id=? AND chunk_no>? "
-                "ORDER BY chunk_no LIMIT 1",
+                "SELECT chunk_no, done, results, succeeded_lines, failed_lines, statuses FROM chunks "
+                "WHERE job_id=? AND chunk_no>? ORDER BY chunk_no LIMIT 1",
                 (job_id, after),
             ).fetchone()
             if row is None:
                 return None
-            chunk_no, done, blob = row
-            if done:
-                return chunk_no, parse_rows(zlib.decompress(blob).decode())
-            partial = self._conn.execute(
-                "SELECT line FROM task_lines WHERE job_id=? AND chunk_no=? ORDER BY idx",
-                (job_id, chunk_no),
-            ).fetchall()
-        return chunk_no, parse_rows("".join(r[0] for r in partial))
+            chunk_no, done, legacy, succeeded, failed, mask = row
+            partial = None
+            if not done:
+                partial = self._conn.execute(
+                    "SELECT line, succeeded FROM task_lines WHERE job_id=? AND chunk_no=? ORDER BY idx",
+                    (job_id, chunk_no),
+                ).fetchall()
+        if partial is not None:
+            return chunk_no, _Lines.grouped(partial)
+        if legacy is not None:  # finished before lines were kept by status
+            rows = parse_rows(zlib.decompress(legacy).decode())
+            return chunk_no, _Lines.grouped((render_row(r), r.status == SUCCEEDED) for r in rows)
+        return chunk_no, _Lines(
+            _unpack(succeeded) if SUCCEEDED in wanted else b"",
+            _unpack(failed) if FAILED in wanted else b"",
+            None if mask is None else zlib.decompress(mask),
+        )
+
+
+class _Lines(NamedTuple):
+    """One chunk's report lines by task status (UTF-8, each in manifest order)."""
+
+    succeeded: bytes
+    failed: bytes
+    #: One byte per task in manifest order, 1 for succeeded: how the two interleave. None when
+    #: at most one status has lines.
+    statuses: bytes | None
+
+    @classmethod
+    def grouped(cls, lines: Iterable[tuple[str, int | None]]) -> _Lines:
+        """From (line, succeeded) in manifest order; succeeded None: read from the line (a
+        line recorded before statuses were stored beside lines)."""
+        ok: list[str] = []
+        failed: list[str] = []
+        statuses = bytearray()
+        for line, succeeded in lines:
+            if succeeded is None:
+                succeeded = _succeeded(line)
+            (ok if succeeded else failed).append(line)
+            statuses.append(1 if succeeded else 0)
+        mask = bytes(statuses) if ok and failed else None
+        return cls("".join(ok).encode(), "".join(failed).encode(), mask)
+
+    def rows(self) -> list[ReportRow]:
+        """Parsed, in manifest order."""
+        ok, failed = parse_rows(self.succeeded.decode()), parse_rows(self.failed.decode())
+        if self.statuses is None:
+            return ok + failed  # one of them is empty
+        ok_rows, failed_rows = iter(ok), iter(failed)
+        return [next(ok_rows) if s else next(failed_rows) for s in self.statuses]
 
 
 def _compact(
     c: sqlite3.Connection, job_id: str, chunk_no: int, n_tasks: int, new: Sequence[FinishedTask]
 ) -> None:
-    """Store a finished chunk as its compacted results blob: the rows recorded before (as
-    report lines) and `new` (rows not stored yet), in task order. Inside the caller's
-    transaction; raises (so rolls back) unless exactly `n_tasks` results and the chunk open."""
-    recorded: dict[int, str] = dict(
-        c.execute("SELECT idx, line FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
-    )
-    fresh: dict[int, ReportRow] = {}
-    for f in new:  # the first result of a task stays, as INSERT OR IGNORE keeps it
-        if f.idx not in recorded:
-            fresh.setdefault(f.idx, f.row)
-    if len(recorded) + len(fresh) != n_tasks:
-        raise RuntimeError(
-            f"chunk {chunk_no} of job {job_id}: {len(recorded) + len(fresh)} results for {n_tasks} tasks"
+    """Store a finished chunk as its compacted lines: those recorded before and `new` (not
+    stored yet), in task order, grouped by status. Inside the caller's transaction; raises (so
+    rolls back) unless exactly `n_tasks` results and the chunk open."""
+    tasks: dict[int, FinishedTask] = {
+        idx: FinishedTask(chunk_no, idx, line, _succeeded(line) if ok is None else bool(ok))
+        for idx, line, ok in c.execute(
+            "SELECT idx, line, succeeded FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no)
         )
-    if recorded:
-        # Stored lines are already the report's lines: compaction is a concatenation.
-        text = "".join(recorded[i] if i in recorded else render_row(fresh[i]) for i in range(n_tasks))
-        ok = sum(1 for f in csv.reader(io.StringIO(text, newline="")) if f[STATUS_COLUMN] == "succeeded")
-    else:  # the whole chunk finished in this write (a DeleteObjects batch): no rows to read back
-        rows = [fresh[i] for i in range(n_tasks)]
-        text, ok = render_rows(rows), sum(1 for r in rows if r.status == "succeeded")
-    blob = zlib.compress(text.encode(), RESULTS_COMPRESSION_LEVEL)
+    }
+    recorded = len(tasks)
+    for f in new:  # the first result of a task stays, as INSERT OR IGNORE keeps it
+        tasks.setdefault(f.idx, f)
+    if len(tasks) != n_tasks:
+        raise RuntimeError(f"chunk {chunk_no} of job {job_id}: {len(tasks)} results for {n_tasks} tasks")
+    ordered = [tasks[i] for i in range(n_tasks)]
+    # Stored lines are the report's lines: compaction concatenates them, per status.
+    ok = [f.line for f in ordered if f.succeeded]
+    failed = [f.line for f in ordered if not f.succeeded] if len(ok) < n_tasks else []
+    statuses = bytes([f.succeeded for f in ordered]) if ok and failed else None
+    mask = None if statuses is None else zlib.compress(statuses, RESULTS_COMPRESSION_LEVEL)
     done = c.execute(
-        "UPDATE chunks SET done=1, succeeded=?, failed=?, results=? WHERE job_id=? AND chunk_no=? AND done=0",
-        (ok, n_tasks - ok, blob, job_id, chunk_no),
+        "UPDATE chunks SET done=1, succeeded=?, failed=?, succeeded_lines=?, failed_lines=?, statuses=? "
+        "WHERE job_id=? AND chunk_no=? AND done=0",
+        (len(ok), len(failed), _pack(ok), _pack(failed), mask, job_id, chunk_no),
     ).rowcount
     if done != 1:  # counting a chunk's tasks twice would lie
         raise RuntimeError(f"chunk {chunk_no} of job {job_id} is not open")
     if recorded:
         c.execute("DELETE FROM task_lines WHERE job_id=? AND chunk_no=?", (job_id, chunk_no))
+
+
+def _pack(lines: list[str]) -> bytes | None:
+    return zlib.compress("".join(lines).encode(), RESULTS_COMPRESSION_LEVEL) if lines else None
+
+
+def _unpack(blob: bytes | None) -> bytes:
+    return b"" if blob is None else zlib.decompress(blob)
+
+
+def _succeeded(line: str) -> bool:
+    """The status of a line recorded before statuses were stored beside lines."""
+    return parse_rows(line)[0].status == SUCCEEDED
 
 
 class _Transaction:

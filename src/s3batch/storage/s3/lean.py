@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.sax.saxutils import escape
 
+from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
-from s3batch.storage.base import ObjectInfo
-from s3batch.storage.http1 import ConnectionPool, HttpError, Response
-from s3batch.storage.s3codes import storage_error
+from s3batch.storage.s3.errors import TLS_ERROR, TLS_HINT, storage_error
+from s3batch.storage.s3.http1 import ConnectionPool, HttpError, Response
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -41,13 +41,6 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: re-signs for the bucket's real region; this path signs for one region only.
 FALLBACK_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed"})
 FALLBACK_STATUSES = frozenset({301, 302, 307})
-#: StorageError code of a TLS failure: a refused certificate or an unreadable CA bundle.
-TLS_ERROR = "TLSError"
-#: What to do about a refused certificate (docs/compatibility.md, "TLS and proxies").
-TLS_HINT = (
-    "point AWS_CA_BUNDLE (or ca_bundle in the AWS profile) at the CA that signed the endpoint's "
-    "certificate, or turn verification off with S3BATCH_VERIFY_SSL=0"
-)
 #: XML text escapes beyond &, <, >: a raw CR or LF in a key would be normalised by the parser.
 #: Characters quote(..., safe="/~") leaves alone.
 _NEEDS_NO_ENCODING = re.compile(r"[A-Za-z0-9/_.~-]*")

@@ -1,0 +1,191 @@
+"""What a store can do beyond the core contract, and how a caller asks for it.
+
+Each `Capability` (storage/base.py) has one Protocol here, extending the core `ObjectStore`
+with that capability's methods. A store declares the capabilities it implements in its
+`capabilities` attribute; the accessors below read that declaration and hand the store back
+typed as the capability's Protocol, or None when it does not declare it:
+
+    lock = object_lock_store(store)   # ObjectLockStore | None
+    if lock is None: ...              # no Object Lock here
+    await lock.put_legal_hold(bucket, key, "ON")
+
+An accessor is one frozenset lookup: ask once (when a job or an operation starts), never per
+task. A declaration is about the adapter; whether the server behind an S3 endpoint supports a
+feature is still for the capability probe (service/probe.py) to find out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, cast, runtime_checkable
+
+from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
+from s3batch.storage.base import Capability, MultipartUpload, ObjectStore
+
+
+@runtime_checkable
+class AclStore(ObjectStore, Protocol):
+    """Capability.ACL: object ACLs."""
+
+    async def put_acl(self, bucket: str, key: str, acl: AclSpec, version_id: str | None = None) -> None:
+        """Replace the object's whole ACL."""
+        ...
+
+
+@runtime_checkable
+class ObjectLockStore(ObjectStore, Protocol):
+    """Capability.OBJECT_LOCK: legal holds and retention."""
+
+    async def put_legal_hold(self, bucket: str, key: str, status: str, version_id: str | None = None) -> None:
+        """Set Object Lock legal hold ON or OFF."""
+        ...
+
+    async def put_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention,
+        version_id: str | None = None,
+        *,
+        bypass_governance: bool = False,
+    ) -> None:
+        """Set (or, with an empty Retention, remove) Object Lock retention."""
+        ...
+
+
+@runtime_checkable
+class RestoreStore(ObjectStore, Protocol):
+    """Capability.RESTORE: restoring objects from archive storage classes."""
+
+    async def restore(
+        self,
+        bucket: str,
+        key: str,
+        days: int | None,
+        tier: str | None,
+        version_id: str | None = None,
+    ) -> None:
+        """Start restoring an archived object (RestoreObject); `tier` is Bulk | Standard."""
+        ...
+
+
+@runtime_checkable
+class ReplicationStore(ObjectStore, Protocol):
+    """Capability.REPLICATION: the bucket's replication configuration."""
+
+    async def replication_rules(self, bucket: str) -> list[ReplicationRule]:
+        """The bucket's enabled replication rules by priority; [] when it has no configuration."""
+        ...
+
+
+@runtime_checkable
+class EncryptionStore(ObjectStore, Protocol):
+    """Capability.ENCRYPTION: re-encrypting objects in place."""
+
+    async def update_encryption(
+        self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
+    ) -> None:
+        """Re-encrypt the object in place with SSE-KMS, keeping metadata and tags."""
+        ...
+
+
+@runtime_checkable
+class VersionedStore(ObjectStore, Protocol):
+    """Capability.VERSIONS: object versions and delete markers."""
+
+    def list_versions(
+        self, bucket: str, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Every version and delete marker under `prefix` of keys after `start_after` (S3's
+        KeyMarker): key order, newest first per key. Stores without versioning yield each
+        object once as its latest version."""
+        ...
+
+
+@runtime_checkable
+class MultipartUploadStore(ObjectStore, Protocol):
+    """Capability.MULTIPART_UPLOADS: incomplete multipart uploads (the staging-bucket sweep)."""
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        """Incomplete multipart uploads under `prefix` (ListMultipartUploads). Stores that
+        write each object in one step (folder, memory) have none to list."""
+        ...
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort one upload and free its parts. An upload that is already gone (completed or
+        aborted) raises StorageError("NoSuchUpload")."""
+        ...
+
+
+@runtime_checkable
+class PartsStore(ObjectStore, Protocol):
+    """Capability.PARTS: the part layout of multipart objects."""
+
+    async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
+        """Sizes of the parts a multipart object was uploaded in, or None for one part."""
+        ...
+
+
+@runtime_checkable
+class StorageAdapter(
+    AclStore,
+    ObjectLockStore,
+    RestoreStore,
+    ReplicationStore,
+    EncryptionStore,
+    VersionedStore,
+    MultipartUploadStore,
+    PartsStore,
+    Protocol,
+):
+    """Every method of every capability: what each adapter of this package (S3Store,
+    LocalStore, MemoryStore) has, and what `open_store` returns.
+
+    A method of a capability the store does not declare keeps the store's own answer: the
+    folder and memory stores raise StorageError("NotImplemented") for ACLs, Object Lock,
+    restores and re-encryption, and refuse version ids unless versioned. Code written against
+    the whole S3 API takes this; code that needs one capability should take `ObjectStore` and
+    ask for it with the accessor below, so the declaration decides instead of a failed call.
+    """
+
+
+#: Everything an S3 endpoint's adapter declares: the S3 API itself.
+ALL_CAPABILITIES = frozenset(Capability)
+
+
+def declares(store: ObjectStore, capability: Capability) -> bool:
+    """Whether `store` declares `capability`."""
+    return capability in store.capabilities
+
+
+def acl_store(store: ObjectStore) -> AclStore | None:
+    return cast(AclStore, store) if Capability.ACL in store.capabilities else None
+
+
+def object_lock_store(store: ObjectStore) -> ObjectLockStore | None:
+    return cast(ObjectLockStore, store) if Capability.OBJECT_LOCK in store.capabilities else None
+
+
+def restore_store(store: ObjectStore) -> RestoreStore | None:
+    return cast(RestoreStore, store) if Capability.RESTORE in store.capabilities else None
+
+
+def replication_store(store: ObjectStore) -> ReplicationStore | None:
+    return cast(ReplicationStore, store) if Capability.REPLICATION in store.capabilities else None
+
+
+def encryption_store(store: ObjectStore) -> EncryptionStore | None:
+    return cast(EncryptionStore, store) if Capability.ENCRYPTION in store.capabilities else None
+
+
+def versioned_store(store: ObjectStore) -> VersionedStore | None:
+    return cast(VersionedStore, store) if Capability.VERSIONS in store.capabilities else None
+
+
+def multipart_upload_store(store: ObjectStore) -> MultipartUploadStore | None:
+    declared = Capability.MULTIPART_UPLOADS in store.capabilities
+    return cast(MultipartUploadStore, store) if declared else None
+
+
+def parts_store(store: ObjectStore) -> PartsStore | None:
+    return cast(PartsStore, store) if Capability.PARTS in store.capabilities else None
