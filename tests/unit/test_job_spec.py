@@ -96,3 +96,45 @@ def test_an_inventory_manifest_has_no_fields(fmt: str) -> None:
     spec = parse(Manifest={"Spec": {"Format": fmt}, "Location": MANIFEST["Location"]})
     assert spec.manifest is not None
     assert spec.manifest.format is ManifestFormat(fmt) and spec.manifest.fields is None
+
+
+def test_the_runtime_record_round_trips_through_its_stored_form() -> None:
+    from s3batch.domain.function import FunctionSpec
+    from s3batch.domain.roles import RoleRef
+    from s3batch.domain.spec import JobRuntime
+    from s3batch.domain.stores import LocalConfig, S3Config
+
+    full = JobRuntime(
+        storage=S3Config(endpoint_url="http://127.0.0.1:9000", region="eu-west-1"),
+        region="eu-west-1",
+        identity="f" * 32,
+        function=FunctionSpec(arn="python:m:h", name="h", handler="m:h", sys_path=("/src",)),
+        function_env={"AWS_REGION": "eu-west-1"},
+        role=RoleRef("111122223333", "batch"),
+    )
+    stored = full.as_json()
+    assert tuple(stored["function"]["sys_path"]) == ("/src",)
+    assert JobRuntime.parse(stored) == full
+    bare = JobRuntime(storage=LocalConfig(root="/data"), region="us-east-1")
+    assert bare.as_json() == {"storage": {"root": "/data", "kind": "local"}, "region": "us-east-1"}
+    assert JobRuntime.parse(bare.as_json()) == bare
+    # A record written before regions and fingerprints were recorded.
+    assert JobRuntime.parse({"storage": {"root": "/data", "kind": "local"}}) == bare
+
+
+def test_a_job_parses_its_request_once_and_again_after_evolve() -> None:
+    from s3batch.domain.job import Job, JobStatus
+
+    normalized = normalize_create_job(
+        {"Operation": TAGGING, "Report": {"Enabled": False}, "Priority": 3, "Manifest": MANIFEST},
+        operations=operation_names(),
+    )
+    job = Job(
+        job_id="j", account_id="1", status=JobStatus.NEW, priority=3, request=normalized,
+        runtime={"storage": {"root": "/data", "kind": "local"}}, creation_time=0.0,
+    )  # fmt: skip
+    assert job.spec is job.spec  # parsed once
+    assert job.spec.operation.name == "S3PutObjectTagging"
+    assert job.setup.storage.kind == "local"
+    moved = job.evolve(status=JobStatus.PREPARING)
+    assert moved.spec == job.spec and moved == job.evolve(status=JobStatus.PREPARING)

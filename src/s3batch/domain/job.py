@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from s3batch.domain.spec import JobRequest, JobRuntime
+
 #: Once this many tasks have run, the job fails if more than FAILURE_RATE_LIMIT of them failed.
 FAILURE_THRESHOLD_MIN_TASKS = 1000
 FAILURE_RATE_LIMIT = 0.5
@@ -97,7 +99,9 @@ class Progress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """A job as stored. `request` is the normalized CreateJob request (AWS JSON shape)."""
+    """A job as stored. `request` is the normalized CreateJob request (AWS JSON shape) and
+    `runtime` the record of what was resolved at creation; code that runs the job reads them
+    typed, as `spec` and `setup` (domain/spec.py)."""
 
     job_id: str
     account_id: str
@@ -121,9 +125,28 @@ class Job:
     #: Where the report was written (bucket, manifest key), once written.
     report_manifest: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The typed views of `request` and `runtime`, parsed on first use (see `spec`, `setup`).
+    _spec: JobRequest | None = field(default=None, init=False, repr=False, compare=False)
+    _setup: JobRuntime | None = field(default=None, init=False, repr=False, compare=False)
 
     def evolve(self, **changes: Any) -> Job:
         return replace(self, **changes)
+
+    @property
+    def spec(self) -> JobRequest:
+        """The request as typed values (the AWS JSON stays in `request`, its stored form)."""
+        if self._spec is None:
+            object.__setattr__(self, "_spec", JobRequest.parse(self.request))
+        assert self._spec is not None
+        return self._spec
+
+    @property
+    def setup(self) -> JobRuntime:
+        """The runtime record as typed values (stored form: `runtime`)."""
+        if self._setup is None:
+            object.__setattr__(self, "_setup", JobRuntime.parse(self.runtime))
+        assert self._setup is not None
+        return self._setup
 
     @property
     def operation_name(self) -> str:

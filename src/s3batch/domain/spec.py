@@ -1,4 +1,4 @@
-"""A job's CreateJob request as typed, frozen values: parsed once, read everywhere.
+"""A job's CreateJob request and runtime record as typed, frozen values: parsed once, read everywhere.
 
 The AWS JSON shape (the normalized request of domain/request.py) stays the stored form and what
 DescribeJob shows (`JobRequest.raw`); the code that runs a job reads these values instead of
@@ -9,13 +9,19 @@ reads its own (operations/).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn, object_from_arn
+from s3batch.domain.function import FunctionSpec
 from s3batch.domain.generator import ManifestGenerator, generator_from_json
 from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.report import ReportScope
+from s3batch.domain.roles import RoleRef
+from s3batch.domain.stores import StorageConfig, from_dict, to_dict
+
+#: Region of a runtime record written before regions were recorded.
+DEFAULT_REGION = "us-east-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +123,49 @@ def _manifest(manifest: Mapping[str, Any]) -> ManifestSpec:
         etag=location["ETag"],
         version_id=location.get("ObjectVersionId"),
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRuntime:
+    """What a worker needs besides the request, resolved when the job was created and recorded
+    with it, so a resumed job (or one run elsewhere) behaves the same."""
+
+    storage: StorageConfig
+    region: str
+    #: Fingerprint of the creating environment's credentials (service/identity.py); None for
+    #: jobs recorded before fingerprints existed.
+    identity: str | None = None
+    #: The resolved handler of a LambdaInvoke job, and the endpoint/region variables it gets.
+    function: FunctionSpec | None = None
+    function_env: Mapping[str, str] | None = None
+    #: The server-defined role the job runs as (jobs created through `s3batch serve`).
+    role: RoleRef | None = None
+
+    @classmethod
+    def parse(cls, runtime: Mapping[str, Any]) -> JobRuntime:
+        function, role = runtime.get("function"), runtime.get("role")
+        return cls(
+            storage=from_dict(runtime["storage"]),
+            region=runtime.get("region", DEFAULT_REGION),
+            identity=runtime.get("identity"),
+            function=_function(function) if function else None,
+            function_env=runtime.get("function_env"),
+            role=RoleRef(role["account_id"], role["name"]) if role else None,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form (JSON-able); `parse` reads it back."""
+        out: dict[str, Any] = {"storage": to_dict(self.storage), "region": self.region}
+        if self.identity is not None:
+            out["identity"] = self.identity
+        if self.role is not None:
+            out["role"] = {"account_id": self.role.account_id, "name": self.role.name}
+        if self.function is not None:
+            out["function"] = asdict(self.function)
+        if self.function_env is not None:
+            out["function_env"] = dict(self.function_env)
+        return out
+
+
+def _function(recorded: Mapping[str, Any]) -> FunctionSpec:
+    return FunctionSpec(**{**recorded, "sys_path": tuple(recorded.get("sys_path", ()))})

@@ -73,7 +73,7 @@ async def dry_run(
 
 
 async def _scan(job: Job, objects: ObjectStore, spool: ObjectStore) -> _Scan:
-    if needs_materializing(job.request):
+    if needs_materializing(job.spec):
         await spool.create_bucket(SPOOL_BUCKET)
         await materialize(job, objects, spool)
         info = await spool.head(SPOOL_BUCKET, spool_key(job.job_id))
@@ -119,8 +119,8 @@ async def _summary(
 ) -> dict[str, Any]:
     scale = scan.tasks / len(scan.sample) if scan.sample else 0.0
     rate, source = await _throughput(service, job.operation_name)
-    name, params = next(iter(job.request["Operation"].items()))
-    cost = estimate(name, params, scan.tasks, len(scan.buckets))
+    operation = job.spec.operation
+    cost = estimate(operation.name, operation.params, scan.tasks, len(scan.buckets))
     return {
         "Operation": job.operation_name,
         "TotalNumberOfTasks": scan.tasks,

@@ -6,7 +6,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from s3batch.domain.job import FailureReason, Job, JobStatus, user_status_change
@@ -18,11 +17,12 @@ from s3batch.domain.request import (
     validate_tags,
 )
 from s3batch.domain.roles import RoleBook, RoleRef, parse_role_arn
+from s3batch.domain.spec import JobRuntime
 from s3batch.errors import AccessDenied, BadRequest, InvalidNextToken, JobStatusError, NotFound
 from s3batch.operations import get_kind, operation_names
 from s3batch.service.identity import current_key
 from s3batch.settings import Settings
-from s3batch.storage.config import StorageConfig, endpoint_for_handlers, to_dict
+from s3batch.storage.config import StorageConfig, endpoint_for_handlers
 from s3batch.store import open_job_store
 from s3batch.store.base import JobStore
 
@@ -71,9 +71,8 @@ class JobService:
     ) -> Job:
         """A job (status New) for a validated request, not yet stored."""
         account = account_id or self.settings.account_id
-        runtime = self._runtime(normalized, storage, functions or {})
-        if role is not None:  # a reference only: the role is looked up again when the job runs
-            runtime["role"] = {"account_id": role.account_id, "name": role.name}
+        # A role is recorded as a reference only: it is looked up again when the job runs.
+        runtime = self._runtime(normalized, storage, functions or {}, role).as_json()
         return Job(
             job_id=str(uuid.uuid4()),
             account_id=account,
@@ -92,27 +91,26 @@ class JobService:
         request: Mapping[str, Any],
         storage: StorageConfig,
         functions: Mapping[str, str] | FunctionScope,
-    ) -> dict[str, Any]:
+        role: RoleRef | None,
+    ) -> JobRuntime:
         """What a worker needs besides the request: recorded so a resume behaves the same."""
-        runtime: dict[str, Any] = {
-            "storage": to_dict(storage),
-            "region": self.settings.region,
-            # Which workers may run it: those started with the creator's credentials.
-            "identity": current_key(self.settings.home),
-        }
+        function = None
         invoke = request["Operation"].get("LambdaInvoke")
         if invoke is not None:
             from s3batch.functions.registry import resolve_function
 
-            spec = resolve_function(
-                invoke["FunctionArn"],
-                functions,
-                cwd=os.getcwd(),
-                timeout_s=self.settings.function_timeout_s,
+            function = resolve_function(
+                invoke["FunctionArn"], functions, cwd=os.getcwd(), timeout_s=self.settings.function_timeout_s
             )
-            runtime["function"] = asdict(spec)
-            runtime["function_env"] = _function_env(storage, self.settings.region)
-        return runtime
+        return JobRuntime(
+            storage=storage,
+            region=self.settings.region,
+            # Which workers may run it: those started with the creator's credentials.
+            identity=current_key(self.settings.home),
+            function=function,
+            function_env=_function_env(storage, self.settings.region) if function else None,
+            role=role,
+        )
 
     async def describe_job(self, job_id: str, account_id: str | None = None) -> Job:
         """`account_id=None` (local CLI and Python API without --account-id) sees every

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from s3batch.domain.arn import object_from_arn
 from s3batch.domain.job import Job
 from s3batch.domain.manifest import Block, CsvLayout, CsvManifestParser, LineSplitter
 from s3batch.domain.task import Task
@@ -50,11 +49,12 @@ class ManifestSource:
                 materialized["etag"],
                 list(MATERIALIZED_FIELDS),
             )
-        manifest = job.request["Manifest"]
-        loc = object_from_arn(manifest["Location"]["ObjectArn"])
-        version = manifest["Location"].get("ObjectVersionId")
-        etag = manifest["Location"]["ETag"]
-        return await cls._checked(objects, loc.bucket, loc.key, version, etag, manifest["Spec"].get("Fields"))
+        manifest = job.spec.manifest
+        assert manifest is not None  # a generator job's manifest is materialized (above)
+        fields = list(manifest.fields) if manifest.fields else None
+        return await cls._checked(
+            objects, manifest.bucket, manifest.key, manifest.version_id, manifest.etag, fields
+        )
 
     @classmethod
     async def _checked(

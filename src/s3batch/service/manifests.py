@@ -27,19 +27,18 @@ import json
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote_plus
 
-from s3batch.domain.arn import bucket_arn, object_from_arn
+from s3batch.domain.arn import bucket_arn
 from s3batch.domain.generator import (
     GENERATED_MANIFEST_FORMAT,
     IncludeVersions,
     ManifestFilter,
     ManifestGenerator,
-    generator_from_json,
 )
 from s3batch.domain.inventory import (
     CsvColumns,
@@ -58,6 +57,7 @@ from s3batch.domain.inventory import (
 from s3batch.domain.job import Job
 from s3batch.domain.manifest import LineSplitter, ManifestFormat, RawLine
 from s3batch.domain.objects import ObjectInfo
+from s3batch.domain.spec import JobRequest
 from s3batch.errors import ManifestError, StorageError
 from s3batch.storage.capabilities import StorageAdapter as ObjectStore
 
@@ -78,10 +78,12 @@ GENERATED_VERSION = "2021-11-30"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 
 
-def needs_materializing(request: Mapping[str, Any]) -> bool:
-    if request.get("ManifestGenerator") is not None:
+def needs_materializing(request: JobRequest) -> bool:
+    """Whether the job's tasks come from a file s3batch writes first (a generator's listing or an
+    inventory report's data files) rather than straight from a CSV manifest."""
+    if request.generator is not None:
         return True
-    return bool(request.get("Manifest", {}).get("Spec", {}).get("Format") == ManifestFormat.INVENTORY_CSV)
+    return request.manifest is not None and request.manifest.format is ManifestFormat.INVENTORY_CSV
 
 
 def spool_key(job_id: str) -> str:
@@ -98,9 +100,8 @@ async def materialize(job: Job, objects: ObjectStore, spool: ObjectStore) -> dic
     with tempfile.TemporaryDirectory(prefix="s3batch-materialize-") as tmp:
         work = Path(tmp)
         out = work / "manifest.csv"
-        generator = job.request.get("ManifestGenerator")
-        if generator is not None:
-            gen = generator_from_json(generator)
+        gen = job.spec.generator
+        if gen is not None:
             await write_listing(objects, gen, out, work)
             if gen.enable_output:
                 facts = await _write_generated(objects, gen, job.job_id, out, work)
@@ -124,15 +125,14 @@ async def _write_inventory(job: Job, objects: ObjectStore, out: Path, work: Path
 
 
 async def _read_inventory_manifest(job: Job, objects: ObjectStore) -> InventoryManifest:
-    location = job.request["Manifest"]["Location"]
-    loc = object_from_arn(location["ObjectArn"])
-    version = location.get("ObjectVersionId")
+    loc = job.spec.manifest
+    assert loc is not None  # an inventory job has a manifest; a generator job has none
     try:
-        info = await objects.head(loc.bucket, loc.key, version)
-        body = await objects.get_bytes(loc.bucket, loc.key, version)
+        info = await objects.head(loc.bucket, loc.key, loc.version_id)
+        body = await objects.get_bytes(loc.bucket, loc.key, loc.version_id)
     except StorageError as exc:
         raise ManifestError(f"cannot read inventory s3://{loc.bucket}/{loc.key}: {exc}") from exc
-    expected = str(location["ETag"]).strip('"')
+    expected = loc.etag.strip('"')
     if info.etag != expected:
         raise ManifestError(f"ETag mismatch: the job expects {expected}, the object has {info.etag}")
     return parse_manifest_json(body)

@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from s3batch.domain.arn import bucket_from_arn
 from s3batch.domain.job import FailureReason, Job
-from s3batch.domain.report import ReportScope, ResultFile, manifest_key, render_manifest, results_key
+from s3batch.domain.report import ResultFile, manifest_key, render_manifest, results_key
 from s3batch.errors import StorageError
 from s3batch.service.probe import unreachable, unreachable_reason
 from s3batch.storage.base import ObjectStore
@@ -52,12 +51,11 @@ class _ResultsFile:
 
 async def write_report(objects: ObjectStore, store: JobStore, job: Job) -> str | None:
     """Write the report; return the manifest.json location (s3://bucket/key) or None."""
-    spec = job.request["Report"]
-    if not spec.get("Enabled") or job.progress.done == 0:
+    spec = job.spec.report
+    if not spec.enabled or spec.bucket is None or job.progress.done == 0:
         return None
-    bucket = bucket_from_arn(spec["Bucket"], "Report.Bucket")
-    prefix = spec.get("Prefix")
-    wanted = ("failed",) if spec.get("ReportScope") == ReportScope.FAILED_ONLY else STATUSES
+    bucket, prefix = spec.bucket, spec.prefix
+    wanted = ("failed",) if spec.failed_only else STATUSES
     with tempfile.TemporaryDirectory(prefix="s3batch-report-") as tmp:
         files = {status: _ResultsFile(Path(tmp), status) for status in wanted}
         async for chunk in store.report_lines(job.job_id, wanted):
@@ -84,11 +82,11 @@ async def check_destination(objects: ObjectStore, job: Job) -> FailureReason | N
     A job whose report bucket is missing or refuses writes would otherwise change every
     object and only then fail: Preparing writes a scratch object where the report goes
     (`<Prefix>/job-<id>/`) and deletes that exact version again."""
-    spec = job.request["Report"]
-    if not spec.get("Enabled"):
+    spec = job.spec.report
+    if not spec.enabled or spec.bucket is None:
         return None
-    bucket = bucket_from_arn(spec["Bucket"], "Report.Bucket")
-    folder = manifest_key(spec.get("Prefix"), job.job_id).rpartition("/")[0]
+    bucket = spec.bucket
+    folder = manifest_key(spec.prefix, job.job_id).rpartition("/")[0]
     key = f"{folder}/{WRITE_CHECK_NAME}"
     try:
         info = await objects.put_bytes(bucket, key, WRITE_CHECK_BODY, content_type="text/plain")

@@ -13,14 +13,13 @@ import hashlib
 import io
 from typing import Any
 
-from s3batch.domain.arn import bucket_from_arn, object_from_arn
 from s3batch.domain.job import Job
 from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.report import ReportRow
 from s3batch.errors import BadRequest, JobStatusError
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
-from s3batch.storage.config import from_dict, open_store
+from s3batch.storage.config import open_store
 
 MAX_DESCRIPTION_CHARS = 256
 
@@ -34,7 +33,7 @@ async def rerun_failed(service: JobService, job_id: str, account_id: str | None 
         raise BadRequest(f"job {job_id} has no failed tasks to rerun")
     bucket, key = _manifest_location(job)
     body, fields = _manifest(rows)
-    objects = open_store(from_dict(job.runtime["storage"]))
+    objects = open_store(job.setup.storage)
     try:
         await objects.put_bytes(bucket, key, body, content_type="text/csv")
     finally:
@@ -42,10 +41,10 @@ async def rerun_failed(service: JobService, job_id: str, account_id: str | None 
     request = _rerun_request(job, bucket, key, body, fields)
     functions = _functions(job)
     # A job that ran as a role reruns as that role (looked up again in HOME's server.toml).
-    roles = load_roles(service.settings.home) if "role" in job.runtime else None
+    roles = load_roles(service.settings.home) if job.setup.role is not None else None
     return await service.create_job(
         request,
-        storage=from_dict(job.runtime["storage"]),
+        storage=job.setup.storage,
         account_id=job.account_id,
         functions=functions,
         roles=roles,
@@ -53,16 +52,16 @@ async def rerun_failed(service: JobService, job_id: str, account_id: str | None 
 
 
 def _manifest_location(job: Job) -> tuple[str, str]:
-    report = job.request["Report"]
-    if report.get("Enabled"):
-        prefix = report.get("Prefix", "").rstrip("/")
+    spec = job.spec
+    if spec.report.enabled and spec.report.bucket is not None:
+        prefix = (spec.report.prefix or "").rstrip("/")
         base = f"{prefix}/job-{job.job_id}" if prefix else f"job-{job.job_id}"
-        return bucket_from_arn(report["Bucket"]), f"{base}/rerun/failed-manifest.csv"
-    manifest = job.request.get("Manifest")
-    if manifest is not None:
-        source = object_from_arn(manifest["Location"]["ObjectArn"]).bucket
+        return spec.report.bucket, f"{base}/rerun/failed-manifest.csv"
+    if spec.manifest is not None:
+        source = spec.manifest.bucket
     else:
-        source = bucket_from_arn(job.request["ManifestGenerator"]["S3JobManifestGenerator"]["SourceBucket"])
+        assert spec.generator is not None  # exactly one of the two
+        source = spec.generator.source_bucket
     return source, f"s3batch-rerun/job-{job.job_id}/failed-manifest.csv"
 
 
@@ -91,7 +90,7 @@ def _rerun_request(job: Job, bucket: str, key: str, body: bytes, fields: list[st
 
 def _functions(job: Job) -> dict[str, str]:
     """The original job's resolved function, so the rerun calls the same handler."""
-    function = job.runtime.get("function")
-    if not function:
+    function = job.setup.function
+    if function is None:
         return {}
-    return {function["name"]: function["handler"]}
+    return {function.name: function.handler}

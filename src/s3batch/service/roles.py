@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,11 @@ def role_storage(role: Role, storage: StorageConfig) -> StorageConfig:
     )
 
 
-def role_env(role: Role | None, env: dict[str, str]) -> dict[str, str]:
+def role_env(role: Role | None, env: Mapping[str, str]) -> dict[str, str]:
     """The environment of a job's function handlers: their boto3 signs with the role's profile
     and reaches its endpoint too."""
     if role is None:
-        return env
+        return dict(env)
     extra = {"AWS_PROFILE": role.profile} if role.profile else {}
     if role.endpoint_url:
         extra |= {"AWS_ENDPOINT_URL": role.endpoint_url, "AWS_ENDPOINT_URL_S3": role.endpoint_url}

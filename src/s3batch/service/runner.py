@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from s3batch.domain.function import FunctionSpec
 from s3batch.domain.job import FailureReason, Job, JobStatus
-from s3batch.domain.roles import Role, RoleBook, first_denied
+from s3batch.domain.roles import Role, RoleBook, RoleRef, first_denied
 from s3batch.domain.task import Task
 from s3batch.engines.base import Engine
 from s3batch.errors import ConfigError, ManifestError, StorageError
@@ -36,7 +35,7 @@ from s3batch.service.progress import ActiveRun, pending_tasks, plan_chunks
 from s3batch.service.reporting import check_destination, write_report
 from s3batch.service.roles import role_env, role_storage
 from s3batch.storage.capabilities import StorageAdapter as ObjectStore
-from s3batch.storage.config import from_dict, open_store
+from s3batch.storage.config import open_store
 from s3batch.storage.local import LocalStore
 from s3batch.storage.retrying import RetryingStore
 from s3batch.store.base import JobStore
@@ -86,9 +85,9 @@ class JobRunner:
     async def drive(self, job_id: str) -> Job:
         """Advance the job until it is terminal or waits for confirmation."""
         job = await self.store.get_job(job_id)
-        storage = from_dict(job.runtime["storage"])
-        if "role" in job.runtime:
-            role = self._lookup_role(job)
+        storage = job.setup.storage
+        if job.setup.role is not None:
+            role = self._lookup_role(job, job.setup.role)
             if isinstance(role, FailureReason):
                 return await self._move(
                     job, [job.status], JobStatus.FAILED,
@@ -110,12 +109,11 @@ class JobRunner:
             await objects.close()
         return job
 
-    def _lookup_role(self, job: Job) -> Role | FailureReason:
+    def _lookup_role(self, job: Job, ref: RoleRef) -> Role | FailureReason:
         """The job's role as the server defines it now, or why the job cannot run."""
-        ref = job.runtime["role"]
-        arn = job.request.get("RoleArn", ref["name"])
+        arn = job.spec.role_arn or ref.name
         try:
-            role = self.roles().get(ref["account_id"], ref["name"])
+            role = self.roles().get(ref.account_id, ref.name)
         except ConfigError as exc:
             return FailureReason("AccessDenied", f"cannot read the roles of the server: {exc}"[:256])
         if role is None:
@@ -151,7 +149,7 @@ class JobRunner:
         if denial is not None:  # AWS too fails the job when its role cannot read or report
             return await self._fail_early(job, FailureReason("AccessDenied", denial.message[:256]))
         try:
-            if needs_materializing(job.request):
+            if needs_materializing(job.spec):
                 job = await self._materialize(job, objects)
             total, first = await self._plan_chunks(job, objects)
         except (ManifestError, StorageError) as exc:
@@ -160,10 +158,10 @@ class JobRunner:
             return await self._fail_early(job, FailureReason("ManifestEmpty", "manifest has no tasks"))
         unfit = await check_destination(objects, job)
         if unfit is None and not self._denied(job, first):
-            unfit = await probe(objects, job.request["Operation"], first)
+            unfit = await probe(objects, job.spec.operation.as_json, first)
         if unfit is not None:
             return await self._fail_early(job, unfit)
-        if job.request.get("ConfirmationRequired"):
+        if job.spec.confirmation_required:
             return await self._move(
                 job,
                 [JobStatus.PREPARING],
@@ -179,7 +177,7 @@ class JobRunner:
         role = self._job_roles.get(job.job_id)
         if role is None:
             return False
-        name, params = next(iter(job.request["Operation"].items()))
+        name, params = job.spec.operation.name, job.spec.operation.params
         return first_denied(role, task_needs(name, params, task.bucket, bool(task.version_id))) is not None
 
     async def _materialize(self, job: Job, objects: ObjectStore) -> Job:
@@ -277,7 +275,7 @@ class JobRunner:
     async def _consume(self, job: Job, source: ManifestSource, run: ActiveRun) -> None:
         pending = await run.open_pending(resumed=job.progress.done > 0)
         tasks = pending_tasks(source, pending, run)
-        results = self.engine.run(self._context(job), job.request["Operation"], tasks)
+        results = self.engine.run(self._context(job), job.spec.operation.as_json, tasks)
         try:
             async for finished in results:
                 await run.add_many(finished)
@@ -294,19 +292,15 @@ class JobRunner:
             )
 
     def _context(self, job: Job) -> JobContext:
-        function = job.runtime.get("function")
-        role = self._job_roles.get(job.job_id)
-        storage = from_dict(job.runtime["storage"])
+        setup, role = job.setup, self._job_roles.get(job.job_id)
         return JobContext(
             job_id=job.job_id,
             account_id=job.account_id,
-            region=job.runtime.get("region", "us-east-1"),
-            storage=role_storage(role, storage) if role else storage,
-            function=FunctionSpec(**{**function, "sys_path": tuple(function["sys_path"])})
-            if function
-            else None,
+            region=setup.region,
+            storage=role_storage(role, setup.storage) if role else setup.storage,
+            function=setup.function,
             function_workers=self.function_workers,
-            function_env=role_env(role, job.runtime.get("function_env", {})),
+            function_env=role_env(role, setup.function_env or {}),
             role=role,
         )
 

@@ -89,8 +89,7 @@ def worker_running(home: Path, key: str | None = None) -> bool:
 
 def job_key(job: Job) -> str | None:
     """The identity fingerprint a job was created with (None: recorded before there were any)."""
-    key = job.runtime.get("identity")
-    return key if isinstance(key, str) else None
+    return job.setup.identity
 
 
 async def run_worker(

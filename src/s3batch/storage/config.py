@@ -1,75 +1,45 @@
-"""Which object store a job talks to, as a small picklable, JSON-able value.
+"""Choosing a job's object store and opening an adapter for it.
 
-A job records its StorageConfig so a resumed or remote worker reaches the same store.
-Secrets are never recorded: S3 credentials come from the standard AWS chain (environment,
-profile, config files) of the process that runs the tasks.
+The configuration values themselves (LocalConfig, S3Config) are pure and live in
+domain/stores.py; they are re-exported here for the code that chooses and opens stores.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TypeGuard
 from urllib.parse import urlparse
 
+from s3batch.domain.stores import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_S,
+    LocalConfig,
+    S3Config,
+    StorageConfig,
+    from_dict,
+    to_dict,
+)
 from s3batch.errors import ConfigError
 from s3batch.storage.capabilities import StorageAdapter
 
-#: Connections the S3 adapter keeps open to one endpoint.
-DEFAULT_MAX_CONNECTIONS = 128
-#: Seconds to wait for a TCP connection / for a response byte.
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_READ_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LocalConfig:
-    """A folder: each sub-folder is a bucket, each file below it an object."""
-
-    root: str
-    kind: str = "local"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class S3Config:
-    """An S3-compatible endpoint. None fields fall back to the AWS environment/profile."""
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    #: "auto" (botocore's choice), "path" or "virtual".
-    addressing_style: str = "auto"
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
-    #: Send the hot, simple calls (plain copy, delete, tagging, listing) through the lean
-    #: request path (storage/s3/lean.py) instead of aiobotocore. S3BATCH_LEAN_PATH=0 also turns
-    #: it off.
-    lean_path: bool = True
-    #: Verify the endpoint's TLS certificate, against AWS_CA_BUNDLE / the profile's ca_bundle
-    #: when set (as botocore does). False is the AWS CLI's --no-verify-ssl; S3BATCH_VERIFY_SSL=0
-    #: also turns verification off.
-    verify_ssl: bool = True
-    kind: str = "s3"
-
-
-StorageConfig = LocalConfig | S3Config
-
-
-def to_dict(config: StorageConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
-def from_dict(data: Mapping[str, Any]) -> StorageConfig:
-    kind = data.get("kind")
-    fields = {k: v for k, v in data.items() if k != "kind"}
-    if kind == "local":
-        return LocalConfig(**fields)
-    if kind == "s3":
-        return S3Config(**fields)
-    raise ConfigError(f"unknown storage kind {kind!r}")
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_READ_TIMEOUT_S",
+    "LocalConfig",
+    "S3Config",
+    "StorageConfig",
+    "can_presign",
+    "endpoint_for_handlers",
+    "from_dict",
+    "open_store",
+    "parse_storage_url",
+    "resolve_storage",
+    "signs_with_profile",
+    "to_dict",
+]
 
 
 def parse_storage_url(url: str, endpoint_url: str | None = None) -> StorageConfig:
