@@ -30,6 +30,7 @@ from s3batch.domain.task import Task
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations import checksum as op
 from s3batch.operations.base import JobContext, OperationContext
+from s3batch.storage.base import Capability
 from s3batch.storage.config import LocalConfig
 
 CHECK_INPUT = b"123456789"  # the CRC catalogue's standard check input
@@ -217,6 +218,9 @@ def test_validate_accepts_every_algorithm(algorithm: ChecksumAlgorithm) -> None:
 
 class PartedStore:
     """Just what the operation reads: a body (served in uneven chunks) and its part sizes."""
+
+    #: It can tell an object's part sizes (object_parts).
+    capabilities = frozenset({Capability.PARTS})
 
     def __init__(self, body: bytes, parts: list[int] | None, chunk: int = 7) -> None:
         self.body, self.parts, self.chunk = body, parts, chunk

@@ -194,10 +194,18 @@ async def test_restore_in_progress_refusal_names_the_rule() -> None:
     from s3batch.domain.task import Task
     from s3batch.errors import StorageError
     from s3batch.operations.base import JobContext, OperationContext
+    from s3batch.storage.base import Capability
     from s3batch.storage.config import LocalConfig
     from s3batch.storage.memory import MemoryStore
 
-    store = MemoryStore()
+    class RestoringStore(MemoryStore):
+        """Declares restores, as an S3 endpoint does: its `restore` answers what `fail` sets."""
+
+        @property
+        def capabilities(self) -> frozenset[Capability]:
+            return super().capabilities | {Capability.RESTORE}
+
+    store = RestoringStore()
     await store.create_bucket("b")
     refusal = StorageError("RestoreAlreadyInProgress", "Object restore is already in progress", 409)
     store.fail("restore", refusal, key="k")

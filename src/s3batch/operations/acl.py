@@ -22,6 +22,7 @@ from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
 from s3batch.operations.actions import Permissions, no_extra_needs, object_action
 from s3batch.operations.base import (
+    NOT_DECLARED,
     UNBATCHED,
     CapabilityProbe,
     Operation,
@@ -29,8 +30,11 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import acl_store
+from s3batch.storage.emulated import ACL_FEATURE
 
 NAME = "S3PutObjectAcl"
 CANNED_ACLS = (
@@ -116,9 +120,12 @@ class PutObjectAcl(Operation):
 
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.acl = parse_acl(params)
-        self.store = ctx.store
+        self.store = acl_store(ctx.store)
+        self.undeclared = undeclared(ctx, ACL_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
+        if self.store is None:
+            return self.undeclared
         try:
             await self.store.put_acl(task.bucket, task.key, self.acl, task.version_id)
         except StorageError as exc:
@@ -129,7 +136,10 @@ class PutObjectAcl(Operation):
 async def check_acl(
     store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
 ) -> str | None:
-    await store.put_acl(bucket, key, AclSpec(canned="private"), vid)
+    acls = acl_store(store)
+    if acls is None:
+        return NOT_DECLARED
+    await acls.put_acl(bucket, key, AclSpec(canned="private"), vid)
     return None  # the body check after every probe catches servers that truncate the object
 
 
@@ -142,7 +152,7 @@ KIND = OperationKind(
         extra=no_extra_needs,
     ),
     requests=PerTask(pricing.PUT, 1),
-    probe=CapabilityProbe("object ACLs", check_acl),
+    probe=CapabilityProbe("object ACLs", Capability.ACL, check_acl),
     batch_size=UNBATCHED,
     create=PutObjectAcl,
 )

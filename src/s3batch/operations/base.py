@@ -9,7 +9,8 @@ is a required field, so a kind that forgets one cannot be built:
 - `permissions`: the IAM actions one task needs (checked against the job's role);
 - `requests(params, tasks, buckets)`: the requests a job makes, by type, for pricing and the
   dry run;
-- `probe`: the capability check run in Preparing, or `NoProbe.PLAIN_DATA_PATH`;
+- `probe`: the capability check run in Preparing (with the store `Capability` it needs, if any),
+  or `NoProbe.PLAIN_DATA_PATH`;
 - `batch_size`: how many tasks `apply_many` takes at once (1: the kind does not batch);
 - `create(params, ctx)` builds a live `Operation` inside the process that runs tasks. It gets
   only picklable inputs (`JobContext`) plus that process's own resources (`OperationContext`),
@@ -18,6 +19,10 @@ is a required field, so a kind that forgets one cannot be built:
 `Operation.apply` must not raise for a per-object problem: it returns a failed `TaskResult`
 (with `retryable=True` for throttling, 5xx, timeouts, TemporaryFailure). An exception that
 does escape is turned into a failed task by the engine, never a dead job.
+
+`OperationContext.store` is the core `ObjectStore`. A kind that needs more asks for it once, in
+`create`, with the capability's accessor (storage/capabilities.py: `acl_store(ctx.store)`, ...);
+where the store does not declare it, each task fails with `undeclared(ctx, feature)`.
 """
 
 from __future__ import annotations
@@ -34,11 +39,19 @@ from s3batch.domain.roles import Role
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import StorageError
 from s3batch.operations.actions import Permissions
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
-from s3batch.storage.config import StorageConfig
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.config import LocalConfig, StorageConfig
+from s3batch.storage.emulated import not_implemented
 
 #: The batch size of a kind that takes its tasks one at a time.
 UNBATCHED = 1
+#: How `undeclared` names the store a job's StorageConfig opens: the words of that store's own
+#: NotImplemented answers (storage/local.py), so the report row is the one the call would give.
+FOLDER_STORE = "local folder store"
+S3_ENDPOINT = "S3 endpoint"
+#: What a probe check answers when handed a store without its capability (the probe framework
+#: asks the declaration first, so a check never sees one).
+NOT_DECLARED = "the store does not declare the capability this check needs"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +127,11 @@ class CapabilityProbe:
 
     #: What the endpoint must support, as the failure names it ("object tagging").
     feature: str
+    #: The store capability the feature needs, None where it is core (object tagging). A store
+    #: that does not declare it fails the probe without a scratch object being written; one
+    #: that does still gets the check, which finds out whether the server supports it.
+    capability: Capability | None
+    #: Calls the capability's methods through its accessor (storage/capabilities.py).
     check: ProbeCheck
 
 
@@ -142,3 +160,12 @@ class OperationKind:
 def storage_failure(exc: StorageError) -> TaskResult:
     """A failed task from a failed storage call, keeping code, status and retryability."""
     return TaskResult.fail(exc.code, exc.message, exc.http_status, retryable=exc.retryable)
+
+
+def undeclared(ctx: OperationContext, feature: str) -> TaskResult:
+    """What each task reports when the job's store does not declare the capability its kind
+    needs: NotImplemented (501) in the store's own words (storage/emulated.py names `feature`
+    the same way), so a job whose capability probe did not run (its role may not touch the
+    probe's bucket) reports per task exactly as the store's call would. Built once, in `create`."""
+    where = FOLDER_STORE if isinstance(ctx.job.storage, LocalConfig) else S3_ENDPOINT
+    return storage_failure(not_implemented(where, feature))

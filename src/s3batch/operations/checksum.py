@@ -48,8 +48,10 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import ObjectStore
+from s3batch.storage.capabilities import parts_store
 
 NAME = "S3ComputeObjectChecksum"
 
@@ -60,6 +62,9 @@ READ_CHUNK_BYTES = 1 << 20
 #: reads (S3 streams often yield ~64 KiB) are buffered up to it rather than paying a thread hop
 #: per read; a tail below it is hashed inline, where it costs well under a millisecond.
 THREAD_MIN_BYTES = 1 << 20
+
+#: What a COMPOSITE checksum needs of the store (Capability.PARTS), as a refusal names it.
+PARTS_FEATURE = "the part layout of multipart objects (COMPOSITE checksums)"
 
 _ALGORITHMS = tuple(a.value for a in ChecksumAlgorithm)
 _TYPES = tuple(t.value for t in ChecksumType)
@@ -150,8 +155,14 @@ class ComputeChecksum(Operation):
         self.algorithm = _algorithm(params)
         self.checksum_type = _checksum_type(params)
         self.store: ObjectStore = ctx.store
+        #: The part sizes a COMPOSITE checksum follows; a store that cannot tell them (declares
+        #: no Capability.PARTS) fails each COMPOSITE task rather than guess FULL_OBJECT.
+        self.parts = parts_store(ctx.store)
+        self.undeclared = undeclared(ctx, PARTS_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
+        if self.parts is None and self.checksum_type is ChecksumType.COMPOSITE:
+            return self.undeclared
         try:
             checksum_type, checksum, size = await self._compute(task)
         except StorageError as exc:
@@ -162,8 +173,8 @@ class ComputeChecksum(Operation):
         return TaskResult.ok(message=result_message(self.algorithm, checksum_type, checksum, size))
 
     async def _compute(self, task: Task) -> tuple[ChecksumType, str, int]:
-        if self.checksum_type is ChecksumType.COMPOSITE:
-            parts = await self.store.object_parts(task.bucket, task.key, task.version_id)
+        if self.parts is not None and self.checksum_type is ChecksumType.COMPOSITE:
+            parts = await self.parts.object_parts(task.bucket, task.key, task.version_id)
             if parts is not None:
                 checksum, size = await self._composite(task, parts)
                 return ChecksumType.COMPOSITE, checksum, size

@@ -24,6 +24,7 @@ from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions, no_extra_needs, object_action
 from s3batch.operations.base import (
+    NOT_DECLARED,
     UNBATCHED,
     CapabilityProbe,
     Operation,
@@ -31,8 +32,11 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import encryption_store
+from s3batch.storage.emulated import ENCRYPTION_FEATURE
 
 NAME = "S3UpdateObjectEncryption"
 #: The model's KMSKeyArn pattern, and its length limits in characters.
@@ -72,9 +76,12 @@ class UpdateObjectEncryption(Operation):
 
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.sse = parse_encryption(params)
-        self.store = ctx.store
+        self.store = encryption_store(ctx.store)
+        self.undeclared = undeclared(ctx, ENCRYPTION_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
+        if self.store is None:
+            return self.undeclared
         try:
             await self.store.update_encryption(task.bucket, task.key, self.sse, task.version_id)
         except StorageError as exc:
@@ -85,9 +92,12 @@ class UpdateObjectEncryption(Operation):
 async def check_encryption(
     store: ObjectStore, bucket: str, key: str, vid: str | None, params: Mapping[str, Any]
 ) -> str | None:
+    encrypting = encryption_store(store)
+    if encrypting is None:
+        return NOT_DECLARED
     sse = params.get("ObjectEncryption", {}).get("SSEKMS", {})
-    await store.update_encryption(bucket, key, KmsEncryption(str(sse.get("KMSKeyArn", ""))), vid)
-    if (await store.head(bucket, key)).encryption != "SSE-KMS":
+    await encrypting.update_encryption(bucket, key, KmsEncryption(str(sse.get("KMSKeyArn", ""))), vid)
+    if (await encrypting.head(bucket, key)).encryption != "SSE-KMS":
         return "the object was not SSE-KMS encrypted afterwards"
     return None
 
@@ -99,7 +109,7 @@ KIND = OperationKind(
         object_actions=(object_action("s3:UpdateObjectEncryption"),), bucket_actions=(), extra=no_extra_needs
     ),
     requests=PerTask(pricing.COPY, 1),
-    probe=CapabilityProbe("SSE-KMS encryption", check_encryption),
+    probe=CapabilityProbe("SSE-KMS encryption", Capability.ENCRYPTION, check_encryption),
     batch_size=UNBATCHED,
     create=UpdateObjectEncryption,
 )

@@ -17,6 +17,7 @@ from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
 from s3batch.operations.actions import GET_LOCK_CONFIGURATION, Permissions, no_extra_needs, object_action
 from s3batch.operations.base import (
+    NOT_DECLARED,
     UNBATCHED,
     CapabilityProbe,
     Operation,
@@ -24,8 +25,11 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import object_lock_store
+from s3batch.storage.emulated import LEGAL_HOLD_FEATURE
 
 NAME = "S3PutObjectLegalHold"
 STATUSES = ("ON", "OFF")
@@ -49,9 +53,12 @@ class PutObjectLegalHold(Operation):
 
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.status = parse_status(params)
-        self.store = ctx.store
+        self.store = object_lock_store(ctx.store)
+        self.undeclared = undeclared(ctx, LEGAL_HOLD_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
+        if self.store is None:
+            return self.undeclared
         try:
             await self.store.put_legal_hold(task.bucket, task.key, self.status, task.version_id)
         except StorageError as exc:
@@ -62,10 +69,13 @@ class PutObjectLegalHold(Operation):
 async def check_legal_hold(
     store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
 ) -> str | None:
-    await store.put_legal_hold(bucket, key, "ON", vid)
-    if (await store.head(bucket, key, vid)).legal_hold != "ON":
+    lock = object_lock_store(store)
+    if lock is None:
+        return NOT_DECLARED
+    await lock.put_legal_hold(bucket, key, "ON", vid)
+    if (await lock.head(bucket, key, vid)).legal_hold != "ON":
         return "the legal hold did not read back as ON"
-    await store.put_legal_hold(bucket, key, "OFF", vid)
+    await lock.put_legal_hold(bucket, key, "OFF", vid)
     return None
 
 
@@ -78,7 +88,7 @@ KIND = OperationKind(
         extra=no_extra_needs,
     ),
     requests=PerTask(pricing.PUT, 1),
-    probe=CapabilityProbe("Object Lock legal holds", check_legal_hold),
+    probe=CapabilityProbe("Object Lock legal holds", Capability.OBJECT_LOCK, check_legal_hold),
     batch_size=UNBATCHED,
     create=PutObjectLegalHold,
 )

@@ -9,7 +9,9 @@ s3batch extension: where the endpoint keeps no replication configuration (ours, 
 site replication, moto without one set), the job may name the destination itself:
 `{"S3ReplicateObject": {"DestinationBucket": "arn:aws:s3:::dst"}}`. AWS sends
 `<S3ReplicateObject/>` empty, so the parameter is optional; a bucket's own configuration wins
-over it. With neither, the task fails with ReplicationConfigurationNotFoundError (404).
+over it. With neither, the task fails with ReplicationConfigurationNotFoundError (404). A
+store that declares no Capability.REPLICATION keeps no configuration: the job's own
+DestinationBucket then applies to every bucket.
 
 The copy keeps the key, the user metadata and system headers, and the tags (CopyObject with
 both directives COPY); a row with a VersionId replicates that version. The report's
@@ -40,6 +42,7 @@ from s3batch.operations.base import (
     storage_failure,
 )
 from s3batch.storage.base import CopyOptions
+from s3batch.storage.capabilities import replication_store
 
 NAME = "S3ReplicateObject"
 NO_CONFIGURATION = "ReplicationConfigurationNotFoundError"
@@ -67,13 +70,16 @@ class ReplicateObject(Operation):
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.fallback = parse_destination(params)
         self.store = ctx.store
+        self.replication = replication_store(ctx.store)
         self._rules: dict[str, list[ReplicationRule]] = {}
         self._lock = asyncio.Lock()
 
     async def _rules_of(self, bucket: str) -> list[ReplicationRule]:
+        if self.replication is None:
+            return []  # no configuration to read
         async with self._lock:  # one GetBucketReplication per bucket, not one per task
             if bucket not in self._rules:
-                self._rules[bucket] = await self.store.replication_rules(bucket)
+                self._rules[bucket] = await self.replication.replication_rules(bucket)
             return self._rules[bucket]
 
     async def _destination(self, task: Task) -> tuple[str, str | None] | TaskResult:

@@ -26,6 +26,7 @@ from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
 from s3batch.operations.actions import Permissions, no_extra_needs, object_action
 from s3batch.operations.base import (
+    NOT_DECLARED,
     UNBATCHED,
     CapabilityProbe,
     Operation,
@@ -33,8 +34,11 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import restore_store
+from s3batch.storage.emulated import RESTORE_FEATURE
 
 NAME = "S3InitiateRestoreObject"
 TIERS = ("BULK", "STANDARD")
@@ -68,9 +72,12 @@ class InitiateRestore(Operation):
 
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.days, self.tier = parse_request(params)
-        self.store = ctx.store
+        self.store = restore_store(ctx.store)
+        self.undeclared = undeclared(ctx, RESTORE_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
+        if self.store is None:
+            return self.undeclared
         try:
             await self.store.restore(task.bucket, task.key, self.days, self.tier, task.version_id)
         except StorageError as exc:
@@ -83,8 +90,11 @@ class InitiateRestore(Operation):
 async def check_restore(
     store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
 ) -> str | None:
+    restoring = restore_store(store)
+    if restoring is None:
+        return NOT_DECLARED
     try:
-        await store.restore(bucket, key, 1, "Standard", vid)
+        await restoring.restore(bucket, key, 1, "Standard", vid)
     except StorageError as exc:
         if exc.code != "InvalidObjectState":  # the API exists: the scratch object is not archived
             raise
@@ -98,7 +108,7 @@ KIND = OperationKind(
         object_actions=(object_action("s3:RestoreObject"),), bucket_actions=(), extra=no_extra_needs
     ),
     requests=PerTask(pricing.POST, 1),
-    probe=CapabilityProbe("restore from archive", check_restore),
+    probe=CapabilityProbe("restore from archive", Capability.RESTORE, check_restore),
     batch_size=UNBATCHED,
     create=InitiateRestore,
 )

@@ -24,6 +24,7 @@ from s3batch.errors import BadRequest, StorageError
 from s3batch.operations._params import one_of, reject_unknown
 from s3batch.operations.actions import GET_LOCK_CONFIGURATION, Permissions, object_action
 from s3batch.operations.base import (
+    NOT_DECLARED,
     UNBATCHED,
     CapabilityProbe,
     Operation,
@@ -31,8 +32,11 @@ from s3batch.operations.base import (
     OperationKind,
     PerTask,
     storage_failure,
+    undeclared,
 )
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import object_lock_store
+from s3batch.storage.emulated import RETENTION_FEATURE
 
 NAME = "S3PutObjectRetention"
 MODES = ("COMPLIANCE", "GOVERNANCE")
@@ -97,6 +101,8 @@ class PutObjectRetention(Operation):
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
         self.retention, self.bypass = parse_retention(params)
         self.store = ctx.store
+        self.lock = object_lock_store(ctx.store)
+        self.undeclared = undeclared(ctx, RETENTION_FEATURE)
 
     async def apply(self, task: Task) -> TaskResult:
         try:
@@ -105,7 +111,9 @@ class PutObjectRetention(Operation):
             if why is not None:
                 code, status = COMPLIANCE_REFUSAL
                 return TaskResult.fail(code, why, status)
-            await self.store.put_retention(
+            if self.lock is None:  # after the HEAD, as ever: a missing object is still NoSuchKey
+                return self.undeclared
+            await self.lock.put_retention(
                 task.bucket, task.key, self.retention, task.version_id, bypass_governance=self.bypass
             )
         except StorageError as exc:
@@ -123,11 +131,14 @@ def bypass_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tup
 async def check_retention(
     store: ObjectStore, bucket: str, key: str, vid: str | None, _: Mapping[str, Any]
 ) -> str | None:
+    lock = object_lock_store(store)
+    if lock is None:
+        return NOT_DECLARED
     until = (datetime.now(UTC) + PROBE_RETENTION).replace(microsecond=0)
-    await store.put_retention(bucket, key, Retention("GOVERNANCE", until), vid)
-    if (await store.head(bucket, key, vid)).lock_mode != "GOVERNANCE":
+    await lock.put_retention(bucket, key, Retention("GOVERNANCE", until), vid)
+    if (await lock.head(bucket, key, vid)).lock_mode != "GOVERNANCE":
         return "the retention did not read back as GOVERNANCE"
-    await store.put_retention(bucket, key, Retention(), vid, bypass_governance=True)
+    await lock.put_retention(bucket, key, Retention(), vid, bypass_governance=True)
     return None
 
 
@@ -140,7 +151,7 @@ KIND = OperationKind(
         extra=bypass_needs,
     ),
     requests=PerTask(pricing.PUT, 1),
-    probe=CapabilityProbe("Object Lock retention", check_retention),
+    probe=CapabilityProbe("Object Lock retention", Capability.OBJECT_LOCK, check_retention),
     batch_size=UNBATCHED,
     create=PutObjectRetention,
 )

@@ -60,7 +60,8 @@ async def check_tagging(
     return None
 
 
-TAGGING_PROBE = CapabilityProbe("object tagging", check_tagging)
+#: Tags are core (`ObjectStore`): every store is asked, none may decline by declaration.
+TAGGING_PROBE = CapabilityProbe("object tagging", None, check_tagging)
 
 KIND = OperationKind(
     name=NAME,

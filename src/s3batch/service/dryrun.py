@@ -17,7 +17,6 @@ import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from s3batch.domain.job import Job, JobStatus
@@ -29,9 +28,8 @@ from s3batch.operations import kind_of
 from s3batch.service.jobs import JobService, validated
 from s3batch.service.manifest_source import ManifestSource
 from s3batch.service.manifests import SPOOL_BUCKET, materialize, needs_materializing, spool_key
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
-from s3batch.storage.config import StorageConfig, open_store
-from s3batch.storage.local import LocalStore
+from s3batch.storage.capabilities import StorageAdapter
+from s3batch.storage.config import LocalConfig, StorageConfig, open_store
 
 #: Manifests up to this many tasks get every object HEADed; larger ones a sample.
 HEAD_ALL_LIMIT = 10_000
@@ -65,14 +63,14 @@ async def dry_run(
     objects = open_store(storage)
     try:
         with tempfile.TemporaryDirectory(prefix="s3batch-dry-run-") as tmp:
-            scan = await _scan(job, objects, LocalStore(Path(tmp)))
+            scan = await _scan(job, objects, open_store(LocalConfig(root=tmp)))
         sizes, missing = await _head_sample(objects, scan.sample)
     finally:
         await objects.close()
     return await _summary(service, job, scan, sizes, missing)
 
 
-async def _scan(job: Job, objects: ObjectStore, spool: ObjectStore) -> _Scan:
+async def _scan(job: Job, objects: StorageAdapter, spool: StorageAdapter) -> _Scan:
     if needs_materializing(job.spec):
         await spool.create_bucket(SPOOL_BUCKET)
         await materialize(job, objects, spool)
@@ -100,7 +98,7 @@ def _reservoir(scan: _Scan, task: Task, rng: random.Random, size: int) -> None:
         scan.sample[slot] = task
 
 
-async def _head_sample(objects: ObjectStore, sample: list[Task]) -> tuple[list[int], int]:
+async def _head_sample(objects: StorageAdapter, sample: list[Task]) -> tuple[list[int], int]:
     gate = asyncio.Semaphore(HEAD_CONCURRENCY)
 
     async def size(task: Task) -> int | None:

@@ -14,6 +14,12 @@ order, so the manifest is in key order and deterministic. A range [P, next) wher
 prefix is listed as prefix P exactly, then the few keys between P's last key and `next` with a
 bounded listing (`end_before`); other ranges are one bounded listing from `start_after`.
 `IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker).
+
+Reading an inventory needs only the core `ObjectStore`. A generator lists versions on any store,
+declared versioned or not (`list_versions` on an unversioned store lists each object once, as
+its latest version, like ListObjectVersions on a bucket that never had versioning), so the
+listing takes the whole `StorageAdapter`; the replication configuration it reads only where the
+store declares one.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ from s3batch.domain.manifest import LineSplitter, ManifestFormat, RawLine
 from s3batch.domain.objects import ObjectInfo
 from s3batch.domain.spec import JobRequest
 from s3batch.errors import ManifestError, StorageError
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import ObjectStore
+from s3batch.storage.capabilities import StorageAdapter, replication_store
 
 #: Fields of a materialized manifest.
 MATERIALIZED_FIELDS = ("Bucket", "Key", "VersionId")
@@ -90,7 +97,7 @@ def spool_key(job_id: str) -> str:
     return f"{job_id}.csv"
 
 
-async def materialize(job: Job, objects: ObjectStore, spool: ObjectStore) -> dict[str, Any]:
+async def materialize(job: Job, objects: StorageAdapter, spool: ObjectStore) -> dict[str, Any]:
     """Write the job's tasks to `spool` at (SPOOL_BUCKET, spool_key(job_id)).
 
     Returns facts to keep in `job.extra` (e.g. a GeneratedManifestDescriptor). Raises
@@ -307,12 +314,13 @@ async def plan_ranges(objects: ObjectStore, bucket: str, prefix: str) -> list[Ke
     return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-async def write_listing(objects: ObjectStore, gen: ManifestGenerator, out: Path, work: Path) -> int:
+async def write_listing(objects: StorageAdapter, gen: ManifestGenerator, out: Path, work: Path) -> int:
     """List the generator's source bucket with its filters into `out` (normalized CSV, key
     order); returns the row count."""
     flt = gen.filter
     if flt.eligible_for_replication:
-        rules = await objects.replication_rules(gen.source_bucket)
+        replication = replication_store(objects)
+        rules = await replication.replication_rules(gen.source_bucket) if replication is not None else []
         if not rules:  # no configuration (or no enabled rule): nothing is eligible
             out.write_bytes(b"")
             return 0
@@ -341,7 +349,7 @@ async def write_listing(objects: ObjectStore, gen: ManifestGenerator, out: Path,
 class _Lister:
     """Lists one key range of the source bucket (current objects or every version)."""
 
-    objects: ObjectStore
+    objects: StorageAdapter
     bucket: str
     flt: ManifestFilter
     versions: bool

@@ -8,9 +8,13 @@ makes the operation's kind of call on it, reads the object back (body and the ef
 deletes it. A job the endpoint cannot do fails in Preparing with FailureCode
 `EndpointCapability` instead of failing — or damaging — every object.
 
-Each operation kind states its own check (`KIND.probe`: the feature and the call to make, or
-`NoProbe.PLAIN_DATA_PATH` for operations that only read, copy or delete); this module is the
-framework around it: the scratch object, reading its body back, the verdict.
+Each operation kind states its own check (`KIND.probe`: the feature, the store `Capability` it
+needs, and the call to make, or `NoProbe.PLAIN_DATA_PATH` for operations that only read, copy or
+delete); this module is the framework around it: the store's declaration, the scratch object,
+reading its body back, the verdict. A store that does not declare the capability (the folder
+store has no Object Lock) fails the job at once, without writing a scratch object; one that
+does still gets the check, as whether the server behind it supports the feature is for the
+check to find out.
 
 A call that got no answer at all (connection refused or reset, a TLS certificate refused, no
 answer in time) says nothing about what the endpoint supports: the job then fails with
@@ -28,7 +32,8 @@ from s3batch.domain.task import Task
 from s3batch.errors import StorageError
 from s3batch.operations import kind_of
 from s3batch.operations.base import CapabilityProbe
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
+from s3batch.storage.base import Capability, ObjectStore
+from s3batch.storage.capabilities import declares
 
 #: Key prefix of scratch objects; the probe deletes its object when done.
 PROBE_PREFIX = ".s3batch-probe/"
@@ -36,6 +41,17 @@ PROBE_BODY = b"s3batch capability probe: this object is deleted right after the 
 #: StorageError codes the S3 adapter (storage/s3.py, storage/lean.py) gives a call that got no
 #: HTTP answer: the endpoint was not reached, or did not answer in time.
 UNREACHABLE_CODES = frozenset({"ConnectionError", "RequestTimeout", "TLSError"})
+#: How a failure names a capability the store does not declare.
+CAPABILITY_NAMES: dict[Capability, str] = {
+    Capability.ACL: "object ACLs",
+    Capability.OBJECT_LOCK: "Object Lock",
+    Capability.RESTORE: "restores from archive storage classes",
+    Capability.REPLICATION: "replication configurations",
+    Capability.ENCRYPTION: "SSE-KMS re-encryption",
+    Capability.VERSIONS: "object versions",
+    Capability.MULTIPART_UPLOADS: "multipart upload listings",
+    Capability.PARTS: "part layouts of multipart objects",
+}
 
 
 async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -> FailureReason | None:
@@ -48,10 +64,13 @@ async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -
         if unversioned is not None:
             return unversioned
     bucket = first.bucket
-    capability = kind_of(name).probe
-    if not isinstance(capability, CapabilityProbe):  # the plain data path: nothing to check
+    kind_probe = kind_of(name).probe
+    if not isinstance(kind_probe, CapabilityProbe):  # the plain data path: nothing to check
         return None
-    feature, check = capability.feature, capability.check
+    feature, needed, check = kind_probe.feature, kind_probe.capability, kind_probe.check
+    if needed is not None and not declares(store, needed):  # no scratch object for a sure "no"
+        why = f"NotImplemented: this store does not implement {CAPABILITY_NAMES[needed]}"
+        return _unsupported(feature, name, why)
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
     try:
         info = await store.put_bytes(bucket, key, PROBE_BODY, content_type="text/plain")
@@ -67,10 +86,12 @@ async def probe(store: ObjectStore, operation: Mapping[str, Any], first: Task) -
         problem = f"{exc.code}: {exc.message}"
     if problem is None:
         return None
-    return FailureReason(
-        "EndpointCapability",
-        f"the endpoint does not support {feature} for {name} ({problem}); no object was changed"[:256],
-    )
+    return _unsupported(feature, name, problem)
+
+
+def _unsupported(feature: str, operation: str, problem: str) -> FailureReason:
+    why = f"the endpoint does not support {feature} for {operation} ({problem}); no object was changed"
+    return FailureReason("EndpointCapability", why[:256])
 
 
 async def _versions(store: ObjectStore, first: Task) -> FailureReason | None:

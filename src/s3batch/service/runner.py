@@ -34,9 +34,8 @@ from s3batch.service.probe import probe
 from s3batch.service.progress import ActiveRun, pending_tasks, plan_chunks
 from s3batch.service.reporting import check_destination, write_report
 from s3batch.service.roles import role_env, role_storage
-from s3batch.storage.capabilities import StorageAdapter as ObjectStore
-from s3batch.storage.config import open_store
-from s3batch.storage.local import LocalStore
+from s3batch.storage.capabilities import StorageAdapter
+from s3batch.storage.config import LocalConfig, open_store
 from s3batch.storage.retrying import RetryingStore
 from s3batch.store.base import JobStore
 
@@ -79,8 +78,8 @@ class JobRunner:
         #: Which jobs this runner's worker drives: only those can pre-empt the running one.
         self.accepts = accepts
 
-    def _spool(self) -> ObjectStore:
-        return LocalStore(self.spool_root)
+    def _spool(self) -> StorageAdapter:
+        return open_store(LocalConfig(root=str(self.spool_root)))
 
     async def drive(self, job_id: str) -> Job:
         """Advance the job until it is terminal or waits for confirmation."""
@@ -96,7 +95,7 @@ class JobRunner:
             self._job_roles[job_id], storage = role, role_storage(role, storage)
         # The job's own I/O (manifest, probe, reports) retries throttling and 5xx; tasks retry
         # on their own, in the engine.
-        objects = cast(ObjectStore, RetryingStore(open_store(storage)))
+        objects = cast(StorageAdapter, RetryingStore(open_store(storage)))
         try:
             while not job.status.terminal and job.status is not JobStatus.SUSPENDED:
                 before = job.status
@@ -120,7 +119,7 @@ class JobRunner:
             return FailureReason("AccessDenied", f"role {arn} is no longer defined by the server"[:256])
         return role
 
-    async def _step(self, job: Job, objects: ObjectStore) -> Job:
+    async def _step(self, job: Job, objects: StorageAdapter) -> Job:
         s = job.status
         if s is JobStatus.NEW:
             return await self._move(job, [s], JobStatus.PREPARING)
@@ -143,7 +142,7 @@ class JobRunner:
 
     # -- Preparing ----------------------------------------------------------------------
 
-    async def _prepare(self, job: Job, objects: ObjectStore) -> Job:
+    async def _prepare(self, job: Job, objects: StorageAdapter) -> Job:
         role = self._job_roles.get(job.job_id)
         denial = first_denied(role, job_needs(job.request)) if role else None
         if denial is not None:  # AWS too fails the job when its role cannot read or report
@@ -180,7 +179,7 @@ class JobRunner:
         name, params = job.spec.operation.name, job.spec.operation.params
         return first_denied(role, task_needs(name, params, task.bucket, bool(task.version_id))) is not None
 
-    async def _materialize(self, job: Job, objects: ObjectStore) -> Job:
+    async def _materialize(self, job: Job, objects: StorageAdapter) -> Job:
         spool = self._spool()
         try:
             await spool.create_bucket(SPOOL_BUCKET)
@@ -200,7 +199,7 @@ class JobRunner:
             termination_date=time.time(),
         )
 
-    async def _plan_chunks(self, job: Job, objects: ObjectStore) -> tuple[int, Task | None]:
+    async def _plan_chunks(self, job: Job, objects: StorageAdapter) -> tuple[int, Task | None]:
         """Cut the manifest into chunks (service.progress); returns the task count and the first
         task. A small manifest stays in memory for the Active phase of this drive."""
         source = await ManifestSource.open(job, objects, self._spool())
@@ -211,7 +210,7 @@ class JobRunner:
 
     # -- Active -------------------------------------------------------------------------
 
-    async def _execute(self, job: Job, objects: ObjectStore) -> Job:
+    async def _execute(self, job: Job, objects: StorageAdapter) -> Job:
         try:
             source = self._kept.pop(job.job_id, None)
             source = source or await ManifestSource.open(job, objects, self._spool())
@@ -306,7 +305,7 @@ class JobRunner:
 
     # -- Completing / Cancelling / Failing ---------------------------------------------
 
-    async def _finish(self, job: Job, objects: ObjectStore) -> Job:
+    async def _finish(self, job: Job, objects: StorageAdapter) -> Job:
         final = {
             JobStatus.COMPLETING: JobStatus.COMPLETE,
             JobStatus.CANCELLING: JobStatus.CANCELLED,
