@@ -217,7 +217,9 @@ class S3Batch:
         """Run queued jobs in this process until none is runnable. Returns jobs driven."""
         with worker_lock(self.settings.home) as held:
             if held is None:
-                raise RuntimeError("a background worker holds this S3BATCH_HOME; use wait()")
+                raise RuntimeError(
+                    "a background worker of this environment runs in this S3BATCH_HOME; use wait()"
+                )
             return eventloop.run(
                 run_worker(self.settings, exit_when_idle=True, idle_exit_s=0.0, store=self._store())
             )

@@ -342,3 +342,33 @@ def test_waiting_on_another_environments_job_says_how_to_resume_it(
         )  # fmt: skip
     assert b"created from another environment" in (waited.value.stderr or b"")
     assert batch.describe_job(JobId=job_id)["Job"]["Status"] == "New"  # nobody ran it as someone else
+    # The other environment takes the job over and runs it to the end.
+    adopted = subprocess.run(
+        [sys.executable, "-m", "s3batch", "adopt-job", job_id, "--wait"],
+        env={**env, "AWS_ACCESS_KEY_ID": "someone-else"}, capture_output=True, text=True,
+        timeout=JOB_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert adopted.returncode == 0, adopted.stderr
+    assert json.loads(adopted.stdout)["Job"]["Status"] == "Complete"
+
+
+def test_relative_paths_are_made_absolute_for_the_worker_and_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s3batch.service.identity import identity_variables, worker_environment
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    env = {"AWS_SHARED_CREDENTIALS_FILE": ".aws/credentials", "PYTHONPATH": "src:lib", "AWS_PAGER": "less"}
+    monkeypatch.chdir(one)
+    in_one = environment_key(env, tmp_path)
+    assert worker_environment(env)["AWS_SHARED_CREDENTIALS_FILE"] == str(one / ".aws/credentials")
+    assert worker_environment(env)["PYTHONPATH"] == f"{one / 'src'}:{one / 'lib'}"
+    assert "AWS_PAGER" not in identity_variables(env)  # output settings are not an identity
+    # A worker started elsewhere with the absolute environment has the creator's fingerprint...
+    absolute = worker_environment(env)
+    monkeypatch.chdir(two)
+    assert environment_key(absolute, tmp_path) == in_one
+    # ...and the same relative settings in another project name other files: another fingerprint.
+    assert environment_key(env, tmp_path) != in_one

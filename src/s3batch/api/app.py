@@ -1,7 +1,7 @@
 """create_app(settings): the S3 Control-compatible server as one ASGI application.
 
 On startup it opens the SQLite job store of S3BATCH_HOME and keeps a job worker running: a
-child `s3batch worker` process holding HOME's worker lock (so API requests and the job's task
+child `s3batch worker` process holding the worker lock of its environment (so API requests and the job's task
 callbacks never share an event loop or an interpreter lock), restarted if it exits. Jobs
 created over the API start at once, and jobs left unfinished by a crash or restart resume (the
 job store is the only state). If another process (a CLI-started worker) holds the lock, the
@@ -157,7 +157,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _worker_loop(settings: Settings, roles: RoleBook) -> None:
-    """Run the job worker while holding HOME's lock; wait for the lock if someone else has it."""
+    """Run the job worker while holding this environment's worker lock; wait for it if someone else has it."""
     while True:  # ends only by cancellation at shutdown
         with worker_lock(settings.home) as held:
             if held is not None:

@@ -57,6 +57,11 @@ COMMANDS: dict[str, LazyCommand] = {
         _JOBS, "wait_job", "Follow an existing job with a progress bar until it ends; exit by its outcome."
     ),
     "report": LazyCommand(_JOBS, "report", "Print a job's completion report as a table, failures first."),
+    "adopt-job": LazyCommand(
+        _JOBS,
+        "adopt_job",
+        "Run an unfinished job with this environment's credentials from now on.",
+    ),
     "rerun-failed": LazyCommand(
         _JOBS, "rerun_failed", "Create a job over exactly the failed tasks of a finished job."
     ),

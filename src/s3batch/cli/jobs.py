@@ -184,6 +184,7 @@ async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, 
     hinted, last_check, delay_s = False, time.monotonic(), FOLLOW_POLL_FIRST_S
     own_key = current_key(ctx.settings.home)
     driver: asyncio.Task[int] | None = None
+    restart_at = 0.0
     try:
         with JobProgress() as bar:
             while True:
@@ -195,9 +196,21 @@ async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, 
                 if hint is not None:
                     hinted = True
                     bar.console.print(hint)
-                if drive and (driver is None or driver.done()):  # (again, e.g. once confirmed)
+                if driver is not None and driver.done():
+                    driver.result()  # a driver that failed ends the follow with its error
+                    driver = None
+                # (Again once confirmed; at most every FOLLOW_POLL_S, should one find nothing.)
+                if (
+                    drive
+                    and driver is None
+                    and _runnable_here(job, own_key)
+                    and time.monotonic() >= restart_at
+                ):
+                    restart_at = time.monotonic() + FOLLOW_POLL_S
                     driver = asyncio.create_task(
-                        run_worker(ctx.settings, exit_when_idle=True, idle_exit_s=0.0, store=store)
+                        run_worker(
+                            ctx.settings, exit_when_idle=True, idle_exit_s=0.0, store=store, key=own_key
+                        )
                     )
                 if not drive and time.monotonic() - last_check > WORKER_CHECK_S:
                     ensure_worker(ctx.settings)  # a crashed worker is replaced and resumes
@@ -214,6 +227,12 @@ async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, 
                 await driver
 
 
+def _runnable_here(job: Job, own_key: str) -> bool:
+    """Whether a driver in this process would run the followed job now (not while it waits for
+    confirmation, nor when another environment's worker must run it)."""
+    return job.status is not JobStatus.SUSPENDED and job_key(job) in (own_key, None)
+
+
 def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
     """Why the followed job does not move, when that is something the user must do."""
     if job.status is JobStatus.SUSPENDED:
@@ -227,7 +246,8 @@ def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
     return (
         f"Job {job.job_id} was created from another environment (other AWS credentials, endpoint "
         "or proxy settings) and runs only in a worker started from that environment: run any "
-        f"s3batch command there (e.g. s3batch describe-job --job-id {job.job_id}) to resume it."
+        f"s3batch command there (e.g. s3batch describe-job --job-id {job.job_id}) to resume it, "
+        f"or run it with this environment's credentials: s3batch adopt-job {job.job_id}"
     )
 
 
@@ -248,11 +268,10 @@ async def _work_left(store: JobStore, home: Path) -> bool:
 def describe_job(ctx: CliContext, account_id: str | None, job_id: str, wait: bool) -> None:
     """Show a job (aws s3control describe-job)."""
     job = ctx.with_service(lambda s: s.describe_job(job_id, account_id))
-    ensure_worker(ctx.settings)
-    if wait:
+    if wait:  # follow drives the job here, or keeps a worker of this environment alive
         _exit_with(follow(ctx, job.job_id, job.account_id))
-    else:
-        print_json({"Job": job_descriptor(job)})
+    ensure_worker(ctx.settings)
+    print_json({"Job": job_descriptor(job)})
 
 
 @click.command("wait")
@@ -265,7 +284,8 @@ def wait_job(ctx: CliContext, job_id: str, account_id: str | None) -> None:
     Prints the ended job as describe-job does. Exit status: 0 Complete, 1 Failed or Cancelled,
     254 when there is no such job (the AWS CLI's status for a service error)."""
     job = ctx.with_service(lambda s: s.describe_job(job_id, account_id))
-    ensure_worker(ctx.settings)  # a job created elsewhere, or whose worker died, still runs
+    # follow drives the job here, or keeps a worker of this environment alive (a job whose
+    # worker died still runs).
     _exit_with(follow(ctx, job.job_id, job.account_id))
 
 
@@ -365,7 +385,9 @@ def worker(ctx: CliContext, exit_when_idle: bool) -> None:
     """Run jobs in the foreground (normally started for you in the background)."""
     with worker_lock(ctx.settings.home) as held:
         if held is None:
-            click.echo("another worker is already running for this S3BATCH_HOME", err=True)
+            click.echo(
+                "another worker of this environment is already running for this S3BATCH_HOME", err=True
+            )
             return
         (ctx.settings.home / "worker.pid").write_text(str(__import__("os").getpid()))
         run(run_worker(ctx.settings, exit_when_idle))
@@ -400,6 +422,16 @@ def put_job_tagging(ctx: CliContext, account_id: str | None, job_id: str, tags: 
 def delete_job_tagging(ctx: CliContext, account_id: str | None, job_id: str) -> None:
     """Remove every tag of a job (aws s3control delete-job-tagging)."""
     ctx.with_service(lambda s: s.delete_tags(job_id, account_id))
+
+
+@click.command("adopt-job")
+@click.argument("job_id")
+@click.option("--account-id")
+@click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
+@pass_ctx
+def adopt_job(ctx: CliContext, job_id: str, account_id: str | None, wait: bool) -> None:
+    """Run an unfinished job with this environment's credentials from now on."""
+    _started(ctx, ctx.with_service(lambda s: s.adopt_job(job_id, account_id)), wait)
 
 
 @click.command("rerun-failed")

@@ -12,6 +12,7 @@ and credentials").
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -36,6 +37,21 @@ IDENTITY_NAMES = frozenset(
         "S3BATCH_LEAN_PATH", "S3BATCH_VERIFY_SSL",
     }
 )  # fmt: skip
+#: Variables that are no part of where requests go or as whom (output formatting of the AWS CLI).
+IGNORED_NAMES = frozenset({"AWS_PAGER", "AWS_DEFAULT_OUTPUT", "AWS_CLI_AUTO_PROMPT", "AWS_CLI_FILE_ENCODING"})
+#: Identity variables whose values are file or folder paths (a PATH-like list for PYTHONPATH):
+#: a relative one is made absolute against the creating command's folder, both in the
+#: fingerprint and in the environment a worker is started with, so a worker (which runs in
+#: S3BATCH_HOME) reads the same files, and two projects whose relative settings read alike but
+#: name different files get different fingerprints.
+PATH_NAMES = frozenset(
+    {
+        "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+        "PGPASSFILE", "PGSERVICEFILE", "PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSSLCRL",
+    }
+)  # fmt: skip
+PATH_LIST_NAMES = frozenset({"PYTHONPATH"})
 #: The salt file in S3BATCH_HOME, and its size in bytes.
 SALT_FILE = "identity.salt"
 SALT_BYTES = 32
@@ -44,12 +60,28 @@ KEY_HEX_CHARS = 32
 
 
 def identity_variables(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables of `env` that take part in the fingerprint."""
+    """The variables of `env` that take part in the fingerprint, paths made absolute."""
     return {
-        name: value
+        name: absolute_paths(name, value)
         for name, value in env.items()
-        if name in IDENTITY_NAMES or name.startswith(IDENTITY_PREFIXES)
+        if (name in IDENTITY_NAMES or name.startswith(IDENTITY_PREFIXES)) and name not in IGNORED_NAMES
     }
+
+
+def absolute_paths(name: str, value: str) -> str:
+    """`value` with its relative paths made absolute (against this process's folder) when
+    `name` is a path variable; otherwise unchanged."""
+    if name in PATH_NAMES and value:
+        return os.path.abspath(value)
+    if name in PATH_LIST_NAMES and value:
+        return os.pathsep.join(os.path.abspath(entry) for entry in value.split(os.pathsep))
+    return value
+
+
+def worker_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for a worker started in another folder: its path variables absolute, so the worker
+    reads the files the creating command meant and has the same fingerprint."""
+    return {name: absolute_paths(name, value) for name, value in env.items()}
 
 
 def environment_key(env: Mapping[str, str], home: Path) -> str:
@@ -64,7 +96,9 @@ def current_key(home: Path) -> str:
     return environment_key(os.environ, home)
 
 
+@functools.lru_cache(maxsize=8)
 def _salt(home: Path) -> bytes:
+    """HOME's salt: read (or created) once per process; it never changes once written."""
     path = home / SALT_FILE
     try:
         return path.read_bytes()

@@ -112,6 +112,16 @@ class JobService:
             role=role,
         )
 
+    async def adopt_job(self, job_id: str, account_id: str | None = None) -> Job:
+        """Make an unfinished job run with this process's environment (its credentials,
+        endpoint and proxies) from now on: for a job whose creating environment is gone (a
+        refreshed session token, another shell). Its finished tasks stay done."""
+        job = await self.describe_job(job_id, account_id)
+        if job.status.terminal:
+            raise JobStatusError(f"job {job_id} is {job.status.value}: there is nothing left to run")
+        runtime = {**job.runtime, "identity": current_key(self.settings.home)}
+        return await self.store.update_fields(job.job_id, runtime=runtime)
+
     async def describe_job(self, job_id: str, account_id: str | None = None) -> Job:
         """`account_id=None` (local CLI and Python API without --account-id) sees every
         account's jobs; the HTTP API always passes the caller's account."""

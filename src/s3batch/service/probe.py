@@ -38,7 +38,7 @@ from s3batch.storage.capabilities import declares
 #: Key prefix of scratch objects; the probe deletes its object when done.
 PROBE_PREFIX = ".s3batch-probe/"
 PROBE_BODY = b"s3batch capability probe: this object is deleted right after the check\n"
-#: StorageError codes the S3 adapter (storage/s3.py, storage/lean.py) gives a call that got no
+#: StorageError codes the S3 adapter (storage/s3/store.py, storage/s3/lean.py) gives a call that got no
 #: HTTP answer: the endpoint was not reached, or did not answer in time.
 UNREACHABLE_CODES = frozenset({"ConnectionError", "RequestTimeout", "TLSError"})
 #: How a failure names a capability the store does not declare.

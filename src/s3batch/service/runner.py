@@ -75,7 +75,7 @@ class JobRunner:
         self._job_roles: dict[str, Role] = {}
         #: Manifests Preparing kept in memory for Active in the same drive, by job id.
         self._kept: dict[str, ManifestSource] = {}
-        #: Which jobs this runner's worker drives: only those can pre-empt the running one.
+        #: Which waiting jobs may pre-empt the running one: only those this worker would drive.
         self.accepts = accepts
 
     def _spool(self) -> StorageAdapter:

@@ -28,7 +28,7 @@ from s3batch.domain.job import FailureReason, Job, JobStatus
 from s3batch.domain.roles import RoleBook
 from s3batch.engines import make_engine
 from s3batch.service.gctune import worker_gc
-from s3batch.service.identity import current_key, environment_key
+from s3batch.service.identity import current_key, environment_key, worker_environment
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
 from s3batch.service.runner import JobRunner
@@ -44,7 +44,7 @@ IDLE_EXIT_S = 3.0
 POLL_S = 0.2
 #: How often the worker removes expired jobs and fails unconfirmed ones, in seconds.
 EXPIRE_INTERVAL_S = 60.0
-#: Seconds between checks for HOME's lock held elsewhere, and before restarting a child
+#: Seconds between checks for the key's worker lock held elsewhere, and before restarting a child
 #: worker process that exited.
 WORKER_RESTART_S = 1.0
 #: Seconds a child worker process gets to exit after SIGTERM before it is killed.
@@ -78,8 +78,12 @@ def worker_lock(home: Path, key: str | None = None) -> contextlib.AbstractContex
     return _flock(home / LOCKS_DIR / f"{key or current_key(home)}.lock")
 
 
-def _job_claim(home: Path, job_id: str) -> contextlib.AbstractContextManager[IO[str] | None]:
-    return _flock(home / LOCKS_DIR / f"job-{job_id}.lock")
+def _claim(home: Path, job: Job) -> contextlib.AbstractContextManager[object | None]:
+    """A job with a key is this worker's alone (it holds the key's lock); one recorded without a
+    key may be taken by any worker, so it is claimed by a lock of its own while it is driven."""
+    if job_key(job) is not None:
+        return contextlib.nullcontext(True)
+    return _flock(home / LOCKS_DIR / f"job-{job.job_id}.lock")
 
 
 def worker_running(home: Path, key: str | None = None) -> bool:
@@ -89,7 +93,10 @@ def worker_running(home: Path, key: str | None = None) -> bool:
 
 def job_key(job: Job) -> str | None:
     """The identity fingerprint a job was created with (None: recorded before there were any)."""
-    return job.setup.identity
+    # The stored record, not `job.setup`: cheap on every poll, and a record that does not parse
+    # fails only its own job (in the runner), never the worker's choice of jobs.
+    key = job.runtime.get("identity")
+    return key if isinstance(key, str) else None
 
 
 async def run_worker(
@@ -115,10 +122,13 @@ async def run_worker(
     def mine(job: Job) -> bool:
         return job_key(job) in (key, None)
 
+    def outranks(job: Job) -> bool:  # a job without a key may be another worker's right now
+        return job_key(job) == key
+
     engine = make_engine(settings)
     source = (lambda: roles) if roles is not None else (lambda: load_roles(settings.home))
     runner = JobRunner(
-        store, engine, settings.function_workers, settings.home / "spool", roles=source, accepts=mine
+        store, engine, settings.function_workers, settings.home / "spool", roles=source, accepts=outranks
     )
     service = JobService(settings, store)
     driven, idle_since, expired_at = 0, time.monotonic(), float("-inf")
@@ -143,7 +153,7 @@ async def _drive_next(runner: JobRunner, store: JobStore, home: Path, mine: Call
     for job in await store.runnable_jobs():
         if job.status is JobStatus.SUSPENDED or not mine(job):
             continue
-        with _job_claim(home, job.job_id) as claimed:
+        with _claim(home, job) as claimed:
             if claimed is None:
                 continue  # another worker drives it (a job recorded without a key)
             with worker_gc():
@@ -187,7 +197,7 @@ def ensure_worker(settings: Settings) -> bool:
             stderr=log_file,
             start_new_session=True,  # survives the CLI's terminal and Ctrl-C
             cwd=settings.home,  # not the caller's folder: handlers run in the one each job recorded
-            env={**os.environ, "S3BATCH_HOME": str(settings.home)},
+            env={**worker_environment(os.environ), "S3BATCH_HOME": str(settings.home)},
         )
     return True
 
@@ -203,7 +213,7 @@ async def supervise_worker_process(settings: Settings) -> None:
     Cancelling stops the child (SIGTERM, then SIGKILL after WORKER_STOP_S); a child that
     exits on its own is restarted after WORKER_RESTART_S.
     """
-    env = {**os.environ, **settings.to_env()}
+    env = {**worker_environment(os.environ), **settings.to_env()}
     key = environment_key(env, settings.home)
     while True:  # ends only by cancellation
         if worker_running(settings.home, key):
