@@ -113,3 +113,18 @@ def test_pipeline_replay_prints_the_counts_of_its_own_run(
     assert replayed["replayed"] == 1
     assert replayed["files"] == {"errored": 1}  # this replay's one file, not the 5 of every run
     assert replayed["run"] != json.loads(first.stdout)["run"]
+
+
+def test_report_opens_with_failures_grouped_by_cause(local_env: Env) -> None:
+    local_env.make_bucket("data")
+    local_env.put("data", "present.txt", b"p")
+    listed = ["present.txt", "gone-1.txt", "gone-2.txt"]
+    job_id = create(local_env, local_env.manifest("data", [("data", k) for k in listed]), "--wait")
+    out = invoke(local_env, "report", job_id)
+    assert out.exit_code == 0, out.output
+    causes = out.stdout.index("failures by cause")
+    rows = out.stdout.index("ResultMessage")
+    assert causes < rows  # the summary comes before the rows
+    summary = out.stdout[causes:rows]
+    assert "NoSuchKey" in summary and "404" in summary
+    assert " 2 " in summary  # both missing objects in one cause

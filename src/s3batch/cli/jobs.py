@@ -13,9 +13,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from s3batch.cli.context import CliContext, load_json_arg, run
-from s3batch.cli.render import JobProgress, failure_table, print_json, report_table
+from s3batch.cli.render import JobProgress, causes_table, failure_table, print_json, report_table
 from s3batch.domain.job import Job, JobStatus
-from s3batch.domain.report import ReportRow
+from s3batch.domain.report import ReportRow, failure_causes
 from s3batch.service.identity import current_key
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
@@ -370,6 +370,9 @@ def report(ctx: CliContext, job_id: str, account_id: str | None, failed_only: bo
     from rich.console import Console
 
     console = Console(width=max(Console().width, 120))
+    causes = failure_causes(rows)
+    if causes:  # why most tasks failed, before the rows themselves
+        console.print(causes_table(causes, f"Job {job.job_id}"))
     if rows or not job.failure_reasons:
         console.print(report_table(rows, title))
     if job.failure_reasons:  # e.g. a job that failed before it ran any task: why, instead of no rows

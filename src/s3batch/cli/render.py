@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from s3batch.domain.job import FailureReason, Job
-    from s3batch.domain.report import ReportRow
+    from s3batch.domain.report import FailureCause, ReportRow
 
 
 def _default(value: Any) -> Any:
@@ -97,6 +97,20 @@ def report_table(rows: Iterable[ReportRow], title: str) -> Table:
             r.message,
             style=style,
         )
+    return table
+
+
+def causes_table(causes: Iterable[FailureCause], title: str) -> Table:
+    """Failed tasks by cause (error code and HTTP status), most frequent first."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: failures by cause", show_lines=False)
+    for column, style in (("Tasks", None), ("ErrorCode", "red"), ("HTTP", None)):
+        table.add_column(column, style=style, no_wrap=True, justify="right" if column == "Tasks" else "left")
+    table.add_column("Example key", overflow="fold")
+    table.add_column("Example message", overflow="fold")
+    for c in causes:
+        table.add_row(f"{c.count:,}", c.error_code, c.http_status, c.example_key, c.example_message)
     return table
 
 

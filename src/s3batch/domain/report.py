@@ -148,3 +148,32 @@ def render_manifest(files: Sequence[ResultFile], created: datetime) -> str:
             "ReportSchema": REPORT_SCHEMA,
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FailureCause:
+    """Failed tasks that share an error code and HTTP status, with one of them as an example."""
+
+    error_code: str
+    http_status: str
+    count: int
+    example_key: str
+    example_message: str
+
+
+def failure_causes(rows: Iterable[ReportRow]) -> list[FailureCause]:
+    """Failed rows grouped by (error code, HTTP status), most frequent first (ties: first seen)."""
+    counts: dict[tuple[str, str], int] = {}
+    examples: dict[tuple[str, str], ReportRow] = {}
+    for row in rows:
+        if row.status != "failed":
+            continue
+        cause = (row.error_code, row.http_status)
+        counts[cause] = counts.get(cause, 0) + 1
+        examples.setdefault(cause, row)
+    ordered = sorted(counts, key=lambda cause: -counts[cause])  # stable: first seen wins ties
+    return [
+        FailureCause(code, status, counts[(code, status)], examples[(code, status)].key,
+                     examples[(code, status)].message)
+        for code, status in ordered
+    ]  # fmt: skip
