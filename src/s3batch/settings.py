@@ -23,6 +23,8 @@ import platformdirs
 from s3batch.errors import ConfigError
 from s3batch.retry import RetryPolicy
 
+#: The server's configuration file in S3BATCH_HOME: access keys, roles, functions, pipelines.
+SERVER_FILE = "server.toml"
 #: Default tasks in flight per job. More than ~64 rarely helps against one endpoint.
 DEFAULT_CONCURRENCY = 64
 #: Default seconds a function handler may run (AWS Lambda's default is 3; batch work is longer).

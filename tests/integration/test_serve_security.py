@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import signal
 import ssl
@@ -30,10 +28,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.certs import self_signed
 from tests.conftest import free_port
 from tests.integration.conftest import Env, data_manifest, read_report
 from tests.integration.test_api_boto3 import ACCOUNT_A, ACCOUNT_B, KEY_A, KEY_B, create, serving, wait_status
@@ -290,35 +285,6 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
     assert everyone.exit_code == 1 and "'*' is not an IP address or network" in everyone.output
     lone_key = CliRunner().invoke(cli, ["serve", "--tls-keyfile", __file__], env=env)
     assert lone_key.exit_code == 2 and "--tls-keyfile needs --tls-certfile" in lone_key.output
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made now (valid one day)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 def test_serve_terminates_tls(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from s3batch.errors import ConfigError
+from s3batch.settings import SERVER_FILE
 
-SERVER_FILE = "server.toml"
 ENV_VAR = "S3BATCH_ACCESS_KEYS"
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 #: SigV4 credential scopes are split on "/", so a key id containing one could never match.

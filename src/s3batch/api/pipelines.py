@@ -37,11 +37,11 @@ from s3batch.pipelines.config import PipelineConfig, load_config
 from s3batch.pipelines.runner import Pipeline
 from s3batch.pipelines.sources import receive_events, run_background
 from s3batch.pipelines.uploads import DEFAULT_PRESIGN_EXPIRES_S, presign_put
+from s3batch.settings import SERVER_FILE
 from s3batch.storage.config import StorageConfig
 
 log = logging.getLogger(__name__)
 
-SERVER_FILE = "server.toml"
 EVENTS_PATH = "/pipelines/{name}/events"
 #: Pipeline names appear in URLs: keep them to characters that need no escaping.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

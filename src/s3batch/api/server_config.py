@@ -28,8 +28,8 @@ from typing import Any
 
 from s3batch.errors import ConfigError
 from s3batch.functions.registry import ServerFunctions, registered_function
+from s3batch.settings import SERVER_FILE
 
-SERVER_FILE = "server.toml"
 SERVER_TABLE = "server"
 FUNCTIONS_TABLE = "functions"
 _SERVER_FIELDS = {"allow_python_functions", "function_path", "trusted_proxies"}

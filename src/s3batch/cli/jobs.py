@@ -19,7 +19,7 @@ from s3batch.domain.report import ReportRow, failure_causes
 from s3batch.service.identity import current_key
 from s3batch.service.jobs import JobService
 from s3batch.service.shapes import job_descriptor, job_list_entry
-from s3batch.service.worker import ensure_worker, job_key, run_worker, worker_lock, worker_running
+from s3batch.service.worker import drives, ensure_worker, job_key, run_worker, worker_lock, worker_running
 from s3batch.store import open_job_store
 from s3batch.store.base import JobStore
 
@@ -200,12 +200,7 @@ async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, 
                     driver.result()  # a driver that failed ends the follow with its error
                     driver = None
                 # (Again once confirmed; at most every FOLLOW_POLL_S, should one find nothing.)
-                if (
-                    drive
-                    and driver is None
-                    and _runnable_here(job, own_key)
-                    and time.monotonic() >= restart_at
-                ):
+                if drive and driver is None and drives(job, own_key) and time.monotonic() >= restart_at:
                     restart_at = time.monotonic() + FOLLOW_POLL_S
                     driver = asyncio.create_task(
                         run_worker(
@@ -225,12 +220,6 @@ async def _poll(ctx: CliContext, store: JobStore, job_id: str, account_id: str, 
             driver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await driver
-
-
-def _runnable_here(job: Job, own_key: str) -> bool:
-    """Whether a driver in this process would run the followed job now (not while it waits for
-    confirmation, nor when another environment's worker must run it)."""
-    return job.status is not JobStatus.SUSPENDED and job_key(job) in (own_key, None)
 
 
 def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
@@ -254,10 +243,7 @@ def _hint(ctx: CliContext, job: Job, own_key: str) -> str | None:
 async def _work_left(store: JobStore, home: Path) -> bool:
     """Whether a job of this environment still waits for a worker."""
     key = current_key(home)
-    return any(
-        job_key(job) in (key, None) and job.status is not JobStatus.SUSPENDED
-        for job in await store.runnable_jobs()
-    )
+    return any(drives(job, key) for job in await store.runnable_jobs())
 
 
 @click.command("describe-job")

@@ -32,6 +32,7 @@ from pathlib import Path
 from s3batch.domain.arn import parse_lambda_arn
 from s3batch.domain.function import FunctionSpec
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest
+from s3batch.settings import SERVER_FILE
 
 #: Functions that ship with s3batch, by Lambda function name.
 BUILTIN_FUNCTIONS: Mapping[str, str] = {
@@ -41,8 +42,6 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
 PYTHON_PREFIX = "python:"
 #: The registry file's table.
 REGISTRY_TABLE = "functions"
-#: The server's configuration file (in S3BATCH_HOME), which registers its functions per account.
-SERVER_FILE = "server.toml"
 #: `account_id` of a server.toml [[functions]] entry that every account may use.
 ANY_ACCOUNT = "*"
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from s3batch.domain.roles import Role, RoleBook, Statement
 from s3batch.errors import ConfigError
+from s3batch.settings import SERVER_FILE
 from s3batch.storage.config import StorageConfig, signs_with_profile
 
-SERVER_FILE = "server.toml"
 _ROLE_FIELDS = {"account_id", "name", "profile", "endpoint_url", "region", "allow"}
 _STATEMENT_FIELDS = {"actions", "buckets", "functions"}
 #: Inline keys would end up in server.toml; the S3 adapter takes credentials only from a profile.

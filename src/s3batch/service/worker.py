@@ -91,6 +91,12 @@ def worker_running(home: Path, key: str | None = None) -> bool:
         return held is None
 
 
+def drives(job: Job, key: str) -> bool:
+    """Whether a worker of `key` takes `job` once it is runnable: its own jobs and those recorded
+    before there were keys, never one that waits for confirmation."""
+    return job.status is not JobStatus.SUSPENDED and job_key(job) in (key, None)
+
+
 def job_key(job: Job) -> str | None:
     """The identity fingerprint a job was created with (None: recorded before there were any)."""
     # The stored record, not `job.setup`: cheap on every poll, and a record that does not parse
@@ -120,7 +126,7 @@ async def run_worker(
     key = key or current_key(settings.home)
 
     def mine(job: Job) -> bool:
-        return job_key(job) in (key, None)
+        return drives(job, key)
 
     def outranks(job: Job) -> bool:  # a job without a key may be another worker's right now
         return job_key(job) == key
@@ -151,7 +157,7 @@ async def run_worker(
 async def _drive_next(runner: JobRunner, store: JobStore, home: Path, mine: Callable[[Job], bool]) -> bool:
     """Drive the most urgent runnable job of this worker's key. False if there was none."""
     for job in await store.runnable_jobs():
-        if job.status is JobStatus.SUSPENDED or not mine(job):
+        if not mine(job):
             continue
         with _claim(home, job) as claimed:
             if claimed is None:
