@@ -15,9 +15,11 @@ import asyncio
 import atexit
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from s3batch.errors import ConfigError
+from s3batch.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from s3batch.storage.base import ObjectStore
@@ -25,6 +27,19 @@ if TYPE_CHECKING:
 
 #: Environment variable carrying the job's StorageConfig as JSON.
 STORAGE_CONFIG_ENV = "S3BATCH_STORAGE_CONFIG"
+
+#: Objects of one batch read at once (a batch is at most a few hundred tasks).
+MAX_CONCURRENT_READS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """One object to read (decoded key)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
 
 _runner: asyncio.Runner | None = None
 _store: ObjectStore | None = None
@@ -35,6 +50,48 @@ def read_object(bucket: str, key: str, version_id: str | None = None) -> bytes:
     """The whole body of one object (decoded key). Raises `StorageError` (e.g. NoSuchKey)."""
     runner, store = _open()
     return runner.run(store.get_bytes(bucket, key, version_id))
+
+
+def read_objects(refs: Sequence[ObjectRef], *, max_bytes: int | None = None) -> list[bytes | StorageError]:
+    """Each object's body (its first `max_bytes` when given), read concurrently; a failed read
+    is its StorageError in place, so one missing object does not fail the others."""
+    runner, store = _open()
+    return runner.run(_read_all(store, refs, max_bytes))
+
+
+async def _read_all(
+    store: ObjectStore, refs: Sequence[ObjectRef], max_bytes: int | None
+) -> list[bytes | StorageError]:
+    gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
+    async def one(ref: ObjectRef) -> bytes | StorageError:
+        async with gate:
+            try:
+                if max_bytes is None:
+                    return await store.get_bytes(ref.bucket, ref.key, ref.version_id)
+                return await _head_bytes(store, ref, max_bytes)
+            except StorageError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(ref) for ref in refs)))
+
+
+async def _head_bytes(store: ObjectStore, ref: ObjectRef, max_bytes: int) -> bytes:
+    """The first `max_bytes` of an object, without reading (or holding) the rest."""
+    parts: list[bytes] = []
+    size = 0
+    chunks = store.iter_bytes(ref.bucket, ref.key, ref.version_id, chunk_size=min(max_bytes, 1 << 20) or 1)
+    try:
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= max_bytes:
+                break
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return b"".join(parts)[:max_bytes]
 
 
 def _open() -> tuple[asyncio.Runner, ObjectStore]:

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote_plus
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from s3batch.errors import StorageError
-from s3batch.functions.objects import read_object
+from s3batch.functions.builtin.batch import Answer, batch_handler
 
 #: VADER's recommended thresholds on the compound score.
 POSITIVE_MIN_COMPOUND = 0.05
@@ -92,28 +91,12 @@ def classify(pos: float, neg: float, compound: float) -> str:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """S3 Batch Operations entry point: one result per task in the event."""
-    return {
-        "invocationSchemaVersion": event["invocationSchemaVersion"],
-        "treatMissingKeysAs": "PermanentFailure",
-        "invocationId": event["invocationId"],
-        "results": [_task_result(task) for task in event["tasks"]],
-    }
+    """S3 Batch Operations entry point: one result per task in the event (one task, or a batch)."""
+    return batch_handler(event, _score, max_bytes=MAX_TEXT_BYTES)
 
 
-def _task_result(task: dict[str, Any]) -> dict[str, Any]:
-    # 1.0 names the bucket by ARN (arn:aws:s3:::bucket), 2.0 by name.
-    bucket = task.get("s3Bucket") or str(task["s3BucketArn"]).split(":::", 1)[-1]
-    key = unquote_plus(task["s3Key"])
-    try:
-        body = read_object(bucket, key, task.get("s3VersionId"))
-    except StorageError as exc:
-        code = "TemporaryFailure" if exc.retryable else "PermanentFailure"
-        return _result(task, code, f"{exc.code}: {exc.message}")
-    text = body[:MAX_TEXT_BYTES].decode("utf-8", errors="replace")
-    summary = json.dumps(detect_sentiment(text), separators=(",", ":"))
-    return _result(task, "Succeeded", summary)
-
-
-def _result(task: dict[str, Any], code: str, message: str) -> dict[str, Any]:
-    return {"taskId": task["taskId"], "resultCode": code, "resultString": message}
+def _score(bodies: Sequence[bytes]) -> list[Answer]:
+    return [
+        Answer.ok(json.dumps(detect_sentiment(body.decode("utf-8", errors="replace")), separators=(",", ":")))
+        for body in bodies
+    ]
