@@ -57,6 +57,9 @@ COMMANDS: dict[str, LazyCommand] = {
         _JOBS, "wait_job", "Follow an existing job with a progress bar until it ends; exit by its outcome."
     ),
     "report": LazyCommand(_JOBS, "report", "Print a job's completion report as a table, failures first."),
+    "top": LazyCommand(
+        "s3batch.cli.top", "top", "Show every job of this S3BATCH_HOME live (q or Ctrl-C quits)."
+    ),
     "adopt-job": LazyCommand(
         _JOBS,
         "adopt_job",
