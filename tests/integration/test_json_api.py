@@ -25,7 +25,7 @@ from tests.integration.test_api_boto3 import (
     serving,
 )
 
-from s3batch.api import json_api, pipelines
+from s3batch.api import job_data, json_api, pipelines
 from s3batch.api.auth import AccessKey
 
 pytestmark = pytest.mark.integration
@@ -292,7 +292,11 @@ def test_openapi_document_describes_every_route(server: Server) -> None:
     document = httpx.get(f"{server.url}{API}/openapi.json", timeout=HTTP_TIMEOUT_S).json()
     assert document["openapi"].startswith("3.1")
     described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
-    api_routes = [*json_api.ROUTES, *(r for r in pipelines.ROUTES if r.path.startswith(API))]
+    api_routes = [
+        *json_api.ROUTES,
+        *job_data.ROUTES,
+        *(r for r in pipelines.ROUTES if r.path.startswith(API)),
+    ]
     served = {(route.path, method) for route in api_routes for method in (route.methods or set()) - {"HEAD"}}
     assert described == served
     refs = json.dumps(document)

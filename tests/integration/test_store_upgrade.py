@@ -26,6 +26,8 @@ MISSING = {"k05", "k09"}
 CHUNK_TASKS = 4
 #: The message of rows recorded before the upgrade: a task that ran again would say otherwise.
 EARLIER = "recorded before the upgrade"
+#: Tables later versions added (migration 0004: timeline samples), absent from the older store.
+NEWER_TABLES = ("job_samples",)
 #: Columns the upgraded version added (migration 0003), absent from the older store.
 NEWER_COLUMNS = {"task_lines": ["succeeded"], "chunks": ["succeeded_lines", "failed_lines", "statuses"]}
 
@@ -63,6 +65,8 @@ def _as_the_older_version_left_it(db: Path, job_id: str, tmp_path: Path) -> None
         for table, columns in NEWER_COLUMNS.items():
             for column in columns:
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        for table in NEWER_TABLES:
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 2")
         assert _columns(conn) == _older_columns(tmp_path)
         first = [_row(k, k != "k02") for k in KEYS[:4]]

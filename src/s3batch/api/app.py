@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from s3batch.api import dashboard, json_api, pipelines
+from s3batch.api import dashboard, job_data, json_api, pipelines
 from s3batch.api.accesslog import redact_access_log
 from s3batch.api.auth import KeyRing, load_keys
 from s3batch.api.control import ROUTES, ApiState, error_response
@@ -110,7 +110,7 @@ def create_app(
 
     return Starlette(
         # The S3 Control routes first: the dashboard and JSON API paths never overlap them.
-        routes=[*ROUTES, *json_api.ROUTES, *pipelines.ROUTES, *dashboard.ROUTES],
+        routes=[*ROUTES, *json_api.ROUTES, *job_data.ROUTES, *pipelines.ROUTES, *dashboard.ROUTES],
         middleware=[Middleware(AbsoluteFormTargets)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

@@ -357,20 +357,29 @@ async def list_failures(caller: Caller) -> Response:
     request = caller.request
     limit = int_param(request, "limit", DEFAULT_FAILURES, 1, MAX_FAILURES)
     after = int_param(request, "after", -1, -1, MAX_AFTER)
+    cause = (request.query_params.get("error_code"), request.query_params.get("http_status"))
     await caller.state.service.describe_job(caller.job_id, caller.account_id)  # 404s first
-    failures, more = await collect_failures(caller, after, limit)
+    failures, more = await collect_failures(caller, after, limit, cause)
     next_after = failures[-1]["position"] if more else None
     return JSONResponse({"failures": failures, "next_after": next_after})
 
 
-async def collect_failures(caller: Caller, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """Failed rows past position `after` (a row's index in manifest order), up to `limit`."""
+async def collect_failures(
+    caller: Caller, after: int, limit: int, cause: tuple[str | None, str | None] = (None, None)
+) -> tuple[list[dict[str, Any]], bool]:
+    """Failed rows past position `after` (a row's index in manifest order), up to `limit`;
+    only those of one cause (error code and/or HTTP status as the report writes it) if given."""
     found: list[dict[str, Any]] = []
     position = -1
+    code, status = cause
     async for chunk in caller.state.service.store.report_rows(caller.job_id):
         for row in chunk:
             position += 1
             if position <= after or row.status != TaskStatus.FAILED.value:
+                continue
+            if (code is not None and row.error_code != code) or (
+                status is not None and row.http_status != status
+            ):
                 continue
             if len(found) == limit:
                 return found, True

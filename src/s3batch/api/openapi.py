@@ -222,6 +222,48 @@ _SCHEMAS: dict[str, Any] = {
             "next_after": {"type": ["integer", "null"], "description": "pass as after for the next page"},
         },
     },
+    "Timeline": {
+        "type": "object",
+        "required": ["interval_s", "points"],
+        "properties": {
+            "interval_s": {"type": "number", "description": "seconds between samples"},
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "succeeded_per_s", "failed_per_s", "throttled", "in_flight", "limit"],
+                    "properties": {
+                        "at": {"type": "number", "description": "epoch seconds"},
+                        "succeeded_per_s": {"type": ["number", "null"], "description": "null: a gap"},
+                        "failed_per_s": {"type": ["number", "null"]},
+                        "throttled": {"type": "integer"},
+                        "in_flight": {"type": ["integer", "null"]},
+                        "limit": {"type": ["integer", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "Causes": {
+        "type": "object",
+        "required": ["causes"],
+        "properties": {
+            "causes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["error_code", "http_status", "count", "example_key", "example_message"],
+                    "properties": {
+                        "error_code": {"type": "string"},
+                        "http_status": {"type": "string"},
+                        "count": {"type": "integer"},
+                        "example_key": {"type": "string"},
+                        "example_message": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
     "StatusChange": {
         "type": "object",
         "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 256}},
@@ -318,8 +360,48 @@ def _paths() -> dict[str, Any]:
                         {"type": "integer", "minimum": -1, "maximum": MAX_AFTER},
                         "position of the last failure already seen (next_after)",
                     ),
+                    _query("error_code", {"type": "string"}, "only failures with this error code"),
+                    _query("http_status", {"type": "string"}, "only failures with this HTTP status"),
                 ],
                 "responses": {"200": _json("FailureList", "A page of failures"), **_errors(400, 401, 404)},
+            }
+        },
+        "/api/v1/jobs/{id}/timeline": {
+            "get": {
+                "summary": "Chart points of the job's progress over time (rates, concurrency, throttling)",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json("Timeline", "The job's timeline"), **_errors(401, 404)},
+            }
+        },
+        "/api/v1/jobs/{id}/causes": {
+            "get": {
+                "summary": "Failed tasks grouped by error code and HTTP status, most frequent first",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json("Causes", "Failure causes"), **_errors(401, 404)},
+            }
+        },
+        "/api/v1/jobs/{id}/report/{name}": {
+            "get": {
+                "summary": "Download a completion report file (results CSVs: the tasks finished so far)",
+                "parameters": [
+                    _JOB_ID,
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "enum": ["succeeded.csv", "failed.csv", "manifest.json"],
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file's bytes",
+                        "content": {"text/csv": {"schema": {"type": "string"}}, "application/json": {}},
+                    },
+                    **_errors(401, 404),
+                },
             }
         },
         "/api/v1/jobs/{id}/events": {

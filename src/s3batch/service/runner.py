@@ -34,6 +34,7 @@ from s3batch.service.probe import probe
 from s3batch.service.progress import ActiveRun, pending_tasks, plan_chunks
 from s3batch.service.reporting import check_destination, write_report
 from s3batch.service.roles import role_env, role_storage
+from s3batch.service.timeline import Sampler
 from s3batch.storage.capabilities import StorageAdapter
 from s3batch.storage.config import LocalConfig, open_store
 from s3batch.storage.retrying import RetryingStore
@@ -276,10 +277,11 @@ class JobRunner:
         tasks = pending_tasks(source, pending, run)
         results = self.engine.run(self._context(job), job.spec.operation.as_json, tasks)
         try:
-            async for finished in results:
-                await run.add_many(finished)
-                if run.progress_over_threshold:
-                    raise _Stop(JobStatus.FAILING, (_threshold_reason(run),))
+            async with Sampler(self.store, job.job_id, job.progress, run, self.engine):
+                async for finished in results:
+                    await run.add_many(finished)
+                    if run.progress_over_threshold:
+                        raise _Stop(JobStatus.FAILING, (_threshold_reason(run),))
         finally:
             await asyncio.shield(run.flush())
             with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, Protocol
 
 from s3batch.domain.job import Job, JobStatus, Progress
 from s3batch.domain.report import ReportRow
+from s3batch.domain.timeline import Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,14 @@ class JobStore(Protocol):
 
     async def runnable_jobs(self) -> list[Job]:
         """Jobs a worker should drive, most urgent first."""
+        ...
+
+    async def add_sample(self, job_id: str, sample: Sample) -> None:
+        """Record one timeline sample of a running job (domain/timeline.py)."""
+        ...
+
+    async def samples(self, job_id: str) -> list[Sample]:
+        """The job's timeline samples, oldest first."""
         ...
 
     async def close(self) -> None: ...

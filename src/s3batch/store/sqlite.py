@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 from s3batch.domain.job import FailureReason, Job, JobStatus, Progress
 from s3batch.domain.report import ReportRow, parse_rows, render_row
 from s3batch.domain.task import TaskStatus
+from s3batch.domain.timeline import Sample
 from s3batch.errors import IdempotencyError, NotFound
 from s3batch.store.base import Chunk, FinishedTask
 
@@ -180,11 +181,38 @@ class SqliteJobStore:
                     "SELECT job_id FROM jobs WHERE termination_date IS NOT NULL AND termination_date < ?",
                     (cutoff,),
                 )]  # fmt: skip
-                for table in ("task_lines", "chunks", "jobs"):
+                for table in ("task_lines", "chunks", "job_samples", "jobs"):
                     c.executemany(f"DELETE FROM {table} WHERE job_id=?", [(i,) for i in ids])
             return len(ids)
 
         return await self._run(delete)
+
+    async def add_sample(self, job_id: str, sample: Sample) -> None:
+        """Record one timeline sample (a repeated timestamp replaces the earlier one)."""
+
+        def add() -> None:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT OR REPLACE INTO job_samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, sample.at, sample.succeeded, sample.failed, sample.throttled,
+                     sample.in_flight, sample.limit),
+                )  # fmt: skip
+
+        await self._run(add)
+
+    async def samples(self, job_id: str) -> list[Sample]:
+        """The job's timeline samples, oldest first."""
+
+        def read() -> list[Sample]:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT at, succeeded, failed, throttled, in_flight, concurrency_limit "
+                    "FROM job_samples WHERE job_id=? ORDER BY at",
+                    (job_id,),
+                ).fetchall()
+            return [Sample(*row) for row in rows]
+
+        return await self._run(read)
 
     async def runnable_jobs(self) -> list[Job]:
         # Jobs that are ending go first (their tasks are done; only the report is left), then
