@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,21 @@ if TYPE_CHECKING:
 
 #: Handler modules used by LambdaInvoke tests (put on PYTHONPATH for worker processes).
 FIXTURE_HANDLERS = Path(__file__).parent.parent / "fixtures" / "handlers"
+# Headless Chromium for the dashboard tests: Debian's packages (scripts/install-browser), never
+# a downloaded browser; the flags keep it off the network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
 
 
 @dataclass
@@ -179,3 +195,23 @@ def pg_url(postgres_server: Any, request: pytest.FixtureRequest) -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
     return str(postgres_server.url).rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium through chromedriver; quit at the end (closing its event streams)."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail(f"{CHROMIUM} / {CHROMEDRIVER} missing: run scripts/install-browser (Debian packages)")
+    from selenium import webdriver  # a pinned dev dependency: missing means a broken setup
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -9,7 +9,6 @@ checking the PNGs are not blank with a small PNG decoder (no imaging library nee
 
 from __future__ import annotations
 
-import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,45 +21,14 @@ from tests.integration.conftest import Env
 from tests.integration.test_api_boto3 import KEY_A, Server, create, serving
 from tests.integration.test_json_api import bearer, wait_status
 
+from s3batch.api.auth import AccessKey
+
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-)
 #: Seconds to wait for the page to show something (the job runner and the live updates).
 UI_TIMEOUT_S = 30.0
 #: A screenshot with fewer distinct colours than this is taken to be blank.
 MIN_DISTINCT_COLOURS = 8
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Headless Chromium through chromedriver; quit at the end (closing its event streams)."""
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail(f"{CHROMIUM} / {CHROMEDRIVER} missing: run scripts/install-browser (Debian packages)")
-    from selenium import webdriver  # a pinned dev dependency: missing means a broken setup
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -132,13 +100,13 @@ def test_dashboard_lists_shows_and_cancels_jobs(
     assert_no_page_errors(browser)
 
 
-def log_in(driver: Any) -> None:
+def log_in(driver: Any, key: AccessKey = KEY_A) -> None:
     wait_until(driver, lambda d: d.find_element("id", "login-view").is_displayed(), "login form")
-    driver.find_element("id", "access-key").send_keys(KEY_A.access_key)
-    driver.find_element("id", "secret-key").send_keys(KEY_A.secret_key)
+    driver.find_element("id", "access-key").send_keys(key.access_key)
+    driver.find_element("id", "secret-key").send_keys(key.secret_key)
     driver.find_element("id", "login-submit").click()
     wait_until(driver, lambda d: d.find_element("id", "list-view").is_displayed(), "job list after login")
-    assert KEY_A.account_id in driver.find_element("id", "whoami").text
+    assert key.account_id in driver.find_element("id", "whoami").text
 
 
 def assert_no_page_errors(driver: Any) -> None:

@@ -231,9 +231,18 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["at", "succeeded_per_s", "failed_per_s", "throttled", "in_flight", "limit"],
+                    "required": [
+                        "since",
+                        "at",
+                        "succeeded_per_s",
+                        "failed_per_s",
+                        "throttled",
+                        "in_flight",
+                        "limit",
+                    ],
                     "properties": {
-                        "at": {"type": "number", "description": "epoch seconds"},
+                        "since": {"type": "number", "description": "interval start, epoch seconds"},
+                        "at": {"type": "number", "description": "interval end, epoch seconds"},
                         "succeeded_per_s": {"type": ["number", "null"], "description": "null: a gap"},
                         "failed_per_s": {"type": ["number", "null"]},
                         "throttled": {"type": "integer"},

@@ -40,8 +40,9 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """Rates over the interval ending at `at`; None rates mark a gap."""
+    """Rates over the interval from `since` to `at` (epoch seconds); None rates mark a gap."""
 
+    since: float
     at: float
     succeeded_per_s: float | None
     failed_per_s: float | None
@@ -70,6 +71,7 @@ def _rates(window: Sequence[Sample]) -> Point:
     flights = [s.in_flight for s in window[1:] if s.in_flight is not None]
     limits = [s.limit for s in window[1:] if s.limit is not None]
     return Point(
+        since=first.at,
         at=last.at,
         succeeded_per_s=max(last.succeeded - first.succeeded, 0) / dt,
         failed_per_s=max(last.failed - first.failed, 0) / dt,
@@ -81,4 +83,5 @@ def _rates(window: Sequence[Sample]) -> Point:
 
 def _gap(window: Sequence[Sample]) -> Point:
     last = window[-1]
-    return Point(last.at, None, None, sum(s.throttled for s in window[1:]), last.in_flight, last.limit)
+    throttled = sum(s.throttled for s in window[1:])
+    return Point(window[0].at, last.at, None, None, throttled, last.in_flight, last.limit)

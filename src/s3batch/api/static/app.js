@@ -12,8 +12,11 @@ const PAGE_SIZE = 50;
 const FAILURES_PAGE = 100;
 const MAX_SSE_ERRORS = 3;      // consecutive stream errors before falling back to polling
 
+const TIMELINE_REFRESH_MS = 2000;  // the job store samples a running job every 2 s
+const SVG_NS = "http://www.w3.org/2000/svg";
+
 const state = { timer: null, source: null, sseErrors: 0, jobId: null, nextToken: null,
-  failuresAfter: null, failedSeen: -1 };
+  failuresAfter: null, failedSeen: -1, cause: null, timelineAt: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -131,6 +134,23 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "–";
 }
 
+// A rate rounded for people: "1.1k/s", "54k/s", "3.1/s".
+function rate(perSecond) {
+  if (perSecond == null) return "–";
+  if (perSecond >= 1e6) return `${(perSecond / 1e6).toFixed(1)}M/s`;
+  if (perSecond >= 1e4) return `${Math.round(perSecond / 1e3)}k/s`;
+  if (perSecond >= 1e3) return `${(perSecond / 1e3).toFixed(1)}k/s`;
+  return perSecond >= 10 ? `${Math.round(perSecond)}/s` : `${perSecond.toFixed(1)}/s`;
+}
+
+// "3 min ago" in the element, the absolute local time on hover.
+function relativeTime(element, iso) {
+  if (!iso) { element.textContent = "–"; element.title = ""; return; }
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  element.textContent = seconds < 45 ? "just now" : `${duration(seconds)} ago`;
+  element.title = when(iso);
+}
+
 function cell(row, text, className) {
   const td = document.createElement("td");
   if (text instanceof Node) td.append(text); else td.textContent = text == null ? "" : String(text);
@@ -176,7 +196,7 @@ function renderJobs(jobs, append) {
     cell(row, status, "status");
     cell(row, job.Priority);
     cell(row, progressBar(job.progress));
-    cell(row, when(job.CreationTime));
+    relativeTime(cell(row, ""), job.CreationTime);
     body.append(row);
   }
   $("jobs-empty").hidden = body.children.length > 0;
@@ -188,8 +208,16 @@ function showJob(jobId) {
   show("job-view");
   state.jobId = jobId;
   state.failedSeen = -1;
+  state.cause = null;
+  state.timelineAt = 0;
   $("job-id").textContent = jobId;
+  $("job-title").textContent = "Job";
   $("failures-body").replaceChildren();
+  $("timeline-chart").replaceChildren();
+  $("causes-chart").replaceChildren();
+  const base = `${API}/jobs/${encodeURIComponent(jobId)}/report/`;
+  for (const name of ["succeeded", "failed"]) $(`download-${name}`).href = `${base}${name}.csv`;
+  $("download-manifest").href = `${base}manifest.json`;
   refreshJob().then(() => startLive(jobId));
 }
 
@@ -204,17 +232,20 @@ async function refreshJob() {
 
 function renderJob(detail) {
   const job = detail.job, p = detail.progress;
+  $("job-title").textContent = job.Description || "Job";
+  document.title = `${job.Description || job.JobId} · s3batch`;
   badge($("job-status"), job.Status);
   setBar($("job-bar"), p);
   $("job-operation").textContent = Object.keys(job.Operation)[0];
   $("job-total").textContent = p.total == null ? "–" : p.total;
   $("job-succeeded").textContent = p.succeeded;
   $("job-failed").textContent = p.failed;
-  $("job-rate").textContent = p.rate_per_s == null ? "–" : `${p.rate_per_s} tasks/s`;
+  $("job-rate").textContent = p.rate_per_s == null ? "–" : `${rate(p.rate_per_s)} (average while active)`;
   $("job-eta").textContent = detail.terminal ? "ended" : duration(p.eta_s);
   $("job-priority").textContent = job.Priority;
-  $("job-created").textContent = when(job.CreationTime);
+  relativeTime($("job-created"), job.CreationTime);
   $("job-report").textContent = detail.report_manifest || "not written yet";
+  $("download-manifest-item").hidden = !detail.report_manifest;
   $("job-reason").textContent = job.StatusUpdateReason
     || (job.FailureReasons || []).map((f) => `${f.FailureCode}: ${f.FailureReason}`).join("; ") || "–";
   $("confirm").disabled = job.Status !== "Suspended";
@@ -223,7 +254,130 @@ function renderJob(detail) {
   if (p.failed !== state.failedSeen) {
     state.failedSeen = p.failed;
     loadFailures(false);
+    loadCauses();
   }
+  if (Date.now() - state.timelineAt >= TIMELINE_REFRESH_MS || detail.terminal) {
+    state.timelineAt = Date.now();
+    loadTimeline();
+  }
+}
+
+// -- charts (SVG drawn here: no charting library, nothing from another origin) -----------------
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
+  if (text != null) element.textContent = text;
+  return element;
+}
+
+// A step path: each value holds over its interval [x0, x1] (a rate is an average over it); the
+// pen lifts where the value is null (a gap: the job was not running then).
+function pathData(steps) {
+  let d = "", pen = false;
+  for (const [x0, x1, y] of steps) {
+    if (y == null) { pen = false; continue; }
+    d += `${pen ? "L" : "M"}${x0.toFixed(1)},${y.toFixed(1)} L${x1.toFixed(1)},${y.toFixed(1)} `;
+    pen = true;
+  }
+  return d.trim();
+}
+
+async function loadTimeline() {
+  const jobId = state.jobId;
+  try {
+    const timeline = await api(`/jobs/${encodeURIComponent(jobId)}/timeline`);
+    if (state.jobId === jobId) drawTimeline($("timeline-chart"), timeline.points);
+  } catch (error) {
+    failed(error);
+  }
+}
+
+function drawTimeline(chart, points) {
+  chart.replaceChildren();
+  chart.dataset.points = String(points.length);
+  $("timeline-empty").hidden = points.length > 0;
+  if (!points.length) return;
+  const W = 800, left = 56, right = 56, rates = { top: 12, bottom: 150 }, load = { top: 178, bottom: 226 };
+  const t0 = points[0].since, t1 = points[points.length - 1].at;
+  const x = (t) => left + (W - left - right) * (t1 > t0 ? (t - t0) / (t1 - t0) : 1);
+  const peak = Math.max(1, ...points.map((p) => Math.max(p.succeeded_per_s || 0, p.failed_per_s || 0)));
+  const yRate = (v) => (v == null ? null : rates.bottom - (rates.bottom - rates.top) * (v / peak));
+  const most = Math.max(1, ...points.map((p) => Math.max(p.in_flight || 0, p.limit || 0)));
+  const yLoad = (v) => (v == null ? null : load.bottom - (load.bottom - load.top) * (v / most));
+  for (const y of [rates.bottom, load.bottom]) chart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: y, y2: y }));
+  chart.append(svg("text", { x: left - 6, y: rates.top + 8, "text-anchor": "end" }, rate(peak)));
+  chart.append(svg("text", { x: left - 6, y: rates.bottom, "text-anchor": "end" }, "0"));
+  chart.append(svg("text", { x: W - right + 6, y: load.top + 8 }, `${most} req`));
+  chart.append(svg("text", { x: W - right + 6, y: load.bottom }, "0"));
+  chart.append(svg("text", { x: left, y: 244 }, new Date(t0 * 1000).toLocaleTimeString()));
+  chart.append(svg("text", { x: W - right, y: 244, "text-anchor": "end" }, `+${duration(t1 - t0)}`));
+  const steps = (value) => points.map((p) => [x(p.since), x(p.at), value(p)]);
+  const series = [
+    ["ok", steps((p) => yRate(p.succeeded_per_s))],
+    ["bad", steps((p) => yRate(p.failed_per_s))],
+    ["limit", steps((p) => yLoad(p.limit))],
+    ["flight", steps((p) => yLoad(p.in_flight))],
+  ];
+  for (const [name, pairs] of series) {
+    const d = pathData(pairs);
+    if (d) chart.append(svg("path", { class: `series ${name}`, d }));
+  }
+  for (const p of points.filter((point) => point.throttled > 0)) {
+    const marker = svg("circle", { class: "throttle", cx: x(p.at), cy: load.top - 8, r: 3.5 });
+    marker.append(svg("title", {}, `${p.throttled} throttling answer(s)`));
+    chart.append(marker);
+  }
+}
+
+async function loadCauses() {
+  const jobId = state.jobId;
+  try {
+    const page = await api(`/jobs/${encodeURIComponent(jobId)}/causes`);
+    if (state.jobId === jobId) drawCauses($("causes-chart"), page.causes);
+  } catch (error) {
+    failed(error);
+  }
+}
+
+function drawCauses(chart, causes) {
+  const ROW = 26, W = 800, label = 300;
+  chart.replaceChildren();
+  chart.dataset.causes = String(causes.length);
+  chart.setAttribute("viewBox", `0 0 ${W} ${Math.max(1, causes.length) * ROW + 8}`);
+  if (!causes.length) {
+    chart.append(svg("text", { x: 8, y: 20 }, "No failed tasks."));
+    return;
+  }
+  const most = Math.max(...causes.map((c) => c.count));
+  causes.forEach((cause, i) => {
+    const name = `${cause.error_code || "(no code)"} · HTTP ${cause.http_status || "–"}`;
+    const group = svg("g", { class: "cause", tabindex: 0, role: "button" });
+    group.dataset.errorCode = cause.error_code;
+    group.dataset.httpStatus = cause.http_status;
+    group.classList.toggle("selected", !!state.cause && state.cause.error_code === cause.error_code
+      && state.cause.http_status === cause.http_status);
+    const width = Math.max(2, (W - label - 80) * (cause.count / most));
+    group.append(svg("text", { x: 8, y: i * ROW + 20 }, name));
+    group.append(svg("rect", { x: label, y: i * ROW + 7, width, height: ROW - 10, rx: 2 }));
+    group.append(svg("text", { x: label + width + 6, y: i * ROW + 20 }, cause.count.toLocaleString()));
+    group.append(svg("title", {}, `e.g. ${cause.example_key}: ${cause.example_message}`));
+    const pick = () => filterByCause({ error_code: cause.error_code, http_status: cause.http_status }, name);
+    group.addEventListener("click", pick);
+    group.addEventListener("keydown", (event) => { if (event.key === "Enter") pick(); });
+    chart.append(group);
+  });
+}
+
+function filterByCause(cause, name) {
+  state.cause = cause;
+  $("cause-name").textContent = name || "";
+  $("cause-filter").hidden = !cause;
+  for (const group of $("causes-chart").querySelectorAll("g.cause")) {
+    group.classList.toggle("selected", !!cause && group.dataset.errorCode === cause.error_code
+      && group.dataset.httpStatus === cause.http_status);
+  }
+  loadFailures(false);
 }
 
 function startLive(jobId) {
@@ -270,6 +424,10 @@ async function pollJob(jobId) {
 async function loadFailures(more) {
   const query = new URLSearchParams({ limit: String(FAILURES_PAGE) });
   if (more && state.failuresAfter != null) query.set("after", String(state.failuresAfter));
+  if (state.cause) {
+    query.set("error_code", state.cause.error_code);
+    query.set("http_status", state.cause.http_status);
+  }
   try {
     const page = await api(`/jobs/${encodeURIComponent(state.jobId)}/failures?${query}`);
     const body = $("failures-body");
@@ -327,6 +485,7 @@ function init() {
   $("status-filter").addEventListener("change", () => { stopLive(); showList(false); });
   $("next-page").addEventListener("click", () => { stopLive(); showList(true); });
   $("more-failures").addEventListener("click", () => loadFailures(true));
+  $("clear-cause").addEventListener("click", () => filterByCause(null));
   $("confirm").addEventListener("click", () => act("confirm", { reason: "confirmed in the dashboard" }));
   $("cancel").addEventListener("click", () => act("cancel", { reason: "cancelled in the dashboard" }));
   $("priority-form").addEventListener("submit", (event) => {
