@@ -102,6 +102,7 @@ def test_dashboard_lists_shows_and_cancels_jobs(
 
 def log_in(driver: Any, key: AccessKey = KEY_A) -> None:
     wait_until(driver, lambda d: d.find_element("id", "login-view").is_displayed(), "login form")
+    driver.find_element("id", "access-key").clear()  # the page keeps the last key typed
     driver.find_element("id", "access-key").send_keys(key.access_key)
     driver.find_element("id", "secret-key").send_keys(key.secret_key)
     driver.find_element("id", "login-submit").click()

@@ -273,6 +273,55 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "PipelineTimeline": {
+        "type": "object",
+        "required": ["bucket_s", "buckets"],
+        "properties": {
+            "bucket_s": {"type": "integer"},
+            "buckets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "counts"],
+                    "properties": {
+                        "at": {"type": "number", "description": "bucket start, epoch seconds"},
+                        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    },
+                },
+            },
+        },
+    },
+    "PipelineFailures": {
+        "type": "object",
+        "required": ["failures", "error_bucket"],
+        "properties": {
+            "error_bucket": {"type": ["string", "null"]},
+            "failures": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["bucket", "key", "attempts", "error_code", "message", "updated", "record"],
+                    "properties": {
+                        "bucket": {"type": "string"},
+                        "key": {"type": "string"},
+                        "version_id": {"type": ["string", "null"]},
+                        "attempts": {"type": "integer"},
+                        "error_code": {"type": "string"},
+                        "http_status": {"type": "string"},
+                        "message": {"type": "string"},
+                        "updated": {"type": "number"},
+                        "record": {"description": "the error record the pipeline wrote, or null"},
+                    },
+                },
+            },
+        },
+    },
+    "Replay": {"type": "object", "properties": {"prefix": {"type": "string"}}},
+    "Replayed": {
+        "type": "object",
+        "required": ["replayed", "more"],
+        "properties": {"replayed": {"type": "integer"}, "more": {"type": "boolean"}},
+    },
     "StatusChange": {
         "type": "object",
         "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 256}},
@@ -474,6 +523,35 @@ def _pipeline_paths() -> dict[str, Any]:
                 "parameters": [_PIPELINE_NAME],
                 "requestBody": _body("UploadRequest", required=True),
                 "responses": {"201": _json("Upload", "Upload with this URL"), **_errors(400, 401, 404, 413)},
+            }
+        },
+        "/api/v1/pipelines/{name}/timeline": {
+            "get": {
+                "summary": "Files by the state they reached, per time bucket",
+                "parameters": [
+                    _PIPELINE_NAME,
+                    _query("bucket_s", {"type": "integer", "minimum": 10, "maximum": 2592000, "default": 60}),
+                    _query("hours", {"type": "integer", "minimum": 1, "maximum": 720, "default": 24}),
+                ],
+                "responses": {"200": _json("PipelineTimeline", "Buckets"), **_errors(400, 401, 404)},
+            }
+        },
+        "/api/v1/pipelines/{name}/failures": {
+            "get": {
+                "summary": "The files that errored last, with their error records",
+                "parameters": [
+                    _PIPELINE_NAME,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}),
+                ],
+                "responses": {"200": _json("PipelineFailures", "Recent failures"), **_errors(400, 401, 404)},
+            }
+        },
+        "/api/v1/pipelines/{name}/replay": {
+            "post": {
+                "summary": "Operator only: move the error bucket's objects back to staging, run them again",
+                "parameters": [_PIPELINE_NAME],
+                "requestBody": _body("Replay", required=False),
+                "responses": {"202": _json("Replayed", "Objects moved back"), **_errors(400, 401, 403, 404)},
             }
         },
     }

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from s3batch.api.control import ApiFailure
-from s3batch.api.json_api import API_PREFIX, Caller, json_body, json_endpoint, whole_number
-from s3batch.errors import BadRequest, ConfigError, NotFound
+from s3batch.api.json_api import API_PREFIX, Caller, int_param, json_body, json_endpoint, whole_number
+from s3batch.errors import BadRequest, ConfigError, NotFound, StorageError
 from s3batch.pipelines.config import PipelineConfig, load_config
-from s3batch.pipelines.runner import Pipeline
-from s3batch.pipelines.sources import receive_events, run_background
+from s3batch.pipelines.runner import ERROR_SUFFIX, Pipeline
+from s3batch.pipelines.sources import receive_events, restage, run_background
 from s3batch.pipelines.uploads import DEFAULT_PRESIGN_EXPIRES_S, presign_put
 from s3batch.settings import SERVER_FILE
 from s3batch.storage.config import StorageConfig
@@ -47,6 +49,17 @@ EVENTS_PATH = "/pipelines/{name}/events"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: Seconds shutdown waits for one pipeline's background work to unwind after cancelling it.
 STOP_TIMEOUT_S = 10.0
+#: The pipelines page's chart: bucket width and span (seconds, hours), and their bounds.
+DEFAULT_TIMELINE_BUCKET_S = 60
+MIN_TIMELINE_BUCKET_S = 10
+DEFAULT_TIMELINE_HOURS = 24
+MAX_TIMELINE_S = 30 * 24 * 3600
+#: Recent failures listed, by default and at most; an error record larger than this is not sent.
+DEFAULT_RECENT_FAILURES = 20
+MAX_RECENT_FAILURES = 200
+MAX_ERROR_RECORD_BYTES = 64 * 1024
+#: Objects one replay call moves back at most (the request stays short; call again for more).
+MAX_REPLAY_OBJECTS = 1000
 
 
 def pipeline_files(home: Path) -> list[Path]:
@@ -86,8 +99,12 @@ class Hosted:
 class PipelineHost:
     """The hosted pipelines of one server process."""
 
-    def __init__(self, configs: Sequence[PipelineConfig], storage: StorageConfig) -> None:
+    def __init__(
+        self, configs: Sequence[PipelineConfig], storage: StorageConfig, operators: Collection[str] = ()
+    ) -> None:
         self.storage = storage
+        #: Access key ids allowed operator actions (server.toml [server] operators).
+        self.operators = frozenset(operators)
         self._configs = list(configs)
         self.hosted: dict[str, Hosted] = {}
 
@@ -181,9 +198,98 @@ async def presign_upload(caller: Caller) -> Response:
     return JSONResponse(presigned.as_json(), status_code=201)
 
 
+async def timeline(caller: Caller) -> Response:
+    """Files by the state they reached, per time bucket, over the last `hours`."""
+    request = caller.request
+    hosted = host_of(request).get(str(request.path_params["name"]))
+    bucket_s = int_param(
+        request, "bucket_s", DEFAULT_TIMELINE_BUCKET_S, MIN_TIMELINE_BUCKET_S, MAX_TIMELINE_S
+    )
+    hours = int_param(request, "hours", DEFAULT_TIMELINE_HOURS, 1, MAX_TIMELINE_S // 3600)
+    rows = hosted.pipeline.state.timeline(bucket_s, time.time() - hours * 3600)
+    buckets: dict[float, dict[str, int]] = {}
+    for start, state, count in rows:
+        buckets.setdefault(start, {})[state] = count
+    return JSONResponse(
+        {"bucket_s": bucket_s, "buckets": [{"at": at, "counts": counts} for at, counts in buckets.items()]}
+    )
+
+
+async def failures(caller: Caller) -> Response:
+    """The files that errored last, newest first, each with the error record the pipeline wrote
+    beside it in its error bucket (null when there is none, e.g. after a replay removed it)."""
+    request = caller.request
+    hosted = host_of(request).get(str(request.path_params["name"]))
+    limit = int_param(request, "limit", DEFAULT_RECENT_FAILURES, 1, MAX_RECENT_FAILURES)
+    pipeline = hosted.pipeline
+    found = []
+    for row, updated in pipeline.state.recent_errors(limit):
+        found.append(
+            {
+                "bucket": row.bucket,
+                "key": row.key,
+                "version_id": row.version_id,
+                "attempts": row.attempts,
+                "error_code": row.error_code,
+                "http_status": row.http_status,
+                "message": row.message,
+                "updated": updated,
+                "record": await _error_record(pipeline, row.key),
+            }
+        )
+    return JSONResponse({"failures": found, "error_bucket": pipeline.cfg.error})
+
+
+async def _error_record(pipeline: Pipeline, key: str) -> Any:
+    """The JSON error record of `key` in the pipeline's error bucket, or None."""
+    if not pipeline.cfg.error:
+        return None
+    try:
+        body = await pipeline.store.get_bytes(pipeline.cfg.error, key + ERROR_SUFFIX)
+    except StorageError:
+        return None
+    if len(body) > MAX_ERROR_RECORD_BYTES:
+        return {"truncated": True, "bytes": len(body)}
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"text": body[:MAX_ERROR_RECORD_BYTES].decode("utf-8", errors="replace")}
+
+
+async def replay_failures(caller: Caller) -> Response:
+    """Operator only: move the error bucket's objects (under `prefix`) back to staging and run
+    them again; at most MAX_REPLAY_OBJECTS per call (`more` says whether to call again)."""
+    host = host_of(caller.request)
+    if caller.key.access_key not in host.operators:
+        raise ApiFailure(
+            "AccessDenied",
+            f"replaying a pipeline is an operator action: list this access key under [server] "
+            f"operators in {SERVER_FILE}",
+            403,
+        )
+    hosted = host.get(str(caller.request.path_params["name"]))
+    body = await json_body(caller.request)
+    prefix = body.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise BadRequest('body must be {"prefix": "..."} (optional)')
+    cfg = hosted.pipeline.cfg
+    if not cfg.error:
+        raise BadRequest(f"pipeline {cfg.name!r} has no error bucket to replay from")
+    moved, more = await restage(hosted.pipeline, cfg.error, prefix, MAX_REPLAY_OBJECTS)
+    if moved:
+        hosted.wake.set()
+    log.info(
+        "pipeline %s: %s replayed %d object(s) from %s", cfg.name, caller.key.access_key, moved, cfg.error
+    )
+    return JSONResponse({"replayed": moved, "more": more}, status_code=202)
+
+
 ROUTES = [
     Route(EVENTS_PATH, receive, methods=["POST"]),
     Route(API_PREFIX + "/pipelines", json_endpoint(list_pipelines), methods=["GET"]),
     Route(API_PREFIX + "/pipelines/{name}", json_endpoint(get_pipeline), methods=["GET"]),
     Route(API_PREFIX + "/pipelines/{name}/uploads", json_endpoint(presign_upload), methods=["POST"]),
+    Route(API_PREFIX + "/pipelines/{name}/timeline", json_endpoint(timeline), methods=["GET"]),
+    Route(API_PREFIX + "/pipelines/{name}/failures", json_endpoint(failures), methods=["GET"]),
+    Route(API_PREFIX + "/pipelines/{name}/replay", json_endpoint(replay_failures), methods=["POST"]),
 ]

@@ -211,18 +211,32 @@ async def poll(pipeline: Pipeline, interval_s: float, max_seconds: float | None,
 
 async def replay(pipeline: Pipeline, source: str, prefix: str = "") -> int:
     """Move objects from the error (or archive) bucket back to staging and run them again."""
-    moved = []
+    moved, _ = await restage(pipeline, source, prefix)
+    await pipeline.drain()
+    return moved
+
+
+async def restage(
+    pipeline: Pipeline, source: str, prefix: str = "", limit: int | None = None
+) -> tuple[int, bool]:
+    """Move up to `limit` objects (all when None) from `source` back to staging, each with its
+    error record removed, and admit them to run again; (moved, whether more are left). The
+    caller drains, or wakes the pipeline's own loop (a server's replay action)."""
+    moved: list[ObjectInfo] = []
+    more = False
     async for info in pipeline.store.list_objects(source, prefix=prefix):
         if info.key.endswith(ERROR_SUFFIX):
             continue
+        if limit is not None and len(moved) >= limit:
+            more = True
+            break
         staging = pipeline.cfg.source
         await pipeline.store.copy(source, info.key, staging, info.key)
         moved.append(await pipeline.store.head(staging, info.key))
         await pipeline.store.delete(source, info.key)
         await pipeline.store.delete(source, info.key + ERROR_SUFFIX)
     pipeline.submit(pipeline.listing_events(moved), force=True)
-    await pipeline.drain()
-    return len(moved)
+    return len(moved), more
 
 
 def run_info(pipeline: Pipeline) -> dict[str, Any]:

@@ -235,6 +235,24 @@ class PipelineState:
         )
         return {str(state): int(count) for state, count in rows}
 
+    def timeline(self, bucket_s: float, since: float) -> list[tuple[float, str, int]]:
+        """(bucket start, state, files) for files whose state last changed at or after `since`
+        (epoch seconds), by `bucket_s`-second buckets: how many files reached each state when."""
+        rows = self._db.execute(
+            "SELECT CAST(updated / ? AS INTEGER) AS b, state, count(*) FROM files WHERE updated >= ?"
+            " GROUP BY b, state ORDER BY b, state",
+            (bucket_s, since),
+        )
+        return [(int(b) * bucket_s, str(state), int(count)) for b, state, count in rows]
+
+    def recent_errors(self, limit: int) -> list[tuple[FileRow, float]]:
+        """The `limit` files that errored last, newest first, with when they did."""
+        rows = self._db.execute(
+            f"SELECT {_ROW_COLUMNS}, updated FROM files WHERE state=? ORDER BY updated DESC, id DESC LIMIT ?",
+            (FileState.ERRORED, limit),
+        )
+        return [(_row(r[:-1]), float(r[-1])) for r in rows]
+
     def files(self) -> list[FileRow]:
         return [_row(r) for r in self._db.execute(f"SELECT {_ROW_COLUMNS} FROM files ORDER BY id")]
 

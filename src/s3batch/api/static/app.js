@@ -41,7 +41,9 @@ async function api(path, options = {}) {
 }
 
 function show(view) {
-  for (const id of ["login-view", "list-view", "job-view"]) $(id).hidden = id !== view;
+  for (const id of ["login-view", "list-view", "job-view", "pipelines-view", "pipeline-view"]) {
+    $(id).hidden = id !== view;
+  }
 }
 
 function notice(message) {
@@ -461,6 +463,146 @@ async function act(path, body) {
   }
 }
 
+// -- pipelines ----------------------------------------------------------------------------------
+
+const PIPELINE_POLL_MS = 3000;
+const PIPELINE_CHART_BUCKETS = 60;  // the chart shows at least this many buckets (an hour of minutes)
+// Colours of file states in the pipeline chart: finished well, failed, dropped, in progress.
+const STATE_COLOURS = { archived: "#218a4b", deleted: "#57b27a", left: "#9fd4b2", errored: "#c0362c",
+  superseded: "#98a2b3", gone: "#667085", received: "#9cbcf0", processing: "#2f6fde", processed: "#1d4fa8" };
+
+function countsText(counts) {
+  const parts = Object.entries(counts || {}).map(([name, n]) => `${name} ${n.toLocaleString()}`);
+  return parts.length ? parts.join(" · ") : "none yet";
+}
+
+async function showPipelines() {
+  show("pipelines-view");
+  try {
+    const page = await api("/pipelines");
+    const body = $("pipelines-body");
+    body.replaceChildren();
+    for (const p of page.pipelines) {
+      const row = document.createElement("tr");
+      row.dataset.pipeline = p.name;
+      const link = document.createElement("a");
+      link.href = `#/pipelines/${encodeURIComponent(p.name)}`;
+      link.textContent = p.name;
+      cell(row, link);
+      cell(row, p.source);
+      cell(row, p.pending);
+      cell(row, countsText(p.files));
+      body.append(row);
+    }
+    $("pipelines-empty").hidden = page.pipelines.length > 0;
+    notice("");
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  state.timer = setTimeout(showPipelines, PIPELINE_POLL_MS);
+}
+
+async function showPipeline(name) {
+  show("pipeline-view");
+  const path = `/pipelines/${encodeURIComponent(name)}`;
+  try {
+    const [info, timeline, recent] = await Promise.all(
+      [api(path), api(`${path}/timeline`), api(`${path}/failures`)]);
+    $("pipeline-name").textContent = info.name;
+    $("pipeline-source").textContent = info.source;
+    $("pipeline-on-success").textContent = info.archive ? `${info.on_success} → ${info.archive}` : info.on_success;
+    $("pipeline-error").textContent = info.error || "–";
+    $("pipeline-pending").textContent = info.pending;
+    $("pipeline-files").textContent = countsText(info.files);
+    $("replay").disabled = !info.error;
+    drawStates($("pipeline-chart"), timeline);
+    renderPipelineFailures(recent.failures);
+    notice("");
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  state.timer = setTimeout(() => showPipeline(name), PIPELINE_POLL_MS);
+}
+
+// Stacked bars: for each time bucket, how many files reached each state in it.
+function drawStates(chart, timeline) {
+  chart.replaceChildren();
+  const buckets = timeline.buckets;
+  chart.dataset.buckets = String(buckets.length);
+  const states = [...new Set(buckets.flatMap((b) => Object.keys(b.counts)))].sort();
+  const legend = $("pipeline-legend");
+  legend.replaceChildren();
+  for (const name of states) {
+    const key = document.createElement("span");
+    key.className = "key";
+    key.style.background = STATE_COLOURS[name] || "#667085";
+    legend.append(key, name);
+  }
+  if (!buckets.length) {
+    chart.append(svg("text", { x: 12, y: 24 }, "No files in the last 24 hours."));
+    return;
+  }
+  const W = 800, left = 48, right = 12, top = 10, bottom = 190;
+  // The axis ends now and spans at least PIPELINE_CHART_BUCKETS buckets, so bars sit in time.
+  const step = timeline.bucket_s;
+  const t1 = Math.max(buckets[buckets.length - 1].at + step, Math.ceil(Date.now() / 1000 / step) * step);
+  const t0 = Math.min(buckets[0].at, t1 - PIPELINE_CHART_BUCKETS * step);
+  const x = (t) => left + (W - left - right) * ((t - t0) / Math.max(t1 - t0, 1));
+  const most = Math.max(1, ...buckets.map((b) => Object.values(b.counts).reduce((a, n) => a + n, 0)));
+  const width = Math.max(2, x(t0 + timeline.bucket_s) - x(t0) - 2);
+  chart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: bottom, y2: bottom }));
+  chart.append(svg("text", { x: left - 6, y: top + 8, "text-anchor": "end" }, most.toLocaleString()));
+  chart.append(svg("text", { x: left - 6, y: bottom, "text-anchor": "end" }, "0"));
+  chart.append(svg("text", { x: left, y: 210 }, new Date(t0 * 1000).toLocaleString()));
+  chart.append(svg("text", { x: W - right, y: 210, "text-anchor": "end" }, new Date(t1 * 1000).toLocaleTimeString()));
+  for (const bucket of buckets) {
+    let y = bottom;
+    for (const name of states) {
+      const n = bucket.counts[name] || 0;
+      if (!n) continue;
+      const h = (bottom - top) * (n / most);
+      y -= h;
+      const bar = svg("rect", { class: "state", x: x(bucket.at) + 1, y, width, height: h, fill: STATE_COLOURS[name] || "#667085" });
+      bar.dataset.state = name;
+      bar.append(svg("title", {}, `${new Date(bucket.at * 1000).toLocaleTimeString()}: ${n} ${name}`));
+      chart.append(bar);
+    }
+  }
+}
+
+function renderPipelineFailures(failures) {
+  const body = $("pipeline-failures-body");
+  body.replaceChildren();
+  for (const f of failures) {
+    const row = document.createElement("tr");
+    cell(row, `${f.bucket}/${f.key}`, "key");
+    cell(row, [f.error_code, f.http_status, f.message].filter(Boolean).join(" · "));
+    cell(row, f.attempts);
+    relativeTime(cell(row, ""), new Date(f.updated * 1000).toISOString());
+    const record = document.createElement("pre");
+    record.className = "record";
+    record.textContent = f.record == null ? "–" : JSON.stringify(f.record, null, 2);
+    cell(row, record);
+    body.append(row);
+  }
+  $("pipeline-failures-empty").hidden = failures.length > 0;
+}
+
+async function replay(event) {
+  event.preventDefault();
+  const name = $("pipeline-name").textContent;
+  try {
+    const done = await api(`/pipelines/${encodeURIComponent(name)}/replay`,
+      { method: "POST", body: JSON.stringify({ prefix: $("replay-prefix").value }) });
+    notice("");
+    $("replay-result").textContent = `Replayed ${done.replayed} object(s)${done.more ? "; more are left: replay again" : ""}.`;
+  } catch (error) {
+    failed(error);
+  }
+}
+
 // -- routing ------------------------------------------------------------------------------------
 
 async function route() {
@@ -473,8 +615,12 @@ async function route() {
       return;
     }
   }
-  const match = location.hash.match(/^#\/jobs\/(.+)$/);
-  if (match) showJob(decodeURIComponent(match[1])); else showList(false);
+  const job = location.hash.match(/^#\/jobs\/(.+)$/);
+  const pipeline = location.hash.match(/^#\/pipelines\/(.+)$/);
+  if (job) showJob(decodeURIComponent(job[1]));
+  else if (pipeline) showPipeline(decodeURIComponent(pipeline[1]));
+  else if (location.hash === "#/pipelines") showPipelines();
+  else showList(false);
 }
 
 function init() {
@@ -486,6 +632,7 @@ function init() {
   $("next-page").addEventListener("click", () => { stopLive(); showList(true); });
   $("more-failures").addEventListener("click", () => loadFailures(true));
   $("clear-cause").addEventListener("click", () => filterByCause(null));
+  $("replay-form").addEventListener("submit", replay);
   $("confirm").addEventListener("click", () => act("confirm", { reason: "confirmed in the dashboard" }));
   $("cancel").addEventListener("click", () => act("cancel", { reason: "cancelled in the dashboard" }));
   $("priority-form").addEventListener("submit", (event) => {
