@@ -11,13 +11,21 @@ import pytest
 
 from s3batch.domain.lambda_contract import (
     DEFAULT_TREAT_MISSING_KEYS_AS,
+    DUPLICATE_TASK_ID_MESSAGE,
     FUNCTION_ERROR_PREFIX,
     INVALID_PAYLOAD_MESSAGE,
     MAX_RESULT_MESSAGE_BYTES,
+    ON_UNKNOWN_TASK_ID,
+    RESULT_DATA_FIELD,
     TRUNCATION_MARKER,
+    UNKNOWN_TASK_ID_MESSAGE,
+    TaskAnswer,
+    build_batch_event,
     build_event,
     cap_message,
     function_error_result,
+    interpret_answer,
+    interpret_batch,
     interpret_response,
     opaque_id,
     task_id_for,
@@ -279,3 +287,200 @@ def test_huge_function_error_is_truncated() -> None:
     outcome = function_error_result({"errorMessage": "x" * (2 * MAX_RESULT_MESSAGE_BYTES)})
     assert len(outcome.message.encode()) <= MAX_RESULT_MESSAGE_BYTES
     assert outcome.message.startswith(FUNCTION_ERROR_PREFIX) and outcome.message.endswith(TRUNCATION_MARKER)
+
+
+# -- batched invocations (s3batch extension InvocationBatchSize) -------------------------------
+
+BATCH = [Task(seq=i, bucket="b", raw_key=f"k{i}+x", key=f"k{i} x", version_id=None) for i in range(3)]
+IDS = [task_id_for("job", t.seq) for t in BATCH]
+
+
+def batch_event(version: str = "2.0", tasks: list[Task] = BATCH) -> dict[str, Any]:
+    return build_batch_event(
+        job_id="job",
+        tasks=[(t, task_id_for("job", t.seq)) for t in tasks],
+        schema_version=version,
+        user_arguments={"a": "b"},
+        invocation_id="inv",
+    )
+
+
+def codes(answers: list[TaskAnswer]) -> list[str]:
+    return [a.result.error_code or "Succeeded" for a in answers]
+
+
+def test_a_batch_event_is_the_2_0_shape_with_one_entry_per_task() -> None:
+    event = batch_event()
+    assert event["invocationSchemaVersion"] == "2.0" and event["invocationId"] == "inv"
+    assert event["job"] == {"id": "job", "userArguments": {"a": "b"}}
+    assert event["tasks"] == [
+        {"taskId": IDS[i], "s3Key": f"k{i}+x", "s3VersionId": None, "s3Bucket": "b"} for i in range(3)
+    ]
+    assert len(set(IDS)) == 3
+
+
+def test_a_one_task_batch_event_is_exactly_the_aws_event() -> None:
+    for version in ("1.0", "2.0"):
+        single = build_event(
+            job_id="job",
+            task=TASK,
+            schema_version=version,
+            user_arguments=None,
+            invocation_id="i",
+            task_id="t",
+        )
+        batched = build_batch_event(
+            job_id="job", tasks=[(TASK, "t")], schema_version=version, user_arguments=None, invocation_id="i"
+        )
+        assert single == batched
+
+
+def test_a_batch_event_needs_schema_2_0_and_a_task() -> None:
+    with pytest.raises(ValueError, match=re.escape("needs invocationSchemaVersion 2.0")):
+        batch_event("1.0")
+    with pytest.raises(ValueError, match="at least one task"):
+        batch_event(tasks=[])
+
+
+def test_a_batch_event_parses_with_powertools_models() -> None:
+    from aws_lambda_powertools.utilities.parser.models import S3BatchOperationModel
+
+    model = S3BatchOperationModel.model_validate(batch_event())
+    assert [t.taskId for t in model.tasks] == IDS
+
+
+def test_each_task_of_a_batch_gets_its_own_result_whatever_the_order() -> None:
+    payload = response(
+        result("PermanentFailure", "bad", task_id=IDS[2]),
+        result("Succeeded", "one", task_id=IDS[0]),
+        result("TemporaryFailure", "later", task_id=IDS[1]),
+    )
+    answers = interpret_batch(payload, IDS)
+    assert [(a.result.error_code, a.result.message) for a in answers] == [
+        ("", "one"),
+        ("TemporaryFailure", "later"),
+        ("PermanentFailure", "bad"),
+    ]
+    assert [a.result.retryable for a in answers] == [False, True, False]
+    assert all(a.result.http_status == 200 and a.data is None for a in answers)
+
+
+@pytest.mark.parametrize("treat_as", [None, "Succeeded", "TemporaryFailure", "PermanentFailure"])
+def test_a_task_without_a_result_in_a_batch_follows_treat_missing_keys_as(treat_as: str | None) -> None:
+    extra = {} if treat_as is None else {"treatMissingKeysAs": treat_as}
+    payload = response(result("Succeeded", "one", task_id=IDS[0]), **extra)
+    first, second, third = interpret_batch(payload, IDS)
+    assert first.result.succeeded
+    code = treat_as or DEFAULT_TREAT_MISSING_KEYS_AS
+    for missing, task_id in ((second, IDS[1]), (third, IDS[2])):
+        assert missing.result.succeeded is (code == "Succeeded")
+        assert task_id in missing.result.message and f"treatMissingKeysAs={code}" in missing.result.message
+
+
+def test_a_duplicated_task_id_fails_that_task_only_and_names_it() -> None:
+    payload = response(
+        result("Succeeded", "a", task_id=IDS[0]),
+        result("Succeeded", "b", task_id=IDS[1]),
+        result("Succeeded", "c", task_id=IDS[1]),
+        result("Succeeded", "d", task_id=IDS[2]),
+    )
+    first, second, third = interpret_batch(payload, IDS)
+    assert first.result.succeeded and third.result.succeeded
+    assert (second.result.error_code, second.result.retryable) == ("PermanentFailure", False)
+    assert second.result.message == DUPLICATE_TASK_ID_MESSAGE.format(count=2, task_id=IDS[1])
+    assert IDS[1] in second.result.message
+
+
+@pytest.mark.parametrize(
+    ("stray", "shown"),
+    [("not-sent", '"not-sent"'), (None, "null"), (7, "7"), (["x"], '["x"]')],
+)
+def test_an_unknown_task_id_fails_every_task_of_the_batch(stray: Any, shown: str) -> None:
+    assert ON_UNKNOWN_TASK_ID == "PermanentFailure"
+    payload = response(
+        *(result("Succeeded", "fine", task_id=tid) for tid in IDS),
+        {"taskId": stray, "resultCode": "Succeeded", "resultString": "whose?"},
+    )
+    answers = interpret_batch(payload, IDS)
+    assert codes(answers) == ["PermanentFailure"] * 3  # even the tasks that had a result of their own
+    expected = UNKNOWN_TASK_ID_MESSAGE.format(task_id=shown, tasks=3)
+    assert all(a.result.message == expected and not a.result.retryable for a in answers)
+    assert all(a.data is None for a in answers)
+
+
+def test_a_result_without_a_task_id_fails_the_batch() -> None:
+    payload = response({"resultCode": "Succeeded"}, *(result("Succeeded", task_id=t) for t in IDS))
+    assert codes(interpret_batch(payload, IDS)) == ["PermanentFailure"] * 3
+
+
+def test_an_unusable_batch_response_fails_every_task_with_aws_wording() -> None:
+    for payload in (None, {"results": "x"}, {"results": [1]}):
+        answers = interpret_batch(payload, IDS)
+        assert len(answers) == 3
+        assert all(a.result.message.startswith(INVALID_PAYLOAD_MESSAGE + ": ") for a in answers)
+
+
+def test_an_unknown_result_code_fails_only_its_task() -> None:
+    payload = response(*(result("Succeeded", task_id=t) for t in IDS[:2]), result("Done", task_id=IDS[2]))
+    answers = interpret_batch(payload, IDS)
+    assert codes(answers) == ["Succeeded", "Succeeded", "PermanentFailure"]
+    assert "unknown resultCode 'Done'" in answers[2].result.message
+
+
+def test_a_batch_s_task_ids_must_be_distinct() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        interpret_batch(response(), [IDS[0], IDS[0]])
+
+
+def test_one_task_batch_still_has_batch_rules() -> None:
+    payload = response(result("Succeeded", task_id=IDS[0]), result("Succeeded", task_id="other"))
+    [answer] = interpret_batch(payload, IDS[:1])
+    assert answer.result.error_code == ON_UNKNOWN_TASK_ID
+    # ...whereas AWS's single-task rules ignore the other taskId.
+    assert interpret_response(payload, IDS[0]).succeeded
+
+
+# -- resultData (s3batch extension) ------------------------------------------------------------
+
+
+def with_data(code: str, data: Any, task_id: str = TASK_ID) -> dict[str, Any]:
+    return {**result(code, "r", task_id=task_id), RESULT_DATA_FIELD: data}
+
+
+def test_result_data_is_carried_out_per_task() -> None:
+    payload = response(
+        with_data("Succeeded", {"vector": [1, 2]}, IDS[0]),
+        with_data("Succeeded", None, IDS[1]),
+        result("Succeeded", task_id=IDS[2]),
+    )
+    answers = interpret_batch(payload, IDS)
+    assert [a.data for a in answers] == [{"vector": [1, 2]}, None, None]
+    assert all(a.result.succeeded for a in answers)
+    single = interpret_answer(response(with_data("Succeeded", {"n": 3})), TASK_ID)
+    assert single.result.succeeded and single.data == {"n": 3}
+    assert interpret_response(response(with_data("Succeeded", {"n": 3})), TASK_ID) == single.result
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"), [([1], "array"), ("x", "string"), (3, "number"), (True, "boolean")]
+)
+def test_result_data_that_is_not_an_object_fails_its_task(data: Any, kind: str) -> None:
+    for answer in (
+        interpret_answer(response(with_data("Succeeded", data)), TASK_ID),
+        interpret_batch(response(with_data("Succeeded", data)), [TASK_ID])[0],
+    ):
+        assert answer.result.error_code == "PermanentFailure" and answer.data is None
+        assert answer.result.message == (
+            f"{INVALID_PAYLOAD_MESSAGE}: 'resultData' of taskId {TASK_ID} must be an object, got {kind}"
+        )
+
+
+def test_result_data_of_an_unusable_result_is_dropped() -> None:
+    answer = interpret_answer(response(with_data("Done", {"n": 1})), TASK_ID)
+    assert answer.data is None and "unknown resultCode" in answer.result.message
+
+
+def test_the_result_data_field_is_the_one_built_ins_write() -> None:
+    from s3batch.functions.builtin import batch
+
+    assert batch.RESULT_DATA_FIELD == RESULT_DATA_FIELD

@@ -73,7 +73,11 @@ async def execute_task(
 async def execute_batch(
     op: Operation, tasks: Sequence[Task], policy: RetryPolicy, limit: AdaptiveLimit | None = None
 ) -> list[TaskResult]:
-    """One apply_many call (one slot), then per-task retries for what failed retryably."""
+    """One apply_many call (one slot), then per-task retries for what failed retryably.
+
+    Retries go one task per `apply` call, whatever the batch size: a batched LambdaInvoke
+    redrives a TemporaryFailure in a one-task event, DeleteObjects a key with a DeleteObject.
+    """
     firsts = await _apply_many_limited(op, tasks, limit)
     if all(r.succeeded or not r.retryable for r in firsts):
         return firsts  # nothing to retry: skip a gather (an asyncio task per task) per batch

@@ -19,6 +19,7 @@ from typing import Any
 
 from s3batch.domain.task import Task
 from s3batch.engines.base import Finished
+from s3batch.engines.batching import ready_batches
 from s3batch.engines.execute import build_operation, execute_batch
 from s3batch.engines.limiter import DEFAULT_INCREASE_AFTER, AdaptiveLimit, LimitStats
 from s3batch.operations.base import JobContext, Operation
@@ -42,8 +43,9 @@ class LocalEngine:
         limit = AdaptiveLimit(self.concurrency, self.increase_after)
         self.stats = limit.stats
         in_flight = _InFlight()
+        batches = ready_batches(tasks, op.batch_size)
         try:
-            async for batch in _batches(tasks, op.batch_size):
+            async for batch in batches:
                 started = _start_eagerly(self._run_batch(op, batch, limit))
                 if isinstance(started, list):
                     yield started
@@ -54,6 +56,7 @@ class LocalEngine:
             while in_flight:
                 yield await in_flight.next_done()
         finally:
+            await batches.aclose()  # stops a batched stream's reader task now, not at GC
             await in_flight.cancel()
             await op.close()
             await store.close()
@@ -175,15 +178,3 @@ class _Resumed(Coroutine[Any, Any, Finished]):
                 value = yield yielded
             except BaseException as exc:
                 error = exc
-
-
-async def _batches(tasks: AsyncIterator[Task], size: int) -> AsyncIterator[list[Task]]:
-    """Group tasks for apply_many (size 1 for per-object operations)."""
-    batch: list[Task] = []
-    async for task in tasks:
-        batch.append(task)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

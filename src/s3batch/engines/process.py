@@ -23,6 +23,7 @@ from typing import Any
 from s3batch import eventloop
 from s3batch.domain.task import Task
 from s3batch.engines.base import Finished
+from s3batch.engines.batching import ready_batches
 from s3batch.engines.local import LocalEngine
 from s3batch.operations.base import JobContext
 from s3batch.retry import RetryPolicy
@@ -87,14 +88,15 @@ class ProcessEngine:
 
 
 async def _feed(tasks: AsyncIterator[Task], inbox: Any, processes: int) -> None:
-    batch: list[Task] = []
-    async for task in tasks:
-        batch.append(task)
-        if len(batch) >= TASK_BATCH:
+    # Batches form from what is ready (engines/batching.py): a slow stream never holds tasks
+    # back in a partial message. Each worker's own engine regroups them for its operation's
+    # batch size (LambdaInvoke's InvocationBatchSize is per job, read where the operation is built).
+    batches = ready_batches(tasks, TASK_BATCH)
+    try:
+        async for batch in batches:
             await asyncio.to_thread(inbox.put, batch)
-            batch = []
-    if batch:
-        await asyncio.to_thread(inbox.put, batch)
+    finally:
+        await batches.aclose()
     for _ in range(processes):
         await asyncio.to_thread(inbox.put, _DONE)
 

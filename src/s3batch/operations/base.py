@@ -86,8 +86,10 @@ class Operation(ABC):
 
     #: The AWS OperationName (as ListJobs reports it).
     name: ClassVar[str]
-    #: More than 1: the engine may pass up to this many tasks to `apply_many` at once.
-    batch_size: ClassVar[int] = UNBATCHED
+    #: More than 1: the engine may pass up to this many tasks to `apply_many` at once. Per
+    #: instance: an operation may set it in `__init__` from its job's parameters
+    #: (LambdaInvoke's InvocationBatchSize); the class value is its kind's default.
+    batch_size: int = UNBATCHED
 
     @abstractmethod
     async def apply(self, task: Task) -> TaskResult: ...
@@ -152,7 +154,8 @@ class OperationKind:
     permissions: Permissions
     requests: RequestCount
     probe: CapabilityProbe | NoProbe
-    #: Tasks `apply_many` takes at once; equal to the created Operation's `batch_size`.
+    #: Tasks `apply_many` takes at once; equal to the Operation class's `batch_size` (an
+    #: instance may choose another from its job's parameters).
     batch_size: int
     create: Callable[[Mapping[str, Any], OperationContext], Operation]
 

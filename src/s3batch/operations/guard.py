@@ -47,6 +47,7 @@ def guarded(inner: Operation, check: RoleCheck) -> Operation:
 
     class Guarded(Operation):
         name = inner.name
+        # The instance's own value (LambdaInvoke sets it per job), read when the job starts.
         batch_size = inner.batch_size
 
         async def apply(self, task: Task) -> TaskResult:

@@ -4,21 +4,31 @@ The function is a Python handler (resolved from FunctionArn when the job was cre
 `functions.registry`) run in a pool of worker processes. Each task gets the event AWS would
 send; the handler's answer, or its error, becomes the task's report row following
 `domain.lambda_contract`. TemporaryFailure results are retryable, so the engine redrives them.
+
+Extension `"InvocationBatchSize": N` (1-`MAX_INVOCATION_BATCH_SIZE`, schema 2.0 only; absent:
+1, AWS's one task per call): the operation's `batch_size` is N, so the engine hands
+`apply_many` up to N tasks, which go out as one event with N taskIds and come back under
+`lambda_contract.interpret_batch`'s rules. The engine redrives a retryable failure one task per
+call (`apply`), in a one-task event under the same rules. docs/handlers.md describes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from s3batch.domain import pricing
 from s3batch.domain.lambda_contract import (
     SCHEMA_VERSIONS,
-    build_event,
+    TaskAnswer,
+    build_batch_event,
     function_error_result,
-    interpret_response,
+    interpret_answer,
+    interpret_batch,
     opaque_id,
     task_id_for,
 )
@@ -30,7 +40,7 @@ from s3batch.functions.pool import FunctionPool
 from s3batch.functions.registry import check_function_arn
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions
-from s3batch.operations.base import UNBATCHED, NoProbe, Operation, OperationContext, OperationKind, PerTask
+from s3batch.operations.base import UNBATCHED, NoProbe, Operation, OperationContext, OperationKind
 from s3batch.storage.config import to_dict
 
 NAME = "LambdaInvoke"
@@ -42,7 +52,14 @@ MAX_USER_ARGUMENT_VALUE_CHARS = 1024
 DEFAULT_SCHEMA_VERSION = "1.0"
 #: Random bytes in each invocationId (base64url-encoded, as opaque as AWS's).
 INVOCATION_ID_BYTES = 24
-_KNOWN = {"FunctionArn", "InvocationSchemaVersion", "UserArguments"}
+#: The s3batch extension's parameter: tasks per invocation.
+INVOCATION_BATCH_SIZE = "InvocationBatchSize"
+#: Most tasks one invocation carries. Lambda's 6 MB response limit allows ~1,000 results
+#: of a few KB; larger batches would mostly lengthen the wait for the slowest object.
+MAX_INVOCATION_BATCH_SIZE = 1000
+#: The schema a batched event needs (1.0 has no place for more than one task by AWS's own use).
+BATCH_SCHEMA_VERSION = "2.0"
+_KNOWN = {"FunctionArn", "InvocationSchemaVersion", "UserArguments", INVOCATION_BATCH_SIZE}
 
 
 def validate(params: Mapping[str, Any]) -> None:
@@ -54,7 +71,9 @@ def validate(params: Mapping[str, Any]) -> None:
             f"{NAME}.FunctionArn is required: a Lambda function ARN of 1-{MAX_FUNCTION_ARN_CHARS} characters"
         )
     check_function_arn(arn)
-    user_arguments(params, schema_version(params))
+    version = schema_version(params)
+    user_arguments(params, version)
+    invocation_batch_size(params, version)
 
 
 def schema_version(params: Mapping[str, Any]) -> str:
@@ -89,6 +108,24 @@ def user_arguments(params: Mapping[str, Any], version: str) -> dict[str, str]:
     return dict(raw)
 
 
+def invocation_batch_size(params: Mapping[str, Any], version: str) -> int:
+    """InvocationBatchSize (s3batch extension): tasks per invocation, 1 when absent."""
+    raw = params.get(INVOCATION_BATCH_SIZE)
+    if raw is None:
+        return UNBATCHED
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_INVOCATION_BATCH_SIZE:
+        raise BadRequest(
+            f"{NAME}.{INVOCATION_BATCH_SIZE} must be a whole number from 1 to "
+            f"{MAX_INVOCATION_BATCH_SIZE} (tasks per invocation); got {raw!r}"
+        )
+    if version != BATCH_SCHEMA_VERSION:
+        raise BadRequest(
+            f"{NAME}.{INVOCATION_BATCH_SIZE} requires InvocationSchemaVersion {BATCH_SCHEMA_VERSION} "
+            f"(the event's 'tasks' list); got {version}"
+        )
+    return raw
+
+
 def arn_partition(arn: str) -> str:
     """The partition of an ARN ("aws", "aws-cn", ...); "aws" for non-ARN references."""
     parts = arn.split(":")
@@ -96,7 +133,7 @@ def arn_partition(arn: str) -> str:
 
 
 class LambdaInvoke(Operation):
-    """Invokes the job's function for each task through a worker-process pool."""
+    """Invokes the job's function for each task (or each batch of tasks) through a worker-process pool."""
 
     name = NAME
 
@@ -110,6 +147,7 @@ class LambdaInvoke(Operation):
         self.job_id = ctx.job.job_id
         self.version = schema_version(params)
         self.user_arguments = user_arguments(params, self.version)
+        self.batch_size = invocation_batch_size(params, self.version)
         self.partition = arn_partition(spec.arn)
         # The storage config lets built-in handlers read through the job's own store.
         env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
@@ -117,24 +155,68 @@ class LambdaInvoke(Operation):
 
     async def apply(self, task: Task) -> TaskResult:
         """One synchronous invocation for one task, as S3 Batch Operations makes it."""
-        task_id = task_id_for(self.job_id, task.seq)
-        event = build_event(
+        [result] = await self._invoke([task])
+        return result
+
+    async def apply_many(self, tasks: Sequence[Task]) -> list[TaskResult]:
+        """Invocations of up to `batch_size` tasks each (one task each unbatched), run concurrently."""
+        size = self.batch_size
+        groups = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+        if len(groups) == 1:
+            return await self._invoke(groups[0])  # the engine's case: no gather, no extra asyncio task
+        answered = await asyncio.gather(*(self._invoke(group) for group in groups))
+        return [result for group in answered for result in group]
+
+    async def _invoke(self, tasks: Sequence[Task]) -> list[TaskResult]:
+        """One invocation for `tasks`; AWS's single-task rules unless the job batches."""
+        task_ids = [task_id_for(self.job_id, task.seq) for task in tasks]
+        event = build_batch_event(
             job_id=self.job_id,
-            task=task,
+            tasks=list(zip(tasks, task_ids, strict=True)),
             schema_version=self.version,
             user_arguments=self.user_arguments,
             partition=self.partition,
             invocation_id=opaque_id(os.urandom(INVOCATION_ID_BYTES)),
-            task_id=task_id,
         )
         outcome = await self.pool.invoke(event)
         if outcome.error is not None:
-            return function_error_result(outcome.error)
-        return interpret_response(outcome.payload, task_id)
+            return [function_error_result(outcome.error)] * len(tasks)
+        return await self._keep_data(tasks, task_ids, self._interpret(outcome.payload, task_ids))
+
+    def _interpret(self, payload: Any, task_ids: Sequence[str]) -> list[TaskAnswer]:
+        if self.batch_size == UNBATCHED:
+            return [interpret_answer(payload, task_ids[0])]
+        return interpret_batch(payload, task_ids)
+
+    async def _keep_data(
+        self, tasks: Sequence[Task], task_ids: Sequence[str], answers: Sequence[TaskAnswer]
+    ) -> list[TaskResult]:
+        """The invocation's report results, once each answer's resultData is kept.
+
+        The seam for the results sink (operations/results_sink.py, not wired yet): one `write`
+        of the invocation's rows (task, taskId, data), each location put into its task's message,
+        a failed write failing those tasks. Until then each piece of data goes to `_record_data`.
+        """
+        for task, answer in zip(tasks, answers, strict=True):
+            if answer.data is not None:
+                self._record_data(task, answer.data)
+        return [answer.result for answer in answers]
+
+    def _record_data(self, task: Task, data: Mapping[str, Any]) -> None:
+        """Keep `data` (the task's resultData) for the results sink. A no-op for now: the data
+        was parsed and checked (lambda_contract.TaskAnswer) and is dropped here."""
 
     async def close(self) -> None:
         """Stop the function's worker processes."""
         await self.pool.close()
+
+
+def invoke_requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
+    """One invocation per InvocationBatchSize tasks, at least (a partial batch, formed when the
+    manifest is read slower than tasks run, and each redrive add one)."""
+    raw = params.get(INVOCATION_BATCH_SIZE)
+    size = raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1 else UNBATCHED
+    return {pricing.LAMBDA_INVOKE: math.ceil(tasks / size)}
 
 
 def function_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tuple[Need, ...]:
@@ -146,7 +228,7 @@ KIND = OperationKind(
     name=NAME,
     validate=validate,
     permissions=Permissions(object_actions=(), bucket_actions=(), extra=function_needs),
-    requests=PerTask(pricing.LAMBDA_INVOKE, 1),
+    requests=invoke_requests,
     probe=NoProbe.PLAIN_DATA_PATH,
     batch_size=UNBATCHED,
     create=LambdaInvoke,
