@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from pathlib import Path
 
 
 def _log(event):
-    line = {"inv": event["invocationId"], "keys": [t["s3Key"] for t in event["tasks"]]}
+    line = {"inv": event["invocationId"], "keys": [t["s3Key"] for t in event["tasks"]], "pid": os.getppid()}
     with open(os.environ["BATCH_LOG"], "a") as log:
         log.write(json.dumps(line) + "\\n")
 
@@ -317,8 +318,7 @@ def test_bad_invocation_batch_sizes_are_refused_at_create_job(
 
 def test_the_process_engine_feeds_batched_deletes(local_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # The process engine's feed forms its messages from what is ready; each worker regroups them
-    # for its operation's batch size. (LambdaInvoke cannot run there: its function processes would
-    # be children of the engine's daemonic workers.)
+    # for its operation's batch size.
     import s3batch.engines.process as process_engine
 
     messages: list[int] = []
@@ -352,3 +352,19 @@ def test_the_process_engine_feeds_batched_deletes(local_env: Env, monkeypatch: p
     assert sorted(r[1] for r in rows["succeeded"]) == keys and "failed" not in rows
     assert all(local_env.get("b", k) is None for k in keys)
     assert sorted(messages) == list(range(len(keys)))  # the process engine ran it
+
+
+def test_batched_invocations_run_under_the_process_engine(
+    local_env: Env, log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine worker starts its own function processes (so it must not be daemonic)."""
+    monkeypatch.setenv("S3BATCH_ENGINE", "process")
+    monkeypatch.setenv("S3BATCH_PROCESSES", "2")
+    keys = [f"p{i:03d}" for i in range(40)]
+    out = run_job(local_env, "procs", keys, batched("answers", 8))
+    assert out["rows"] == {k: ["succeeded", "200", "", f"done {k}"] for k in keys}
+    calls = events(log)
+    assert Counter(k for c in calls for k in c["keys"]) == dict.fromkeys(keys, 1)
+    assert max(len(c["keys"]) for c in calls) <= 8
+    parents = {c["pid"] for c in calls}  # the function processes' parent: an engine worker
+    assert parents and os.getpid() not in parents

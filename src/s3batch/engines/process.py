@@ -64,7 +64,9 @@ class ProcessEngine:
             ctx.Process(
                 target=_worker_main,
                 args=(job, dict(operation), per_worker, self.retry, inbox, outbox),
-                daemon=True,
+                # Not daemonic: a LambdaInvoke worker starts its function's own processes, which
+                # a daemonic process may not. `_stop` joins (then kills) every worker in `finally`.
+                daemon=False,
             )
             for _ in range(self.processes)
         ]
