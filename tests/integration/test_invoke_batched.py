@@ -3,6 +3,7 @@ folder store and moto's S3 server, handlers in a temporary module that log every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,7 @@ NEEDS_2_0 = "requires InvocationSchemaVersion 2.0"
 #: Handlers that log each event's keys and invocationId (one JSON line per call) and answer
 #: per taskId; some mislabel on purpose, keyed by the object's name.
 HANDLERS = '''
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -80,12 +82,12 @@ def raises(event, context):
 
 
 def with_data(event, context):
-    """resultData {"key": ...} per task; a list instead for list* keys."""
+    """resultData {"name": ...} per task; a list instead for list* keys."""
     _log(event)
     results = []
     for task in event["tasks"]:
         key = task["s3Key"]
-        results.append({**_result(task), "resultData": [key] if key.startswith("list") else {"key": key}})
+        results.append({**_result(task), "resultData": [key] if key.startswith("list") else {"name": key}})
     return _response(event, results)
 
 
@@ -218,16 +220,19 @@ def test_a_temporary_failure_is_redriven_alone(local_env: Env, log: Path) -> Non
 
 
 @pytest.mark.parametrize("size", [None, 4])
-def test_result_data_reaches_the_operation_per_task(
-    local_env: Env, log: Path, monkeypatch: pytest.MonkeyPatch, size: int | None
+def test_result_data_reaches_the_sink_per_task(
+    local_env: Env, log: Path, tmp_path: Path, size: int | None
 ) -> None:
-    from s3batch.operations.invoke import LambdaInvoke
+    import sqlite3
 
-    kept: list[tuple[str, Any]] = []
-    monkeypatch.setattr(LambdaInvoke, "_record_data", lambda self, task, data: kept.append((task.key, data)))
+    db = tmp_path / "results.db"
+    operation = batched("with_data", size)
+    operation["ResultsSink"] = {"Table": {"Backend": "sqlite", "Path": str(db), "Name": "data"}}
     keys = [f"k{i}" for i in range(7)] + ["list1"]
-    out = run_job(local_env, "b", keys, batched("with_data", size))
-    assert sorted(kept) == [(k, {"key": k}) for k in keys if k != "list1"]
+    out = run_job(local_env, "b", keys, operation)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        stored = sorted(conn.execute('SELECT "key", "name" FROM data'))
+    assert stored == [(k, k) for k in keys if k != "list1"]  # one row per task with data
     assert out["rows"]["list1"][:3] == ["failed", "200", "PermanentFailure"]
     assert (
         "'resultData' of taskId" in out["rows"]["list1"][3]

@@ -26,6 +26,7 @@ from s3batch.domain.lambda_contract import (
     SCHEMA_VERSIONS,
     TaskAnswer,
     build_batch_event,
+    cap_message,
     function_error_result,
     interpret_answer,
     interpret_batch,
@@ -34,13 +35,31 @@ from s3batch.domain.lambda_contract import (
 )
 from s3batch.domain.roles import FUNCTION, Need
 from s3batch.domain.task import Task, TaskResult
-from s3batch.errors import BadRequest, ConfigError
+from s3batch.errors import BadRequest, ConfigError, StorageError
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool
 from s3batch.functions.registry import check_function_arn
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions
-from s3batch.operations.base import UNBATCHED, NoProbe, Operation, OperationContext, OperationKind
+from s3batch.operations.base import (
+    UNBATCHED,
+    NoProbe,
+    Operation,
+    OperationContext,
+    OperationKind,
+    storage_failure,
+)
+from s3batch.operations.results_sink import (
+    SINK_FIELD,
+    ParquetTarget,
+    ResultsSink,
+    SinkRow,
+    open_sink,
+    parse_sink,
+    validate_sink,
+    with_location,
+)
+from s3batch.operations.results_sink_columns import SinkDataError
 from s3batch.storage.config import to_dict
 
 NAME = "LambdaInvoke"
@@ -59,7 +78,10 @@ INVOCATION_BATCH_SIZE = "InvocationBatchSize"
 MAX_INVOCATION_BATCH_SIZE = 1000
 #: The schema a batched event needs (1.0 has no place for more than one task by AWS's own use).
 BATCH_SCHEMA_VERSION = "2.0"
-_KNOWN = {"FunctionArn", "InvocationSchemaVersion", "UserArguments", INVOCATION_BATCH_SIZE}
+#: The report's HTTP status for a task whose resultData the sink refused (the data was bad, as a
+#: 400 says; the function itself answered).
+SINK_REJECTED_HTTP_STATUS = 400
+_KNOWN = {"FunctionArn", "InvocationSchemaVersion", "UserArguments", INVOCATION_BATCH_SIZE, SINK_FIELD}
 
 
 def validate(params: Mapping[str, Any]) -> None:
@@ -74,6 +96,8 @@ def validate(params: Mapping[str, Any]) -> None:
     version = schema_version(params)
     user_arguments(params, version)
     invocation_batch_size(params, version)
+    if SINK_FIELD in params:
+        validate_sink(params[SINK_FIELD])
 
 
 def schema_version(params: Mapping[str, Any]) -> str:
@@ -152,6 +176,8 @@ class LambdaInvoke(Operation):
         # The storage config lets built-in handlers read through the job's own store.
         env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
         self.pool = FunctionPool(spec, workers=ctx.job.function_workers, env=env)
+        #: Where each task's resultData goes (operations/results_sink.py); None: it is dropped.
+        self.sink = open_sink(params[SINK_FIELD], ctx) if SINK_FIELD in params else None
 
     async def apply(self, task: Task) -> TaskResult:
         """One synchronous invocation for one task, as S3 Batch Operations makes it."""
@@ -191,24 +217,44 @@ class LambdaInvoke(Operation):
     async def _keep_data(
         self, tasks: Sequence[Task], task_ids: Sequence[str], answers: Sequence[TaskAnswer]
     ) -> list[TaskResult]:
-        """The invocation's report results, once each answer's resultData is kept.
+        """The invocation's report results, once each succeeded answer's resultData is stored.
 
-        The seam for the results sink (operations/results_sink.py, not wired yet): one `write`
-        of the invocation's rows (task, taskId, data), each location put into its task's message,
-        a failed write failing those tasks. Until then each piece of data goes to `_record_data`.
+        Each task's row is written on its own (concurrent writes share one commit: see
+        results_sink.GroupCommitSink), so data one task got wrong fails that task only; its
+        report message then starts with the row's location. Without a sink the data is dropped.
         """
-        for task, answer in zip(tasks, answers, strict=True):
-            if answer.data is not None:
-                self._record_data(task, answer.data)
-        return [answer.result for answer in answers]
+        sink = self.sink
+        if sink is None:
+            return [answer.result for answer in answers]
+        return list(
+            await asyncio.gather(
+                *(
+                    self._store(sink, task, task_id, answer)
+                    for task, task_id, answer in zip(tasks, task_ids, answers, strict=True)
+                )
+            )
+        )
 
-    def _record_data(self, task: Task, data: Mapping[str, Any]) -> None:
-        """Keep `data` (the task's resultData) for the results sink. A no-op for now: the data
-        was parsed and checked (lambda_contract.TaskAnswer) and is dropped here."""
+    async def _store(self, sink: ResultsSink, task: Task, task_id: str, answer: TaskAnswer) -> TaskResult:
+        result = answer.result
+        if answer.data is None or not result.succeeded:
+            return result
+        row = SinkRow(task.bucket, task.key, task.version_id, task_id, answer.data)
+        try:
+            [location] = await sink.write([row])
+        except SinkDataError as exc:
+            return TaskResult.fail(SinkDataError.code, cap_message(str(exc)), SINK_REJECTED_HTTP_STATUS)
+        except StorageError as exc:
+            return storage_failure(exc)
+        return TaskResult.ok(cap_message(with_location(result.message, location)), result.http_status)
 
     async def close(self) -> None:
-        """Stop the function's worker processes."""
-        await self.pool.close()
+        """Commit what the results sink holds, then stop the function's worker processes."""
+        try:
+            if self.sink is not None:
+                await self.sink.close()
+        finally:
+            await self.pool.close()
 
 
 def invoke_requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
@@ -220,8 +266,14 @@ def invoke_requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict
 
 
 def function_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tuple[Need, ...]:
-    """lambda:InvokeFunction on the job's function (nothing on the task's object)."""
-    return (Need("lambda:InvokeFunction", str(params.get("FunctionArn", "")), FUNCTION),)
+    """lambda:InvokeFunction on the job's function (nothing on the task's object), and
+    s3:PutObject on a Parquet results sink's bucket."""
+    needs = [Need("lambda:InvokeFunction", str(params.get("FunctionArn", "")), FUNCTION)]
+    if SINK_FIELD in params:
+        target = parse_sink(params[SINK_FIELD])
+        if isinstance(target, ParquetTarget):
+            needs.append(Need("s3:PutObject", target.bucket))
+    return tuple(needs)
 
 
 KIND = OperationKind(

@@ -34,6 +34,7 @@ from s3batch.service.probe import probe
 from s3batch.service.progress import ActiveRun, pending_tasks, plan_chunks
 from s3batch.service.reporting import check_destination, write_report
 from s3batch.service.roles import role_env, role_storage
+from s3batch.service.sink_cleanup import finalize_results_sink
 from s3batch.service.timeline import Sampler
 from s3batch.storage.capabilities import StorageAdapter
 from s3batch.storage.config import LocalConfig, open_store
@@ -314,6 +315,12 @@ class JobRunner:
             JobStatus.FAILING: JobStatus.FAILED,
         }[job.status]
         fields: dict[str, Any] = {"termination_date": time.time()}
+        reasons = job.failure_reasons
+        # Before the report: a reader who finds its manifest.json finds a clean results sink.
+        sink_failure = await finalize_results_sink(objects, self.store, job)
+        if sink_failure is not None:
+            final, reasons = JobStatus.FAILED, (*reasons, sink_failure)
+            fields["failure_reasons"] = reasons
         try:
             location = await write_report(objects, self.store, job)
             if location:
@@ -321,7 +328,7 @@ class JobRunner:
         except StorageError as exc:
             final = JobStatus.FAILED
             fields["failure_reasons"] = (
-                *job.failure_reasons,
+                *reasons,
                 FailureReason("ReportWriteFailed", f"could not write the completion report: {exc}"),
             )
         return await self._move(job, [job.status], final, **fields)
