@@ -41,6 +41,7 @@ OPERATION_NAMES = (
     "S3UpdateObjectEncryption",
     "S3DeleteObject",
     "S3batchCsvIngest",
+    "S3batchRunCommand",
 )
 GET = ("s3:GetObject", "s3:GetObjectVersion")
 #: Operation → actions on the task's object, as (plain, with a version id).
@@ -57,6 +58,7 @@ OBJECT_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "S3UpdateObjectEncryption": (("s3:UpdateObjectEncryption", "s3:UpdateObjectEncryption"),),
     "S3DeleteObject": (("s3:DeleteObject", "s3:DeleteObjectVersion"),),
     "S3batchCsvIngest": (GET,),
+    "S3batchRunCommand": (GET,),
     "LambdaInvoke": (),
 }
 #: Operation → bucket-level actions (operations not listed: none).
@@ -79,6 +81,7 @@ PER_TASK: dict[str, dict[str, int]] = {
     "S3ComputeObjectChecksum": {"GET": 1},
     "LambdaInvoke": {"LAMBDA_INVOKE": 1},
     "S3batchCsvIngest": {"GET": 1},
+    "S3batchRunCommand": {"GET": 1, "PUT": 1},
 }
 DELETE_BATCH = 1000
 #: Operation → the feature its capability probe checks (operations not listed: no probe).

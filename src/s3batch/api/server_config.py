@@ -4,6 +4,8 @@
     allow_python_functions = false     # true: python:module:callable FunctionArns over HTTP too
     function_path = ["handlers"]       # sys.path of handlers of API-created jobs (relative: to HOME)
     trusted_proxies = ["10.0.0.7"]     # X-Forwarded-For/-Proto believed only from these peers
+    allow_commands = ["gzip"]          # executables S3batchRunCommand jobs may run (default: none)
+    operators = ["AKIAOPERATOR"]       # access key ids allowed operator actions (pipeline replay)
 
     [[functions]]
     account_id = "111122223333"        # or "*": every account
@@ -14,8 +16,8 @@ Every key holder of a server is treated as a stranger: a LambdaInvoke job create
 only name a function registered here for its account (or for "*"), or a built-in one. HOME's
 functions.toml, `--function` and `python:` ARNs are conveniences of the CLI on one's own machine;
 the server ignores functions.toml and refuses `python:` ARNs unless `allow_python_functions`.
-The other tables of the file (`[[keys]]`, `[[roles]]`, `[[pipelines]]`) are read by their own
-modules.
+The other tables of the file (`[[keys]]`, `[[roles]]`, `[[pipelines]]`, `[[inventories]]`) are
+read by their own modules.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from s3batch.settings import SERVER_FILE
 
 SERVER_TABLE = "server"
 FUNCTIONS_TABLE = "functions"
-_SERVER_FIELDS = {"allow_python_functions", "function_path", "trusted_proxies"}
+_SERVER_FIELDS = {"allow_python_functions", "function_path", "trusted_proxies", "allow_commands", "operators"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,9 @@ class ServerConfig:
     functions: ServerFunctions = field(default_factory=ServerFunctions)
     #: Peers (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed.
     trusted_proxies: tuple[str, ...] = ()
+    #: Access key ids that may take operator actions (replaying a hosted pipeline's failures):
+    #: pipelines belong to the server's operator, not to an account. None by default.
+    operators: frozenset[str] = frozenset()
 
 
 def load_server_config(home: Path) -> ServerConfig:
@@ -56,9 +61,13 @@ def load_server_config(home: Path) -> ServerConfig:
         by_account=_registrations(data.get(FUNCTIONS_TABLE, []), f"{path} [[{FUNCTIONS_TABLE}]]"),
         allow_python=_flag(options, "allow_python_functions", f"{path} [{SERVER_TABLE}]"),
         sys_path=tuple(str(home / p) for p in _strings(options, "function_path", f"{path} [{SERVER_TABLE}]")),
+        commands=checked_commands(_strings(options, "allow_commands", f"{path} [{SERVER_TABLE}]"), str(path)),
     )
     proxies = _strings(options, "trusted_proxies", f"{path} [{SERVER_TABLE}]")
-    return ServerConfig(functions=functions, trusted_proxies=checked_proxies(proxies, str(path)))
+    operators = frozenset(_strings(options, "operators", f"{path} [{SERVER_TABLE}]"))
+    return ServerConfig(
+        functions=functions, trusted_proxies=checked_proxies(proxies, str(path)), operators=operators
+    )
 
 
 def checked_proxies(proxies: tuple[str, ...], where: str) -> tuple[str, ...]:
@@ -72,6 +81,17 @@ def checked_proxies(proxies: tuple[str, ...], where: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise ConfigError(f"{where}: trusted proxy {proxy!r} is not an IP address or network") from exc
     return proxies
+
+
+def checked_commands(commands: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """The entries if each is an absolute path or a bare name (found on S3batchRunCommand's
+    default PATH when a job is created). Raises ConfigError."""
+    for command in commands:
+        if "/" in command and not command.startswith("/"):
+            raise ConfigError(
+                f"{where}: allow_commands entry {command!r} must be an absolute path or a bare name"
+            )
+    return commands
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.loaders import create_loader
-from botocore.model import ListShape, MapShape, ServiceModel, Shape, StructureShape
+from botocore.model import ListShape, MapShape, ServiceModel, Shape, ShapeResolver, StructureShape
 
 from s3batch.errors import BadRequest
 
@@ -38,6 +38,35 @@ _FORBIDDEN_MARKUP = ("<!DOCTYPE", "<!ENTITY")
 _DECLARED_ENCODING = re.compile(r"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([^"']+)["']""")
 _UTF8_NAMES = {"utf-8", "utf8"}
 _SCALAR_TYPES = {"string", "integer", "long", "boolean", "timestamp"}
+#: s3batch extensions a CreateJob's <Operation> may hold besides botocore's JobOperation members,
+#: in botocore's shape notation so they parse exactly like modeled ones (lists of <member>, maps
+#: of <entry>). Only S3batchRunCommand, the one extension a server's operator can allow its
+#: callers (docs/run-command.md#security); the others name local paths or are CLI conveniences.
+_EXTENSION_SHAPES: dict[str, dict[str, Any]] = {
+    "S3batchRunCommandOperation": {
+        "type": "structure",
+        "members": {
+            "Command": {"shape": "S3batchArguments"},
+            "TargetResource": {"shape": "S3batchString"},
+            "TargetKeyPrefix": {"shape": "S3batchString"},
+            "StdoutFile": {"shape": "S3batchString"},
+            "TimeoutSeconds": {"shape": "S3batchLong"},
+            "MaxOutputBytes": {"shape": "S3batchLong"},
+            "MaxStderrTailBytes": {"shape": "S3batchLong"},
+            "Environment": {"shape": "S3batchEnvironment"},
+        },
+    },
+    "S3batchArguments": {"type": "list", "member": {"shape": "S3batchString"}},
+    "S3batchEnvironment": {
+        "type": "map",
+        "key": {"shape": "S3batchString"},
+        "value": {"shape": "S3batchString"},
+    },
+    "S3batchString": {"type": "string"},
+    "S3batchLong": {"type": "long"},
+}
+#: Modeled structure → its extra members (name → extension shape).
+_EXTENDED_STRUCTURES = {"JobOperation": {"S3batchRunCommand": "S3batchRunCommandOperation"}}
 
 
 @functools.cache
@@ -58,6 +87,13 @@ def parse_request(operation: str, body: bytes) -> dict[str, Any]:
         raise BadRequest(f"expected a <{expected}> document, got <{_local(root.tag)}>")
     body_members = {n: m for n, m in shape.members.items() if "location" not in m.serialization}
     return _structure(root, body_members, expected)
+
+
+@functools.cache
+def _extension_members(structure: str) -> dict[str, Shape]:
+    extra = _EXTENDED_STRUCTURES.get(structure, {})
+    resolver = ShapeResolver(_EXTENSION_SHAPES)
+    return {name: resolver.get_shape_by_name(shape) for name, shape in extra.items()}
 
 
 def _parse_document(body: bytes) -> ET.Element:
@@ -102,7 +138,7 @@ def _structure(element: ET.Element, members: Mapping[str, Shape], where: str) ->
 
 def _value(element: ET.Element, shape: Shape, where: str) -> Any:
     if isinstance(shape, StructureShape):
-        return _structure(element, shape.members, where)
+        return _structure(element, {**shape.members, **_extension_members(shape.name)}, where)
     if isinstance(shape, ListShape):
         item_tag = _member_name("member", shape.member)
         return [_value(_expect(item, item_tag, where), shape.member, f"{where}[]") for item in element]

@@ -37,6 +37,12 @@ from s3batch.settings import SERVER_FILE
 #: Functions that ship with s3batch, by Lambda function name.
 BUILTIN_FUNCTIONS: Mapping[str, str] = {
     "s3batch-sentiment": "s3batch.functions.builtin.sentiment:handler",
+    "s3batch-language": "s3batch.functions.builtin.language:handler",
+    "s3batch-pii": "s3batch.functions.builtin.pii:handler",
+    "s3batch-profile-csv": "s3batch.functions.builtin.profile_csv:handler",
+    "s3batch-embed-text": "s3batch.functions.builtin.embed_text:handler",
+    "s3batch-embed-image": "s3batch.functions.builtin.embed_image:handler",
+    "s3batch-ocr": "s3batch.functions.builtin.ocr:handler",
 }
 #: Prefix of a FunctionArn that names a handler directly.
 PYTHON_PREFIX = "python:"
@@ -66,7 +72,8 @@ HOW_TO_REGISTER = (
 
 @dataclass(frozen=True, slots=True)
 class FunctionScope:
-    """The functions one server caller may name in a FunctionArn, and where handlers import from."""
+    """The functions one server caller may name in a FunctionArn, and where handlers import from;
+    also the executables its S3batchRunCommand jobs may run (operations/run_command.py)."""
 
     #: NAME → "module:callable" registered for this caller (the built-ins are added on lookup).
     registry: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +81,8 @@ class FunctionScope:
     python_arns: bool = False
     #: Prepended to the handler workers' sys.path (the operator's choice; never the server's cwd).
     sys_path: tuple[str, ...] = ()
+    #: server.toml's `allow_commands`: absolute paths, or names looked up on the default PATH.
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +95,13 @@ class ServerFunctions:
     by_account: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     allow_python: bool = False
     sys_path: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
     def for_account(self, account_id: str) -> FunctionScope:
         registry = {**self.by_account.get(ANY_ACCOUNT, {}), **self.by_account.get(account_id, {})}
-        return FunctionScope(registry, python_arns=self.allow_python, sys_path=self.sys_path)
+        return FunctionScope(
+            registry, python_arns=self.allow_python, sys_path=self.sys_path, commands=self.commands
+        )
 
 
 def resolve_function(

@@ -37,9 +37,10 @@ _MODULES = {
     "S3ReplicateObject": "s3batch.operations.replicate",
     "S3ComputeObjectChecksum": "s3batch.operations.checksum",
     "S3UpdateObjectEncryption": "s3batch.operations.encryption",
-    # s3batch extensions: AWS has no delete or CSV ingest operation.
+    # s3batch extensions: AWS has no delete, CSV ingest or run-command operation.
     "S3DeleteObject": "s3batch.operations.delete",
     "S3batchCsvIngest": "s3batch.operations.csv_ingest",
+    "S3batchRunCommand": "s3batch.operations.run_command",
 }
 
 

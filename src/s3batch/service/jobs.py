@@ -95,6 +95,7 @@ class JobService:
     ) -> JobRuntime:
         """What a worker needs besides the request: recorded so a resume behaves the same."""
         function = None
+        check_command(request, functions)
         invoke = request["Operation"].get("LambdaInvoke")
         if invoke is not None:
             from s3batch.functions.registry import resolve_function
@@ -223,6 +224,18 @@ def validated(request: Mapping[str, Any]) -> dict[str, Any]:
     name, params = next(iter(normalized["Operation"].items()))
     get_kind(name).validate(params)
     return normalized
+
+
+def check_command(request: Mapping[str, Any], functions: Mapping[str, str] | FunctionScope) -> None:
+    """A server's caller runs only the executables its operator allows (allow_commands)."""
+    params = request["Operation"].get("S3batchRunCommand")
+    if params is None:
+        return
+    from s3batch.functions.registry import FunctionScope
+    from s3batch.operations.run_command import check_allowed
+
+    if isinstance(functions, FunctionScope):
+        check_allowed(params, functions.commands)
 
 
 def passed_role(normalized: Mapping[str, Any], account_id: str, roles: RoleBook | None) -> RoleRef | None:
