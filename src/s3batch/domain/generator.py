@@ -22,6 +22,11 @@ Boundaries (documented in docs/compatibility.md):
   field does: AWS's "not eligible" has no meaning without a configuration to judge against.
 - `IncludeVersions` ("Current" | "All") is an s3batch extension inside S3JobManifestGenerator
   (AWS has no such field): "All" lists every version (delete markers skipped).
+- `NewerNoncurrentVersions` and `NoncurrentDays` are s3batch extensions inside Filter, named and
+  meant as in S3 Lifecycle's NoncurrentVersionExpiration: either one makes the generator select
+  only noncurrent versions (domain/versions.py, docs/versions.md); they need IncludeVersions
+  "All". NewerNoncurrentVersions is at least 1 (keeping none is NoncurrentDays 0 alone, a
+  choice that has to be spelled out); the other filters then narrow the selected versions.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn
 from s3batch.domain.objects import ObjectInfo
+from s3batch.domain.versions import NoncurrentRule
 from s3batch.errors import BadRequest
 
 GENERATED_MANIFEST_FORMAT = "S3InventoryReport_CSV_20211130"
@@ -67,8 +73,15 @@ _FILTER_FIELDS = {
     "ObjectSizeLessThanBytes",
     "MatchAnyStorageClass",
     "MatchAnyObjectEncryption",
+    # s3batch extensions (NONCURRENT_FIELDS)
+    "NewerNoncurrentVersions",
+    "NoncurrentDays",
 }
 _KEY_CONSTRAINTS = ("MatchAnyPrefix", "MatchAnySuffix", "MatchAnySubstring")
+#: The s3batch extensions of Filter that select noncurrent versions (domain/versions.py).
+NONCURRENT_FIELDS = ("NewerNoncurrentVersions", "NoncurrentDays")
+#: Upper bound of NoncurrentDays (about 270 years): keeps the day count a valid time span.
+MAX_NONCURRENT_DAYS = 100_000
 
 
 class IncludeVersions(StrEnum):
@@ -113,6 +126,8 @@ class ManifestFilter:
     #: Filter prefixes of the source bucket's enabled replication rules, bound at run time by
     #: `with_replication_rules`; only read when `eligible_for_replication`.
     replication_prefixes: tuple[str, ...] = ()
+    #: The NewerNoncurrentVersions / NoncurrentDays extension, None when neither is given.
+    noncurrent: NoncurrentRule | None = None
 
     @property
     def needs_head(self) -> bool:
@@ -219,10 +234,20 @@ def normalize_generator(value: Any) -> dict[str, Any]:
         out["IncludeVersions"] = versions
     if gen.get("Filter") is not None:
         out["Filter"] = normalize_filter(gen["Filter"])
+        _check_noncurrent_needs_versions(out["Filter"], versions, name)
     unknown = set(gen) - {*out, "Filter", "IncludeVersions", "ManifestOutputLocation", "ExpectedBucketOwner"}
     if unknown:
         raise BadRequest(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
     return {"S3JobManifestGenerator": out}
+
+
+def _check_noncurrent_needs_versions(flt: Mapping[str, Any], versions: str, name: str) -> None:
+    for field_name in NONCURRENT_FIELDS:
+        if field_name in flt and versions != IncludeVersions.ALL:
+            raise BadRequest(
+                f"{name}.Filter.{field_name} selects noncurrent versions: it needs "
+                f'"IncludeVersions": "All" in {name}'
+            )
 
 
 def _output_location(loc: Any, name: str) -> dict[str, Any]:
@@ -288,6 +313,25 @@ def normalize_filter(value: Any) -> dict[str, Any]:
         out["MatchAnyObjectEncryption"] = _encryptions(
             value["MatchAnyObjectEncryption"], f"{where}.MatchAnyObjectEncryption"
         )
+    out.update(_noncurrent_fields(value, where))
+    return out
+
+
+def _noncurrent_fields(value: Mapping[str, Any], where: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    newer = value.get("NewerNoncurrentVersions")
+    if newer is not None:
+        if isinstance(newer, bool) or not isinstance(newer, int) or newer < 1:
+            raise BadRequest(
+                f"{where}.NewerNoncurrentVersions must be a whole number of at least 1 (versions kept "
+                "per key); to select every noncurrent version give NoncurrentDays 0 without it"
+            )
+        out["NewerNoncurrentVersions"] = newer
+    days = value.get("NoncurrentDays")
+    if days is not None:
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_NONCURRENT_DAYS:
+            raise BadRequest(f"{where}.NoncurrentDays must be a whole number from 0 to {MAX_NONCURRENT_DAYS}")
+        out["NoncurrentDays"] = days
     return out
 
 
@@ -391,7 +435,14 @@ def filter_from_json(value: Mapping[str, Any] | None) -> ManifestFilter:
         storage_classes=tuple(value.get("MatchAnyStorageClass", ())),
         encryptions=tuple(_encryption_match(e) for e in value.get("MatchAnyObjectEncryption", ())),
         eligible_for_replication=bool(value.get("EligibleForReplication", False)),
+        noncurrent=_noncurrent_rule(value),
     )
+
+
+def _noncurrent_rule(value: Mapping[str, Any]) -> NoncurrentRule | None:
+    if not any(name in value for name in NONCURRENT_FIELDS):
+        return None
+    return NoncurrentRule(value.get("NewerNoncurrentVersions"), value.get("NoncurrentDays"))
 
 
 def _encryption_match(item: Mapping[str, Any]) -> EncryptionMatch:

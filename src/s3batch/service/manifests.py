@@ -13,7 +13,9 @@ most LIST_CONCURRENCY at once, into its own temporary file; the files are then j
 order, so the manifest is in key order and deterministic. A range [P, next) where P is a common
 prefix is listed as prefix P exactly, then the few keys between P's last key and `next` with a
 bounded listing (`end_before`); other ranges are one bounded listing from `start_after`.
-`IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker).
+`IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker). A range holds
+whole keys, so the noncurrent-version filter (domain/versions.py) sees each key's versions
+together within one listing.
 
 Reading an inventory needs only the core `ObjectStore`. A generator lists versions on any store,
 declared versioned or not (`list_versions` on an unversioned store lists each object once, as
@@ -35,6 +37,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote_plus
@@ -64,6 +67,7 @@ from s3batch.domain.job import Job
 from s3batch.domain.manifest import LineSplitter, ManifestFormat, RawLine
 from s3batch.domain.objects import ObjectInfo
 from s3batch.domain.spec import JobRequest
+from s3batch.domain.versions import NoncurrentPicker
 from s3batch.errors import ManifestError, StorageError
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.capabilities import StorageAdapter, replication_store
@@ -160,21 +164,29 @@ def _check_md5(data: DataFile, digest: str) -> None:
         )
 
 
-async def _csv_data_file(
-    objects: ObjectStore, inventory: InventoryManifest, data: DataFile, sink: TextIO
-) -> None:
-    columns = csv_columns(inventory.file_schema)
+async def csv_data_lines(
+    objects: ObjectStore, inventory: InventoryManifest, data: DataFile
+) -> AsyncIterator[list[RawLine]]:
+    """The lines of one CSV data file (gunzipped when its key ends in .gz) as they arrive; the
+    file's MD5 is checked before the last lines come."""
     md5 = hashlib.md5(usedforsecurity=False)
     gunzip = _Gunzip() if data.key.endswith(".gz") else None
     splitter = LineSplitter()
     async for chunk in _data_chunks(objects, inventory.destination_bucket, data):
         md5.update(chunk)
-        text = gunzip.feed(chunk, data.key) if gunzip else chunk
-        _emit_csv_lines(splitter.feed(text), columns, data, sink)
+        yield splitter.feed(gunzip.feed(chunk, data.key) if gunzip else chunk)
     _check_md5(data, md5.hexdigest())
     if gunzip:
         gunzip.close(data.key)
-    _emit_csv_lines(splitter.close(), columns, data, sink)
+    yield splitter.close()
+
+
+async def _csv_data_file(
+    objects: ObjectStore, inventory: InventoryManifest, data: DataFile, sink: TextIO
+) -> None:
+    columns = csv_columns(inventory.file_schema)
+    async for lines in csv_data_lines(objects, inventory, data):
+        _emit_csv_lines(lines, columns, data, sink)
 
 
 def _emit_csv_lines(lines: list[RawLine], columns: CsvColumns, data: DataFile, sink: TextIO) -> None:
@@ -217,26 +229,43 @@ async def _columnar_data_file(
 ) -> None:
     """ORC/Parquet: download (hashing as it arrives), check the MD5, then read in batches."""
     path = work / "data-file"
+    await download_data_file(objects, inventory, data, path)
+    reader = _parquet_records if inventory.file_format is InventoryFormat.PARQUET else _orc_records
+    await asyncio.to_thread(_write_columnar, reader, path, data, sink)
+    path.unlink()
+
+
+async def download_data_file(
+    objects: ObjectStore, inventory: InventoryManifest, data: DataFile, path: Path
+) -> None:
+    """Download one data file to `path`, hashing as it arrives; raises ManifestError on an MD5
+    mismatch."""
     md5 = hashlib.md5(usedforsecurity=False)
     with path.open("wb") as f:
         async for chunk in _data_chunks(objects, inventory.destination_bucket, data):
             md5.update(chunk)
             f.write(chunk)
     _check_md5(data, md5.hexdigest())
-    reader = _parquet_records if inventory.file_format is InventoryFormat.PARQUET else _orc_records
-    await asyncio.to_thread(_write_columnar, reader, path, data, sink)
-    path.unlink()
+
+
+def columnar_records(
+    file_format: InventoryFormat, path: Path, where: str, columns: list[str]
+) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+    """(all column names, a batch of records with the wanted `columns` present in the file) of a
+    downloaded ORC/Parquet data file, COLUMNAR_BATCH_ROWS records at a time."""
+    reader = _parquet_records if file_format is InventoryFormat.PARQUET else _orc_records
+    return reader(path, where, columns)
 
 
 def _write_columnar(
-    reader: Callable[[Path, str], Iterator[tuple[list[str], list[dict[str, Any]]]]],
+    reader: Callable[[Path, str, list[str]], Iterator[tuple[list[str], list[dict[str, Any]]]]],
     path: Path,
     data: DataFile,
     sink: TextIO,
 ) -> None:
     where = f"inventory file {data.key}"
     n = 0
-    for names, records in reader(path, where):
+    for names, records in reader(path, where, _COLUMNS_READ):
         required_columnar(names, where)
         versions = columnar_has_versions(names)
         for record in records:
@@ -249,26 +278,30 @@ def _write_columnar(
 _COLUMNS_READ = ["bucket", "key", "version_id", "is_delete_marker"]
 
 
-def _parquet_records(path: Path, where: str) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+def _parquet_records(
+    path: Path, where: str, columns: list[str]
+) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        wanted = [c for c in _COLUMNS_READ if c in names]
+        wanted = [c for c in columns if c in names]
         for batch in pf.iter_batches(batch_size=COLUMNAR_BATCH_ROWS, columns=wanted):
             yield names, batch.to_pylist()
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ManifestError(f"{where}: not a readable Parquet file ({exc})") from exc
 
 
-def _orc_records(path: Path, where: str) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+def _orc_records(
+    path: Path, where: str, columns: list[str]
+) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
     import pyarrow.orc as orc  # type: ignore[import-untyped]
 
     try:
         of = orc.ORCFile(path)
         names = of.schema.names
-        wanted = [c for c in _COLUMNS_READ if c in names]
+        wanted = [c for c in columns if c in names]
         for stripe in range(of.nstripes):
             batch = of.read_stripe(stripe, columns=wanted)
             for start in range(0, batch.num_rows, COLUMNAR_BATCH_ROWS):
@@ -325,7 +358,8 @@ async def write_listing(objects: StorageAdapter, gen: ManifestGenerator, out: Pa
             out.write_bytes(b"")
             return 0
         flt = flt.with_replication_rules([rule.prefix for rule in rules])
-    lister = _Lister(objects, gen.source_bucket, flt, gen.include_versions is IncludeVersions.ALL)
+    versions = gen.include_versions is IncludeVersions.ALL
+    lister = _Lister(objects, gen.source_bucket, flt, versions, now=datetime.now(UTC))
     ranges = await plan_ranges(objects, gen.source_bucket, flt.list_prefix)
     parts = [work / f"range-{i:05d}.csv" for i in range(len(ranges))]
     sem = asyncio.Semaphore(LIST_CONCURRENCY)
@@ -353,6 +387,8 @@ class _Lister:
     bucket: str
     flt: ManifestFilter
     versions: bool
+    #: The moment NoncurrentDays counts back from.
+    now: datetime
 
     def _listing(
         self, prefix: str, start_after: str | None, end_before: str | None
@@ -380,6 +416,9 @@ class _Lister:
     ) -> tuple[int, str | None]:
         """Matching rows of `listing` within `r` into `sink`: (rows written, last key listed)."""
         n, last = 0, None
+        rule = self.flt.noncurrent
+        # Never bypassed: a listing of current objects only (all IsLatest) selects nothing.
+        picker = NoncurrentPicker(rule, self.now) if rule is not None else None
         async with contextlib.aclosing(listing):  # type: ignore[type-var]
             async for info in listing:
                 if r.lower is not None and info.key < r.lower:
@@ -387,10 +426,18 @@ class _Lister:
                 if r.upper is not None and info.key >= r.upper:
                     break
                 last = info.key
-                if await self._matches(info):
-                    sink.write(csv_manifest_line(_listed_row(self.bucket, info)))
-                    n += 1
+                n += await self._write_matching(picker.feed(info) if picker else [info], sink)
+        if picker is not None:
+            n += await self._write_matching(picker.close(), sink)
         return n, last
+
+    async def _write_matching(self, infos: list[ObjectInfo], sink: TextIO) -> int:
+        n = 0
+        for info in infos:
+            if await self._matches(info):
+                sink.write(csv_manifest_line(_listed_row(self.bucket, info)))
+                n += 1
+        return n
 
     async def _matches(self, info: ObjectInfo) -> bool:
         if info.is_delete_marker or not self.flt.matches_listing(info):
@@ -480,6 +527,9 @@ __all__ = [
     "MATERIALIZED_FIELDS",
     "SPOOL_BUCKET",
     "KeyRange",
+    "columnar_records",
+    "csv_data_lines",
+    "download_data_file",
     "generated_keys",
     "materialize",
     "needs_materializing",
