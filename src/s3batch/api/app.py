@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,9 +32,11 @@ from s3batch.api.accesslog import redact_access_log
 from s3batch.api.auth import KeyRing, load_keys
 from s3batch.api.control import ROUTES, ApiState, error_response
 from s3batch.api.server_config import load_server_config
+from s3batch.domain.inventory_writer import ScheduledInventory
 from s3batch.domain.roles import RoleBook
 from s3batch.functions.registry import ServerFunctions
 from s3batch.pipelines.config import PipelineConfig
+from s3batch.service.inventory_report import InventoryScheduler, load_schedules
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
 from s3batch.service.worker import run_worker, supervise_worker_process, worker_lock
@@ -61,10 +63,14 @@ def create_app(
     roles: RoleBook | None = None,
     worker_process: bool = True,
     functions: ServerFunctions | None = None,
+    inventories: Sequence[ScheduledInventory] | None = None,
+    operators: Collection[str] | None = None,
 ) -> Starlette:
     """The ASGI app. `keys` default to load_keys(HOME); `storage` to the environment's choice.
     `hosted` pipelines run inside the server (see api/pipelines.py). `functions` (what
-    LambdaInvoke jobs may run, per account) default to HOME's server.toml.
+    LambdaInvoke jobs may run, per account) default to HOME's server.toml, and so do the
+    `inventories` written on a schedule (service/inventory_report.py), and the `operators`
+    (access key ids allowed operator actions such as replaying a pipeline).
 
     Jobs run in a child `s3batch worker` process (`worker_process`, the default), which reads
     roles from HOME's server.toml itself; `worker_process=False` runs them in this event loop
@@ -76,6 +82,8 @@ def create_app(
         log.warning("no [[roles]] in server.toml: jobs run with the server's credentials, unchecked")
     store_config = storage or resolve_storage(None, None, settings.buckets_root)
     allowed = functions if functions is not None else load_server_config(settings.home).functions
+    admins = operators if operators is not None else load_server_config(settings.home).operators
+    schedules = inventories if inventories is not None else load_schedules(settings.home)
     if settings.functions_file.is_file():
         log.warning(
             "%s is for the CLI: this server runs only the functions that [[functions]] in "
@@ -99,11 +107,14 @@ def create_app(
         if run_jobs:
             jobs = supervise_worker_process(settings) if worker_process else _worker_loop(settings, book)
             worker = asyncio.create_task(jobs)
-        app.state.pipelines = pipelines.PipelineHost(hosted, store_config)
+        app.state.pipelines = pipelines.PipelineHost(hosted, store_config, admins)
+        app.state.inventories = InventoryScheduler(schedules, store_config)
         try:
             await app.state.pipelines.start()  # inside: a pipeline failing to open stops the rest
+            app.state.inventories.start()
             yield
         finally:
+            await app.state.inventories.stop()
             await app.state.pipelines.stop()
             await _stop(worker)
             await store.close()

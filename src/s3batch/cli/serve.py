@@ -60,6 +60,7 @@ def serve(
     from s3batch.api.pipelines import load_hosted
     from s3batch.api.pipelines import pipeline_files as configured_pipelines
     from s3batch.api.server_config import checked_proxies, load_server_config
+    from s3batch.service.inventory_report import load_schedules
     from s3batch.service.roles import load_roles
 
     if tls_keyfile is not None and tls_certfile is None:
@@ -68,6 +69,7 @@ def serve(
         keys = load_keys(ctx.settings.home)
         roles = load_roles(ctx.settings.home)
         config = load_server_config(ctx.settings.home)
+        inventories = load_schedules(ctx.settings.home)
         proxies = config.trusted_proxies
         if forwarded_allow_ips is not None:
             listed = tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip())
@@ -90,7 +92,13 @@ def serve(
             err=True,
         )
     app = create_app(
-        ctx.settings, keys=keys, storage=ctx.storage, hosted=hosted, roles=roles, functions=config.functions
+        ctx.settings,
+        keys=keys,
+        storage=ctx.storage,
+        hosted=hosted,
+        roles=roles,
+        functions=config.functions,
+        inventories=inventories,
     )
     # h11: the pure-Python protocol, whose handling of absolute-form targets the app relies on.
     uvicorn.run(
