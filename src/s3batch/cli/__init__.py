@@ -85,6 +85,21 @@ COMMANDS: dict[str, LazyCommand] = {
     "pipeline": LazyCommand(
         "s3batch.cli.pipeline", "pipeline", "Event pipelines declared in a TOML/YAML file."
     ),
+    "query": LazyCommand(
+        "s3batch.cli.query",
+        "query",
+        "Run SQL (DuckDB) over inventory reports, completion reports and jobs.",
+    ),
+    "inventory": LazyCommand(
+        "s3batch.cli.inventory",
+        "inventory",
+        "Write S3 Inventory reports (manifest.json + CSV, ORC or Parquet files) as AWS does.",
+    ),
+    "diff": LazyCommand(
+        "s3batch.cli.diff",
+        "diff",
+        "Compare two inventories or listings; write added, removed and changed objects as job manifests.",
+    ),
 }
 
 

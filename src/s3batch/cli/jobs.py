@@ -53,6 +53,16 @@ def _json_opt(name: str, help: str) -> Callable[[F], F]:
 @click.option("--client-request-token", help="Idempotency token (a UUID if omitted).")
 @_json_opt("--manifest", "The JobManifest.")
 @_json_opt("--manifest-generator", "The ManifestGenerator.")
+@click.option(
+    "--manifest-query",
+    metavar="SQL",
+    help="Make the manifest from a query returning bucket, key[, version_id] (docs/query.md).",
+)
+@click.option(
+    "--manifest-query-output",
+    metavar="ARN",
+    help="Where --manifest-query writes the manifest (default: under the report prefix).",
+)
 @click.option("--description")
 @click.option("--priority", type=int)
 @click.option("--role-arn", help="Accepted for compatibility; optional.")
@@ -72,7 +82,12 @@ def create_job(
     ctx: CliContext, /, wait: bool, dry_run: bool, functions: tuple[str, ...], **options: Any
 ) -> None:
     """Create a job (aws s3control create-job). It runs in a background worker."""
+    query, query_output = options.pop("manifest_query"), options.pop("manifest_query_output")
     request = _create_request(options)
+    if query is not None:
+        from s3batch.cli.query import manifest_from_query
+
+        request["Manifest"] = manifest_from_query(ctx, request, query, query_output)
     account = request.pop("AccountId", None)
     registry = _registry(ctx, functions)
     if dry_run:
