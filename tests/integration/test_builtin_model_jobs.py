@@ -17,6 +17,7 @@ import sysconfig
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -29,10 +30,13 @@ for _module in (
 ):
     pytest.importorskip(_module)
 
+import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from conftest import Env, read_report, report_spec  # noqa: E402
+from s3batch.errors import ApiError  # noqa: E402
 from s3batch.functions import objects  # noqa: E402
+from s3batch.functions.registry import BUILTINS_NEEDING_A_SINK  # noqa: E402
 from s3batch.storage.config import to_dict  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -55,8 +59,11 @@ def run_job(
         env.put(bucket, key, body)
     keys = [*objects_, *extra]
     batch = env.batch()
+    operation: dict[str, Any] = {"FunctionArn": ARN.format(name=function)}
+    if function in BUILTINS_NEEDING_A_SINK:  # vectors go to Parquet files beside the objects
+        operation["ResultsSink"] = {"Parquet": {"Bucket": f"arn:aws:s3:::{bucket}", "Prefix": "vectors"}}
     job_id = batch.create_job(
-        Operation={"LambdaInvoke": {"FunctionArn": ARN.format(name=function)}},
+        Operation={"LambdaInvoke": operation},
         Manifest=env.manifest(bucket, [(bucket, k) for k in keys], key="manifests/m.csv"),
         Report=report_spec(bucket),
         Priority=1,
@@ -64,6 +71,33 @@ def run_job(
     batch.run_until_idle()
     assert batch.describe_job(JobId=job_id)["Job"]["Status"] == "Complete"
     return read_report(env, bucket, job_id)["rows"]
+
+
+def sink_message(env: Env, message: str, dimensions: int) -> str:
+    """The function's own resultString of a report message that starts with its sink location,
+    after checking that the Parquet row there holds the task's vector."""
+    location, _, rest = message.partition(" ")
+    uri, _, task = location.partition("#task=")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = env.get(bucket, key)
+    assert body is not None, location
+    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    [row] = [r for r in rows if r["task_id"] == unquote(task)]
+    assert len(row["vector"]) == dimensions
+    assert abs(sum(v * v for v in row["vector"]) - 1.0) < 1e-3  # normalized
+    return rest
+
+
+def test_an_embedding_job_without_a_sink_is_refused(local_env: Env) -> None:
+    local_env.make_bucket("texts")
+    with pytest.raises(ApiError) as caught:
+        local_env.batch().create_job(
+            Operation={"LambdaInvoke": {"FunctionArn": "s3batch-embed-text"}},
+            Manifest=local_env.manifest("texts", [("texts", "a.txt")]),
+            Report=report_spec("texts"),
+            Priority=1,
+        )
+    assert "ResultsSink" in caught.value.message
 
 
 @pytest.fixture
@@ -102,7 +136,7 @@ TEXTS = {
 def test_embed_text_job_reports_each_object(local_env: Env) -> None:
     bodies = {**TEXTS, "binary.bin": b"\x00\xff\xfe\x01 not text"}
     rows = run_job(local_env, "texts", bodies, "s3batch-embed-text", extra=["missing.txt"])
-    succeeded = {r[1]: json.loads(r[6]) for r in rows["succeeded"]}
+    succeeded = {r[1]: json.loads(sink_message(local_env, r[6], 384)) for r in rows["succeeded"]}
     assert succeeded == {
         key: {
             "Model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -263,7 +297,7 @@ def image_objects() -> dict[str, bytes]:
 
 def test_embed_image_job_reports_each_object(local_env: Env) -> None:
     rows = run_job(local_env, "pictures", {**image_objects(), "x.txt": b"no picture"}, "s3batch-embed-image")
-    succeeded = {r[1]: json.loads(r[6]) for r in rows["succeeded"]}
+    succeeded = {r[1]: json.loads(sink_message(local_env, r[6], 1280)) for r in rows["succeeded"]}
     expected = {"Model": "efficientnet-lite0 (ImageNet-1k)", "Dimensions": 1280, "Normalized": True}
     assert succeeded == dict.fromkeys(image_objects(), expected)
     [failed] = rows["failed"]

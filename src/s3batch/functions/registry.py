@@ -31,6 +31,7 @@ from pathlib import Path
 
 from s3batch.domain.arn import parse_lambda_arn
 from s3batch.domain.function import FunctionSpec
+from s3batch.domain.stores import StorageConfig
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest
 from s3batch.settings import SERVER_FILE
 
@@ -44,6 +45,9 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
     "s3batch-embed-image": "s3batch.functions.builtin.embed_image:handler",
     "s3batch-ocr": "s3batch.functions.builtin.ocr:handler",
 }
+#: Built-ins whose whole answer is resultData (a vector): a job without a ResultsSink would
+#: throw every result away, so it is refused when created.
+BUILTINS_NEEDING_A_SINK = frozenset({"s3batch-embed-text", "s3batch-embed-image"})
 #: Prefix of a FunctionArn that names a handler directly.
 PYTHON_PREFIX = "python:"
 #: The registry file's table.
@@ -83,6 +87,9 @@ class FunctionScope:
     sys_path: tuple[str, ...] = ()
     #: server.toml's `allow_commands`: absolute paths, or names looked up on the default PATH.
     commands: tuple[str, ...] = ()
+    #: server.toml's `[[stores]]` of this caller: the only stores its S3batchTransfer jobs may
+    #: name as TargetStore (service/stores.py).
+    stores: Mapping[str, StorageConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +103,18 @@ class ServerFunctions:
     allow_python: bool = False
     sys_path: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
+    #: Account id (or ANY_ACCOUNT) → store name → config, from `[[stores]]`.
+    stores: Mapping[str, Mapping[str, StorageConfig]] = field(default_factory=dict)
 
     def for_account(self, account_id: str) -> FunctionScope:
         registry = {**self.by_account.get(ANY_ACCOUNT, {}), **self.by_account.get(account_id, {})}
+        stores = {**self.stores.get(ANY_ACCOUNT, {}), **self.stores.get(account_id, {})}
         return FunctionScope(
-            registry, python_arns=self.allow_python, sys_path=self.sys_path, commands=self.commands
+            registry,
+            python_arns=self.allow_python,
+            sys_path=self.sys_path,
+            commands=self.commands,
+            stores=stores,
         )
 
 

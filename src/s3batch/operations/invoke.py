@@ -38,7 +38,12 @@ from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, ConfigError, StorageError
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool
-from s3batch.functions.registry import check_function_arn
+from s3batch.functions.registry import (
+    BUILTINS_NEEDING_A_SINK,
+    PYTHON_PREFIX,
+    check_function_arn,
+    function_name,
+)
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions
 from s3batch.operations.base import (
@@ -98,6 +103,12 @@ def validate(params: Mapping[str, Any]) -> None:
     invocation_batch_size(params, version)
     if SINK_FIELD in params:
         validate_sink(params[SINK_FIELD])
+    elif not arn.startswith(PYTHON_PREFIX) and function_name(arn) in BUILTINS_NEEDING_A_SINK:
+        raise BadRequest(
+            f"{NAME}: {function_name(arn)} answers with vectors (resultData) only; name where they go "
+            f'with {SINK_FIELD}, e.g. {{"Parquet": {{"Bucket": "arn:aws:s3:::results", "Prefix": "emb"}}}} '
+            "(docs/results-sink.md)"
+        )
 
 
 def schema_version(params: Mapping[str, Any]) -> str:
