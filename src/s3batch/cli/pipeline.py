@@ -162,4 +162,49 @@ def notifications_cmd(file: Path, run_id: str | None, failed: bool) -> None:
         state.close()
 
 
+@pipeline.command("tables")
+@_FILE
+@click.option("--reconcile", is_flag=True, help="List the source bucket now and fix the inventory.")
+@click.option(
+    "--manifest",
+    "manifest_sql",
+    metavar="SQL",
+    help="Print a CSV manifest: SELECT bucket, key[, version_id] ...",
+)
+@click.pass_obj
+def tables_cmd(cli_ctx: CliContext, file: Path, reconcile: bool, manifest_sql: str | None) -> None:
+    """Print where the pipeline's live tables are, their row counts and the last reconcile (JSON).
+
+    With --reconcile, first list the source bucket and fix the inventory (the backfill when it
+    was never filled), printing what was fixed. With --manifest, print the answer of a query
+    over the tables as a CSV manifest (keys URL-encoded) instead."""
+    from s3batch.pipelines.tables.live import LiveTables
+    from s3batch.pipelines.tables.query import manifest_lines
+    from s3batch.storage.config import open_store
+
+    cfg = load_config(file)
+    if cfg.tables is None:
+        raise click.ClickException(f"{file}: the pipeline has no [tables] section")
+    tables_cfg = cfg.tables
+    if manifest_sql is not None:
+        try:
+            for line in manifest_lines(tables_cfg, manifest_sql):
+                click.echo(line, nl=False)
+        except S3BatchError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
+
+    async def main() -> dict[str, object]:
+        store = open_store(cli_ctx.storage)
+        tables = LiveTables(tables_cfg, cfg.source, store)
+        try:
+            fixed = (await tables.reconcile_now()).as_dict() if reconcile else None
+            return {**tables.summary(), **({"reconcile": fixed} if fixed else {})}
+        finally:
+            await tables.close()
+            await store.close()
+
+    click.echo(json.dumps(run(main())))
+
+
 __all__ = ["pipeline"]

@@ -25,7 +25,8 @@ on = ["failure", "batch"]
 Keys for hosting and uploads (all optional): `poll_interval_s` (`s3batch serve` polls the
 staging bucket this often), `webhook_token` (the shared secret a webhook sender must present),
 `abort_incomplete_uploads_after_s` (abort multipart uploads older than this in the staging
-bucket), `presign_max_expires_s` (upper bound for presigned PUT URLs).
+bucket), `presign_max_expires_s` (upper bound for presigned PUT URLs). `[tables]`: live object
+tables of the source bucket (pipelines/tables/config.py, docs/pipeline-tables.md).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 from s3batch.errors import ConfigError
 from s3batch.pipelines.filters import EventFilter, KeyRule, PatternError, validate_pattern
 from s3batch.pipelines.notify import NotifyTarget, parse_targets
+from s3batch.pipelines.tables.config import TablesConfig, parse_tables
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_S = 60.0
@@ -92,6 +94,8 @@ class PipelineConfig:
     #: Abort multipart uploads in the staging bucket older than this (seconds); None: never.
     abort_incomplete_uploads_after_s: float | None = None
     presign_max_expires_s: int = DEFAULT_PRESIGN_MAX_EXPIRES_S
+    #: Live object tables of the source bucket (docs/pipeline-tables.md); None: none.
+    tables: TablesConfig | None = None
 
 
 def load_config(path: Path) -> PipelineConfig:
@@ -138,6 +142,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, default_name: str = "p
         webhook_token=None if data.get("webhook_token") is None else str(data["webhook_token"]),
         abort_incomplete_uploads_after_s=_optional_float(data, "abort_incomplete_uploads_after_s"),
         presign_max_expires_s=int(data.get("presign_max_expires_s", DEFAULT_PRESIGN_MAX_EXPIRES_S)),
+        tables=parse_tables(data.get("tables"), base_dir, name, source=str(data["source"])),
     )
     _check(cfg)
     _check_hosting(cfg)

@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote_plus
 
 from s3batch.domain.function import FunctionSpec
 from s3batch.domain.report import ReportRow, ResultFile, manifest_key, render_manifest, render_rows
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.execute import build_operation, execute_task
-from s3batch.errors import StorageError
+from s3batch.errors import S3BatchError, StorageError
 from s3batch.functions.pool import FunctionPool
 from s3batch.operations.base import JobContext
 from s3batch.pipelines.config import OnSuccess, PipelineConfig
@@ -27,9 +27,13 @@ from s3batch.pipelines.notify.base import Delivery
 from s3batch.pipelines.notify.messages import FileOutcome
 from s3batch.pipelines.notify.pipeline import PipelineNotifications
 from s3batch.pipelines.state import Admission, FileRow, FileState, PipelineState
+from s3batch.pipelines.tables.records import Origin
 from s3batch.retry import RetryPolicy
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import StorageConfig, open_store
+
+if TYPE_CHECKING:
+    from s3batch.pipelines.tables.live import LiveTables
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +173,18 @@ class Pipeline:
     state: PipelineState = field(init=False)
     store: ObjectStore = field(init=False)
     _executor: Executor | None = field(init=False, default=None)
+    #: The source bucket's live tables when the file has `[tables]` (docs/pipeline-tables.md).
+    tables: LiveTables | None = field(init=False, default=None)
     _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     notices: PipelineNotifications = field(init=False)
 
     def __post_init__(self) -> None:
         self.state = PipelineState(self.cfg.state_path)
         self.store = open_store(self.storage)
+        if self.cfg.tables is not None:
+            from s3batch.pipelines.tables.live import LiveTables
+
+            self.tables = LiveTables(self.cfg.tables, self.cfg.source, self.store)
         self.notices = PipelineNotifications(
             self.cfg.name, self.run_id, self.cfg.notify, self._record_delivery
         )
@@ -188,11 +198,23 @@ class Pipeline:
         if self._executor is not None:
             await self._executor.close()
         await self.write_reports(final=True)
+        if self.tables is not None:
+            await self.tables.close()
         await self.store.close()
         self.state.close()
 
-    def submit(self, events: Sequence[ObjectEvent], *, force: bool = False) -> Counts:
-        """Durably admit matching events (before the sender is acknowledged)."""
+    def submit(
+        self,
+        events: Sequence[ObjectEvent],
+        *,
+        force: bool = False,
+        removed: Sequence[ObjectEvent] = (),
+        origin: Origin = Origin.LISTING,
+    ) -> Counts:
+        """Durably admit matching events (before the sender is acknowledged). With tables,
+        every created and `removed` event of the source bucket is recorded first."""
+        if self.tables is not None:
+            self.tables.record([*events, *removed], origin)
         counts = Counts()
         wanted = [e for e in events if e.bucket == self.cfg.source and self.cfg.filter.matches(e)]
         counts.filtered = len(events) - len(wanted)
@@ -265,11 +287,25 @@ class Pipeline:
         for row in self.state.to_dispose():
             try:
                 final = await self._dispose(row)
+                self._note_removed(row, final)
                 self.state.set_state(row.id, final)
             except StorageError as exc:  # stays "processed": the next drain tries again
                 log.warning("cannot dispose of %s/%s: %s", row.bucket, row.key, exc)
                 continue
             self.notices.file_finished(file_outcome(row, final))
+
+    def _note_removed(self, row: FileRow, final: FileState) -> None:
+        """Tell the tables the file left the source bucket (a failure only logs: the next
+        reconcile fixes the row)."""
+        moved = final in (FileState.ARCHIVED, FileState.DELETED) or (
+            final is FileState.ERRORED and self.cfg.error is not None
+        )
+        if self.tables is None or not moved:
+            return
+        try:
+            self.tables.removed_by_pipeline(row_event(row))
+        except S3BatchError as exc:
+            log.warning("tables: cannot record the removal of %s/%s: %s", row.bucket, row.key, exc)
 
     async def _dispose(self, row: FileRow) -> FileState:
         if not row.succeeded:

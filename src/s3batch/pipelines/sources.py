@@ -24,6 +24,9 @@ from s3batch.errors import StorageError
 from s3batch.pipelines.config import PipelineConfig
 from s3batch.pipelines.events import EventError, parse_payload
 from s3batch.pipelines.runner import ERROR_SUFFIX, Pipeline
+from s3batch.pipelines.tables.records import Origin
+from s3batch.pipelines.tables.removals import removals
+from s3batch.pipelines.tables.sql import TablesError
 from s3batch.pipelines.uploads import abort_stale_uploads
 
 log = logging.getLogger(__name__)
@@ -76,12 +79,17 @@ async def receive_events(pipeline: Pipeline, request: Request, wake: asyncio.Eve
     if body is None:
         return JSONResponse({"error": f"body over {MAX_EVENT_BODY_BYTES} bytes"}, status_code=413)
     try:
-        parsed = parse_payload(json.loads(body))
+        payload = json.loads(body)
+        parsed = parse_payload(payload)
+        removed = removals(payload) if pipeline.tables is not None else []
     except (json.JSONDecodeError, UnicodeDecodeError, EventError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     except RecursionError:  # JSON nested deeper than the parser's stack, well under the size cap
         return JSONResponse({"error": "JSON nested too deeply"}, status_code=400)
-    counts = pipeline.submit(parsed.events)
+    try:
+        counts = pipeline.submit(parsed.events, removed=removed, origin=Origin.NOTIFICATION)
+    except TablesError as exc:  # not recorded, so not acknowledged: the sender delivers again
+        return JSONResponse({"error": f"cannot record the events: {exc}"}, status_code=503)
     if counts.accepted:
         wake.set()
     return JSONResponse({**counts.as_dict(), "ignored": parsed.ignored})
@@ -123,6 +131,10 @@ async def run_background(pipeline: Pipeline, wake: asyncio.Event) -> None:
             group.create_task(_poll_forever(pipeline, pipeline.cfg.poll_interval_s))
         if pipeline.cfg.abort_incomplete_uploads_after_s is not None:
             group.create_task(_sweep_forever(pipeline))
+        if pipeline.tables is not None:
+            from s3batch.pipelines.tables.live import maintain_forever
+
+            group.create_task(maintain_forever(pipeline.tables))
 
 
 async def _poll_forever(pipeline: Pipeline, interval_s: float) -> None:
@@ -170,6 +182,8 @@ async def scan(pipeline: Pipeline) -> int:
     that stay in the bucket (on_success = leave, errors without an error bucket) from running
     twice. The cursor resets after a full pass so keys sorting before it are found next time.
     """
+    if pipeline.tables is not None:  # the backfill first: then listed objects are not news
+        await pipeline.tables.maintain()
     cursor = pipeline.state.get_cursor(POLL_CURSOR) or None
     page: list[ObjectInfo] = []
     listed = 0
