@@ -326,8 +326,13 @@ class LocalStore:
             f, st = _open_object(self._object_loc(bucket, key), key)
             try:
                 check_range(start, st.st_size)
-                await asyncio.to_thread(f.seek, start)
-                while chunk := await asyncio.to_thread(f.read, chunk_size):
+                if start:
+                    await asyncio.to_thread(f.seek, start)
+                # Reads stop at the size seen when opened (a key is replaced by rename, never
+                # written in place), so a small object costs one thread hop, not three.
+                left = st.st_size - start
+                while left > 0 and (chunk := await asyncio.to_thread(f.read, min(chunk_size, left))):
+                    left -= len(chunk)
                     yield chunk
             finally:
                 f.close()
