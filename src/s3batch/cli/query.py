@@ -20,7 +20,8 @@ from s3batch.errors import S3BatchError
 if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
 
-    from s3batch.service.query import QueryResult, QuerySession
+    from s3batch.service.query import LiveTable, QueryResult, QuerySession
+    from s3batch.storage.base import ObjectStore
 
 #: Rows `--output table` shows before it stops with a note (csv and json print every row).
 DEFAULT_TABLE_ROWS = 100
@@ -53,6 +54,7 @@ def query(ctx: CliContext, sql: str, output: str, max_rows: int) -> None:
 
     SQL is the query text, `-` for standard input, or file://path.sql. Tables:
     inventory('s3://bucket/path/manifest.json'), report('JOB_ID'), pipeline_report('file.toml'),
+    pipeline_journal('file.toml'), pipeline_inventory('file.toml'), pipeline_reconciles('file.toml'),
     jobs and reports (every job's report rows, with job_id). See docs/query.md."""
     text = _sql_text(sql)
     with _session(ctx) as session:
@@ -85,7 +87,9 @@ def _session(ctx: CliContext) -> QuerySession:
             f"s3batch query needs the query extra ({exc.name} is missing): pip install 's3batch[query]'"
         ) from exc
     try:
-        return QuerySession(ctx.settings, ctx.storage, pipeline_rows=_pipeline_rows)
+        return QuerySession(
+            ctx.settings, ctx.storage, pipeline_rows=_pipeline_rows, pipeline_tables=_pipeline_table
+        )
     except S3BatchError as exc:
         raise QueryFailed(str(exc)) from exc
 
@@ -132,6 +136,22 @@ def _pipeline_rows(file: str) -> list[tuple[str, tuple[str, ...]]]:
         return [(run_id, tuple(row)) for run_id, row in state.report_rows()]
     finally:
         state.close()
+
+
+async def _pipeline_table(file: str, table: str, store: ObjectStore) -> LiveTable:
+    """pipeline_<table>(file): one of the pipeline's live tables (docs/pipeline-tables.md), as
+    its database's rows or its Parquet files in `store`."""
+    from s3batch.errors import BadRequest
+    from s3batch.pipelines.tables.query import table_source
+    from s3batch.service.query import LiveTable
+    from s3batch.service.query_fs import ServedObject
+
+    try:  # no [tables], a bad file, a database that cannot be opened, files not listable
+        source = await table_source(Path(file).expanduser(), table, store)
+    except S3BatchError as exc:
+        raise BadRequest(f"pipeline_{table}({file!r}): {exc}") from exc
+    files = tuple(ServedObject(f.bucket, f.key, f.size) for f in source.files)
+    return LiveTable(source.schema, source.reader, files)
 
 
 # -- output -----------------------------------------------------------------------------

@@ -23,6 +23,15 @@ FUNCTIONS: dict[str, str] = {
     "inventory": "an inventory manifest.json location (arn:aws:s3:::bucket/key or s3://bucket/key)",
     "report": "a job id",
     "pipeline_report": "a pipeline file (TOML or YAML)",
+    "pipeline_journal": "a pipeline file (TOML or YAML) with a [tables] section",
+    "pipeline_inventory": "a pipeline file (TOML or YAML) with a [tables] section",
+    "pipeline_reconciles": "a pipeline file (TOML or YAML) with a [tables] section",
+}
+#: Table functions over a pipeline's live tables (docs/pipeline-tables.md) → the table's name.
+PIPELINE_TABLES: dict[str, str] = {
+    "pipeline_journal": "journal",
+    "pipeline_inventory": "inventory",
+    "pipeline_reconciles": "reconciles",
 }
 #: Tables available by name, registered only when the SQL names them.
 NAMED_TABLES = ("jobs", "reports")
@@ -259,8 +268,8 @@ def check_argument(function: str, argument: str) -> None:
         inventory_location(argument)
     elif function == "report" and not is_job_id(argument):
         raise BadRequest(f"report({argument!r}): not a job id (s3batch list-jobs shows them)")
-    elif function == "pipeline_report" and not argument.strip():
-        raise BadRequest("pipeline_report(''): name the pipeline's TOML or YAML file")
+    elif function.startswith("pipeline_") and not argument.strip():
+        raise BadRequest(f"{function}(''): name the pipeline's TOML or YAML file")
 
 
 def is_job_id(text: str) -> bool:

@@ -1,7 +1,7 @@
 """S3 Inventory reports of a bucket, written the way AWS writes them (docs/inventory.md).
 
 `generate_inventory` lists the source bucket with the generator's parallel plan (key ranges cut
-at common prefixes, service/manifests.py `plan_ranges`), at most LIST_CONCURRENCY listing
+at common prefixes, storage/listing.py), at most LIST_CONCURRENCY listing
 workers at once. Each worker streams its objects, BATCH_ROWS at a time, into its own data file
 (gzipped CSV, Parquet or ORC in a temporary folder); a file that reaches the row limit is closed,
 uploaded and deleted, and the worker starts the next. Memory therefore stays flat in bucket
@@ -30,7 +30,7 @@ import logging
 import tempfile
 import tomllib
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,8 +58,8 @@ from s3batch.domain.inventory_writer import (
 )
 from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import ConfigError, S3BatchError, StorageError
-from s3batch.service.manifests import KeyRange, plan_ranges
 from s3batch.settings import SERVER_FILE
+from s3batch.storage import listing
 from s3batch.storage.base import Capability
 from s3batch.storage.capabilities import StorageAdapter
 from s3batch.storage.config import StorageConfig, open_store
@@ -145,45 +145,6 @@ async def generate_inventory(
 
 
 # -- listing ---------------------------------------------------------------------------------------
-
-
-def _listing(
-    objects: StorageAdapter, bucket: str, prefix: str, start_after: str | None, end_before: str | None,
-    versions: bool,
-) -> AsyncIterator[ObjectInfo]:  # fmt: skip
-    if versions:
-        # ListObjectVersions has no end bound: `_within` stops at the range's end instead.
-        return objects.list_versions(bucket, prefix, start_after)
-    return objects.list_objects(bucket, prefix, start_after, end_before=end_before)
-
-
-async def _within(listing: AsyncIterator[ObjectInfo], r: KeyRange) -> AsyncIterator[ObjectInfo]:
-    async with contextlib.aclosing(listing):  # type: ignore[type-var]
-        async for info in listing:
-            if r.lower is not None and info.key < r.lower:
-                continue
-            if r.upper is not None and info.key >= r.upper:
-                return
-            yield info
-
-
-async def range_objects(
-    objects: StorageAdapter, bucket: str, prefix: str, r: KeyRange, versions: bool
-) -> AsyncIterator[ObjectInfo]:
-    """Every object (or version and delete marker) of range `r`, in key order: the generator's
-    plan (service/manifests.py). A range that is one common prefix plus the keys between it and
-    the next boundary is listed as that exact prefix, then the short gap after its last key."""
-    if r.lower is None or (r.upper is not None and r.upper.startswith(r.lower)):
-        async for info in _within(_listing(objects, bucket, prefix, r.start_after, r.upper, versions), r):
-            yield info
-        return
-    last = None
-    async for info in _within(_listing(objects, bucket, r.lower, None, None, versions), r):
-        last = info.key
-        yield info
-    gap = _listing(objects, bucket, prefix, last or r.lower, r.upper, versions)
-    async for info in _within(gap, r):
-        yield info
 
 
 async def _batches(items: AsyncIterator[ObjectInfo], size: int) -> AsyncIterator[list[ObjectInfo]]:
@@ -321,34 +282,24 @@ class _ReportWriter:
     async def run(self) -> tuple[tuple[DataFile, ...], int]:
         """Every data file, uploaded, in key order of their first rows; and the row count."""
         c = self.config
-        ranges = await plan_ranges(self.objects, c.source_bucket, c.prefix)
-        queue = iter(enumerate(ranges))
-        workers = [
-            asyncio.create_task(self._worker(queue)) for _ in range(min(LIST_CONCURRENCY, len(ranges)))
-        ]
-        try:
-            counts = await asyncio.gather(*workers)
-        except BaseException:
-            # One listing failed (or the report was cancelled): stop the others before the
-            # temporary folder they write into goes away.
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        ranges = await listing.plan_ranges(self.objects, c.source_bucket, c.prefix)
+        # One listing failing (or the report cancelled) stops the others before the temporary
+        # folder they write into goes away.
+        counts = await listing.run_workers(ranges, self._worker, LIST_CONCURRENCY)
         if not self._done:  # an empty bucket: one empty file, so the manifest still names one
             opened = self._open((0, 0))
             await self._finish(opened)
         self._done.sort(key=lambda item: item[0])
         return tuple(data for _, data in self._done), sum(counts)
 
-    async def _worker(self, queue: Iterator[tuple[int, KeyRange]]) -> int:
+    async def _worker(self, queue: listing.RangeQueue) -> int:
         """Take ranges from the shared queue until none is left; write their rows."""
         c, n, current = self.config, 0, None
         versions = c.versions is IncludedVersions.ALL
         for index, r in queue:  # `queue` is shared: each range goes to one worker
             started_here = 0
-            listing = range_objects(self.objects, c.source_bucket, c.prefix, r, versions)
-            async for batch in _batches(listing, BATCH_ROWS):
+            objects = listing.range_listing(self.objects, c.source_bucket, c.prefix, r, versions=versions)
+            async for batch in _batches(objects, BATCH_ROWS):
                 facts = await self._facts(batch)
                 while facts:
                     if current is None:

@@ -7,12 +7,10 @@ exactly like a CSV job: the same chunking, the same resume from a byte offset.
 Memory stays flat in manifest size: rows go to temporary files as they are read or listed, and
 the finished file is uploaded to the spool with `put_file`.
 
-Listing for a generator is parallel: the key space under the listing prefix is cut into ranges
-at the common prefixes one or two "/" levels down, each range is listed by its own task, at
-most LIST_CONCURRENCY at once, into its own temporary file; the files are then joined in range
-order, so the manifest is in key order and deterministic. A range [P, next) where P is a common
-prefix is listed as prefix P exactly, then the few keys between P's last key and `next` with a
-bounded listing (`end_before`); other ranges are one bounded listing from `start_after`.
+Listing for a generator is parallel (storage/listing.py): the key space under the listing
+prefix is cut into ranges at the common prefixes one or two "/" levels down, each range is
+listed by its own task, at most LIST_CONCURRENCY at once, into its own temporary file; the files
+are then joined in range order, so the manifest is in key order and deterministic.
 `IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker). A range holds
 whole keys, so the noncurrent-version filter (domain/versions.py) sees each key's versions
 together within one listing.
@@ -71,6 +69,12 @@ from s3batch.domain.versions import NoncurrentPicker
 from s3batch.errors import ManifestError, StorageError
 from s3batch.storage.base import ObjectStore
 from s3batch.storage.capabilities import StorageAdapter, replication_store
+from s3batch.storage.listing import (
+    KeyRange,
+    plan_ranges,
+    range_listing,
+    run_ranges,
+)
 
 #: Fields of a materialized manifest.
 MATERIALIZED_FIELDS = ("Bucket", "Key", "VersionId")
@@ -82,8 +86,6 @@ READ_CHUNK_BYTES = 1 << 20
 COLUMNAR_BATCH_ROWS = 10_000
 #: Key ranges listed at once by a generator (each an in-flight ListObjectsV2 loop).
 LIST_CONCURRENCY = 16
-#: How many "/" levels below the listing prefix are explored for range boundaries.
-MAX_FANOUT_DEPTH = 2
 #: Layout version written in a generated manifest's manifest.json.
 GENERATED_VERSION = "2021-11-30"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
@@ -313,40 +315,6 @@ def _orc_records(
 # -- manifest generator: parallel listing -----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRange:
-    """Keys k with lower <= k < upper (None: unbounded), all under the listing prefix."""
-
-    lower: str | None
-    upper: str | None
-
-    @property
-    def start_after(self) -> str | None:
-        # lower minus its last character sorts just before lower; keys in between are skipped.
-        return self.lower[:-1] if self.lower else None
-
-
-async def plan_ranges(objects: ObjectStore, bucket: str, prefix: str) -> list[KeyRange]:
-    """Cut the keys under `prefix` into ranges at common prefixes found a level or two down."""
-    bounds: set[str] = set()
-    level = [prefix]
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
-
-    async def below(p: str) -> list[str]:
-        async with sem:
-            return await objects.list_prefixes(bucket, p, "/")
-
-    for _ in range(MAX_FANOUT_DEPTH):
-        found = [cp for group in await asyncio.gather(*(below(p) for p in level)) for cp in group]
-        bounds.update(cp for cp in found if cp > prefix)
-        # Enough ranges to keep every listing slot busy: more boundaries only cost requests.
-        if not found or len(bounds) >= LIST_CONCURRENCY:
-            break
-        level = found
-    edges: list[str | None] = [None, *sorted(bounds), None]
-    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
-
-
 async def write_listing(objects: StorageAdapter, gen: ManifestGenerator, out: Path, work: Path) -> int:
     """List the generator's source bucket with its filters into `out` (normalized CSV, key
     order); returns the row count."""
@@ -360,18 +328,16 @@ async def write_listing(objects: StorageAdapter, gen: ManifestGenerator, out: Pa
         flt = flt.with_replication_rules([rule.prefix for rule in rules])
     versions = gen.include_versions is IncludeVersions.ALL
     lister = _Lister(objects, gen.source_bucket, flt, versions, now=datetime.now(UTC))
-    ranges = await plan_ranges(objects, gen.source_bucket, flt.list_prefix)
-    parts = [work / f"range-{i:05d}.csv" for i in range(len(ranges))]
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
+    ranges = await plan_ranges(objects, gen.source_bucket, flt.list_prefix, concurrency=LIST_CONCURRENCY)
+    parts = {r: work / f"range-{i:05d}.csv" for i, r in enumerate(ranges)}
 
-    async def one(r: KeyRange, part: Path) -> int:
-        async with sem:
-            with part.open("w", encoding="utf-8", newline="") as sink:
-                return await lister.list_range(r, sink)
+    async def one(r: KeyRange) -> int:
+        with parts[r].open("w", encoding="utf-8", newline="") as sink:
+            return await lister.list_range(r, sink)
 
-    counts = await asyncio.gather(*(one(r, p) for r, p in zip(ranges, parts, strict=True)))
+    counts = await run_ranges(ranges, one, LIST_CONCURRENCY)
     with out.open("wb") as joined:
-        for part in parts:
+        for part in parts.values():  # in range order, as the ranges were planned
             with part.open("rb") as f:
                 while block := f.read(READ_CHUNK_BYTES):
                     joined.write(block)
@@ -381,7 +347,8 @@ async def write_listing(objects: StorageAdapter, gen: ManifestGenerator, out: Pa
 
 @dataclass(frozen=True, slots=True)
 class _Lister:
-    """Lists one key range of the source bucket (current objects or every version)."""
+    """Lists one key range of the source bucket (current objects or every version) through the
+    filter, into a CSV sink."""
 
     objects: StorageAdapter
     bucket: str
@@ -390,46 +357,20 @@ class _Lister:
     #: The moment NoncurrentDays counts back from.
     now: datetime
 
-    def _listing(
-        self, prefix: str, start_after: str | None, end_before: str | None
-    ) -> AsyncIterator[ObjectInfo]:
-        if self.versions:
-            # ListObjectVersions has no end bound: _into stops at the range's end instead.
-            return self.objects.list_versions(self.bucket, prefix, start_after)
-        return self.objects.list_objects(self.bucket, prefix, start_after, end_before=end_before)
-
     async def list_range(self, r: KeyRange, sink: TextIO) -> int:
-        """Rows of `r` into `sink`. A range that is all of one common prefix plus the keys
-        between it and the next boundary is listed as that exact prefix (the server stops at
-        its end) and then the gap after its last key (bounded: usually one short page)."""
+        """Matching rows of `r` into `sink`; returns rows written."""
         prefix = self.flt.list_prefix
-        if r.lower is None or (r.upper is not None and r.upper.startswith(r.lower)):
-            n, _ = await self._into(self._listing(prefix, r.start_after, r.upper), r, sink)
-            return n
-        n, last = await self._into(self._listing(r.lower, None, None), r, sink)
-        # The gap: keys after the prefix's last one that still sort before the next boundary.
-        more, _ = await self._into(self._listing(prefix, last or r.lower, r.upper), r, sink)
-        return n + more
-
-    async def _into(
-        self, listing: AsyncIterator[ObjectInfo], r: KeyRange, sink: TextIO
-    ) -> tuple[int, str | None]:
-        """Matching rows of `listing` within `r` into `sink`: (rows written, last key listed)."""
-        n, last = 0, None
+        listing = range_listing(self.objects, self.bucket, prefix, r, versions=self.versions)
+        n = 0
         rule = self.flt.noncurrent
         # Never bypassed: a listing of current objects only (all IsLatest) selects nothing.
         picker = NoncurrentPicker(rule, self.now) if rule is not None else None
         async with contextlib.aclosing(listing):  # type: ignore[type-var]
             async for info in listing:
-                if r.lower is not None and info.key < r.lower:
-                    continue
-                if r.upper is not None and info.key >= r.upper:
-                    break
-                last = info.key
                 n += await self._write_matching(picker.feed(info) if picker else [info], sink)
         if picker is not None:
             n += await self._write_matching(picker.close(), sink)
-        return n, last
+        return n
 
     async def _write_matching(self, infos: list[ObjectInfo], sink: TextIO) -> int:
         n = 0

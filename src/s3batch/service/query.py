@@ -7,7 +7,13 @@ there (docs/query.md, "Safety"):
   only those files answer; ORC (DuckDB has no ORC reader) is scanned as an Arrow dataset;
 - `report('JOB_ID')` and the `reports` table stream a job's stored report lines from the job
   store into CSV files in the session's temporary folder, which DuckDB reads;
-- `jobs` and `pipeline_report(...)` are small Arrow tables.
+- `jobs` and `pipeline_report(...)` are small Arrow tables;
+- `pipeline_journal(...)`, `pipeline_inventory(...)` and `pipeline_reconciles(...)` are a
+  pipeline's live tables, handed over by the caller (`LiveTables`: this layer does not know
+  pipelines): Parquet files in the object store are read as inventories' are, through
+  `s3batch://`; rows from a database are written once to a Parquet file in the session folder
+  (a reader streams only once, and a query may scan a table twice); no file yet is an empty
+  table with the table's columns.
 Then the connection is locked down: no file or network access beyond the `s3batch://` file
 system and the session folder (`allowed_directories` with `enable_external_access=false`), no
 extension installed or loaded, no Python variable scanned by name, and the configuration locked
@@ -22,7 +28,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +50,7 @@ from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.query import (
     MANIFEST_COLUMNS,
     MANIFEST_VERSION_COLUMN,
+    PIPELINE_TABLES,
     TableCall,
     inventory_location,
     is_job_id,
@@ -98,6 +105,21 @@ _DECODE_KEY = "url_decode(replace(key, '+', ' '))"
 PipelineRows = Callable[[str], list[tuple[str, tuple[str, ...]]]]
 
 
+@dataclass(frozen=True, slots=True)
+class LiveTable:
+    """One of a pipeline's live tables: `reader` (rows from its database) or `files` (Parquet
+    objects in the store); neither when no file is written yet. `schema` either way."""
+
+    schema: pa.Schema
+    reader: pa.RecordBatchReader | None = None
+    files: tuple[ServedObject, ...] = ()
+
+
+#: (pipeline file, table: journal, inventory or reconciles, the session's object store) → the
+#: table. Raises BadRequest naming the call when the file or its tables cannot be read.
+LiveTables = Callable[[str, str, ObjectStore], Coroutine[Any, Any, LiveTable]]
+
+
 class QueryError(S3BatchError):
     """DuckDB refused or failed the query (bad SQL, a bad value in a data file...)."""
 
@@ -117,9 +139,14 @@ class QuerySession:
     context manager: closing it closes the stores and removes the session folder."""
 
     def __init__(
-        self, settings: Settings, storage: StorageConfig, pipeline_rows: PipelineRows | None = None
+        self,
+        settings: Settings,
+        storage: StorageConfig,
+        pipeline_rows: PipelineRows | None = None,
+        pipeline_tables: LiveTables | None = None,
     ) -> None:
         self.settings, self.storage, self.pipeline_rows = settings, storage, pipeline_rows
+        self.pipeline_tables = pipeline_tables
         self._io = LoopThread()
         self._tmp = Path(tempfile.mkdtemp(prefix="s3batch-query-"))
         self._objects: ObjectStore | None = None
@@ -207,6 +234,8 @@ class QuerySession:
             if self.pipeline_rows is None:
                 raise BadRequest("pipeline_report() is not available here")
             con.register(call.view, _pipeline_table(self.pipeline_rows(call.argument)))
+        elif call.function in PIPELINE_TABLES:
+            self._register_live(con, call)
 
     def _register_inventory(self, con: duckdb.DuckDBPyConnection, call: TableCall) -> None:
         location = inventory_location(call.argument)
@@ -221,6 +250,23 @@ class QuerySession:
             self._create_view(con, call.view, _inventory_csv_select(urls, inventory.file_schema))
         else:
             con.register(call.view, _orc_dataset(self._fs, served))
+
+    def _register_live(self, con: duckdb.DuckDBPyConnection, call: TableCall) -> None:
+        if self.pipeline_tables is None:
+            raise BadRequest(f"{call.function}() is not available here")
+        name = PIPELINE_TABLES[call.function]
+        table = self._io.call(self.pipeline_tables(call.argument, name, self._store()))
+        if table.reader is not None:
+            path = self._tmp / "live" / f"{call.view}.parquet"
+            _spool_parquet(table.reader, path, f"{call.function}({call.argument!r})")
+            self._create_view(con, call.view, f"SELECT * FROM read_parquet({_sql_string(str(path))})")
+        elif table.files:
+            assert self._fs is not None  # made with the connection
+            self._fs.serve(table.files)
+            urls = _sql_list([obj.url for obj in table.files])
+            self._create_view(con, call.view, f"SELECT * FROM read_parquet({urls}, union_by_name = true)")
+        else:  # no file written yet: the columns, no rows
+            con.register(call.view, table.schema.empty_table())
 
     def _register_table(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
         jobs = self._io.call(_all_jobs(self._job_store()))
@@ -394,6 +440,21 @@ async def _write_report_lines(jobs: JobStore, job_id: str, folder: Path) -> None
             f.close()
 
 
+def _spool_parquet(reader: pa.RecordBatchReader, path: Path, call: str) -> None:
+    """Write the reader's rows to `path`, one record batch at a time (memory stays flat)."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    path.parent.mkdir(exist_ok=True)
+    try:
+        with pq.ParquetWriter(path, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    except S3BatchError as exc:  # the table's database failed while it was read
+        raise BadRequest(f"{call}: {exc}") from exc
+    finally:
+        reader.close()
+
+
 def _timestamp(epoch_s: float | None) -> datetime | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC)
 
@@ -537,6 +598,8 @@ async def _upload(objects: ObjectStore, where: ObjectLocation, path: Path) -> st
 
 
 __all__ = [
+    "LiveTable",
+    "LiveTables",
     "QueryError",
     "QueryManifest",
     "QueryResult",

@@ -1,11 +1,12 @@
 """The objects a query may read, served to DuckDB through s3batch's own object store.
 
-DuckDB reads inventory data files with its own Parquet and CSV readers from `s3batch://bucket/key`
-paths; this fsspec file system (registered on the connection) answers those reads through the
-job's `ObjectStore`, so every endpoint, credential source, addressing style and TLS setting
-s3batch speaks, and the folder store, behave exactly as they do for jobs. It serves only the
-objects it was given (the data files of the inventories the query names): any other path is
-not found, and it never writes.
+DuckDB reads inventory data files (and a pipeline's live-table Parquet files) with its own
+Parquet and CSV readers from `s3batch://bucket/key` paths; this fsspec file system (registered
+on the connection) answers those reads through the job's `ObjectStore`, so every endpoint,
+credential source, addressing style and TLS setting s3batch speaks, and the folder store, behave
+exactly as they do for jobs. It serves only the objects it was given (the data files of the
+inventories and pipeline tables the query names): any other path is not found, and it never
+writes.
 
 The store is async and DuckDB calls from its own threads: the store runs on an event loop in a
 thread of its own (`LoopThread`), and each read is one coroutine handed to it.
@@ -193,7 +194,8 @@ class ServedFileSystem(AbstractFileSystem):  # type: ignore[misc]
         obj = self._objects.get(self._strip_protocol(path))
         if obj is None:
             raise FileNotFoundError(
-                f"{path}: s3batch query reads only the data files of the inventories it names"
+                f"{path}: s3batch query reads only the data files of the inventories and pipeline "
+                "tables it names"
             )
         return obj
 

@@ -58,6 +58,8 @@ async def table_source(file: Path, table: str, store: ObjectStore) -> TableSourc
     if table not in PUBLIC_TABLES:
         raise ConfigError(f"no table {table!r}; the tables are {', '.join(PUBLIC_TABLES)}")
     cfg = tables_config(file)
+    if (table == "journal" and not cfg.journal) or (table == "inventory" and not cfg.inventory):
+        raise ConfigError(f"{file}: the pipeline keeps no {table} (tables.{table} = false)")
     schema = arrow_schema(TABLES[table][0])
     if cfg.backend is Backend.PARQUET and table == "journal":
         assert cfg.bucket is not None

@@ -1,7 +1,7 @@
 """The backfill and the reconciling listing: list the source bucket, then make the inventory
 match it, key range by key range.
 
-The listing is parallel the way manifest generators list (service/manifests.py): the key space
+The listing is parallel the way manifest generators list (storage/listing.py): the key space
 is cut at common prefixes one or two "/" levels down and each range is listed by its own task,
 at most LIST_CONCURRENCY at once. Listed objects go into a TEMP table on the reconcile's own
 connection; then, for each range of RECONCILE_CHUNK_KEYS listed keys, one transaction adds the
@@ -25,11 +25,10 @@ from s3batch.domain.objects import ObjectInfo
 from s3batch.pipelines.tables.config import TablesConfig
 from s3batch.pipelines.tables.sql import Fixes, Listed, RangeFix, TableDb
 from s3batch.storage.base import ObjectStore
+from s3batch.storage.listing import KeyRange, plan_ranges, range_objects, run_ranges
 
 #: Ranges listed at once.
 LIST_CONCURRENCY = 8
-#: Levels of common prefixes looked at to cut the key space into ranges.
-MAX_FANOUT_DEPTH = 2
 #: Listed objects written to the listing table per transaction.
 STAGE_BATCH_ROWS = 1000
 #: Listed keys per fixing transaction (event writes wait at most that long for the lock).
@@ -41,19 +40,6 @@ BACKFILL = "backfill"
 RECONCILE = "reconcile"
 
 Stage = Callable[[list[Listed]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRange:
-    """Keys k with lower <= k < upper (None: unbounded)."""
-
-    lower: str | None
-    upper: str | None
-
-    @property
-    def start_after(self) -> str | None:
-        # lower minus its last character sorts just before lower; keys in between are skipped.
-        return self.lower[:-1] if self.lower else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,46 +100,18 @@ async def _fix_all(
 
 async def list_bucket(store: ObjectStore, bucket: str, stage: Stage) -> int:
     """List every object of `bucket` into `stage`, ranges in parallel; returns objects listed."""
-    ranges = await plan_ranges(store, bucket)
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
-
-    async def one(r: KeyRange) -> int:
-        async with sem:
-            return await _list_range(store, bucket, r, stage)
-
-    return sum(await asyncio.gather(*(one(r) for r in ranges)))
-
-
-async def plan_ranges(store: ObjectStore, bucket: str) -> list[KeyRange]:
-    """Cut the bucket's keys into ranges at common prefixes found a level or two down."""
-    bounds: set[str] = set()
-    level = [""]
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
-
-    async def below(prefix: str) -> list[str]:
-        async with sem:
-            return await store.list_prefixes(bucket, prefix, "/")
-
-    for _ in range(MAX_FANOUT_DEPTH):
-        found = [cp for group in await asyncio.gather(*(below(p) for p in level)) for cp in group]
-        bounds.update(found)
-        if not found or len(bounds) >= LIST_CONCURRENCY:  # enough to keep every listing slot busy
-            break
-        level = found
-    edges: list[str | None] = [None, *sorted(bounds), None]
-    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+    ranges = await plan_ranges(store, bucket, concurrency=LIST_CONCURRENCY)
+    counts = await run_ranges(ranges, lambda r: _list_range(store, bucket, r, stage), LIST_CONCURRENCY)
+    return sum(counts)
 
 
 async def _list_range(store: ObjectStore, bucket: str, r: KeyRange, stage: Stage) -> int:
-    listing = store.list_objects(bucket, "", r.start_after, end_before=r.upper)
+    """The objects of `r` into `stage`, STAGE_BATCH_ROWS at a time; returns objects listed."""
+    listing = range_objects(store, bucket, "", r)
     batch: list[Listed] = []
     count = 0
     async with contextlib.aclosing(listing):  # type: ignore[type-var]
         async for info in listing:
-            if r.lower is not None and info.key < r.lower:
-                continue
-            if r.upper is not None and info.key >= r.upper:
-                break
             batch.append(_listed(info))
             if len(batch) >= STAGE_BATCH_ROWS:
                 await stage(batch)
