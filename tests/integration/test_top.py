@@ -117,3 +117,12 @@ def test_rates_and_durations_are_rounded_for_people() -> None:
     assert tracker.observe("j", 0, 100.0) is None
     assert tracker.observe("j", 50, 105.0) == 10.0
     assert tracker.observe("j", 250, 125.0) == pytest.approx(10.0)  # window drops the t=100 sample
+
+
+def test_a_hostile_description_is_plain_text(local_env: Env) -> None:
+    """Rich markup and terminal escapes in a Description (anyone's text over serve) are shown
+    as text: no crash on "[/]", no escape sequence reaches the terminal."""
+    _create_job(local_env, "[/] [bold]x\x1b]0;pwned\x07\x1b[2J")
+    out = CliRunner().invoke(cli, ["top", "--once"], env=_env(local_env))
+    assert out.exit_code == 0, out.output
+    assert "[/] [bold]x" in out.output and "\x1b]0;" not in out.output and "\x1b[2J" not in out.output

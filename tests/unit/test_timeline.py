@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from s3batch.domain.timeline import GAP_INTERVALS, SAMPLE_INTERVAL_S, Sample, points
@@ -45,3 +48,23 @@ def test_a_pause_is_a_gap_not_a_slope() -> None:
     assert len(gaps) == 1 and gaps[0].at == after[0].at
     assert all(p.succeeded_per_s == pytest.approx(5.0) for p in got if p.succeeded_per_s is not None)
     assert GAP_INTERVALS * SAMPLE_INTERVAL_S < 3600
+
+
+def test_the_store_merges_samples_in_sql_keeping_totals(tmp_path: Path) -> None:
+    from s3batch.store.sqlite import SqliteJobStore
+
+    async def scenario() -> tuple[list[Sample], list[Sample]]:
+        store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+        try:
+            for sample in _samples(1000):
+                await store.add_sample("job", sample)
+            await store.add_sample("other", Sample(1.0, 5, 5, throttled=99))
+            return await store.samples("job"), await store.samples("job", at_most=100)
+        finally:
+            await store.close()
+
+    every, merged = asyncio.run(scenario())
+    assert len(every) == 1000 and len(merged) == 100
+    assert merged[-1] == Sample(every[-1].at, every[-1].succeeded, every[-1].failed, 10, 999, 64 - 999)
+    assert sum(s.throttled for s in merged) == 1000  # no other job's samples, none lost
+    assert [s.at for s in merged] == sorted(s.at for s in merged)

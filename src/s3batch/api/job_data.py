@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from s3batch.api.json_api import API_PREFIX, Caller, json_endpoint
-from s3batch.domain.report import ReportRow, failure_causes, manifest_key
+from s3batch.domain.report import CauseTally, manifest_key
 from s3batch.domain.timeline import MAX_CHART_POINTS, SAMPLE_INTERVAL_S, points
 from s3batch.errors import NotFound, StorageError
 
@@ -36,7 +36,7 @@ CSV_TYPE = "text/csv; charset=utf-8"
 
 async def timeline(caller: Caller) -> Response:
     await caller.state.service.describe_job(caller.job_id, caller.account_id)  # 404s first
-    samples = await caller.state.service.store.samples(caller.job_id)
+    samples = await caller.state.service.store.samples(caller.job_id, MAX_CHART_POINTS)
     return JSONResponse(
         {
             "interval_s": SAMPLE_INTERVAL_S,
@@ -46,16 +46,12 @@ async def timeline(caller: Caller) -> Response:
 
 
 async def causes(caller: Caller) -> Response:
+    """Counted chunk by chunk as the store streams them: memory per cause, not per failure."""
     await caller.state.service.describe_job(caller.job_id, caller.account_id)
-    found = failure_causes([row async for row in _failed_rows(caller)])
-    return JSONResponse({"causes": [asdict(c) for c in found]})
-
-
-async def _failed_rows(caller: Caller) -> AsyncIterator[ReportRow]:
+    tally = CauseTally()
     async for chunk in caller.state.service.store.report_rows(caller.job_id):
-        for row in chunk:
-            if row.status == "failed":
-                yield row
+        tally.add(chunk)
+    return JSONResponse({"causes": [asdict(c) for c in tally.causes()]})
 
 
 async def download(caller: Caller) -> Response:

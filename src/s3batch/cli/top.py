@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -46,6 +47,8 @@ PIPE_WIDTH_CHARS = 160
 #: Keys that quit.
 QUIT_KEYS = frozenset("qQ")
 pass_ctx = click.make_pass_decorator(CliContext)
+#: C0 and C1 control characters (escape sequences start with one).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ACTIVE = frozenset({"New", "Preparing", "Suspended", "Ready", "Active", "Pausing", "Paused", "Cancelling"})
 
 
@@ -103,8 +106,10 @@ def progress_bar(done: int, total: int | None) -> str:
 
 
 def job_title(job: Job) -> str:
-    """The job's Description, cut to fit, else its ID."""
-    description = str(job.request.get("Description") or "").strip()
+    """The job's Description, cut to fit, else its ID. Control characters are dropped: a
+    Description is anyone's text (over `s3batch serve`, any key holder's), and must not move the
+    cursor, retitle the window or plant links in the terminal of whoever runs `top`."""
+    description = _CONTROL.sub("", str(job.request.get("Description") or "")).strip()
     if not description:
         return job.job_id
     return description if len(description) <= MAX_TITLE_CHARS else description[: MAX_TITLE_CHARS - 1] + "…"
@@ -130,6 +135,7 @@ def eta_s(job: Job, rate: float | None) -> float | None:
 def jobs_table(jobs: Sequence[Job], tracker: RateTracker, now: float, *, live: bool = True) -> Table:
     """The screen: one row per job."""
     from rich.table import Table
+    from rich.text import Text
 
     title = f"s3batch top — {len(jobs)} job(s)" + (" — q to quit" if live else "")
     table = Table(title=title, expand=True)
@@ -142,7 +148,7 @@ def jobs_table(jobs: Sequence[Job], tracker: RateTracker, now: float, *, live: b
         rate = job_rate(job, tracker, now)
         failed = f"[red]{p.failed:,}[/]" if p.failed else "0"
         table.add_row(
-            job_title(job),
+            Text(job_title(job)),  # plain text: "[/]" in a Description is not rich markup
             job.job_id[:8],
             job.status.value,
             progress_bar(p.done, p.total),

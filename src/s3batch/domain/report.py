@@ -163,17 +163,33 @@ class FailureCause:
 
 def failure_causes(rows: Iterable[ReportRow]) -> list[FailureCause]:
     """Failed rows grouped by (error code, HTTP status), most frequent first (ties: first seen)."""
-    counts: dict[tuple[str, str], int] = {}
-    examples: dict[tuple[str, str], ReportRow] = {}
-    for row in rows:
-        if row.status != "failed":
-            continue
-        cause = (row.error_code, row.http_status)
-        counts[cause] = counts.get(cause, 0) + 1
-        examples.setdefault(cause, row)
-    ordered = sorted(counts, key=lambda cause: -counts[cause])  # stable: first seen wins ties
-    return [
-        FailureCause(code, status, counts[(code, status)], examples[(code, status)].key,
-                     examples[(code, status)].message)
-        for code, status in ordered
-    ]  # fmt: skip
+    tally = CauseTally()
+    tally.add(rows)
+    return tally.causes()
+
+
+class CauseTally:
+    """`failure_causes` fed in pieces (rows streamed chunk by chunk): memory is per cause, not
+    per failed row."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        self._examples: dict[tuple[str, str], ReportRow] = {}
+
+    def add(self, rows: Iterable[ReportRow]) -> None:
+        counts, examples = self._counts, self._examples
+        for row in rows:
+            if row.status != "failed":
+                continue
+            cause = (row.error_code, row.http_status)
+            counts[cause] = counts.get(cause, 0) + 1
+            examples.setdefault(cause, row)
+
+    def causes(self) -> list[FailureCause]:
+        counts, examples = self._counts, self._examples
+        ordered = sorted(counts, key=lambda cause: -counts[cause])  # stable: first seen wins ties
+        return [
+            FailureCause(code, status, counts[(code, status)], examples[(code, status)].key,
+                         examples[(code, status)].message)
+            for code, status in ordered
+        ]  # fmt: skip

@@ -110,8 +110,8 @@ class JobStore(Protocol):
         """Record one timeline sample of a running job (domain/timeline.py)."""
         ...
 
-    async def samples(self, job_id: str) -> list[Sample]:
-        """The job's timeline samples, oldest first."""
+    async def samples(self, job_id: str, at_most: int | None = None) -> list[Sample]:
+        """The job's timeline samples, oldest first (merged to about `at_most` if given)."""
         ...
 
     async def close(self) -> None: ...

@@ -200,16 +200,17 @@ class SqliteJobStore:
 
         await self._run(add)
 
-    async def samples(self, job_id: str) -> list[Sample]:
-        """The job's timeline samples, oldest first."""
+    async def samples(self, job_id: str, at_most: int | None = None) -> list[Sample]:
+        """The job's timeline samples, oldest first; with `at_most`, consecutive samples are
+        merged in SQL so no more than about that many come back (a month-long job has 1.3M)."""
 
         def read() -> list[Sample]:
             with self._lock:
-                rows = self._conn.execute(
-                    "SELECT at, succeeded, failed, throttled, in_flight, concurrency_limit "
-                    "FROM job_samples WHERE job_id=? ORDER BY at",
-                    (job_id,),
-                ).fetchall()
+                (count,) = self._conn.execute(
+                    "SELECT count(*) FROM job_samples WHERE job_id=?", (job_id,)
+                ).fetchone()
+                group = 1 if not at_most or count <= at_most else -(-count // at_most)
+                rows = self._conn.execute(_MERGED_SAMPLES, (job_id, group)).fetchall()
             return [Sample(*row) for row in rows]
 
         return await self._run(read)
@@ -401,6 +402,16 @@ class _Lines(NamedTuple):
             return ok + failed  # one of them is empty
         ok_rows, failed_rows = iter(ok), iter(failed)
         return [next(ok_rows) if s else next(failed_rows) for s in self.statuses]
+
+
+# Groups of `group` consecutive samples as one: the last time and cumulative counts, the
+# throttling answers summed, the most requests in flight and the lowest limit (as
+# domain/timeline.points merges them).
+_MERGED_SAMPLES = """
+SELECT max(at), max(succeeded), max(failed), sum(throttled), max(in_flight), min(concurrency_limit)
+FROM (SELECT *, (ROW_NUMBER() OVER (ORDER BY at) - 1) AS n FROM job_samples WHERE job_id = ?)
+GROUP BY n / ? ORDER BY 1
+"""
 
 
 def _compact(
