@@ -20,6 +20,7 @@ import pytest
 
 from conftest import Env, report_spec
 from s3batch.domain.job import Job, JobStatus, Progress
+from s3batch.domain.lambda_contract import task_id_for
 from s3batch.domain.report import ReportRow, render_row
 from s3batch.domain.stores import to_dict
 from s3batch.engines.local import LocalEngine
@@ -159,9 +160,10 @@ async def test_a_completing_job_cleans_its_sink_before_writing_its_report(env: E
     env.make_bucket(f"{bucket_name}-r")
     objects = open_store(env.storage)
     sink = open_sink(parquet_sink(bucket_name), context(env, objects))
+    task_a, task_b = task_id_for(JOB, 0), task_id_for(JOB, 1)  # the tasks at seqs 0 and 1
     try:
-        _a_first, _b = await write_each(sink, [row("A", {"n": 1}), row("B", {"n": 2})])
-        [a] = await write_each(sink, [row("A", {"n": 10})])
+        _a_first, _b = await write_each(sink, [row(task_a, {"n": 1}), row(task_b, {"n": 2})])
+        [a] = await write_each(sink, [row(task_a, {"n": 10})])
     finally:
         await sink.close()
         await objects.close()
@@ -179,7 +181,7 @@ async def test_a_completing_job_cleans_its_sink_before_writing_its_report(env: E
         await store.close()
     assert job.status is JobStatus.COMPLETE, job.failure_reasons
     [table] = parts_of(env, bucket_name).values()
-    assert table.select(["task_id", "n"]).to_pylist() == [{"task_id": "A", "n": 10}]
+    assert table.select(["task_id", "n"]).to_pylist() == [{"task_id": task_a, "n": 10}]
     report = env.report_files(f"{bucket_name}-r", "reports", JOB)
     assert "manifest.json" in report and any(a.encode() in body for body in report.values())
 

@@ -235,6 +235,70 @@ def test_pictures_decode_upright_and_flat(monkeypatch: pytest.MonkeyPatch) -> No
         images.open_picture(buffer.getvalue())
 
 
+def _tiff(sizes: list[tuple[int, int]]) -> bytes:
+    """A little-endian grayscale TIFF whose pages claim `sizes` but share 100 bytes of pixels:
+    a page's header, not its data, says how many pixels it will decode to."""
+    import struct
+
+    pixels = b"\x80" * 100
+    entry_count = 9
+    ifd_bytes = 2 + entry_count * 12 + 4
+    first_ifd = 8 + len(pixels)
+    out = b"II*\x00" + struct.pack("<I", first_ifd) + pixels
+    for number, (width, height) in enumerate(sizes):
+        following = first_ifd + (number + 1) * ifd_bytes if number + 1 < len(sizes) else 0
+        longs = {256: width, 257: height, 273: 8, 278: height, 279: len(pixels)}
+        shorts = {258: 8, 259: 1, 262: 1, 277: 1}
+        tags = sorted({**longs, **shorts})
+        out += struct.pack("<H", len(tags))
+        for tag in tags:
+            if tag in longs:
+                out += struct.pack("<HHII", tag, 4, 1, longs[tag])
+            else:
+                out += struct.pack("<HHIHH", tag, 3, 1, shorts[tag], 0)
+        out += struct.pack("<I", following)
+    return out
+
+
+def test_every_frame_is_checked_for_size_before_it_is_decoded() -> None:
+    pytest.importorskip("PIL.Image")
+    # Page 2 over Pillow's own hard limit (~179 Mpixels): its DecompressionBombError is this
+    # object's failure, not an exception out of the handler.
+    picture = images.open_picture(_tiff([(10, 10), (20_000, 20_000)]))
+    decoded = images.frames(picture, limit=5)
+    assert next(decoded).size == (10, 10)
+    with pytest.raises(images.PictureError, match="ImageTooLarge: 20000x20000 pixels"):
+        next(decoded)
+    # Page 2 over MAX_PICTURE_PIXELS but under Pillow's limits: only our check stops it.
+    picture = images.open_picture(_tiff([(10, 10), (8_000, 8_000)]))
+    with pytest.raises(images.PictureError, match="ImageTooLarge: 8000x8000 pixels"):
+        list(images.frames(picture, limit=5))
+    # Pages within the limits all come out, and a limit stops before the pages it leaves.
+    fine = _tiff([(10, 10), (5, 20), (20_000, 20_000)])
+    assert [f.size for f in images.frames(images.open_picture(fine), limit=2)] == [(10, 10), (5, 20)]
+
+
+def test_pillows_bomb_warning_and_error_on_a_later_frame_are_picture_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import warnings
+
+    pil = pytest.importorskip("PIL.Image")
+    monkeypatch.setattr(images, "MAX_PICTURE_PIXELS", 10**9)  # leave it to Pillow's guard
+    monkeypatch.setattr(pil, "MAX_IMAGE_PIXELS", 100)  # warns past 100 pixels, refuses past 200
+    for size in ((15, 10), (30, 10)):
+        decoded = images.frames(images.open_picture(_tiff([(10, 10), size])), limit=5)
+        next(decoded)
+        with pytest.raises(images.PictureError, match="ImageTooLarge: Image size"):
+            next(decoded)
+    # The guard is not left on for the caller between frames.
+    decoded = images.frames(images.open_picture(_tiff([(10, 10), (10, 10)])), limit=5)
+    next(decoded)
+    with pytest.warns(pil.DecompressionBombWarning):
+        warnings.warn("the caller's own warning", pil.DecompressionBombWarning, stacklevel=1)
+    assert next(decoded).size == (10, 10)
+
+
 def _event(keys: list[str]) -> dict[str, Any]:
     return {
         "invocationSchemaVersion": "2.0",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from s3batch.domain.job import Job, JobStatus
+from s3batch.domain.lambda_contract import task_id_for
 from s3batch.domain.report import ReportRow, render_row
 from s3batch.errors import BadRequest, StorageError
 from s3batch.operations.base import JobContext, OperationContext
@@ -23,7 +25,7 @@ from s3batch.operations.results_sink import (
     SinkDataError,
     SinkRow,
     finalize_sink,
-    location_finder,
+    location_reader,
     open_sink,
     parquet_location,
     validate_sink,
@@ -34,6 +36,8 @@ from s3batch.operations.results_sink_parquet import ParquetSink
 from s3batch.service.sink_cleanup import finalize_results_sink
 from s3batch.storage.config import LocalConfig
 from s3batch.storage.memory import MemoryStore
+from s3batch.store.base import Chunk, FinishedTask
+from s3batch.store.sqlite import SqliteJobStore
 
 BUCKET = "results"
 JOB = "job1"
@@ -394,25 +398,51 @@ async def test_finalize_reports_locations_that_name_no_row() -> None:
 async def test_finalize_of_a_table_sink_changes_nothing() -> None:
     table = {"Table": {"Backend": "sqlite", "Path": "/nowhere/r.db", "Name": "t"}}
     assert await finalize_sink(table, MemoryStore(), JOB, {}) == SinkCleanup()
-    assert location_finder(table, JOB) is None
+    assert location_reader(table, JOB) is None
 
 
-def test_locations_are_found_in_report_lines_whatever_the_quoting() -> None:
+def test_a_location_counts_only_at_the_start_of_its_own_tasks_message() -> None:
     mine = parquet_location(BUCKET, f"{FOLDER}part-{'b' * 32}.parquet", "t/1")
-    other_job = parquet_location(BUCKET, f"emb/job-other/part-{'b' * 32}.parquet", "t2")
-    lines = render_row(
-        ReportRow("d", "k,1", "", "succeeded", "200", "", with_location('said "hi", twice', mine))
-    ) + render_row(ReportRow("d", "k2", "", "succeeded", "200", "", with_location("", other_job)))
-    find = location_finder(SINK, JOB)
-    assert find is not None
-    assert list(find(lines)) == [("t/1", mine)]
+    other_file = parquet_location(BUCKET, f"{FOLDER}part-{'c' * 32}.parquet", "t/1")
+    other_job = parquet_location(BUCKET, f"emb/job-other/part-{'b' * 32}.parquet", "t/1")
+    read = location_reader(SINK, JOB)
+    assert read is not None
     assert with_location("msg", mine) == f"{mine} msg"
+    assert read(with_location('said "hi", twice', mine), "t/1") == mine
+    assert read(with_location("", mine), "t/1") == mine
+    # The function's resultString quoting a location, after the real one or in place of it
+    # (a task without resultData), names no row for its own task nor for another.
+    assert read(with_location(f"echoed: {other_file}", mine), "t/1") == mine
+    assert read(f"echoed: {other_file}", "t/1") is None
+    assert read(other_file, "t/2") is None  # another task's location at the start
+    assert read(with_location("", other_job), "t/1") is None
+    assert read(mine + "x", "t/1") is None  # the location of task "t/1x", not of "t/1"
 
 
-async def test_the_service_reads_the_recorded_lines_and_cleans_the_sink() -> None:
+def test_a_quoted_location_cannot_replace_a_tasks_own() -> None:
+    """Task A's real location, then task B's message quoting a leftover of A: A keeps its own."""
+    read = location_reader(SINK, JOB)
+    assert read is not None
+    real = parquet_location(BUCKET, f"{FOLDER}part-{'a' * 32}.parquet", "TA")
+    fake = parquet_location(BUCKET, f"{FOLDER}part-{'b' * 32}.parquet", "TA")
+    b_real = parquet_location(BUCKET, f"{FOLDER}part-{'c' * 32}.parquet", "TB")
+    lines = [("TA", with_location("ok", real)), ("TB", with_location(f"echoed: {fake}", b_real))]
+    referenced: dict[str, str] = {}
+    for task, message in lines:
+        if (location := read(message, task)) is not None:
+            referenced[task] = location
+    assert referenced == {"TA": real, "TB": b_real}
+
+
+async def test_the_service_reads_the_recorded_lines_and_cleans_the_sink(tmp_path: Path) -> None:
+    """Three chunks: 0 finished (seqs 0-2), 1 unfinished (3-5, only seq 4 recorded: the job
+    was cancelled), 2 finished (seq 6). Each row's location counts for its own task only."""
+    t = [task_id_for(JOB, seq) for seq in range(7)]
     store = await make_store()
     sink = sink_on(store)
-    [[a], [_b]] = await write_all(sink, [row("A", {"n": 1}), row("B", {"n": 2})])
+    [[t0_leftover]] = await write_all(sink, [row(t[0], {"n": 1})])  # an attempt never recorded
+    [[t0], [t4]] = await write_all(sink, [row(t[0], {"n": 10}), row(t[4], {"n": 4})])
+    [[t6]] = await write_all(sink, [row(t[6], {"n": 6})])
     await sink.close()
     job = Job(
         job_id=JOB, account_id="1", status=JobStatus.COMPLETING, priority=1, creation_time=0.0, runtime={},
@@ -422,19 +452,44 @@ async def test_the_service_reads_the_recorded_lines_and_cleans_the_sink() -> Non
         },
     )  # fmt: skip
 
+    def line(seq: int, status: str, message: str) -> FinishedTask:
+        chunk_no, idx = (0, seq) if seq < 3 else (1, seq - 3) if seq < 6 else (2, 0)
+        report = ReportRow("data", f"{seq}.txt", "", status, "200", "", message)
+        return FinishedTask(chunk_no, idx, render_row(report), status == "succeeded")
+
+    jobs = SqliteJobStore(tmp_path / "jobs.db")
+    try:
+        await jobs.insert_job(job)
+        await jobs.add_chunks(JOB, [Chunk(0, 0, 1, 0, 3), Chunk(1, 3, 4, 0, 3), Chunk(2, 6, 7, 0, 1)])
+        finished = [
+            line(0, "succeeded", with_location("ok", t0)),
+            # Task 1 had no resultData: its message is the function's, quoting task 0's leftover.
+            line(1, "succeeded", f"{t0_leftover} echoed"),
+            line(2, "failed", "no"),
+            line(4, "succeeded", with_location("", t4)),
+            line(6, "succeeded", with_location("ok", t6)),
+        ]
+        await jobs.record(JOB, finished, {0: 3, 2: 1})
+        assert [c.chunk_no for c in await jobs.pending_chunks(JOB)] == [1]
+        assert await finalize_results_sink(store, jobs, job) is None
+    finally:
+        await jobs.close()
+    kept = {
+        task: n
+        for table in (await parts(store)).values()
+        for task, n in zip(table.column("task_id").to_pylist(), table.column("n").to_pylist(), strict=True)
+    }
+    assert kept == {t[0]: 10, t[4]: 4, t[6]: 6}
+
     class Lines:
-        """The one job-store call the clean-up makes: B's task failed, with no location."""
+        """A job store with one finished chunk, for the failure below."""
 
-        async def report_lines(self, job_id: str, statuses: tuple[str, ...]) -> Any:
-            assert job_id == JOB and set(statuses) == {"succeeded", "failed"}
-            yield {
-                "succeeded": render_row(ReportRow("data", "A.txt", "", "succeeded", "200", "", a)).encode()
-            }
-            yield {"failed": b"data,B.txt,,failed,200,PermanentFailure,no\n"}
+        async def pending_chunks(self, job_id: str) -> list[Chunk]:
+            return []
 
-    assert await finalize_results_sink(store, Lines(), job) is None  # type: ignore[arg-type]
-    [table] = (await parts(store)).values()
-    assert table.column("task_id").to_pylist() == ["A"]
+        async def report_rows(self, job_id: str) -> Any:
+            yield []
+
     # A store error becomes the job's failure reason.
     store.fail("list_objects", StorageError("AccessDenied", "denied", 403))
     reason = await finalize_results_sink(store, Lines(), job)  # type: ignore[arg-type]

@@ -16,6 +16,8 @@ OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
 _REF = "#/components/schemas/"
 _MAX_FAILURES = 1000  # json_api.MAX_FAILURES (not imported: json_api imports this module)
+#: pipelines.MAX_ERROR_RECORD_BYTES (not imported: pipelines imports json_api, which imports this).
+_MAX_ERROR_RECORD_BYTES = 64 * 1024
 MAX_AFTER = 2**53  # largest `after` cursor (JSON-safe integer)
 
 
@@ -300,17 +302,34 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["bucket", "key", "attempts", "error_code", "message", "updated", "record"],
+                    "required": [
+                        "bucket",
+                        "key",
+                        "attempts",
+                        "error_code",
+                        "message",
+                        "updated",
+                        "record",
+                        "withheld",
+                    ],
                     "properties": {
                         "bucket": {"type": "string"},
                         "key": {"type": "string"},
-                        "version_id": {"type": ["string", "null"]},
+                        "version_id": {"type": ["string", "null"], "description": "null for a non-operator"},
                         "attempts": {"type": "integer"},
                         "error_code": {"type": "string"},
                         "http_status": {"type": "string"},
-                        "message": {"type": "string"},
-                        "updated": {"type": "number"},
-                        "record": {"description": "the error record the pipeline wrote, or null"},
+                        "message": {"type": ["string", "null"], "description": "null for a non-operator"},
+                        "updated": {"type": "number", "description": "when it failed, epoch seconds"},
+                        "record": {
+                            "description": "the error record the pipeline wrote (operators only), or null; "
+                            f"one over {_MAX_ERROR_RECORD_BYTES} bytes is not read whole: "
+                            f'{{"truncated": true, "larger_than_bytes": {_MAX_ERROR_RECORD_BYTES}}}'
+                        },
+                        "withheld": {
+                            "type": ["string", "null"],
+                            "description": "why message and record are null: the key is not an operator's",
+                        },
                     },
                 },
             },
@@ -539,6 +558,12 @@ def _pipeline_paths() -> dict[str, Any]:
         "/api/v1/pipelines/{name}/failures": {
             "get": {
                 "summary": "The files that errored last, with their error records",
+                "description": (
+                    "Every key sees each failure's key, error code, HTTP status, attempts and time. "
+                    "Only operators ([server] operators in server.toml) also get its message, version "
+                    "and the error record from the error bucket; for other keys those are null and "
+                    "`withheld` says why."
+                ),
                 "parameters": [
                     _PIPELINE_NAME,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}),

@@ -11,7 +11,10 @@ sign a notification with them. It takes the pipeline's own shared secret, `webho
 webhook switched off here (403), since the server listens for every account. The JSON API
 (`GET /api/v1/pipelines`, `GET /api/v1/pipelines/<name>`, `POST /api/v1/pipelines/<name>/uploads`
 for presigned PUT URLs) is authenticated like the rest of /api/v1. Pipelines belong to the
-server's operator, not to an account: every key sees them all.
+server's operator, not to an account: every key sees them all, but only operators ([server]
+operators) see a failure's message and the error record beside it, which may quote the objects'
+contents or the function's secrets; other keys get each failure's key, code, status, attempts and
+time.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from s3batch.pipelines.runner import ERROR_SUFFIX, Pipeline
 from s3batch.pipelines.sources import receive_events, restage, run_background
 from s3batch.pipelines.uploads import DEFAULT_PRESIGN_EXPIRES_S, presign_put
 from s3batch.settings import SERVER_FILE
+from s3batch.storage.base import ObjectStore
 from s3batch.storage.config import StorageConfig
 
 log = logging.getLogger(__name__)
@@ -54,10 +58,13 @@ DEFAULT_TIMELINE_BUCKET_S = 60
 MIN_TIMELINE_BUCKET_S = 10
 DEFAULT_TIMELINE_HOURS = 24
 MAX_TIMELINE_S = 30 * 24 * 3600
-#: Recent failures listed, by default and at most; an error record larger than this is not sent.
+#: Recent failures listed, by default and at most; an error record larger than this (bytes) is
+#: neither read whole nor sent.
 DEFAULT_RECENT_FAILURES = 20
 MAX_RECENT_FAILURES = 200
 MAX_ERROR_RECORD_BYTES = 64 * 1024
+#: Why a failure's message and record are missing for a key that is not an operator's.
+OPERATORS_ONLY = f"message and error record are shown to operators only ([server] operators in {SERVER_FILE})"
 #: Objects one replay call moves back at most (the request stays short; call again for more).
 MAX_REPLAY_OBJECTS = 1000
 
@@ -216,11 +223,15 @@ async def timeline(caller: Caller) -> Response:
 
 
 async def failures(caller: Caller) -> Response:
-    """The files that errored last, newest first, each with the error record the pipeline wrote
-    beside it in its error bucket (null when there is none, e.g. after a replay removed it)."""
+    """The files that errored last, newest first. An operator gets each one's message and the
+    error record the pipeline wrote beside it in its error bucket (null when there is none, e.g.
+    after a replay removed it); another key gets message and record null and `withheld` saying
+    why (see the module doc)."""
     request = caller.request
-    hosted = host_of(request).get(str(request.path_params["name"]))
+    host = host_of(request)
+    hosted = host.get(str(request.path_params["name"]))
     limit = int_param(request, "limit", DEFAULT_RECENT_FAILURES, 1, MAX_RECENT_FAILURES)
+    operator = caller.key.access_key in host.operators
     pipeline = hosted.pipeline
     found = []
     for row, updated in pipeline.state.recent_errors(limit):
@@ -228,32 +239,52 @@ async def failures(caller: Caller) -> Response:
             {
                 "bucket": row.bucket,
                 "key": row.key,
-                "version_id": row.version_id,
+                "version_id": row.version_id if operator else None,
                 "attempts": row.attempts,
                 "error_code": row.error_code,
                 "http_status": row.http_status,
-                "message": row.message,
+                "message": row.message if operator else None,
                 "updated": updated,
-                "record": await _error_record(pipeline, row.key),
+                "record": await _error_record(pipeline, row.key) if operator else None,
+                "withheld": None if operator else OPERATORS_ONLY,
             }
         )
     return JSONResponse({"failures": found, "error_bucket": pipeline.cfg.error})
 
 
 async def _error_record(pipeline: Pipeline, key: str) -> Any:
-    """The JSON error record of `key` in the pipeline's error bucket, or None."""
+    """The JSON error record of `key` in the pipeline's error bucket, or None. Anyone who can
+    write to the error bucket can put a huge object there: at most MAX_ERROR_RECORD_BYTES + 1
+    bytes of it are read, enough to tell one over the limit."""
     if not pipeline.cfg.error:
         return None
     try:
-        body = await pipeline.store.get_bytes(pipeline.cfg.error, key + ERROR_SUFFIX)
+        body = await read_head(
+            pipeline.store, pipeline.cfg.error, key + ERROR_SUFFIX, MAX_ERROR_RECORD_BYTES + 1
+        )
     except StorageError:
         return None
     if len(body) > MAX_ERROR_RECORD_BYTES:
-        return {"truncated": True, "bytes": len(body)}
+        return {"truncated": True, "larger_than_bytes": MAX_ERROR_RECORD_BYTES}
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {"text": body[:MAX_ERROR_RECORD_BYTES].decode("utf-8", errors="replace")}
+
+
+async def read_head(store: ObjectStore, bucket: str, key: str, max_bytes: int) -> bytes:
+    """The first `max_bytes` of an object (all of a shorter one), without reading the rest: one
+    ranged GET of `max_bytes` on S3, and the stream closed once that much has come."""
+    parts: list[bytes] = []
+    size = 0
+    chunks = store.iter_bytes(bucket, key, chunk_size=max_bytes)
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= max_bytes:
+                break
+    return b"".join(parts)[:max_bytes]
 
 
 async def replay_failures(caller: Caller) -> Response:

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import PurePosixPath
@@ -239,20 +239,30 @@ def with_location(message: str, location: str) -> str:
     return f"{location} {message}" if message else location
 
 
-def location_finder(raw: Mapping[str, Any], job_id: str) -> Callable[[str], Iterator[tuple[str, str]]] | None:
-    """(task id, location) of each Parquet location of this job's sink in a text (report
-    lines); None for a sink that keeps no files (a table)."""
+def location_reader(raw: Mapping[str, Any], job_id: str) -> Callable[[str, str], str | None] | None:
+    """For a Parquet sink, a function of (a report row's ResultMessage, that row's own task id)
+    giving the location `with_location` put there, or None; None for a sink that keeps no files
+    (a table).
+
+    Only a location at the very start of the message counts, and only one that names the row's
+    own task: the rest of the message is the function's `resultString`, and a task without
+    resultData has nothing but that, so a function could otherwise make one task's row point
+    at another task's leftover row and have `finalize_sink` drop that task's real one."""
     target = parse_sink(raw)
     if not isinstance(target, ParquetTarget):
         return None
     start = re.escape(f"s3://{target.bucket}/{target.folder(job_id)}")
-    pattern = re.compile(start + PART_PATTERN + re.escape(TASK_FRAGMENT) + f"(?P<task>{_QUOTED_TASK})")
+    pattern = re.compile(
+        start + PART_PATTERN + re.escape(TASK_FRAGMENT) + f"(?P<task>{_QUOTED_TASK})(?= |\\Z)"
+    )
 
-    def find(text: str) -> Iterator[tuple[str, str]]:
-        for match in pattern.finditer(text):
-            yield unquote(match.group("task")), match.group(0)
+    def read(message: str, task_id: str) -> str | None:
+        match = pattern.match(message)
+        if match is None or unquote(match.group("task")) != task_id:
+            return None
+        return match.group(0)
 
-    return find
+    return read
 
 
 # -- group commit -------------------------------------------------------------------------

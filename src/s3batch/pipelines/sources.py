@@ -235,21 +235,25 @@ async def restage(
 ) -> tuple[int, bool]:
     """Move up to `limit` objects (all when None) from `source` back to staging, each with its
     error record removed, and admit them to run again; (moved, whether more are left). The
-    caller drains, or wakes the pipeline's own loop (a server's replay action)."""
+    caller drains, or wakes the pipeline's own loop (a server's replay action). When a store
+    call fails part-way, the objects already moved are still admitted before the error goes on:
+    they have left `source`, and nothing else would run them."""
     moved: list[ObjectInfo] = []
     more = False
-    async for info in pipeline.store.list_objects(source, prefix=prefix):
-        if info.key.endswith(ERROR_SUFFIX):
-            continue
-        if limit is not None and len(moved) >= limit:
-            more = True
-            break
-        staging = pipeline.cfg.source
-        await pipeline.store.copy(source, info.key, staging, info.key)
-        moved.append(await pipeline.store.head(staging, info.key))
-        await pipeline.store.delete(source, info.key)
-        await pipeline.store.delete(source, info.key + ERROR_SUFFIX)
-    pipeline.submit(pipeline.listing_events(moved), force=True)
+    try:
+        async for info in pipeline.store.list_objects(source, prefix=prefix):
+            if info.key.endswith(ERROR_SUFFIX):
+                continue
+            if limit is not None and len(moved) >= limit:
+                more = True
+                break
+            staging = pipeline.cfg.source
+            await pipeline.store.copy(source, info.key, staging, info.key)
+            moved.append(await pipeline.store.head(staging, info.key))
+            await pipeline.store.delete(source, info.key)
+            await pipeline.store.delete(source, info.key + ERROR_SUFFIX)
+    finally:
+        pipeline.submit(pipeline.listing_events(moved), force=True)
     return len(moved), more
 
 

@@ -16,7 +16,7 @@ const TIMELINE_REFRESH_MS = 2000;  // the job store samples a running job every 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const state = { timer: null, source: null, sseErrors: 0, jobId: null, nextToken: null,
-  failuresAfter: null, failedSeen: -1, cause: null, timelineAt: 0 };
+  failuresAfter: null, failedSeen: -1, cause: null, timelineAt: 0, generation: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -58,6 +58,19 @@ function stopLive() {
   state.source = null;
 }
 
+// Each navigation starts a new generation. stopLive() clears the armed timer, but a request
+// already in flight for the view being left would, when it returns, render that view again and
+// re-arm its poll (which then pulls the page back to it): views check their generation first.
+function nextGeneration() {
+  stopLive();
+  state.generation += 1;
+  return state.generation;
+}
+
+function isCurrent(generation) {
+  return generation === state.generation;
+}
+
 function failed(error) {
   if (error instanceof HttpError && error.status === 401) {
     stopLive();
@@ -95,7 +108,7 @@ function setIdentity(who) {
 }
 
 async function logout() {
-  stopLive();
+  nextGeneration();
   await api("/session", { method: "DELETE" }).catch(() => null);
   showLogin();
 }
@@ -163,23 +176,25 @@ function cell(row, text, className) {
 
 // -- job list -----------------------------------------------------------------------------------
 
-async function showList(append) {
+async function showList(append, generation) {
+  if (!isCurrent(generation)) return;
   show("list-view");
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if ($("status-filter").value) query.append("status", $("status-filter").value);
   if (append && state.nextToken) query.set("next_token", state.nextToken);
   try {
     const page = await api(`/jobs?${query}`);
+    if (!isCurrent(generation)) return;
     renderJobs(page.jobs, append);
     state.nextToken = page.next_token;
     $("next-page").hidden = !page.next_token;
     notice("");
   } catch (error) {
-    failed(error);
+    if (isCurrent(generation)) failed(error);
     return;
   }
   // Only the first page refreshes itself: later pages would shift under the reader.
-  if (!append) state.timer = setTimeout(() => showList(false), LIST_POLL_MS);
+  if (!append) state.timer = setTimeout(() => showList(false, generation), LIST_POLL_MS);
 }
 
 function renderJobs(jobs, append) {
@@ -206,7 +221,7 @@ function renderJobs(jobs, append) {
 
 // -- one job ------------------------------------------------------------------------------------
 
-function showJob(jobId) {
+function showJob(jobId, generation) {
   show("job-view");
   state.jobId = jobId;
   state.failedSeen = -1;
@@ -220,15 +235,17 @@ function showJob(jobId) {
   const base = `${API}/jobs/${encodeURIComponent(jobId)}/report/`;
   for (const name of ["succeeded", "failed"]) $(`download-${name}`).href = `${base}${name}.csv`;
   $("download-manifest").href = `${base}manifest.json`;
-  refreshJob().then(() => startLive(jobId));
+  refreshJob(generation).then(() => { if (isCurrent(generation)) startLive(jobId); });
 }
 
-async function refreshJob() {
+async function refreshJob(generation) {
   try {
-    renderJob(await api(`/jobs/${encodeURIComponent(state.jobId)}`));
+    const detail = await api(`/jobs/${encodeURIComponent(state.jobId)}`);
+    if (!isCurrent(generation)) return;
+    renderJob(detail);
     notice("");
   } catch (error) {
-    failed(error);
+    if (isCurrent(generation)) failed(error);
   }
 }
 
@@ -411,13 +428,14 @@ function startLive(jobId) {
   };
 }
 
-async function pollJob(jobId) {
+async function pollJob(jobId, generation = state.generation) {
   stopLive();
   $("job-live").textContent = "polling";
-  await refreshJob();
+  await refreshJob(generation);
+  if (!isCurrent(generation)) return;
   if (state.jobId === jobId && $("job-status").textContent
       && !["Complete", "Cancelled", "Failed"].includes($("job-status").textContent)) {
-    state.timer = setTimeout(() => pollJob(jobId), JOB_POLL_MS);
+    state.timer = setTimeout(() => pollJob(jobId, generation), JOB_POLL_MS);
   } else {
     $("job-live").textContent = "";
   }
@@ -476,10 +494,12 @@ function countsText(counts) {
   return parts.length ? parts.join(" · ") : "none yet";
 }
 
-async function showPipelines() {
+async function showPipelines(generation) {
+  if (!isCurrent(generation)) return;
   show("pipelines-view");
   try {
     const page = await api("/pipelines");
+    if (!isCurrent(generation)) return;
     const body = $("pipelines-body");
     body.replaceChildren();
     for (const p of page.pipelines) {
@@ -497,18 +517,20 @@ async function showPipelines() {
     $("pipelines-empty").hidden = page.pipelines.length > 0;
     notice("");
   } catch (error) {
-    failed(error);
+    if (isCurrent(generation)) failed(error);
     return;
   }
-  state.timer = setTimeout(showPipelines, PIPELINE_POLL_MS);
+  state.timer = setTimeout(() => showPipelines(generation), PIPELINE_POLL_MS);
 }
 
-async function showPipeline(name) {
+async function showPipeline(name, generation) {
+  if (!isCurrent(generation)) return;
   show("pipeline-view");
   const path = `/pipelines/${encodeURIComponent(name)}`;
   try {
     const [info, timeline, recent] = await Promise.all(
       [api(path), api(`${path}/timeline`), api(`${path}/failures`)]);
+    if (!isCurrent(generation)) return;
     $("pipeline-name").textContent = info.name;
     $("pipeline-source").textContent = info.source;
     $("pipeline-on-success").textContent = info.archive ? `${info.on_success} → ${info.archive}` : info.on_success;
@@ -520,10 +542,10 @@ async function showPipeline(name) {
     renderPipelineFailures(recent.failures);
     notice("");
   } catch (error) {
-    failed(error);
+    if (isCurrent(generation)) failed(error);
     return;
   }
-  state.timer = setTimeout(() => showPipeline(name), PIPELINE_POLL_MS);
+  state.timer = setTimeout(() => showPipeline(name, generation), PIPELINE_POLL_MS);
 }
 
 // Stacked bars: for each time bucket, how many files reached each state in it.
@@ -583,7 +605,8 @@ function renderPipelineFailures(failures) {
     relativeTime(cell(row, ""), new Date(f.updated * 1000).toISOString());
     const record = document.createElement("pre");
     record.className = "record";
-    record.textContent = f.record == null ? "–" : JSON.stringify(f.record, null, 2);
+    // Only operators get records; others see why not (the server's `withheld`).
+    record.textContent = f.record == null ? (f.withheld || "–") : JSON.stringify(f.record, null, 2);
     cell(row, record);
     body.append(row);
   }
@@ -606,30 +629,33 @@ async function replay(event) {
 // -- routing ------------------------------------------------------------------------------------
 
 async function route() {
-  stopLive();
+  const generation = nextGeneration();
   if ($("logout").hidden) {
     try {
-      setIdentity(await api("/session"));
+      const who = await api("/session");
+      if (!isCurrent(generation)) return;
+      setIdentity(who);
     } catch (error) {
+      if (!isCurrent(generation)) return;
       if (error instanceof HttpError && error.status === 401) showLogin(); else notice(error.message);
       return;
     }
   }
   const job = location.hash.match(/^#\/jobs\/(.+)$/);
   const pipeline = location.hash.match(/^#\/pipelines\/(.+)$/);
-  if (job) showJob(decodeURIComponent(job[1]));
-  else if (pipeline) showPipeline(decodeURIComponent(pipeline[1]));
-  else if (location.hash === "#/pipelines") showPipelines();
-  else showList(false);
+  if (job) showJob(decodeURIComponent(job[1]), generation);
+  else if (pipeline) showPipeline(decodeURIComponent(pipeline[1]), generation);
+  else if (location.hash === "#/pipelines") showPipelines(generation);
+  else showList(false, generation);
 }
 
 function init() {
   for (const status of STATUSES) $("status-filter").append(new Option(status, status));
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
-  $("refresh").addEventListener("click", () => { stopLive(); showList(false); });
-  $("status-filter").addEventListener("change", () => { stopLive(); showList(false); });
-  $("next-page").addEventListener("click", () => { stopLive(); showList(true); });
+  $("refresh").addEventListener("click", () => showList(false, nextGeneration()));
+  $("status-filter").addEventListener("change", () => showList(false, nextGeneration()));
+  $("next-page").addEventListener("click", () => showList(true, nextGeneration()));
   $("more-failures").addEventListener("click", () => loadFailures(true));
   $("clear-cause").addEventListener("click", () => filterByCause(null));
   $("replay-form").addEventListener("submit", replay);

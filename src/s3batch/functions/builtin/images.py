@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from s3batch.errors import StorageError
@@ -87,19 +88,32 @@ def check_size(body: bytes, max_bytes: int) -> None:
         )
 
 
-def open_picture(body: bytes) -> Image:
-    """The picture in `body`, checked for size before its pixels are decoded."""
-    from PIL import Image, UnidentifiedImageError
+@contextmanager
+def bomb_guard() -> Iterator[None]:
+    """Pillow's decompression-bomb warning and error, inside the block, as PictureError.
+
+    Pillow warns, then refuses, past its own limit (which it checks again when a frame's pixels
+    are loaded); both mean "too large" here, a failed task rather than a failed invocation."""
+    from PIL import Image
 
     with warnings.catch_warnings():
-        # Pillow warns, then refuses, past its own limit; both mean "too large" here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise PictureError(PICTURE_TOO_LARGE, str(exc)) from None
+
+
+def open_picture(body: bytes) -> Image:
+    """The picture in `body`, its first frame checked for size before its pixels are decoded
+    (`frames` checks each later frame when it gets there)."""
+    from PIL import Image, UnidentifiedImageError
+
+    with bomb_guard():
         try:
             picture = Image.open(io.BytesIO(body))
         except UnidentifiedImageError:
             raise PictureError(UNSUPPORTED, "object is not an image format Pillow reads") from None
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise PictureError(PICTURE_TOO_LARGE, str(exc)) from None
     check_pixels(picture.width, picture.height)
     return picture
 
@@ -113,15 +127,28 @@ def check_pixels(width: int, height: int) -> None:
 
 
 def frames(picture: Image, limit: int) -> Iterator[Image]:
-    """The first `limit` frames of a picture (pages of a TIFF, frames of a GIF), each as RGB."""
+    """The first `limit` frames of a picture (pages of a TIFF, frames of a GIF), each as RGB.
+
+    Each frame has its own size (a TIFF's second page may claim far more pixels than its first),
+    so each is checked against MAX_PICTURE_PIXELS before its pixels are decoded."""
     count = getattr(picture, "n_frames", 1)
     for index in range(min(count, limit)):
-        if index:
-            try:
-                picture.seek(index)
-            except (EOFError, OSError, ValueError) as exc:  # a frame the header promised is missing
-                raise PictureError(BROKEN, f"cannot decode frame {index + 1}: {exc}") from None
-        yield rgb(picture)
+        # The guard covers one frame and never spans a `yield`: warning filters are
+        # process-wide, and the consumer's code must not run under this one.
+        with bomb_guard():
+            if index:
+                seek(picture, index)
+            frame = rgb(picture)
+        yield frame
+
+
+def seek(picture: Image, index: int) -> None:
+    """Move `picture` to frame `index` (from 0) and check that frame's size."""
+    try:
+        picture.seek(index)
+    except (EOFError, OSError, ValueError) as exc:  # a frame the header promised is missing
+        raise PictureError(BROKEN, f"cannot decode frame {index + 1}: {exc}") from None
+    check_pixels(picture.width, picture.height)
 
 
 def rgb(picture: Image) -> Image:
