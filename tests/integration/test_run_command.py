@@ -271,3 +271,99 @@ def test_placeholders_are_checked_at_create_job(local_env: Env, bucket_name: str
         with pytest.raises(BadRequest, match=message):
             create(local_env, bucket_name, op(command, "out"), [(bucket_name, "a.txt")])
     assert local_env.batch().list_jobs()["Jobs"] == []
+
+
+# -- what a job on one's own machine may not do ----------------------------------------------------
+
+
+def test_interpreter_hooks_in_the_environment_are_refused_at_create_job(
+    local_env: Env, bucket_name: str, tmp_path: Path
+) -> None:
+    """BASH_ENV with a bash-script executable (ldd on Debian/Ubuntu; `bash -c :` stands in
+    where ldd is a binary) ran the value's command substitution before the script."""
+    marker = tmp_path / "pwned-by-bash-env"
+    local_env.make_bucket(bucket_name)
+    local_env.put(bucket_name, "a.bin", b"\x7fELF not really")
+    hooks = {
+        "BASH_ENV": f"$(id > {marker})",
+        "SHELLOPTS": "xtrace",
+        "PS4": f"$(id > {marker})",
+        "PERL5OPT": "-e1",
+        "PYTHONPATH": str(tmp_path),
+        "NODE_OPTIONS": "--require=/x.js",
+        "GCONV_PATH": str(tmp_path),
+        "GIT_SSH_COMMAND": f"id > {marker}",
+        "MAGICK_CONFIGURE_PATH": str(tmp_path),
+        "LD_PRELOAD": "/x.so",
+    }
+    for name, value in hooks.items():
+        for command in (["ldd", "{input}"], ["bash", "-c", ":"]):
+            with pytest.raises(BadRequest, match=rf"Environment.{name}: a loader or interpreter hook"):
+                create(
+                    local_env,
+                    bucket_name,
+                    op(command, "out", Environment={name: value}),
+                    [(bucket_name, "a.bin")],
+                )
+    assert local_env.batch().list_jobs()["Jobs"] == []
+    assert not marker.exists()
+
+
+def test_an_object_over_max_input_bytes_fails_before_it_is_staged(local_env: Env, bucket_name: str) -> None:
+    files = {"small.txt": b"x" * 1000, "big.txt": b"x" * 1001}
+    job = op(["gzip", "-c", "-n", "{input}"], f"{bucket_name}-out", StdoutFile="{key}.gz", MaxInputBytes=1000)
+    _, rows = run_on(local_env, bucket_name, files, job)
+    assert rows["small.txt"][3] == "succeeded"
+    assert rows["big.txt"][3:] == [
+        "failed", "400", "InputTooLarge",
+        "the object is 1001 bytes, more than MaxInputBytes (1000 bytes); nothing ran",
+    ]  # fmt: skip
+    assert out_keys(local_env, f"{bucket_name}-out") == ["small.txt.gz"]
+
+
+def test_an_object_that_grows_past_max_input_bytes_while_staged_fails(
+    local_env: Env, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size seen by HEAD is not trusted for the download: the stream is counted too."""
+    real_head = rc.RunCommand._check_size
+
+    async def stale_head(self: rc.RunCommand, task: Any, caps: Any) -> None:
+        await real_head(self, task, type(caps)(max_input_bytes=1 << 30))
+
+    monkeypatch.setattr(rc.RunCommand, "_check_size", stale_head)
+    job = op(["gzip", "-c", "{input}"], f"{bucket_name}-out", MaxInputBytes=10, StdoutFile="x.gz")
+    _, rows = run_on(local_env, bucket_name, {"a.txt": b"x" * 11}, job)
+    assert rows["a.txt"][3:6] == ["failed", "400", "InputTooLarge"]
+    assert "grew past MaxInputBytes (10 bytes) while it was downloaded" in rows["a.txt"][6]
+
+
+SCRATCH = (
+    "import os, sys, time\n"
+    "for n, folder in enumerate((os.environ['TMPDIR'], os.environ['HOME'], os.environ['HOME'])):\n"
+    "    open(os.path.join(folder, 'scratch' + str(n)), 'wb').write(os.urandom(1 << 20))\n"
+    "time.sleep(float(sys.argv[1]))\n"
+)
+
+
+@pytest.mark.parametrize("linger_s", ["60", "0"])
+def test_scratch_space_counts_against_the_disk_cap(local_env: Env, bucket_name: str, linger_s: str) -> None:
+    """Before, only output/ was watched: tmp/ and HOME could fill the worker's disk. Still
+    running, the command is stopped by the watch; exited, the check before the upload fails it."""
+    started = time.monotonic()
+    job = op([*python(SCRATCH), linger_s], f"{bucket_name}-out", MaxDiskBytes=2 << 20, TimeoutSeconds=60)
+    _, rows = run_on(local_env, bucket_name, {"a.txt": b"a"}, job)
+    assert time.monotonic() - started < QUICK_JOB_S
+    status, http, code, message = rows["a.txt"][3:]
+    assert (status, http, code) == ("failed", "400", "DiskLimitExceeded")
+    assert message.startswith(
+        f"the task's folder (input, output, tmp) held more than MaxDiskBytes ({2 << 20} bytes)"
+    )
+    assert out_keys(local_env, f"{bucket_name}-out") == []
+
+
+def test_one_file_cannot_outgrow_the_disk_cap_between_two_looks(local_env: Env, bucket_name: str) -> None:
+    job = op(["head", "-c", str(256 << 20), "/dev/zero"], f"{bucket_name}-out", StdoutFile="zeros",
+             MaxDiskBytes=1 << 20, MaxOutputBytes=512 << 20)  # fmt: skip
+    _, rows = run_on(local_env, bucket_name, {"a.txt": b"a"}, job)
+    assert rows["a.txt"][3:6] == ["failed", "400", "DiskLimitExceeded"]
+    assert "got SIGXFSZ" in rows["a.txt"][6]

@@ -156,11 +156,14 @@ def parse_or_event_error(payload: Any) -> None:
 
 
 class StubPipeline:
-    """What receive_events uses of a Pipeline: no webhook token, and submit (checked here)."""
+    """What receive_events uses of a Pipeline: no webhook token, live tables, and submit (checked
+    here)."""
 
     cfg = SimpleNamespace(webhook_token=None)
+    #: Not None: the webhook also parses removal events for live tables (fuzzed too).
+    tables = object()
 
-    def submit(self, events: Sequence[ObjectEvent]) -> Counts:
+    def submit(self, events: Sequence[ObjectEvent], **_: object) -> Counts:
         check_well_formed(Parsed(list(events)))
         return Counts()
 

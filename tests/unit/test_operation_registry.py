@@ -42,6 +42,7 @@ OPERATION_NAMES = (
     "S3DeleteObject",
     "S3batchCsvIngest",
     "S3batchRunCommand",
+    "S3batchTransfer",
 )
 GET = ("s3:GetObject", "s3:GetObjectVersion")
 #: Operation → actions on the task's object, as (plain, with a version id).
@@ -59,6 +60,7 @@ OBJECT_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "S3DeleteObject": (("s3:DeleteObject", "s3:DeleteObjectVersion"),),
     "S3batchCsvIngest": (GET,),
     "S3batchRunCommand": (GET,),
+    "S3batchTransfer": (GET,),
     "LambdaInvoke": (),
 }
 #: Operation → bucket-level actions (operations not listed: none).
@@ -81,7 +83,8 @@ PER_TASK: dict[str, dict[str, int]] = {
     "S3ComputeObjectChecksum": {"GET": 1},
     "LambdaInvoke": {"LAMBDA_INVOKE": 1},
     "S3batchCsvIngest": {"GET": 1},
-    "S3batchRunCommand": {"GET": 1, "PUT": 1},
+    "S3batchRunCommand": {"HEAD": 1, "GET": 1, "PUT": 1},
+    "S3batchTransfer": {"HEAD": 1, "GET": 1, "PUT": 1},
 }
 DELETE_BATCH = 1000
 #: Operation → the feature its capability probe checks (operations not listed: no probe).

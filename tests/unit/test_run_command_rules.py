@@ -1,15 +1,20 @@
-"""S3batchRunCommand without a store: its parameters at CreateJob time, the server's allow-list
-(server.toml's allow_commands and the per-caller check), the placeholders of one task and the
-process-group runner (operations/_subprocess.py). End-to-end jobs: tests/integration/test_run_command.py."""
+"""S3batchRunCommand without a store: its parameters at CreateJob time, the server's registered
+commands (server.toml's [[commands]], the per-caller check, the check again when the job runs),
+the environment denylist, the caps and the folder watch, the placeholders of one task and the
+process-group runner (operations/_subprocess.py). End-to-end jobs: tests/integration/test_run_command.py
+and, over HTTP, tests/integration/test_run_command_serve.py."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import signal
 import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +22,30 @@ import pytest
 
 from s3batch.api.server_config import load_server_config
 from s3batch.api.xml import parse_request
-from s3batch.domain.task import Task
+from s3batch.domain.commands import (
+    CAP_FIELDS,
+    MAX_DISK_BYTES_LIMIT,
+    Caps,
+    JobCommand,
+    RegisteredCommand,
+    ServerCommands,
+    caps_of,
+)
+from s3batch.domain.spec import JobRuntime
+from s3batch.domain.stores import LocalConfig
+from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest
 from s3batch.functions.registry import FunctionScope, ServerFunctions
 from s3batch.operations import _subprocess, get_kind
 from s3batch.operations import run_command as rc
+from s3batch.operations.base import JobContext, OperationContext
 from s3batch.service.jobs import check_command
+from s3batch.storage.memory import MemoryStore
 
 GZIP = shutil.which("gzip", path=rc.DEFAULT_PATH)
 TARGET = "arn:aws:s3:::out"
+ACCOUNT = "111111111111"
+SERVER_TOML = Path("/srv/s3batch/server.toml")
 #: Bounds of the process tests, in seconds.
 PROCESS_GONE_S = 5.0
 POLL_S = 0.05
@@ -57,6 +77,8 @@ def validate(value: dict[str, Any]) -> None:
         params(Command=["/usr/bin/env"], StdoutFile="{key}.env/{bucket}-{version_id}{extension}"),
         params(Command=["echo", "{{literal}}", "{{{key}}}", "x}}y"]),
         params(TargetResource="out"),
+        params(MaxInputBytes=0, MaxDiskBytes=MAX_DISK_BYTES_LIMIT),
+        {"CommandName": "thumb-1_x", "TargetResource": TARGET, "StdoutFile": "{key}.gz", "TimeoutSeconds": 5},
     ],
 )
 def test_good_parameters(good: dict[str, Any]) -> None:
@@ -108,6 +130,14 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (params(StdoutFile="{input}.gz"), r"StdoutFile: unknown placeholder \{input\}"),
     (params(StdoutFile="{output_dir}/x"), r"unknown placeholder \{output_dir\}"),
     (params(Shell=True), r"S3batchRunCommand: unknown or unsupported parameter\(s\): Shell"),
+    (params(MaxInputBytes=-1), r"MaxInputBytes must be a whole number from 0 to"),
+    (params(MaxDiskBytes=MAX_DISK_BYTES_LIMIT + 1), r"MaxDiskBytes must be a whole number from 0 to"),
+    (params(CommandName="gzip"), r"Command: a registered command \(CommandName\) runs with its registration"),
+    ({"CommandName": "a b", "TargetResource": TARGET}, r"CommandName must be 1-64 letters"),
+    ({"CommandName": 3, "TargetResource": TARGET}, r"CommandName must be 1-64 letters"),
+    ({"CommandName": "z"}, r"TargetResource \(a bucket ARN\) is required"),
+    ({"CommandName": "z", "TargetResource": TARGET, "TimeoutSeconds": 0}, r"TimeoutSeconds must be"),
+    ({"CommandName": "z", "TargetResource": TARGET, "Shell": 1}, r"unknown or unsupported parameter"),
 ]
 
 
@@ -225,11 +255,49 @@ def test_too_many_output_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(rc, "MAX_OUTPUT_FILES", 2)
     for n in range(3):
         (tmp_path / f"f{n}").write_bytes(b"")
-    assert rc.over_limits(tmp_path, 100)
     with pytest.raises(rc.TaskFailed, match="more than 2 files"):
         outputs_of(tmp_path)
-    (tmp_path / "f2").unlink()
-    assert not rc.over_limits(tmp_path, 100) and rc.over_limits(tmp_path, -1)
+
+
+def workdir_with(tmp_path: Path, files: dict[str, int]) -> rc.Workdir:
+    workdir = rc.Workdir(tmp_path)
+    for sub in ("input", "output", "tmp"):
+        (tmp_path / sub).mkdir()
+    for name, size in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(bytes(size))
+    return workdir
+
+
+def test_the_watch_counts_the_whole_folder_against_the_disk_cap(tmp_path: Path) -> None:
+    """Before, only output/ was watched: a command could fill the disk through tmp/ or HOME."""
+    files = {"input/in": 10, "tmp/scratch": 50_000, ".cache/x": 50_000, "output/o": 10}
+    workdir = workdir_with(tmp_path, files)
+    used = {name: max(size, (tmp_path / name).stat().st_blocks * 512) for name, size in files.items()}
+    total = sum(used.values())
+    caps = Caps(max_input_bytes=10, max_output_bytes=used["output/o"], max_disk_bytes=total)
+    assert rc.over_caps(workdir, caps) is None
+    assert rc.over_caps(workdir, replace(caps, max_disk_bytes=total - 1)) == rc.DISK_LIMIT_EXCEEDED
+    assert rc.over_caps(workdir, replace(caps, max_output_bytes=used["output/o"] - 1)) == rc.OUTPUT_TOO_LARGE
+
+
+def test_the_watch_counts_entries_files_and_allocated_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = workdir_with(tmp_path, {})
+    with open(tmp_path / "tmp" / "sparse", "wb") as sparse:
+        sparse.truncate(1 << 30)  # a size without blocks still counts as its size
+    assert rc.over_caps(workdir, Caps(max_disk_bytes=(1 << 30) - 1)) == rc.DISK_LIMIT_EXCEEDED
+    (tmp_path / "tmp" / "sparse").unlink()
+    monkeypatch.setattr(rc, "MAX_FOLDER_ENTRIES", 10)
+    for n in range(8):
+        (tmp_path / "tmp" / f"d{n}").mkdir()  # empty folders: no bytes, still entries
+    assert rc.over_caps(workdir, Caps()) == rc.DISK_LIMIT_EXCEEDED
+    monkeypatch.setattr(rc, "MAX_OUTPUT_FILES", 2)
+    monkeypatch.setattr(rc, "MAX_FOLDER_ENTRIES", 100)
+    for n in range(3):
+        (tmp_path / "output" / f"f{n}").write_bytes(b"")
+    assert rc.over_caps(workdir, Caps()) == rc.OUTPUT_TOO_LARGE
 
 
 def test_success_messages_are_bounded() -> None:
@@ -247,70 +315,271 @@ def test_content_types_come_from_the_extension_but_not_for_compressed_files() ->
     assert rc.content_type("noext") is None
 
 
-# -- the server's allow-list ---------------------------------------------------------------------
+# -- the server's registered commands ------------------------------------------------------------
 
 
-def scope(*commands: str) -> FunctionScope:
-    return ServerFunctions(commands=commands).for_account("111111111111")
-
-
-def request(command: list[str], **extra: Any) -> dict[str, Any]:
-    return {"Operation": {rc.NAME: params(Command=command, **extra)}}
-
-
-def test_the_allow_list_matches_the_resolved_absolute_path() -> None:
+def registration(name: str = "gzip", account: str = "*", **caps: int) -> RegisteredCommand:
     assert GZIP is not None
-    for allowed in (("gzip",), (GZIP,), ("sha256sum", "gzip")):
-        check_command(request(["gzip", "-c"]), scope(*allowed))
-        check_command(request([GZIP]), scope(*allowed))
-    refusals = [
-        (request(["gzip"]), scope()),
-        (request(["gzip"]), scope("sha256sum")),
-        (request(["sha256sum"]), scope("gzip")),
-        (request(["no-such-tool-here"]), scope("gzip", "no-such-tool-here")),
-        # The same file by another path is not the allowed path (exact match, no realpath).
-        (request([str(Path(GZIP).parent / ".." / Path(GZIP).parent.name / "gzip")]), scope("gzip")),
-    ]
-    for denied, caller in refusals:
-        with pytest.raises(InvalidRequest, match=r"Command\[0\] .* is not an executable this server runs"):
-            check_command(denied, caller)
+    return RegisteredCommand(
+        account, name, (GZIP, "-c", "-n", "{input}"), (("LANG", "C.UTF-8"),), caps_of(caps, "setting", "")
+    )
 
 
-def test_a_path_of_the_callers_choosing_cannot_smuggle_in_a_lookalike(tmp_path: Path) -> None:
-    fake = tmp_path / "gzip"
-    fake.write_text("#!/bin/sh\n")
-    fake.chmod(0o755)
-    with pytest.raises(InvalidRequest, match="is not an executable this server runs"):
-        check_command(request(["gzip"], Environment={"PATH": f"{tmp_path}:/usr/bin:/bin"}), scope("gzip"))
+def scope(*commands: RegisteredCommand) -> FunctionScope:
+    by_account: dict[str, dict[str, RegisteredCommand]] = {}
+    for command in commands:
+        by_account.setdefault(command.account_id, {})[command.name] = command
+    return ServerFunctions(commands=ServerCommands(by_account)).for_account(ACCOUNT)
 
 
-def test_loader_variables_are_refused_to_server_callers() -> None:
-    for name in ("LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES"):
-        with pytest.raises(InvalidRequest, match=f"does not let jobs set {name}"):
-            check_command(request(["gzip"], Environment={name: "/x.so"}), scope("gzip"))
+def request(**fields: Any) -> dict[str, Any]:
+    return {"Operation": {rc.NAME: {"TargetResource": TARGET, **fields}}}
 
 
-def test_the_cli_and_python_api_are_not_held_to_an_allow_list() -> None:
-    check_command(request(["anything-at-all"], Environment={"LD_PRELOAD": "/x.so"}), {})
-    check_command({"Operation": {"S3PutObjectTagging": {}}}, scope())
+def check(fields: dict[str, Any], caller: FunctionScope | dict[str, str]) -> JobCommand | None:
+    """CreateJob's two checks, in its order: the parameters alone, then the caller's rules."""
+    validate(request(**fields)["Operation"][rc.NAME])
+    return check_command(request(**fields), caller, SERVER_TOML)
 
 
-def test_allow_commands_in_server_toml(tmp_path: Path) -> None:
-    (tmp_path / "server.toml").write_text('[server]\nallow_commands = ["/usr/bin/convert", "gzip"]\n')
-    assert load_server_config(tmp_path).functions.for_account("1").commands == ("/usr/bin/convert", "gzip")
-    (tmp_path / "server.toml").write_text("[server]\n")
-    assert load_server_config(tmp_path).functions.commands == ()
-    for bad, message in (
-        (
-            'allow_commands = ["bin/gzip"]',
-            "allow_commands entry 'bin/gzip' must be an absolute path or a bare name",
-        ),
-        ('allow_commands = "gzip"', "allow_commands must be a list of non-empty strings"),
-        ('allow_commands = [""]', "allow_commands must be a list of non-empty strings"),
-    ):
-        (tmp_path / "server.toml").write_text(f"[server]\n{bad}\n")
-        with pytest.raises(ConfigError, match=message):
-            load_server_config(tmp_path)
+def test_a_server_caller_runs_exactly_a_registered_command() -> None:
+    recorded = check({"CommandName": "gzip", "StdoutFile": "{key}.gz"}, scope(registration()))
+    assert recorded == JobCommand(registration(), str(SERVER_TOML))
+    assert recorded.registration.program == GZIP  # an absolute path, recorded at CreateJob
+
+
+def test_a_server_caller_cannot_choose_arguments_even_of_a_registered_executable() -> None:
+    """The exfiltration: with gzip runnable, `gzip -c <the server's secrets>` read any file."""
+    loot = {"Command": ["gzip", "-c", "/srv/s3batch/server.toml"], "StdoutFile": "loot.gz"}
+    for caller in (scope(registration()), scope(registration(name="other"))):
+        with pytest.raises(InvalidRequest, match=r"Command: this server runs only commands its operator"):
+            check(loot, caller)
+    with pytest.raises(BadRequest, match=r"Command: a registered command \(CommandName\) runs with"):
+        check({**loot, "CommandName": "gzip"}, scope(registration()))
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"BASH_ENV": "$(id > /tmp/pwned)"},
+        {"PATH": "/tmp/attacker:/usr/bin:/bin"},
+        {"LANG": "C"},  # harmless, but a registration's environment is its operator's alone
+    ],
+)
+def test_a_server_caller_sets_no_environment(environment: dict[str, str]) -> None:
+    with pytest.raises(BadRequest, match=r"Environment: a registered command \(CommandName\)"):
+        check({"CommandName": "gzip", "Environment": environment}, scope(registration()))
+    with pytest.raises(InvalidRequest, match=r"Environment: this server runs only commands its operator"):
+        check_command(request(Environment=environment), scope(registration()), SERVER_TOML)
+
+
+def test_a_name_registered_for_another_account_or_not_at_all_is_refused_alike() -> None:
+    for caller in (scope(), scope(registration(account="999999999999")), scope(registration("zip"))):
+        with pytest.raises(InvalidRequest, match=r"CommandName 'gzip' is not a command registered for your"):
+            check({"CommandName": "gzip"}, caller)
+    assert check({"CommandName": "gzip"}, scope(registration(account=ACCOUNT))) is not None
+
+
+def test_an_accounts_own_registration_wins_over_every_accounts() -> None:
+    mine = RegisteredCommand(ACCOUNT, "gzip", ("/bin/true",))
+    assert scope(registration(), mine).commands["gzip"] is mine
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "cap"),
+    [
+        ("TimeoutSeconds", rc.MAX_TIMEOUT_S, 60),
+        ("MaxOutputBytes", rc.MAX_OUTPUT_BYTES_LIMIT, 1 << 20),
+        ("MaxInputBytes", 1 << 30, 1 << 20),
+        ("MaxDiskBytes", 1 << 40, 1 << 30),
+    ],
+)
+def test_a_server_caller_may_lower_the_registrations_caps_never_raise_them(
+    field: str, value: int, cap: int
+) -> None:
+    setting = next(c.setting for c in CAP_FIELDS if c.parameter == field)
+    caller = scope(registration(**{setting: cap}))
+    with pytest.raises(InvalidRequest, match=rf"{field} {value} is more than this server allows .*\({cap}\)"):
+        check({"CommandName": "gzip", field: value}, caller)
+    check({"CommandName": "gzip", field: cap}, caller)
+    lowered = rc.registered_plan({"CommandName": "gzip", "TargetResource": TARGET, field: 1}, registration())
+    assert getattr(lowered.caps, next(c.attribute for c in CAP_FIELDS if c.parameter == field)) == 1
+
+
+def test_a_registration_whose_executable_is_missing_is_refused(tmp_path: Path) -> None:
+    gone = RegisteredCommand("*", "gone", (str(tmp_path / "gone"),))
+    with pytest.raises(InvalidRequest, match=r"CommandName 'gone': the command is not available"):
+        check({"CommandName": "gone"}, scope(gone))
+
+
+def test_one_s_own_machine_runs_its_own_command_and_names_none() -> None:
+    assert check({"Command": ["anything-at-all", "{input}"]}, {}) is None
+    with pytest.raises(BadRequest, match=r"CommandName names a command an s3batch serve operator registered"):
+        check({"CommandName": "gzip"}, {})
+    check_command({"Operation": {"S3PutObjectTagging": {}}}, scope(), SERVER_TOML)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BASH_ENV", "ENV", "SHELLOPTS", "PS4", "PROMPT_COMMAND", "LD_PRELOAD", "LD_LIBRARY_PATH",
+        "DYLD_INSERT_LIBRARIES", "GLIBC_TUNABLES", "GCONV_PATH", "PERL5OPT", "PERL5LIB", "RUBYOPT",
+        "PYTHONPATH", "PYTHONSTARTUP", "PYTHONWARNINGS", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS",
+        "GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "MAGICK_CONFIGURE_PATH", "MAGICK_CODER_MODULE_PATH",
+        "OPENSSL_CONF", "LESSOPEN",
+    ],
+)  # fmt: skip
+def test_loader_and_interpreter_hooks_are_refused_on_one_s_own_machine_too(name: str) -> None:
+    with pytest.raises(BadRequest, match=rf"Environment.{name}: a loader or interpreter hook"):
+        validate(params(Environment={name: "x"}))
+
+
+def test_ordinary_variables_stay_allowed() -> None:
+    ordinary = {"LANG": "C.UTF-8", "TZ": "UTC", "PYTHONUNBUFFERED": "1", "NODE_ENV": "production",
+                "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    assert dict(rc.plan_of(params(Environment=ordinary)).environment) == ordinary
+
+
+def test_caps_default_and_the_disk_cap_follows_input_and_output() -> None:
+    assert rc.plan_of(params()).caps == Caps(
+        timeout_s=300, max_input_bytes=1 << 30, max_output_bytes=1 << 30, max_disk_bytes=3 << 30
+    )
+    derived = rc.plan_of(params(MaxInputBytes=10, MaxOutputBytes=20)).caps
+    assert derived.max_disk_bytes == 30 + rc.DEFAULT_SCRATCH_BYTES
+    assert rc.plan_of(params(MaxDiskBytes=5)).caps.max_disk_bytes == 5
+
+
+# -- server.toml's [[commands]] --------------------------------------------------------------------
+
+GOOD_TOML = """
+[[commands]]
+account_id = "*"
+name = "thumbnail"
+argv = ["/usr/bin/convert", "{input}", "-thumbnail", "128x128", "{output_dir}/{key}.jpg"]
+environment = { LANG = "C.UTF-8", MAGICK_CONFIGURE_PATH = "/etc/s3batch/magick" }
+max_input_bytes = 100
+max_output_bytes = 200
+timeout_seconds = 30
+
+[[commands]]
+account_id = "111111111111"
+name = "thumbnail"
+argv = ["/usr/local/bin/thumb", "{input}"]
+"""
+
+
+def test_commands_in_server_toml(tmp_path: Path) -> None:
+    (tmp_path / "server.toml").write_text(GOOD_TOML)
+    functions = load_server_config(tmp_path).functions
+    every = functions.for_account("222222222222").commands["thumbnail"]
+    assert every.argv[0] == "/usr/bin/convert"
+    assert dict(every.environment)["MAGICK_CONFIGURE_PATH"] == "/etc/s3batch/magick"  # the operator's call
+    assert every.caps == Caps(
+        timeout_s=30, max_input_bytes=100, max_output_bytes=200, max_disk_bytes=200 + 100 + (1 << 30)
+    )
+    own = functions.for_account(ACCOUNT).commands["thumbnail"]
+    assert own.argv == ("/usr/local/bin/thumb", "{input}") and own.caps == Caps()
+    assert rc.load_server_commands(tmp_path / "server.toml") == functions.commands
+    assert rc.load_server_commands(tmp_path / "none.toml") == ServerCommands()
+
+
+ENTRY = 'account_id = "*"\nname = "z"\nargv = ["/bin/gzip"]\n'
+NAMED = '[[commands]]\naccount_id = "*"\nname = "z"\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[server]\nallow_commands = ["gzip"]\n', r"\[server\]: unknown field\(s\) allow_commands"),
+        ("commands = 3\n", r"\[\[commands\]\]: must be an array of tables"),
+        (f"[[commands]]\n{ENTRY}shell = true\n", r"#1: unknown field\(s\) shell"),
+        ('[[commands]]\nname = "z"\nargv = ["/bin/gzip"]\n', r"#1: account_id must be 12 digits"),
+        ('[[commands]]\naccount_id = "*"\nname = "a b"\nargv = ["/bin/gzip"]\n', r"#1: name must be"),
+        (f'{NAMED}argv = ["gzip"]\n', r"argv\[0\] 'gzip' must be an absolute"),
+        (f"{NAMED}argv = []\n", r"#1: argv \(a non-empty list"),
+        (f'{NAMED}argv = ["/bin/gzip", "{{nope}}"]\n', r"argv\[1\]: unknown placeholder"),
+        (f"[[commands]]\n{ENTRY}environment = {{ HOME = '/' }}\n", r"environment.HOME: set by s3batch"),
+        (f"[[commands]]\n{ENTRY}environment = {{ PATH = 'bin' }}\n", r"environment.PATH 'bin': every"),
+        (f"[[commands]]\n{ENTRY}timeout_seconds = 0\n", r"#1: timeout_seconds must be a whole number"),
+        (f"[[commands]]\n{ENTRY}max_output_bytes = -1\n", r"#1: max_output_bytes must be a whole number"),
+        (f"[[commands]]\n{ENTRY}\n[[commands]]\n{ENTRY}", r"#2: command 'z' is registered twice for"),
+    ],
+)  # fmt: skip
+def test_bad_registrations_name_the_entry_and_field(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "server.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_server_config(tmp_path)
+
+
+# -- when the job runs -----------------------------------------------------------------------------
+
+
+def job_context(command: JobCommand | None, account: str = ACCOUNT) -> JobContext:
+    return JobContext(
+        job_id="j", account_id=account, region="us-east-1", storage=LocalConfig(root="/"), command=command
+    )
+
+
+def write_commands(path: Path, argv: list[str], **caps: int) -> None:
+    extra = "".join(f"{name} = {value}\n" for name, value in caps.items())
+    quoted = ", ".join(f'"{arg}"' for arg in argv)
+    path.write_text(
+        f'[[commands]]\naccount_id = "*"\nname = "gzip"\nargv = [{quoted}]\n'
+        f'environment = {{ LANG = "C.UTF-8" }}\n{extra}'
+    )
+
+
+CALLER = {"CommandName": "gzip", "TargetResource": TARGET, "StdoutFile": "{key}.gz"}
+
+
+def test_a_registered_command_runs_the_recorded_path_while_still_registered(tmp_path: Path) -> None:
+    assert GZIP is not None
+    config = tmp_path / "server.toml"
+    write_commands(config, [GZIP, "-c", "-n", "{input}"], timeout_seconds=7)
+    recorded = check_command(request(**CALLER), scope(registration()), config)
+    assert recorded is not None
+    ready = rc.job_setup(CALLER, job_context(recorded))
+    assert isinstance(ready, rc.Ready)
+    assert ready.program == GZIP and ready.plan.environment == (("LANG", "C.UTF-8"),)
+    assert ready.plan.caps.timeout_s == 7  # the operator's cap as it is now, when lower
+
+
+@pytest.mark.parametrize(
+    ("server_toml", "message"),
+    [
+        (None, "command 'gzip' is no longer registered for this account"),
+        ("", "command 'gzip' is no longer registered for this account"),
+        ("[[commands]\n", "cannot read the server's registered commands"),
+        ("sha256sum", "command 'gzip' is registered differently than when the job was created"),
+    ],
+)
+def test_a_registration_removed_or_changed_since_create_job_fails_every_task(
+    tmp_path: Path, server_toml: str | None, message: str
+) -> None:
+    config = tmp_path / "server.toml"
+    recorded = JobCommand(registration(), str(config))
+    if server_toml == "sha256sum":
+        write_commands(config, ["/usr/bin/sha256sum", "{input}"])
+    elif server_toml is not None:
+        config.write_text(server_toml)
+    refused = rc.job_setup(CALLER, job_context(recorded))
+    assert isinstance(refused, TaskResult)
+    assert (refused.error_code, refused.http_status) == ("CommandNotRegistered", 403)
+    assert message in (refused.message or "")
+    op = rc.RunCommand(CALLER, OperationContext(job=job_context(recorded), store=MemoryStore()))
+    assert asyncio.run(op.apply(Task(seq=0, bucket="b", raw_key="k", key="k"))) == refused
+
+
+def test_a_command_name_without_a_recorded_registration_never_runs() -> None:
+    refused = rc.job_setup(CALLER, job_context(None))
+    assert isinstance(refused, TaskResult) and refused.error_code == "CommandNotRegistered"
+
+
+def test_the_runtime_record_keeps_the_registration() -> None:
+    recorded = JobCommand(registration(max_input_bytes=5), "/srv/s3batch/server.toml")
+    runtime = JobRuntime(storage=LocalConfig(root="/b"), region="us-east-1", command=recorded)
+    assert JobRuntime.parse(json.loads(json.dumps(runtime.as_json()))).command == recorded
+    assert "command" not in JobRuntime(storage=LocalConfig(root="/b"), region="us-east-1").as_json()
 
 
 def test_the_s3_control_xml_carries_the_extension() -> None:
@@ -331,6 +600,11 @@ def test_the_s3_control_xml_carries_the_extension() -> None:
             "Environment": {"LANG": "C.UTF-8"},
         }
     }
+    named = body.replace(
+        "<Command><member>gzip</member><member>-c</member><member>{input}</member></Command>",
+        "<CommandName>thumbnail</CommandName><MaxInputBytes>10</MaxInputBytes><MaxDiskBytes>20</MaxDiskBytes>",
+    )
+    assert parse_request("CreateJob", named.encode())["Operation"][rc.NAME]["CommandName"] == "thumbnail"
     unknown = body.replace("<TimeoutSeconds>30</TimeoutSeconds>", "<Shell>true</Shell>")
     with pytest.raises(BadRequest, match=r"Operation.S3batchRunCommand: unknown element <Shell>"):
         parse_request("CreateJob", unknown.encode())
@@ -430,6 +704,24 @@ def test_a_watch_alarm_stops_the_command(tmp_path: Path) -> None:
     finished = asyncio.run(_subprocess.run(launch(tmp_path, "import time; time.sleep(60)"), watch))
     assert finished.ending is _subprocess.Ending.STOPPED_BY_WATCH
     assert len(calls) == 2
+
+
+def test_a_file_over_the_size_limit_stops_the_command(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE: the kernel stops a file at the disk cap, between two looks of the watch.
+    The limit is set once the command has started, so it writes more than a few bytes."""
+    started = _subprocess.Launch(
+        argv=["head", "-c", str(256 << 20), "/dev/zero"],
+        cwd=tmp_path,
+        env={"PATH": rc.DEFAULT_PATH},
+        timeout_s=30,
+        tail_bytes=100,
+        stdout_path=tmp_path / "big",
+        max_file_bytes=1000,
+    )
+    finished = asyncio.run(_subprocess.run(started))
+    assert finished.returncode == -signal.SIGXFSZ
+    assert (tmp_path / "big").stat().st_size < 64 << 20
+    assert rc.command_failure(rc.plan_of(params()), finished).error_code == rc.DISK_LIMIT_EXCEEDED  # type: ignore[union-attr]
 
 
 def test_the_command_sees_only_the_given_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from s3batch.storage.capabilities import (
     MultipartUploadStore,
     ObjectLockStore,
     PartsStore,
+    PartUploadStore,
     ReplicationStore,
     RestoreStore,
     StorageAdapter,
@@ -28,6 +29,7 @@ from s3batch.storage.capabilities import (
     encryption_store,
     multipart_upload_store,
     object_lock_store,
+    part_upload_store,
     parts_store,
     replication_store,
     restore_store,
@@ -57,10 +59,12 @@ CAPABILITIES: dict[Capability, tuple[type, Callable[[ObjectStore], object]]] = {
     Capability.VERSIONS: (VersionedStore, versioned_store),
     Capability.MULTIPART_UPLOADS: (MultipartUploadStore, multipart_upload_store),
     Capability.PARTS: (PartsStore, parts_store),
+    Capability.PART_UPLOADS: (PartUploadStore, part_upload_store),
 }
 #: What the folder and memory stores emulate today: an empty replication configuration, no
-#: incomplete uploads (memory: those a test leaves), every object in one part.
-EMULATED = {Capability.REPLICATION, Capability.MULTIPART_UPLOADS, Capability.PARTS}
+#: incomplete uploads but those create_multipart_upload starts (memory: and those a test leaves),
+#: every object in one part, checksummed part uploads.
+EMULATED = {Capability.REPLICATION, Capability.MULTIPART_UPLOADS, Capability.PARTS, Capability.PART_UPLOADS}
 #: Capability → (method, arguments) of a call the folder and memory stores do not emulate.
 NOT_EMULATED: dict[Capability, tuple[str, tuple[Any, ...]]] = {
     Capability.ACL: ("put_acl", ("b", "k", None)),

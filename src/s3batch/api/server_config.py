@@ -4,7 +4,6 @@
     allow_python_functions = false     # true: python:module:callable FunctionArns over HTTP too
     function_path = ["handlers"]       # sys.path of handlers of API-created jobs (relative: to HOME)
     trusted_proxies = ["10.0.0.7"]     # X-Forwarded-For/-Proto believed only from these peers
-    allow_commands = ["gzip"]          # executables S3batchRunCommand jobs may run (default: none)
     operators = ["AKIAOPERATOR"]       # access key ids allowed operator actions (pipeline replay)
 
     [[functions]]
@@ -12,10 +11,26 @@
     name = "thumbnailer"
     handler = "my_project.handlers:lambda_handler"
 
+    [[commands]]
+    account_id = "*"                   # or "111122223333"
+    name = "thumbnail"                 # S3batchRunCommand's CommandName
+    argv = ["/usr/bin/convert", "{input}", "-thumbnail", "128x128", "{output_dir}/{key}.jpg"]
+    timeout_seconds = 120              # optional caps (docs/run-command.md#over-s3batch-serve)
+
+    [[stores]]
+    account_id = "111122223333"        # or "*"
+    name = "backup"                    # S3batchTransfer's TargetStore
+    endpoint_url = "http://10.0.0.5:9000"
+    profile = "nas"                    # credentials: an AWS profile of the server's environment
+
 Every key holder of a server is treated as a stranger: a LambdaInvoke job created over HTTP may
 only name a function registered here for its account (or for "*"), or a built-in one. HOME's
 functions.toml, `--function` and `python:` ARNs are conveniences of the CLI on one's own machine;
 the server ignores functions.toml and refuses `python:` ARNs unless `allow_python_functions`.
+Likewise an S3batchTransfer job names only a store registered for its account in `[[stores]]`
+(docs/transfer.md); HOME's stores.toml is the CLI's. An S3batchRunCommand job names only a
+command registered for its account in `[[commands]]` (CommandName) and adds no argument or
+environment of its own (docs/run-command.md#over-s3batch-serve).
 The other tables of the file (`[[keys]]`, `[[roles]]`, `[[pipelines]]`, `[[inventories]]`) are
 read by their own modules.
 """
@@ -28,13 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s3batch.domain.commands import COMMANDS_TABLE, parse_server_commands
+from s3batch.domain.named_stores import parse_server_stores
 from s3batch.errors import ConfigError
 from s3batch.functions.registry import ServerFunctions, registered_function
 from s3batch.settings import SERVER_FILE
 
 SERVER_TABLE = "server"
 FUNCTIONS_TABLE = "functions"
-_SERVER_FIELDS = {"allow_python_functions", "function_path", "trusted_proxies", "allow_commands", "operators"}
+#: `[[stores]]`: the stores each account's S3batchTransfer jobs may name (docs/transfer.md).
+STORES_TABLE = "stores"
+_SERVER_FIELDS = {"allow_python_functions", "function_path", "trusted_proxies", "operators"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +80,8 @@ def load_server_config(home: Path) -> ServerConfig:
         by_account=_registrations(data.get(FUNCTIONS_TABLE, []), f"{path} [[{FUNCTIONS_TABLE}]]"),
         allow_python=_flag(options, "allow_python_functions", f"{path} [{SERVER_TABLE}]"),
         sys_path=tuple(str(home / p) for p in _strings(options, "function_path", f"{path} [{SERVER_TABLE}]")),
-        commands=checked_commands(_strings(options, "allow_commands", f"{path} [{SERVER_TABLE}]"), str(path)),
+        commands=parse_server_commands(data.get(COMMANDS_TABLE, []), f"{path} [[{COMMANDS_TABLE}]]"),
+        stores=parse_server_stores(data.get(STORES_TABLE, []), f"{path} [[{STORES_TABLE}]]"),
     )
     proxies = _strings(options, "trusted_proxies", f"{path} [{SERVER_TABLE}]")
     operators = frozenset(_strings(options, "operators", f"{path} [{SERVER_TABLE}]"))
@@ -81,17 +101,6 @@ def checked_proxies(proxies: tuple[str, ...], where: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise ConfigError(f"{where}: trusted proxy {proxy!r} is not an IP address or network") from exc
     return proxies
-
-
-def checked_commands(commands: tuple[str, ...], where: str) -> tuple[str, ...]:
-    """The entries if each is an absolute path or a bare name (found on S3batchRunCommand's
-    default PATH when a job is created). Raises ConfigError."""
-    for command in commands:
-        if "/" in command and not command.startswith("/"):
-            raise ConfigError(
-                f"{where}: allow_commands entry {command!r} must be an absolute path or a bare name"
-            )
-    return commands
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

@@ -40,20 +40,36 @@ _UTF8_NAMES = {"utf-8", "utf8"}
 _SCALAR_TYPES = {"string", "integer", "long", "boolean", "timestamp"}
 #: s3batch extensions a CreateJob's <Operation> may hold besides botocore's JobOperation members,
 #: in botocore's shape notation so they parse exactly like modeled ones (lists of <member>, maps
-#: of <entry>). Only S3batchRunCommand, the one extension a server's operator can allow its
-#: callers (docs/run-command.md#security); the others name local paths or are CLI conveniences.
+#: of <entry>). Only the extensions a server's operator can allow its callers: S3batchRunCommand
+#: (docs/run-command.md#security) and S3batchTransfer into the stores it registers
+#: (docs/transfer.md); the others name local paths or are CLI conveniences.
 _EXTENSION_SHAPES: dict[str, dict[str, Any]] = {
     "S3batchRunCommandOperation": {
         "type": "structure",
         "members": {
             "Command": {"shape": "S3batchArguments"},
+            "CommandName": {"shape": "S3batchString"},
             "TargetResource": {"shape": "S3batchString"},
             "TargetKeyPrefix": {"shape": "S3batchString"},
             "StdoutFile": {"shape": "S3batchString"},
             "TimeoutSeconds": {"shape": "S3batchLong"},
+            "MaxInputBytes": {"shape": "S3batchLong"},
             "MaxOutputBytes": {"shape": "S3batchLong"},
+            "MaxDiskBytes": {"shape": "S3batchLong"},
             "MaxStderrTailBytes": {"shape": "S3batchLong"},
             "Environment": {"shape": "S3batchEnvironment"},
+        },
+    },
+    "S3batchTransferOperation": {
+        "type": "structure",
+        "members": {
+            "TargetStore": {"shape": "S3batchString"},
+            "TargetResource": {"shape": "S3batchString"},
+            "TargetKeyPrefix": {"shape": "S3batchString"},
+            "SourceKeyPrefix": {"shape": "S3batchString"},
+            "SkipExisting": {"shape": "S3batchString"},
+            "ChecksumAlgorithm": {"shape": "S3batchString"},
+            "PartSizeBytes": {"shape": "S3batchLong"},
         },
     },
     "S3batchArguments": {"type": "list", "member": {"shape": "S3batchString"}},
@@ -66,7 +82,12 @@ _EXTENSION_SHAPES: dict[str, dict[str, Any]] = {
     "S3batchLong": {"type": "long"},
 }
 #: Modeled structure → its extra members (name → extension shape).
-_EXTENDED_STRUCTURES = {"JobOperation": {"S3batchRunCommand": "S3batchRunCommandOperation"}}
+_EXTENDED_STRUCTURES = {
+    "JobOperation": {
+        "S3batchRunCommand": "S3batchRunCommandOperation",
+        "S3batchTransfer": "S3batchTransferOperation",
+    }
+}
 
 
 @functools.cache

@@ -100,6 +100,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "diff",
         "Compare two inventories or listings; write added, removed and changed objects as job manifests.",
     ),
+    "transfer": LazyCommand(
+        "s3batch.cli.transfer",
+        "transfer",
+        "Copy a folder or bucket prefix to another store as one job, with verified checksums.",
+    ),
 }
 
 

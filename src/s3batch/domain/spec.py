@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from s3batch.domain.arn import bucket_from_arn, object_from_arn
+from s3batch.domain.commands import JobCommand
 from s3batch.domain.function import FunctionSpec
 from s3batch.domain.generator import ManifestGenerator, generator_from_json
 from s3batch.domain.manifest import ManifestFormat
@@ -140,10 +141,16 @@ class JobRuntime:
     function_env: Mapping[str, str] | None = None
     #: The server-defined role the job runs as (jobs created through `s3batch serve`).
     role: RoleRef | None = None
+    #: The registered command an S3batchRunCommand job of a server's caller runs, as registered
+    #: at CreateJob (docs/run-command.md#over-s3batch-serve).
+    command: JobCommand | None = None
+    #: Named stores the job writes to (S3batchTransfer's TargetStore), resolved at CreateJob;
+    #: configs only, never credentials (docs/transfer.md).
+    stores: Mapping[str, StorageConfig] | None = None
 
     @classmethod
     def parse(cls, runtime: Mapping[str, Any]) -> JobRuntime:
-        function, role = runtime.get("function"), runtime.get("role")
+        function, role, stores = runtime.get("function"), runtime.get("role"), runtime.get("stores")
         return cls(
             storage=from_dict(runtime["storage"]),
             region=runtime.get("region", DEFAULT_REGION),
@@ -151,6 +158,8 @@ class JobRuntime:
             function=_function(function) if function else None,
             function_env=runtime.get("function_env"),
             role=RoleRef(role["account_id"], role["name"]) if role else None,
+            command=JobCommand.parse(runtime["command"]) if runtime.get("command") else None,
+            stores={name: from_dict(config) for name, config in stores.items()} if stores else None,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -160,10 +169,14 @@ class JobRuntime:
             out["identity"] = self.identity
         if self.role is not None:
             out["role"] = {"account_id": self.role.account_id, "name": self.role.name}
+        if self.command is not None:
+            out["command"] = self.command.as_json()
         if self.function is not None:
             out["function"] = asdict(self.function)
         if self.function_env is not None:
             out["function_env"] = dict(self.function_env)
+        if self.stores:
+            out["stores"] = {name: to_dict(config) for name, config in self.stores.items()}
         return out
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3batch.domain.arn import parse_lambda_arn
+from s3batch.domain.commands import RegisteredCommand, ServerCommands
 from s3batch.domain.function import FunctionSpec
 from s3batch.domain.stores import StorageConfig
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest
@@ -77,7 +78,7 @@ HOW_TO_REGISTER = (
 @dataclass(frozen=True, slots=True)
 class FunctionScope:
     """The functions one server caller may name in a FunctionArn, and where handlers import from;
-    also the executables its S3batchRunCommand jobs may run (operations/run_command.py)."""
+    also the commands its S3batchRunCommand jobs may name (operations/run_command.py)."""
 
     #: NAME → "module:callable" registered for this caller (the built-ins are added on lookup).
     registry: Mapping[str, str] = field(default_factory=dict)
@@ -85,8 +86,9 @@ class FunctionScope:
     python_arns: bool = False
     #: Prepended to the handler workers' sys.path (the operator's choice; never the server's cwd).
     sys_path: tuple[str, ...] = ()
-    #: server.toml's `allow_commands`: absolute paths, or names looked up on the default PATH.
-    commands: tuple[str, ...] = ()
+    #: server.toml's `[[commands]]` of this caller, by name: the only commands its
+    #: S3batchRunCommand jobs may run (CommandName).
+    commands: Mapping[str, RegisteredCommand] = field(default_factory=dict)
     #: server.toml's `[[stores]]` of this caller: the only stores its S3batchTransfer jobs may
     #: name as TargetStore (service/stores.py).
     stores: Mapping[str, StorageConfig] = field(default_factory=dict)
@@ -102,7 +104,8 @@ class ServerFunctions:
     by_account: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     allow_python: bool = False
     sys_path: tuple[str, ...] = ()
-    commands: tuple[str, ...] = ()
+    #: `[[commands]]`, per account.
+    commands: ServerCommands = field(default_factory=ServerCommands)
     #: Account id (or ANY_ACCOUNT) → store name → config, from `[[stores]]`.
     stores: Mapping[str, Mapping[str, StorageConfig]] = field(default_factory=dict)
 
@@ -113,7 +116,7 @@ class ServerFunctions:
             registry,
             python_arns=self.allow_python,
             sys_path=self.sys_path,
-            commands=self.commands,
+            commands=self.commands.for_account(account_id),
             stores=stores,
         )
 

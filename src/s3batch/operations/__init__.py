@@ -41,6 +41,7 @@ _MODULES = {
     "S3DeleteObject": "s3batch.operations.delete",
     "S3batchCsvIngest": "s3batch.operations.csv_ingest",
     "S3batchRunCommand": "s3batch.operations.run_command",
+    "S3batchTransfer": "s3batch.operations.transfer",
 }
 
 

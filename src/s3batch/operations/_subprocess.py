@@ -13,6 +13,12 @@ group is what a timeout kills:
 
 stderr (and stdout when it is not sent to a file) is read as it comes and only its last
 `tail_bytes` are kept, so a chatty command costs no memory beyond that.
+
+`max_file_bytes` becomes the command's RLIMIT_FSIZE (Linux; inherited by what it starts): the
+kernel refuses to grow any file past it (SIGXFSZ, or EFBIG where that is ignored), between two
+looks of a `watch` too. It is set with prlimit as soon as the command has started, not before
+its exec (that would take a `preexec_fn`, unsafe in a process with threads), so what the
+command writes in its first instant is the `watch`'s to catch.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import resource
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +80,8 @@ class Launch:
     tail_bytes: int
     #: Where stdout goes: a file created beforehand (None: a pipe whose tail is kept).
     stdout_path: Path | None = None
+    #: The largest file the command and its children may write, in bytes (None: no limit).
+    max_file_bytes: int | None = None
 
 
 class Tail:
@@ -102,6 +111,7 @@ async def run(launch: Launch, watch: Callable[[], bool] | None = None) -> Finish
         await _close_readers(readers, drain_s=0)
         raise
     waiting = asyncio.ensure_future(proc.wait())
+    _limit_file_size(proc.pid, launch.max_file_bytes)
     try:
         ending = await _supervise(proc.pid, waiting, launch.timeout_s, watch)
     finally:
@@ -142,6 +152,19 @@ async def _spawn(
             os.close(stdout_file)
         for reader in readers:
             reader.close_write_end()  # the child has its own copies
+
+
+def _limit_file_size(pid: int, max_bytes: int | None) -> None:
+    """RLIMIT_FSIZE of the started command (where the system has prlimit)."""
+    if max_bytes is None or not hasattr(resource, "prlimit"):
+        return
+    # Already gone (ProcessLookupError), or a set-user-ID program this user may not limit
+    # (PermissionError): the watch alone then keeps the caps.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        if hard != resource.RLIM_INFINITY:  # only a privileged process may raise a hard limit
+            max_bytes = min(max_bytes, hard)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
 
 
 class _TailReader(asyncio.Protocol):

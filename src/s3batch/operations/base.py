@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from s3batch.domain.commands import JobCommand
 from s3batch.domain.function import FunctionSpec
 from s3batch.domain.roles import Role
 from s3batch.domain.task import Task, TaskResult
@@ -71,6 +72,12 @@ class JobContext:
     #: The job's role (jobs created through `s3batch serve`): each task is checked against its
     #: allow-list (operations/guard.py). None: no role enforcement (CLI and local jobs).
     role: Role | None = None
+    #: The registered command of an S3batchRunCommand job created by a server's caller, as
+    #: recorded at CreateJob (domain/spec.JobRuntime.command). None: the job's own Command.
+    command: JobCommand | None = None
+    #: Named stores the job writes to besides its own (S3batchTransfer's TargetStore), as
+    #: resolved at CreateJob (domain/spec.JobRuntime.stores).
+    stores: Mapping[str, StorageConfig] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)

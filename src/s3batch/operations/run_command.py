@@ -2,17 +2,24 @@
 
 AWS would send such work to AWS Batch or a container; here each task is (docs/run-command.md):
 
-1. the object is streamed (`ObjectStore.iter_bytes`) into `input/` of a private temporary
-   folder (mode 0700, `TEMP_DIR_PREFIX*` under the worker's temporary directory), named after
-   the key's last segment so tools that go by the extension still can;
-2. `Command` runs there: an argv list (never a shell), each argument a template whose
+1. the object's size is checked against the job's MaxInputBytes (a HEAD), and the object is
+   streamed (`ObjectStore.iter_bytes`) into `input/` of a private temporary folder (mode 0700,
+   `TEMP_DIR_PREFIX*` under the worker's temporary directory), named after the key's last
+   segment so tools that go by the extension still can;
+2. the command runs there: an argv list (never a shell), each argument a template whose
    placeholders ({input} {output_dir} {key} {basename} {stem} {extension} {bucket}
    {version_id}) are filled in per task; in its own process group, in a clean environment
-   (PATH, HOME, TMPDIR and `Environment`, nothing of the worker's), with a deadline, its stderr
-   tail kept (operations/_subprocess.py);
+   (PATH, HOME, TMPDIR and the job's environment, nothing of the worker's), with a deadline,
+   its stderr tail kept (operations/_subprocess.py), the whole folder watched against the
+   job's disk cap and `output/` against its output cap;
 3. every regular file the command left below `output/` (symbolic links are not followed or
    uploaded) goes to `TargetResource` under `TargetKeyPrefix` + its path relative to `output/`;
 4. the folder is removed, whatever happened.
+
+Who chooses what runs: on one's own machine (CLI, Python API) the job's `Command` and
+`Environment`; for a caller of `s3batch serve`, only a command its operator registered in
+server.toml (`CommandName`, domain/commands.py), recorded with the job at CreateJob
+(`JobContext.command`) and checked against server.toml again when the job runs.
 
 Commands run at most MAX_RUNNING_COMMANDS at a time per worker process (the CPUs: a command is
 CPU work), and at most STAGED_PER_RUNNING times that many tasks hold a folder at once
@@ -20,40 +27,74 @@ CPU work), and at most STAGED_PER_RUNNING times that many tasks hold a folder at
 are apart from the job's storage concurrency.
 
 Per-object problems are failed tasks (HTTP status 400, the command's or the object's fault):
-`CommandFailed` ("ExitCode N: <stderr tail>"), `CommandTimedOut`, `OutputTooLarge`,
-`TooManyOutputFiles`, `InvalidOutputName`, `UnreadableOutput`, `UnusableKey`, `CommandNotFound`,
-`CommandNotStarted`; a local disk problem is `LocalIOError` (500, retryable); storage errors
-keep their own code.
+`CommandFailed` ("ExitCode N: <stderr tail>"), `CommandTimedOut`, `InputTooLarge`,
+`OutputTooLarge`, `DiskLimitExceeded`, `TooManyOutputFiles`, `InvalidOutputName`,
+`UnreadableOutput`, `UnusableKey`, `CommandNotFound`, `CommandNotStarted`; a registered command
+its server no longer registers as it was is `CommandNotRegistered` (403); a local disk problem
+is `LocalIOError` (500, retryable); storage errors keep their own code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mimetypes
 import os
-import re
 import shutil
 import signal
-import string
+import stat
 import tempfile
+import tomllib
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from s3batch.domain import pricing
 from s3batch.domain.arn import bucket_from_arn
+from s3batch.domain.commands import (
+    COMMAND_NAME,
+    COMMANDS_TABLE,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_PATH,
+    DEFAULT_SCRATCH_BYTES,
+    DEFAULT_TIMEOUT_S,
+    MAX_ARG_CHARS,
+    MAX_ARGS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENV_VARS,
+    MAX_OUTPUT_BYTES_LIMIT,
+    MAX_TIMEOUT_S,
+    NAME,
+    PLACEHOLDERS,
+    RESERVED_ENV,
+    STDOUT_PLACEHOLDERS,
+    Caps,
+    Field,
+    JobCommand,
+    RegisteredCommand,
+    ServerCommands,
+    Template,
+    caps_of,
+    check_environment,
+    parse_argv,
+    parse_server_commands,
+    parse_template,
+    render,
+    whole_number,
+)
 from s3batch.domain.roles import Need
 from s3batch.domain.task import Task, TaskResult
-from s3batch.errors import BadRequest, InvalidRequest, StorageError
+from s3batch.errors import BadRequest, ConfigError, InvalidRequest, StorageError
 from s3batch.operations import _subprocess
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import GET, Permissions
 from s3batch.operations.base import (
     UNBATCHED,
+    JobContext,
     NoProbe,
     Operation,
     OperationContext,
@@ -62,30 +103,45 @@ from s3batch.operations.base import (
 )
 from s3batch.storage.base import ObjectStore
 
-NAME = "S3batchRunCommand"
+__all__ = [  # the rules' names, kept importable from here (domain/commands.py holds them)
+    "DEFAULT_MAX_INPUT_BYTES",
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "DEFAULT_PATH",
+    "DEFAULT_SCRATCH_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "KIND",
+    "MAX_ARGS",
+    "MAX_ARG_CHARS",
+    "MAX_ENV_VALUE_CHARS",
+    "MAX_ENV_VARS",
+    "MAX_OUTPUT_BYTES_LIMIT",
+    "MAX_TIMEOUT_S",
+    "NAME",
+    "PLACEHOLDERS",
+    "RESERVED_ENV",
+    "STDOUT_PLACEHOLDERS",
+    "Field",
+    "RunCommand",
+    "Template",
+    "parse_template",
+    "render",
+]
+
+log = logging.getLogger(__name__)
 
 # -- limits and defaults ---------------------------------------------------------------------------
 
-#: PATH of the command when `Environment` names none: system directories only.
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-#: Seconds a command may run when `TimeoutSeconds` is not given, and the most it may ask for.
-DEFAULT_TIMEOUT_S = 300
-MAX_TIMEOUT_S = 24 * 3600
-#: Bytes of output (all files below {output_dir}) per task by default: 1 GiB.
-DEFAULT_MAX_OUTPUT_BYTES = 1 << 30
-#: The most `MaxOutputBytes` may be: 5 TiB, S3's largest object.
-MAX_OUTPUT_BYTES_LIMIT = 5 << 40
 #: Files a task may upload; more fails the task (a runaway command cannot flood the bucket).
 MAX_OUTPUT_FILES = 10_000
+#: Entries (files, folders, links) a task's whole folder may hold: a command making millions
+#: of empty files exhausts the disk's inodes without using bytes.
+MAX_FOLDER_ENTRIES = 100_000
 #: Bytes of stderr kept for the report by default, and the most that may be asked for.
 DEFAULT_STDERR_TAIL_BYTES = 1024
 MAX_STDERR_TAIL_BYTES = 8192
-#: Arguments per command, characters per argument (templates and rendered).
-MAX_ARGS = 1000
-MAX_ARG_CHARS = 32 * 1024
-#: Environment entries and characters per value.
-MAX_ENV_VARS = 100
-MAX_ENV_VALUE_CHARS = 32 * 1024
+#: Bytes a block of `st_blocks` counts (POSIX): a file's disk use is the larger of its size
+#: and its blocks, so neither a sparse nor a preallocated file hides from the disk cap.
+STAT_BLOCK_BYTES = 512
 #: Commands running at once per worker process: one per CPU this process may use.
 MAX_RUNNING_COMMANDS = (
     len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -105,87 +161,37 @@ NAME_MAX_BYTES = 255
 MAX_KEY_BYTES = 1024
 #: Characters of the success message's key list before it is cut with "... (+N more)".
 MAX_LISTED_KEYS_CHARS = 1024
-#: HTTP status of a failure the command or the object causes; of a local disk failure.
+#: HTTP status of a failure the command or the object causes; of a command the server no
+#: longer allows; of a local disk failure.
 COMMAND_FAULT_STATUS = 400
+NOT_ALLOWED_STATUS = 403
 LOCAL_FAULT_STATUS = 500
-
-#: Environment names the worker sets itself (to the task's folder).
-RESERVED_ENV = frozenset({"HOME", "TMPDIR"})
-#: Environment names a server caller may not set: they make the dynamic loader run code of
-#: their choosing inside an allowed executable.
-LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-#: Placeholder → what it stands for (docs/run-command.md).
-PLACEHOLDERS = ("input", "output_dir", "key", "basename", "stem", "extension", "bucket", "version_id")
-#: Placeholders of StdoutFile: it names a path inside {output_dir} already.
-STDOUT_PLACEHOLDERS = ("key", "basename", "stem", "extension", "bucket", "version_id")
 
 _KNOWN = {
     "Command",
+    "CommandName",
     "TargetResource",
     "TargetKeyPrefix",
     "StdoutFile",
     "TimeoutSeconds",
+    "MaxInputBytes",
     "MaxOutputBytes",
+    "MaxDiskBytes",
     "MaxStderrTailBytes",
     "Environment",
 }
-_FORMATTER = string.Formatter()
+#: What only a job on one's own machine chooses: a registered command's are its operator's.
+_FREE_FORM = ("Command", "Environment")
+HOW_TO_NAME_A_COMMAND = (
+    "this server runs only commands its operator registers with [[commands]] in server.toml; "
+    f"name one with {NAME}.CommandName (docs/run-command.md#over-s3batch-serve)"
+)
 
 
 # -- parameters -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A placeholder inside an argument template."""
-
-    name: str
-
-
-#: An argument: literal text and placeholders, in order.
-Template = tuple[str | Field, ...]
-
-
-def parse_template(where: str, text: Any, allowed: Sequence[str]) -> Template:
-    """`text` as literal pieces and placeholders, with str.format's syntax ({{ and }} are
-    literal braces) but nothing else of it: no positional fields, attributes, indexes,
-    conversions or format specs. Raises BadRequest naming `where`."""
-    if not isinstance(text, str):
-        raise BadRequest(f"{where} must be a string")
-    if len(text) > MAX_ARG_CHARS:
-        raise BadRequest(f"{where} is longer than {MAX_ARG_CHARS} characters")
-    if "\x00" in text:
-        raise BadRequest(f"{where} contains a NUL character")
-    try:
-        parsed = list(_FORMATTER.parse(text))
-    except ValueError as exc:
-        raise BadRequest(f"{where}: {exc} in {text!r}; write {{{{ and }}}} for literal braces") from None
-    pieces: list[str | Field] = []
-    for literal, name, spec, conversion in parsed:
-        if literal and pieces and isinstance(pieces[-1], str):
-            pieces[-1] += literal  # the parser splits literal text at each escaped brace
-        elif literal:
-            pieces.append(literal)
-        if name is None:
-            continue
-        if spec or conversion or name not in allowed:
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise BadRequest(
-                f"{where}: unknown placeholder {shown} in {text!r}; known: "
-                + ", ".join("{" + p + "}" for p in allowed)
-                + "; write {{ and }} for literal braces"
-            )
-        pieces.append(Field(name))
-    return tuple(pieces)
-
-
-def render(template: Template, values: Mapping[str, str]) -> str:
-    return "".join(values[p.name] if isinstance(p, Field) else p for p in template)
-
-
-def _uses(templates: Sequence[Template], name: str) -> bool:
+def _uses(templates: tuple[Template, ...], name: str) -> bool:
     return any(isinstance(p, Field) and p.name == name for t in templates for p in t)
 
 
@@ -193,22 +199,32 @@ def _uses(templates: Sequence[Template], name: str) -> bool:
 class Plan:
     """The checked parameters of one job."""
 
-    #: Command[0], as given: a bare name (looked up on PATH) or an absolute path.
+    #: The executable: a bare name (looked up on PATH) or an absolute path; for a registered
+    #: command always the registration's absolute path.
     program: str
     args: tuple[Template, ...]
     bucket: str
     prefix: str
     stdout_file: Template | None
-    timeout_s: int
-    max_output_bytes: int
+    caps: Caps
     tail_bytes: int
-    #: `Environment`, in the order given.
+    #: The command's variables, in the order given.
     environment: tuple[tuple[str, str], ...]
+    #: The registration's name for a registered command; None for one's own `Command`.
+    registered: str | None = None
 
     @property
     def path(self) -> str:
-        """The command's PATH: Environment's, else DEFAULT_PATH."""
+        """The command's PATH: its environment's, else DEFAULT_PATH."""
         return dict(self.environment).get("PATH", DEFAULT_PATH)
+
+    @property
+    def timeout_s(self) -> int:
+        return self.caps.timeout_s
+
+    @property
+    def max_output_bytes(self) -> int:
+        return self.caps.max_output_bytes
 
     @property
     def uses_key(self) -> bool:
@@ -224,51 +240,97 @@ class Plan:
         return self.prefix + relative if self.prefix.endswith("/") else f"{self.prefix}/{relative}"
 
 
-def plan_of(params: Mapping[str, Any]) -> Plan:
-    """The parameters, checked. Raises BadRequest naming the field."""
-    reject_unknown(NAME, params, _KNOWN)
-    program, args = _command(params.get("Command"))
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """The parameters every job chooses itself: where outputs go and what the report keeps."""
+
+    bucket: str
+    prefix: str
+    stdout_file: Template | None
+    tail_bytes: int
+
+
+def _delivery(params: Mapping[str, Any]) -> _Delivery:
     target = params.get("TargetResource")
     if not isinstance(target, str):
         raise BadRequest(f"{NAME}.TargetResource (a bucket ARN) is required")
     prefix = params.get("TargetKeyPrefix") or ""
     if not isinstance(prefix, str) or len(prefix) > MAX_KEY_BYTES:
         raise BadRequest(f"{NAME}.TargetKeyPrefix must be a string of at most {MAX_KEY_BYTES} characters")
-    return Plan(
-        program=program,
-        args=args,
+    tail = params.get("MaxStderrTailBytes", DEFAULT_STDERR_TAIL_BYTES)
+    return _Delivery(
         bucket=bucket_from_arn(target, f"{NAME}.TargetResource"),
         prefix=prefix,
         stdout_file=_stdout_file(params.get("StdoutFile")),
-        timeout_s=_integer(params, "TimeoutSeconds", DEFAULT_TIMEOUT_S, 1, MAX_TIMEOUT_S),
-        max_output_bytes=_integer(
-            params, "MaxOutputBytes", DEFAULT_MAX_OUTPUT_BYTES, 0, MAX_OUTPUT_BYTES_LIMIT
-        ),
-        tail_bytes=_integer(
-            params, "MaxStderrTailBytes", DEFAULT_STDERR_TAIL_BYTES, 0, MAX_STDERR_TAIL_BYTES
-        ),
-        environment=_environment(params.get("Environment")),
+        tail_bytes=whole_number(tail, f"{NAME}.MaxStderrTailBytes", 0, MAX_STDERR_TAIL_BYTES),
+    )
+
+
+def plan_of(params: Mapping[str, Any]) -> Plan:
+    """A job's own command (`Command`, one's own machine), checked. Raises BadRequest naming
+    the field."""
+    reject_unknown(NAME, params, _KNOWN)
+    if "CommandName" in params:
+        raise BadRequest(
+            f"{NAME}: give Command (your own command) or CommandName (a registered one), not both"
+        )
+    program, args = parse_argv(params.get("Command"), f"{NAME}.Command")
+    delivery = _delivery(params)
+    return Plan(
+        program=program,
+        args=args,
+        bucket=delivery.bucket,
+        prefix=delivery.prefix,
+        stdout_file=delivery.stdout_file,
+        caps=caps_of(params, "parameter", f"{NAME}."),
+        tail_bytes=delivery.tail_bytes,
+        environment=check_environment(params.get("Environment"), f"{NAME}.Environment", hooks=False),
+    )
+
+
+def command_name(params: Mapping[str, Any]) -> str:
+    """CommandName of a job naming a registered command, which may give neither Command nor
+    Environment. Raises BadRequest."""
+    reject_unknown(NAME, params, _KNOWN)
+    name = params.get("CommandName")
+    if not isinstance(name, str) or not COMMAND_NAME.fullmatch(name):
+        raise BadRequest(f"{NAME}.CommandName must be 1-64 letters, digits, '-' or '_'; got {name!r}")
+    for field in _FREE_FORM:
+        if field in params:
+            raise BadRequest(
+                f"{NAME}.{field}: a registered command (CommandName) runs with its registration's "
+                "arguments and environment; give Command or CommandName, not both"
+            )
+    return name
+
+
+def registered_plan(params: Mapping[str, Any], registration: RegisteredCommand) -> Plan:
+    """A job naming `registration`: its argv and environment, the job's own target, and caps
+    no higher than the registration's (InvalidRequest naming the field otherwise)."""
+    command_name(params)
+    program, args = parse_argv(list(registration.argv), f"{NAME} command {registration.name!r}")
+    delivery = _delivery(params)
+    return Plan(
+        program=program,
+        args=args,
+        bucket=delivery.bucket,
+        prefix=delivery.prefix,
+        stdout_file=delivery.stdout_file,
+        caps=caps_of(params, "parameter", f"{NAME}.", ceiling=registration.caps),
+        tail_bytes=delivery.tail_bytes,
+        environment=registration.environment,
+        registered=registration.name,
     )
 
 
 def validate(params: Mapping[str, Any]) -> None:
-    plan_of(params)
-
-
-def _command(value: Any) -> tuple[str, tuple[Template, ...]]:
-    where = f"{NAME}.Command"
-    if not isinstance(value, list) or not value:
-        raise BadRequest(f"{where} (a non-empty list of arguments, the executable first) is required")
-    if len(value) > MAX_ARGS:
-        raise BadRequest(f"{where} has more than {MAX_ARGS} arguments")
-    templates = tuple(parse_template(f"{where}[{i}]", arg, PLACEHOLDERS) for i, arg in enumerate(value))
-    program = value[0]
-    # The executable is fixed per job: a placeholder there would run whatever a key names.
-    if templates[0] != (program,) or not program:
-        raise BadRequest(f"{where}[0] must be an executable's name or absolute path, without placeholders")
-    if "/" in program and not program.startswith("/"):
-        raise BadRequest(f"{where}[0] {program!r}: give a bare name (looked up on PATH) or an absolute path")
-    return program, templates[1:]
+    """The parameters on their own (what a registration allows is checked by `check_server_caller`)."""
+    if "CommandName" in params:
+        command_name(params)
+        _delivery(params)
+        caps_of(params, "parameter", f"{NAME}.")
+    else:
+        plan_of(params)
 
 
 def _stdout_file(value: Any) -> Template | None:
@@ -284,36 +346,6 @@ def _stdout_file(value: Any) -> Template | None:
     return template
 
 
-def _integer(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{NAME}.{name} must be a whole number from {low} to {high}; got {value!r}")
-    return value
-
-
-def _environment(value: Any) -> tuple[tuple[str, str], ...]:
-    where = f"{NAME}.Environment"
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        raise BadRequest(f"{where} must map variable names to string values")
-    if len(value) > MAX_ENV_VARS:
-        raise BadRequest(f"{where} has more than {MAX_ENV_VARS} variables")
-    for name, val in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-            raise BadRequest(f"{where}: {name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
-        if name in RESERVED_ENV:
-            raise BadRequest(f"{where}.{name}: set by s3batch to the task's private folder")
-        if not isinstance(val, str) or "\x00" in val or len(val) > MAX_ENV_VALUE_CHARS:
-            raise BadRequest(
-                f"{where}.{name} must be a string without NUL of at most {MAX_ENV_VALUE_CHARS} characters"
-            )
-    path = value.get("PATH")
-    if path is not None and not all(part.startswith("/") for part in path.split(":")):
-        raise BadRequest(f"{where}.PATH {path!r}: every directory must be an absolute path")
-    return tuple((str(k), str(v)) for k, v in value.items())
-
-
 def _relative_parts(path: str) -> tuple[str, ...] | None:
     """The segments of a relative path that stays where it starts, or None ('..', '.', an
     empty segment or a leading '/')."""
@@ -323,7 +355,7 @@ def _relative_parts(path: str) -> tuple[str, ...] | None:
     return parts
 
 
-# -- what a server caller may run ------------------------------------------------------------------
+# -- who may run what ------------------------------------------------------------------------------
 
 
 def resolve_program(plan: Plan) -> str | None:
@@ -331,27 +363,81 @@ def resolve_program(plan: Plan) -> str | None:
     return shutil.which(plan.program, path=plan.path)
 
 
-def allowed_programs(entries: Sequence[str]) -> frozenset[str]:
-    """An operator's allow-list as absolute paths: absolute entries as written, bare names as
-    found on DEFAULT_PATH now (a name not installed allows nothing)."""
-    found = (entry if entry.startswith("/") else shutil.which(entry, path=DEFAULT_PATH) for entry in entries)
-    return frozenset(path for path in found if path)
+def is_executable_file(path: str) -> bool:
+    """Whether `path` (absolute) is a regular file this process may execute."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK)
+    except OSError:
+        return False
 
 
-def check_allowed(params: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    """For a job created by a server's caller (docs/run-command.md#security): Command[0] must
-    resolve, in the command's own environment, to exactly one of the operator's `allowed`
-    executables, and Environment may not steer the dynamic loader. Raises InvalidRequest; the
-    same answer whether the executable is missing or not allowed."""
-    plan = plan_of(params)
-    loader = sorted(name for name, _ in plan.environment if name.startswith(LOADER_ENV_PREFIXES))
-    if loader:
-        raise InvalidRequest(f"{NAME}.Environment: this server does not let jobs set {', '.join(loader)}")
-    if resolve_program(plan) not in allowed_programs(allowed):
+def check_server_caller(
+    params: Mapping[str, Any], commands: Mapping[str, RegisteredCommand], config: Path
+) -> JobCommand:
+    """For a job created by a server's caller (docs/run-command.md#over-s3batch-serve): it must
+    name (CommandName) a command registered for its account in `commands`, whose executable
+    exists, and may only lower its caps. Returns what the job records. Raises InvalidRequest;
+    the same answer whether a name is registered for another account or not at all."""
+    given = sorted(field for field in _FREE_FORM if field in params)
+    if given:
+        raise InvalidRequest(f"{NAME}.{given[0]}: {HOW_TO_NAME_A_COMMAND}")
+    if "CommandName" not in params:
+        raise InvalidRequest(f"{NAME}: {HOW_TO_NAME_A_COMMAND}")
+    name = command_name(params)
+    registration = commands.get(name)
+    if registration is None:
         raise InvalidRequest(
-            f"{NAME}.Command[0] {plan.program!r} is not an executable this server runs; its operator "
-            "allows executables with allow_commands in [server] of server.toml"
+            f"{NAME}.CommandName {name!r} is not a command registered for your account on this server; "
+            "its operator registers commands with [[commands]] in server.toml"
         )
+    registered_plan(params, registration)
+    if not is_executable_file(registration.program):
+        raise InvalidRequest(f"{NAME}.CommandName {name!r}: the command is not available on this server now")
+    return JobCommand(registration, str(config))
+
+
+def check_own_machine(params: Mapping[str, Any]) -> None:
+    """For a job on one's own machine (CLI, Python API): CommandName is the server's."""
+    if "CommandName" in params:
+        raise BadRequest(
+            f"{NAME}.CommandName names a command an s3batch serve operator registered for its "
+            "callers ([[commands]] in server.toml); on your own machine give Command"
+        )
+
+
+def load_server_commands(config: Path) -> ServerCommands:
+    """`[[commands]]` of a server.toml (none without the file). Raises ConfigError."""
+    if not config.is_file():
+        return ServerCommands()
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config}: {exc}") from exc
+    return parse_server_commands(data.get(COMMANDS_TABLE, []), f"{config} [[{COMMANDS_TABLE}]]")
+
+
+def not_registered(message: str) -> TaskResult:
+    return TaskResult.fail("CommandNotRegistered", message, NOT_ALLOWED_STATUS)
+
+
+def current_plan(params: Mapping[str, Any], recorded: JobCommand, account_id: str) -> Plan | TaskResult:
+    """A registered command's plan when its job runs: only while server.toml still registers
+    the same executable, arguments and environment for the job's account; caps lowered to the
+    registration's current ones. Otherwise the failure every task reports."""
+    name = recorded.registration.name
+    try:
+        current = load_server_commands(Path(recorded.config)).for_account(account_id).get(name)
+    except ConfigError as exc:  # the details (the file's path) are the operator's, not the caller's
+        log.error("S3batchRunCommand: %s", exc)
+        return not_registered("cannot read the server's registered commands; its log says why")
+    if current is None:
+        return not_registered(f"command {name!r} is no longer registered for this account on the server")
+    if not current.runs_as(recorded.registration):
+        return not_registered(
+            f"command {name!r} is registered differently than when the job was created; create the job again"
+        )
+    plan = registered_plan(params, recorded.registration)
+    return replace(plan, caps=plan.caps.within(current.caps))
 
 
 def target_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tuple[Need, ...]:
@@ -363,8 +449,9 @@ def target_needs(params: Mapping[str, Any], bucket: str, versioned: bool) -> tup
 
 
 def requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
-    """One GET per object and, as an estimate, one PUT (one output file) per object."""
-    return {pricing.GET: tasks, pricing.PUT: tasks}
+    """One HEAD (the input's size) and one GET per object and, as an estimate, one PUT (one
+    output file) per object."""
+    return {pricing.HEAD: tasks, pricing.GET: tasks, pricing.PUT: tasks}
 
 
 # -- concurrency -----------------------------------------------------------------------------------
@@ -500,24 +587,28 @@ class Outputs:
         return sum(f.size for f in self.files)
 
 
-def _walk(folder: Path, unreadable: Callable[[str, OSError], None]) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(path relative to `folder`, entry) of everything below it; symlinks are yielded, never
-    followed, so nothing outside `folder` is reached. A folder that cannot be listed goes to
-    `unreadable` (relative path, error)."""
+def _walk(
+    folder: Path, unreadable: Callable[[str, OSError], None], *, folders: bool = False
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path relative to `folder`, entry) of everything below it (folders too when `folders`);
+    symlinks are yielded, never followed, so nothing outside `folder` is reached. A folder that
+    cannot be listed goes to `unreadable` (relative path, error). Lazy: a caller that stops
+    early has not listed a huge folder whole."""
     pending: list[tuple[str, Path]] = [("", folder)]
     while pending:
         prefix, current = pending.pop()
         try:
-            with os.scandir(current) as entries:
-                listed = list(entries)
+            listing = os.scandir(current)
         except OSError as exc:
             unreadable(prefix or ".", exc)
             continue
-        for entry in listed:
-            relative = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((relative + "/", Path(entry.path)))
-            else:
+        with listing:
+            for entry in listing:
+                relative = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((relative + "/", Path(entry.path)))
+                    if not folders:
+                        continue
                 yield relative, entry
 
 
@@ -529,18 +620,50 @@ def _refuse(relative: str, exc: OSError) -> None:
     raise TaskFailed("UnreadableOutput", f"cannot read output folder {relative!r}: {exc.strerror}")
 
 
-def over_limits(folder: Path, max_bytes: int) -> bool:
-    """Whether `folder` holds more than `max_bytes` in regular files or more than
-    MAX_OUTPUT_FILES files (stops counting as soon as it does). Runs beside the command."""
-    total = files = 0
-    for _, entry in _walk(folder, _ignore):
-        with contextlib.suppress(OSError):
+#: The error codes of the caps the watch enforces.
+OUTPUT_TOO_LARGE = "OutputTooLarge"
+DISK_LIMIT_EXCEEDED = "DiskLimitExceeded"
+
+
+def disk_use(entry: os.DirEntry[str]) -> int:
+    """Bytes a regular file takes: its size or its allocated blocks, whichever is larger."""
+    info = entry.stat(follow_symlinks=False)
+    return max(info.st_size, info.st_blocks * STAT_BLOCK_BYTES)
+
+
+def over_caps(workdir: Workdir, caps: Caps) -> str | None:
+    """The code of a cap the task's folder is over (None: within every cap): the whole folder
+    (input, output, tmp/, whatever the command wrote there) against `max_disk_bytes` and
+    MAX_FOLDER_ENTRIES, `output/` against `max_output_bytes` and MAX_OUTPUT_FILES. Stops
+    counting as soon as one is over. Runs beside the command."""
+    folder_bytes = entries = output_bytes = output_files = 0
+    for relative, entry in _walk(workdir.root, _ignore, folders=True):
+        entries += 1
+        with contextlib.suppress(OSError):  # gone meanwhile
             if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-                files += 1
-        if total > max_bytes or files > MAX_OUTPUT_FILES:
-            return True
-    return False
+                used = disk_use(entry)
+                folder_bytes += used
+                if relative.startswith("output/"):
+                    output_bytes += used
+                    output_files += 1
+        if folder_bytes > caps.max_disk_bytes or entries > MAX_FOLDER_ENTRIES:
+            return DISK_LIMIT_EXCEEDED
+        if output_bytes > caps.max_output_bytes or output_files > MAX_OUTPUT_FILES:
+            return OUTPUT_TOO_LARGE
+    return None
+
+
+class FolderWatch:
+    """The `watch` of a running command (operations/_subprocess.py): True, and the cap's code
+    in `tripped`, once its folder is over a cap."""
+
+    def __init__(self, workdir: Workdir, caps: Caps) -> None:
+        self.workdir, self.caps = workdir, caps
+        self.tripped: str | None = None
+
+    def __call__(self) -> bool:
+        self.tripped = over_caps(self.workdir, self.caps)
+        return self.tripped is not None
 
 
 def collect_outputs(plan: Plan, folder: Path) -> Outputs:
@@ -557,7 +680,7 @@ def collect_outputs(plan: Plan, folder: Path) -> Outputs:
         total += size
         if total > plan.max_output_bytes:
             raise TaskFailed(
-                "OutputTooLarge",
+                OUTPUT_TOO_LARGE,
                 f"the command wrote more than MaxOutputBytes ({plan.max_output_bytes} bytes); "
                 "nothing was uploaded",
             )
@@ -590,8 +713,19 @@ def _text(tail: bytes) -> str:
     return tail.decode("utf-8", "replace").strip()
 
 
-def command_failure(plan: Plan, finished: _subprocess.Finished) -> TaskResult | None:
-    """The failed result of a run that did not exit 0 (None when it did)."""
+def disk_failure(caps: Caps, how: str) -> TaskResult:
+    message = (
+        f"the task's folder (input, output, tmp) held more than MaxDiskBytes ({caps.max_disk_bytes} "
+        f"bytes) or {MAX_FOLDER_ENTRIES} entries; {how}; nothing was uploaded"
+    )
+    return TaskResult.fail(DISK_LIMIT_EXCEEDED, message, COMMAND_FAULT_STATUS)
+
+
+def command_failure(
+    plan: Plan, finished: _subprocess.Finished, tripped: str | None = None
+) -> TaskResult | None:
+    """The failed result of a run that did not exit 0 (None when it did). `tripped`: the cap
+    the watch stopped it for."""
     said = _text(finished.stderr_tail) or _text(finished.stdout_tail)
     if finished.ending is _subprocess.Ending.TIMED_OUT:
         message = f"no exit within TimeoutSeconds ({plan.timeout_s} s); its process group was killed"
@@ -599,14 +733,18 @@ def command_failure(plan: Plan, finished: _subprocess.Finished) -> TaskResult | 
             "CommandTimedOut", f"{message}: {said}" if said else message, COMMAND_FAULT_STATUS
         )
     if finished.ending is _subprocess.Ending.STOPPED_BY_WATCH:
+        if tripped == DISK_LIMIT_EXCEEDED:
+            return disk_failure(plan.caps, "the command was stopped")
         message = (
             f"the command wrote more than MaxOutputBytes ({plan.max_output_bytes} bytes) or "
             f"{MAX_OUTPUT_FILES} files and was stopped; nothing was uploaded"
         )
-        return TaskResult.fail("OutputTooLarge", message, COMMAND_FAULT_STATUS)
+        return TaskResult.fail(OUTPUT_TOO_LARGE, message, COMMAND_FAULT_STATUS)
     code = finished.returncode
     if code == 0:
         return None
+    if code == -signal.SIGXFSZ:  # the kernel's file size limit (_subprocess.Launch.max_file_bytes)
+        return disk_failure(plan.caps, "a file reached that size and the command got SIGXFSZ")
     status = f"ExitCode {code}"
     if code is not None and code < 0:
         with contextlib.suppress(ValueError):
@@ -639,18 +777,43 @@ class _Prepared:
     values: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What a job runs, as this worker process found it when the job started."""
+
+    plan: Plan
+    #: The absolute path exec'd; None when there is no such executable file (every task then
+    #: fails with CommandNotFound).
+    program: str | None
+
+
+def job_setup(params: Mapping[str, Any], job: JobContext) -> Ready | TaskResult:
+    """The job's plan and executable, or the failure every task reports (CommandNotRegistered)."""
+    recorded = job.command
+    if recorded is None:
+        if "CommandName" in params:  # never the case for a job made by CreateJob
+            return not_registered("the job names a registered command but recorded no registration")
+        own = plan_of(params)
+        return Ready(own, resolve_program(own))  # one's own PATH, once per job and process
+    plan = current_plan(params, recorded, job.account_id)
+    if isinstance(plan, TaskResult):
+        return plan
+    # Exactly the recorded absolute path: no PATH lookup, nothing resolved anew.
+    return Ready(plan, plan.program if is_executable_file(plan.program) else None)
+
+
 class RunCommand(Operation):
     name = NAME
 
     def __init__(self, params: Mapping[str, Any], ctx: OperationContext) -> None:
-        self.plan = plan_of(params)
         self.store: ObjectStore = ctx.store
-        # Resolved once per job and process, in the command's own environment.
-        self.program = resolve_program(self.plan)
+        self.ready = job_setup(params, ctx.job)
 
     async def apply(self, task: Task) -> TaskResult:
+        if isinstance(self.ready, TaskResult):
+            return self.ready
         try:
-            return await self._apply(task)
+            return await self._apply(self.ready, task)
         except TaskFailed as exc:
             return exc.result
         except StorageError as exc:
@@ -660,55 +823,69 @@ class RunCommand(Operation):
                 "LocalIOError", f"{type(exc).__name__}: {exc}", LOCAL_FAULT_STATUS, retryable=True
             )
 
-    async def _apply(self, task: Task) -> TaskResult:
-        if self.program is None:
-            raise TaskFailed(
-                "CommandNotFound", f"{self.plan.program!r} is not an executable file on PATH {self.plan.path}"
-            )
-        if self.plan.uses_key and _relative_parts(task.key) is None:
+    async def _apply(self, ready: Ready, task: Task) -> TaskResult:
+        plan = ready.plan
+        if ready.program is None:
+            where = f" on PATH {plan.path}" if plan.registered is None else ""
+            raise TaskFailed("CommandNotFound", f"{plan.program!r} is not an executable file{where}")
+        if plan.uses_key and _relative_parts(task.key) is None:
             raise TaskFailed(
                 "UnusableKey",
                 "the command uses {key}, and this key has an empty, '.' or '..' segment (or a "
                 "leading or trailing '/'), which could lead a path out of its folder",
             )
+        await self._check_size(task, plan.caps)
         slots = _slots()
         async with slots.staged:
             workdir = await asyncio.to_thread(Workdir.create)
             try:
-                return await self._in(workdir, task, slots)
+                return await self._in(ready, workdir, task, slots)
             finally:
                 workdir.remove()  # in place even when cancelled: nothing may stay behind
 
-    async def _in(self, workdir: Workdir, task: Task, slots: _Slots) -> TaskResult:
-        prepared = self._prepare(workdir, task)
-        await self._stage(task, Path(prepared.values["input"]))
+    async def _check_size(self, task: Task, caps: Caps) -> None:
+        """Refuse an object larger than MaxInputBytes before a byte of it is staged."""
+        size = (await self.store.head(task.bucket, task.key, task.version_id)).size
+        if size > caps.max_input_bytes:
+            raise TaskFailed(
+                "InputTooLarge",
+                f"the object is {size} bytes, more than MaxInputBytes ({caps.max_input_bytes} bytes); "
+                "nothing ran",
+            )
+
+    async def _in(self, ready: Ready, workdir: Workdir, task: Task, slots: _Slots) -> TaskResult:
+        plan = ready.plan
+        prepared = self._prepare(ready, workdir, task)
+        await self._stage(task, Path(prepared.values["input"]), plan.caps.max_input_bytes)
+        watch = FolderWatch(workdir, plan.caps)
         async with slots.running:
             try:
-                finished = await _subprocess.run(
-                    prepared.launch, partial(over_limits, workdir.output_dir, self.plan.max_output_bytes)
-                )
+                finished = await _subprocess.run(prepared.launch, watch)
             except OSError as exc:  # not executable, not a binary this system runs, E2BIG
-                raise TaskFailed("CommandNotStarted", f"{self.program}: {exc.strerror or exc}") from None
-        failure = command_failure(self.plan, finished)
+                raise TaskFailed("CommandNotStarted", f"{ready.program}: {exc.strerror or exc}") from None
+        failure = command_failure(plan, finished, watch.tripped)
         if failure is not None:
             return failure
-        outputs = await asyncio.to_thread(collect_outputs, self.plan, workdir.output_dir)
+        # What it wrote after the last look, scratch space included, before anything is uploaded.
+        if await asyncio.to_thread(over_caps, workdir, plan.caps) == DISK_LIMIT_EXCEEDED:
+            return disk_failure(plan.caps, "found when the command exited")
+        outputs = await asyncio.to_thread(collect_outputs, plan, workdir.output_dir)
         for output in outputs.files:
             await self.store.put_file(
-                self.plan.bucket, output.key, output.path, content_type=content_type(output.key)
+                plan.bucket, output.key, output.path, content_type=content_type(output.key)
             )
         return TaskResult.ok(success_message(outputs))
 
-    def _prepare(self, workdir: Workdir, task: Task) -> _Prepared:
+    def _prepare(self, ready: Ready, workdir: Workdir, task: Task) -> _Prepared:
         """The task's argv, environment and stdout file; the key's folders below {output_dir}."""
-        plan = self.plan
+        plan = ready.plan
         input_path = workdir.input_dir / input_name(task.key.rpartition("/")[2])
         values = placeholder_values(task, input_path, workdir.output_dir)
-        argv = [str(self.program), *(render(t, values) for t in plan.args)]
+        argv = [str(ready.program), *(render(t, values) for t in plan.args)]
         if any("\x00" in arg for arg in argv):
             raise TaskFailed("UnusableKey", "an argument would contain a NUL character (from the key)")
         try:
-            stdout_path = self._stdout_path(workdir, values)
+            stdout_path = _stdout_path(plan, workdir, values)
             if plan.uses_key:  # {output_dir}/{key}... then works without the command making folders
                 (workdir.output_dir / task.key).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a segment longer than the file system allows, say
@@ -720,31 +897,42 @@ class RunCommand(Operation):
             timeout_s=plan.timeout_s,
             tail_bytes=plan.tail_bytes,
             stdout_path=stdout_path,
+            max_file_bytes=plan.caps.max_disk_bytes,
         )
         return _Prepared(launch, values)
 
-    def _stdout_path(self, workdir: Workdir, values: Mapping[str, str]) -> Path | None:
-        if self.plan.stdout_file is None:
-            return None
-        parts = _relative_parts(render(self.plan.stdout_file, values))
-        if parts is None:
-            raise TaskFailed("UnusableKey", "StdoutFile would name a path outside {output_dir} for this key")
-        path = workdir.output_dir.joinpath(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    async def _stage(self, task: Task, path: Path) -> None:
-        """Stream the object into `path` (created here, 0600, never through a symlink)."""
+    async def _stage(self, task: Task, path: Path, max_bytes: int) -> None:
+        """Stream the object into `path` (created here, 0600, never through a symlink), at most
+        `max_bytes` of it: an object that grew since its HEAD fails the task."""
         chunks = self.store.iter_bytes(task.bucket, task.key, task.version_id, chunk_size=READ_CHUNK_BYTES)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        written = 0
         try:
             with os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise TaskFailed(
+                            "InputTooLarge",
+                            f"the object grew past MaxInputBytes ({max_bytes} bytes) while it was "
+                            "downloaded; nothing ran",
+                        )
                     await asyncio.to_thread(out.write, chunk)
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _stdout_path(plan: Plan, workdir: Workdir, values: Mapping[str, str]) -> Path | None:
+    if plan.stdout_file is None:
+        return None
+    parts = _relative_parts(render(plan.stdout_file, values))
+    if parts is None:
+        raise TaskFailed("UnusableKey", "StdoutFile would name a path outside {output_dir} for this key")
+    path = workdir.output_dir.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 KIND = OperationKind(

@@ -6,8 +6,10 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from s3batch.domain.commands import JobCommand
 from s3batch.domain.job import FailureReason, Job, JobStatus, user_status_change
 from s3batch.domain.request import (
     MAX_PRIORITY,
@@ -21,7 +23,8 @@ from s3batch.domain.spec import JobRuntime
 from s3batch.errors import AccessDenied, BadRequest, InvalidNextToken, JobStatusError, NotFound
 from s3batch.operations import get_kind, operation_names
 from s3batch.service.identity import current_key
-from s3batch.settings import Settings
+from s3batch.service.stores import target_stores
+from s3batch.settings import SERVER_FILE, Settings
 from s3batch.storage.config import StorageConfig, endpoint_for_handlers
 from s3batch.store import open_job_store
 from s3batch.store.base import JobStore
@@ -95,7 +98,7 @@ class JobService:
     ) -> JobRuntime:
         """What a worker needs besides the request: recorded so a resume behaves the same."""
         function = None
-        check_command(request, functions)
+        command = check_command(request, functions, self.settings.home / SERVER_FILE)
         invoke = request["Operation"].get("LambdaInvoke")
         if invoke is not None:
             from s3batch.functions.registry import resolve_function
@@ -111,6 +114,8 @@ class JobService:
             function=function,
             function_env=_function_env(storage, self.settings.region) if function else None,
             role=role,
+            command=command,
+            stores=target_stores(request, functions, self.settings.home),
         )
 
     async def adopt_job(self, job_id: str, account_id: str | None = None) -> Job:
@@ -226,16 +231,23 @@ def validated(request: Mapping[str, Any]) -> dict[str, Any]:
     return normalized
 
 
-def check_command(request: Mapping[str, Any], functions: Mapping[str, str] | FunctionScope) -> None:
-    """A server's caller runs only the executables its operator allows (allow_commands)."""
+def check_command(
+    request: Mapping[str, Any], functions: Mapping[str, str] | FunctionScope, config: Path
+) -> JobCommand | None:
+    """What an S3batchRunCommand job records: for a server's caller (a FunctionScope), the
+    command its operator registered under the job's CommandName (`config`: the server.toml it
+    is checked against again when the job runs); on one's own machine, nothing (its Command
+    runs as given)."""
     params = request["Operation"].get("S3batchRunCommand")
     if params is None:
-        return
+        return None
     from s3batch.functions.registry import FunctionScope
-    from s3batch.operations.run_command import check_allowed
+    from s3batch.operations.run_command import check_own_machine, check_server_caller
 
     if isinstance(functions, FunctionScope):
-        check_allowed(params, functions.commands)
+        return check_server_caller(params, functions.commands, config)
+    check_own_machine(params)
+    return None
 
 
 def passed_role(normalized: Mapping[str, Any], account_id: str, roles: RoleBook | None) -> RoleRef | None:

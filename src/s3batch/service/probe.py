@@ -51,6 +51,7 @@ CAPABILITY_NAMES: dict[Capability, str] = {
     Capability.VERSIONS: "object versions",
     Capability.MULTIPART_UPLOADS: "multipart upload listings",
     Capability.PARTS: "part layouts of multipart objects",
+    Capability.PART_UPLOADS: "checksummed part uploads",
 }
 
 

@@ -4,6 +4,10 @@ The failed rows come from the job store (so it works with the report disabled to
 written as a CSV manifest next to the original job's report (or, without a report, under
 `s3batch-rerun/` in the original manifest's bucket) and submitted with the original operation,
 report settings and priority.
+
+The rerun is created under the rules the original was: an S3batchRunCommand job of a server's
+caller (one that recorded a registered command) names its command again, checked against
+server.toml's `[[commands]]` as it is now, exactly as the server checks a CreateJob.
 """
 
 from __future__ import annotations
@@ -11,14 +15,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from s3batch.domain.job import Job
 from s3batch.domain.manifest import ManifestFormat
 from s3batch.domain.report import ReportRow
 from s3batch.errors import BadRequest, JobStatusError
+from s3batch.functions.registry import FunctionScope
+from s3batch.operations.run_command import load_server_commands
 from s3batch.service.jobs import JobService
 from s3batch.service.roles import load_roles
+from s3batch.settings import SERVER_FILE
 from s3batch.storage.config import open_store
 
 MAX_DESCRIPTION_CHARS = 256
@@ -39,7 +48,7 @@ async def rerun_failed(service: JobService, job_id: str, account_id: str | None 
     finally:
         await objects.close()
     request = _rerun_request(job, bucket, key, body, fields)
-    functions = _functions(job)
+    functions = _functions(job, service.settings.home / SERVER_FILE)
     # A job that ran as a role reruns as that role (looked up again in HOME's server.toml).
     roles = load_roles(service.settings.home) if job.setup.role is not None else None
     return await service.create_job(
@@ -88,9 +97,12 @@ def _rerun_request(job: Job, bucket: str, key: str, body: bytes, fields: list[st
     return request
 
 
-def _functions(job: Job) -> dict[str, str]:
-    """The original job's resolved function, so the rerun calls the same handler."""
+def _functions(job: Job, server_file: Path) -> Mapping[str, str] | FunctionScope:
+    """The original job's resolved function, so the rerun calls the same handler; for a job
+    that ran a server's registered command, its account's commands as registered now."""
     function = job.setup.function
-    if function is None:
-        return {}
-    return {function.name: function.handler}
+    registry = {} if function is None else {function.name: function.handler}
+    if job.setup.command is None:
+        return registry
+    commands = load_server_commands(server_file).for_account(job.account_id)
+    return FunctionScope(registry, commands=commands)

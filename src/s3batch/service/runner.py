@@ -304,6 +304,8 @@ class JobRunner:
             function_workers=self.function_workers,
             function_env=role_env(role, setup.function_env or {}),
             role=role,
+            command=setup.command,
+            stores=setup.stores or {},
         )
 
     # -- Completing / Cancelling / Failing ---------------------------------------------

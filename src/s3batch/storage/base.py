@@ -48,6 +48,8 @@ class Capability(enum.Enum):
     MULTIPART_UPLOADS = "multipart-uploads"
     #: The part sizes a multipart object was uploaded in (`PartsStore`).
     PARTS = "parts"
+    #: Checksummed writes, in one request or part by part, and stored checksums (`PartUploadStore`).
+    PART_UPLOADS = "part-uploads"
 
 
 #: ACL permission → the PutObjectAcl / CopyObject grant parameter (botocore name).

@@ -16,10 +16,19 @@ feature is still for the capability probe (service/probe.py) to find out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, cast, runtime_checkable
 
+from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
 from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
+from s3batch.domain.uploads import (
+    Body,
+    CheckedHead,
+    ChecksumValue,
+    ObjectAttributes,
+    UploadedPart,
+    WrittenObject,
+)
 from s3batch.storage.base import Capability, MultipartUpload, ObjectStore
 
 
@@ -127,6 +136,75 @@ class PartsStore(ObjectStore, Protocol):
 
 
 @runtime_checkable
+class PartUploadStore(MultipartUploadStore, Protocol):
+    """Capability.PART_UPLOADS: writes that carry a checksum, in one request or part by part
+    (CreateMultipartUpload, UploadPart, ListParts, CompleteMultipartUpload), and the checksum an
+    object was stored with (docs/transfer.md). A store declaring it declares MULTIPART_UPLOADS.
+
+    A `checksum` sent with a write is the checksum of the bytes sent: a store that checks it
+    refuses a body that does not match with StorageError("BadDigest"), as S3 does. Answers carry
+    what the store itself computed or stored, where it says (None where it does not)."""
+
+    async def put_with_checksum(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        *,
+        attributes: ObjectAttributes,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        """PutObject with the object's attributes (tags included) and its checksum."""
+        ...
+
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm | None,
+        checksum_type: ChecksumType,
+    ) -> str:
+        """Start an upload whose parts carry `algorithm` checksums; returns its upload id."""
+        ...
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: ChecksumValue | None,
+    ) -> UploadedPart:
+        """Upload (or replace) part `number` (1-10,000). NoSuchUpload when it is gone."""
+        ...
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
+        """The parts uploaded so far, by part number. NoSuchUpload when it is gone."""
+        ...
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[UploadedPart],
+        *,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        """Join `parts` (in part order) into the object. `checksum`: the whole object's, for a
+        FULL_OBJECT upload."""
+        ...
+
+    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+        """HeadObject with checksum mode on: size, ETag, stored checksum and tag count."""
+        ...
+
+
+@runtime_checkable
 class StorageAdapter(
     AclStore,
     ObjectLockStore,
@@ -134,6 +212,7 @@ class StorageAdapter(
     ReplicationStore,
     EncryptionStore,
     VersionedStore,
+    PartUploadStore,  # before MultipartUploadStore, which it extends
     MultipartUploadStore,
     PartsStore,
     Protocol,
@@ -189,3 +268,7 @@ def multipart_upload_store(store: ObjectStore) -> MultipartUploadStore | None:
 
 def parts_store(store: ObjectStore) -> PartsStore | None:
     return cast(PartsStore, store) if Capability.PARTS in store.capabilities else None
+
+
+def part_upload_store(store: ObjectStore) -> PartUploadStore | None:
+    return cast(PartUploadStore, store) if Capability.PART_UPLOADS in store.capabilities else None

@@ -22,11 +22,14 @@ from s3batch.errors import StorageError
 from s3batch.storage.base import SSE_PARAMS, Capability, CopyOptions
 
 #: What both declare beyond the core contract (see storage/capabilities.py), each with an
-#: emulated answer: no replication configuration ([]), no incomplete multipart uploads (a
-#: write is one step; MemoryStore can leave one behind for tests), and every object in one
-#: part. ACLs, Object Lock, restores and re-encryption are not emulated: those calls answer
-#: `not_implemented`. Versions are the memory store's alone (`MemoryStore(versioned=True)`).
-EMULATED_CAPABILITIES = frozenset({Capability.REPLICATION, Capability.MULTIPART_UPLOADS, Capability.PARTS})
+#: emulated answer: no replication configuration ([]), no incomplete multipart uploads but
+#: those started with create_multipart_upload (PART_UPLOADS: storage/emulated_uploads.py),
+#: every object in one part, and checksummed part uploads. ACLs, Object Lock, restores and
+#: re-encryption are not emulated: those calls answer `not_implemented`. Versions are the
+#: memory store's alone (`MemoryStore(versioned=True)`).
+EMULATED_CAPABILITIES = frozenset(
+    {Capability.REPLICATION, Capability.MULTIPART_UPLOADS, Capability.PARTS, Capability.PART_UPLOADS}
+)
 
 #: S3's limit on key length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024

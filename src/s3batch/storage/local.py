@@ -47,8 +47,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
 from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
+from s3batch.domain.uploads import (
+    Body,
+    CheckedHead,
+    ChecksumValue,
+    ObjectAttributes,
+    UploadedPart,
+    WrittenObject,
+)
 from s3batch.errors import StorageError
+from s3batch.storage import local_uploads as staging
 from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
 from s3batch.storage.emulated import (
     ACL_FEATURE,
@@ -74,6 +84,17 @@ from s3batch.storage.emulated import (
     no_such_key,
     not_implemented,
     object_info,
+)
+from s3batch.storage.emulated_uploads import (
+    StagedUpload,
+    check_sent,
+    check_sent_whole,
+    checksum_of,
+    chosen_parts,
+    completed_checksum,
+    full_hasher,
+    object_attrs,
+    part_answer,
 )
 
 log = logging.getLogger(__name__)
@@ -510,16 +531,123 @@ class LocalStore:
         return []
 
     async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> AsyncIterator[MultipartUpload]:
-        # A folder has no multipart uploads: put_file writes a temp file and renames it, and a
-        # crash leaves only a temp file, which is never listed (see TEMP_MARKER).
+        # put_file writes a temp file and renames it (a crash leaves only a temp file, never
+        # listed: see TEMP_MARKER); only create_multipart_upload leaves uploads to list.
         self._bucket_dir(bucket)
-        none: tuple[MultipartUpload, ...] = ()
-        for upload in none:
-            yield upload
+        with _io_errors(bucket):
+            uploads = await asyncio.to_thread(staging.list_uploads, self._root, bucket)
+        for upload_id, upload in uploads:
+            if upload.key.startswith(prefix):
+                yield MultipartUpload(upload.key, upload_id, upload.initiated)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            await asyncio.to_thread(staging.remove, folder)
+
+    # -- checksummed writes and multipart uploads (Capability.PART_UPLOADS) -------------------
+
+    def _upload_folder(self, bucket: str, upload_id: str) -> Path:
         self._bucket_dir(bucket)
-        raise StorageError("NoSuchUpload", f"a folder store has no multipart uploads ({upload_id})", 404)
+        return staging.upload_folder(self._root, bucket, upload_id)
+
+    async def put_with_checksum(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        *,
+        attributes: ObjectAttributes,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        check_sent(body, checksum)
+        with _io_errors(key):
+            _, etag = await self._write(
+                bucket, key, lambda f: staging.write_body(f, body), object_attrs(attributes)
+            )
+        answer = (
+            None
+            if checksum is None
+            else ChecksumValue(checksum.algorithm, checksum_of(checksum.algorithm, body))
+        )
+        return WrittenObject(etag, None, answer)
+
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm | None,
+        checksum_type: ChecksumType,
+    ) -> str:
+        self._object_loc(bucket, key)  # the key's own checks, before any part is sent
+        object_attrs(attributes)
+        upload = StagedUpload(
+            key=key, initiated=datetime.now(UTC), attributes=attributes, algorithm=algorithm,
+            checksum_type=checksum_type,
+        )  # fmt: skip
+        upload_id = uuid.uuid4().hex
+        with _io_errors(key):
+            await asyncio.to_thread(staging.create, self._upload_folder(bucket, upload_id), upload)
+        return upload_id
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: ChecksumValue | None,
+    ) -> UploadedPart:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            part = await asyncio.to_thread(part_answer, number, body, checksum, upload.algorithm)
+            await asyncio.to_thread(staging.write_part, folder, part, body)
+        return part
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            parts = await asyncio.to_thread(staging.read_parts, folder)
+        return [parts[number] for number in sorted(parts)]
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[UploadedPart],
+        *,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            chosen = chosen_parts(await asyncio.to_thread(staging.read_parts, folder), parts)
+            full = full_hasher(upload)
+            result: list[ChecksumValue | None] = []
+
+            def fill(f: BinaryIO) -> str:
+                etag = staging.join_parts(folder, chosen, f, full)
+                result.append(completed_checksum(upload, chosen, full))
+                check_sent_whole(result[0], checksum)  # before the object is moved into place
+                return etag
+
+            _, etag = await self._write(bucket, key, fill, object_attrs(upload.attributes))
+            await asyncio.to_thread(staging.remove, folder)
+        return WrittenObject(etag, None, result[0])
+
+    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+        info = await self.head(bucket, key, version_id)
+        tags = await self.get_tags(bucket, key, version_id)
+        # A folder keeps no checksum at rest: only the MD5 ETag (cached in the sidecar).
+        return CheckedHead(info, None, len(tags))
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None

@@ -17,7 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
 from s3batch.domain.objects import AclSpec, KmsEncryption, ObjectInfo, ReplicationRule, Retention
+from s3batch.domain.uploads import (
+    Body,
+    CheckedHead,
+    ChecksumValue,
+    ObjectAttributes,
+    UploadedPart,
+    WrittenObject,
+)
 from s3batch.errors import StorageError
 from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
 from s3batch.storage.emulated import (
@@ -45,6 +54,18 @@ from s3batch.storage.emulated import (
     no_such_key,
     not_implemented,
     object_info,
+)
+from s3batch.storage.emulated_uploads import (
+    StagedUpload,
+    check_sent,
+    check_sent_whole,
+    checksum_of,
+    chosen_parts,
+    completed_checksum,
+    full_hasher,
+    no_such_upload,
+    object_attrs,
+    part_answer,
 )
 
 #: What a versioned memory store declares: the emulated features plus its versions.
@@ -81,6 +102,8 @@ class MemoryStore:
         #: bucket → upload id → the upload; only `start_multipart_upload` adds one (a test hook:
         #: puts here never leave an upload behind).
         self._uploads: dict[str, dict[str, MultipartUpload]] = {}
+        #: upload id → what create_multipart_upload recorded, and its parts (bytes and answer).
+        self._staged: dict[str, tuple[StagedUpload, dict[int, tuple[bytes, UploadedPart]]]] = {}
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -387,6 +410,108 @@ class MemoryStore:
         if upload is None or upload.key != key:
             raise StorageError("NoSuchUpload", f"no upload {upload_id} for {key}", 404)
         del self._uploads[bucket][upload_id]
+        self._staged.pop(upload_id, None)
+
+    # -- checksummed writes and multipart uploads (Capability.PART_UPLOADS) -------------------
+
+    async def put_with_checksum(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        *,
+        attributes: ObjectAttributes,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        self._record("put_with_checksum", bucket, key)
+        check_sent(body, checksum)
+        version = self._store(bucket, key, bytes(body), object_attrs(attributes))
+        answer = (
+            None
+            if checksum is None
+            else ChecksumValue(checksum.algorithm, checksum_of(checksum.algorithm, body))
+        )
+        return WrittenObject(version.etag, version.version_id if self.versioned else None, answer)
+
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm | None,
+        checksum_type: ChecksumType,
+    ) -> str:
+        self._record("create_multipart_upload", bucket, key)
+        self._bucket(bucket)
+        check_key_length(key)
+        object_attrs(attributes)  # refuse bad tags now, as S3 does
+        staged = StagedUpload(
+            key=key, initiated=datetime.now(UTC), attributes=attributes, algorithm=algorithm,
+            checksum_type=checksum_type,
+        )  # fmt: skip
+        upload_id = uuid.uuid4().hex
+        self._uploads.setdefault(bucket, {})[upload_id] = MultipartUpload(key, upload_id, staged.initiated)
+        self._staged[upload_id] = (staged, {})
+        return upload_id
+
+    def _staged_upload(
+        self, bucket: str, key: str, upload_id: str
+    ) -> tuple[StagedUpload, dict[int, tuple[bytes, UploadedPart]]]:
+        upload = self._uploads.get(bucket, {}).get(upload_id)
+        if upload is None or upload.key != key:
+            raise no_such_upload(upload_id)
+        # An upload left by start_multipart_upload (a test hook) has no record yet.
+        return self._staged.setdefault(upload_id, (StagedUpload(key=key, initiated=upload.initiated), {}))
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: ChecksumValue | None,
+    ) -> UploadedPart:
+        self._record("upload_part", bucket, key, str(number))
+        staged, parts = self._staged_upload(bucket, key, upload_id)
+        part = part_answer(number, body, checksum, staged.algorithm)
+        parts[number] = (bytes(body), part)
+        return part
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
+        self._record("list_parts", bucket, key)
+        _, parts = self._staged_upload(bucket, key, upload_id)
+        return [parts[number][1] for number in sorted(parts)]
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[UploadedPart],
+        *,
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        self._record("complete_multipart_upload", bucket, key)
+        staged, stored = self._staged_upload(bucket, key, upload_id)
+        chosen = chosen_parts({n: answer for n, (_, answer) in stored.items()}, parts)
+        body = b"".join(stored[part.number][0] for part in chosen)
+        full = full_hasher(staged)
+        if full is not None:
+            full.update(body)
+        result = completed_checksum(staged, chosen, full)
+        check_sent_whole(result, checksum)
+        version = self._store(bucket, key, body, object_attrs(staged.attributes))
+        del self._uploads[bucket][upload_id]
+        del self._staged[upload_id]
+        return WrittenObject(version.etag, version.version_id if self.versioned else None, result)
+
+    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+        self._record("head_with_checksum", bucket, key)
+        version = self._version(bucket, key, version_id)
+        return CheckedHead(self._info(bucket, key, version), None, len(version.attrs.tags))
 
     async def close(self) -> None:
         self.calls.append(("close",))

@@ -162,7 +162,7 @@ class LeanS3:
         key: str | None,
         query: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
+        body: bytes | bytearray = b"",
     ) -> Response:
         path = route.prefix if key is None else route.prefix + encode_path(key)
         if key is None and route.prefix.endswith("/") and len(route.prefix) > 1:

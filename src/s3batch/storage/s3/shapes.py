@@ -70,6 +70,9 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, str) and value.endswith("Z"):
         with contextlib.suppress(ValueError):
             return datetime.fromisoformat(value[:-1] + "+00:00")
+    if isinstance(value, str) and value.endswith("GMT"):  # HTTP's date (a HEAD's Last-Modified)
+        with contextlib.suppress(TypeError, ValueError):
+            return parsedate_to_datetime(value)
     parsed: datetime = botocore_parse_timestamp(value)
     return parsed
 

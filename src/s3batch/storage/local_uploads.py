@@ -1,0 +1,155 @@
+"""The folder store's multipart uploads (Capability.PART_UPLOADS): a staging area beside the buckets.
+
+    .s3batch-uploads/<bucket>/<upload id>/upload.json        key, start time, attributes, algorithm
+    .s3batch-uploads/<bucket>/<upload id>/part-00001         a part's bytes
+    .s3batch-uploads/<bucket>/<upload id>/part-00001.json    its ETag, size and checksum
+
+Bucket names never start with "." (storage/local.py), so the staging area is no bucket and is
+never listed as one. Every file is written to a temp name and moved into place, so a killed
+process leaves whole parts (a part whose record is missing is not listed, and is uploaded again).
+CompleteMultipartUpload joins the parts into the object through the store's own temp-file write,
+then removes the upload's folder; AbortMultipartUpload removes it. The functions here are
+blocking: the store runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from s3batch.domain.checksums import Hasher
+from s3batch.domain.uploads import Body, UploadedPart
+from s3batch.storage.emulated import etag_hasher
+from s3batch.storage.emulated_uploads import UPLOAD_ID, StagedUpload, no_such_upload
+
+#: The staging area's folder under the store's root.
+UPLOADS_DIR_NAME = ".s3batch-uploads"
+UPLOAD_RECORD = "upload.json"
+PART_PREFIX = "part-"
+PART_RECORD_SUFFIX = ".json"
+#: Digits of a part's file name (part numbers go up to 10,000).
+PART_DIGITS = 5
+#: Block size for joining parts, in bytes.
+JOIN_CHUNK_BYTES = 1024 * 1024
+#: Marks files being written; they are never read as parts.
+TEMP_PREFIX = ".tmp-"
+
+
+def upload_folder(root: Path, bucket: str, upload_id: str) -> Path:
+    """Where an upload lives; NoSuchUpload for an id this store never hands out."""
+    if UPLOAD_ID.fullmatch(upload_id) is None:
+        raise no_such_upload(upload_id)
+    return root / UPLOADS_DIR_NAME / bucket / upload_id
+
+
+def create(folder: Path, upload: StagedUpload) -> None:
+    folder.mkdir(parents=True)
+    _write_atomic(folder / UPLOAD_RECORD, json.dumps(upload.to_json(), ensure_ascii=False).encode())
+
+
+def read_upload(folder: Path, key: str, upload_id: str) -> StagedUpload:
+    """The upload's record; NoSuchUpload when it is gone or belongs to another key."""
+    try:
+        upload = StagedUpload.from_json(json.loads((folder / UPLOAD_RECORD).read_bytes()))
+    except (FileNotFoundError, NotADirectoryError):
+        raise no_such_upload(upload_id) from None
+    if upload.key != key:
+        raise no_such_upload(upload_id)
+    return upload
+
+
+def write_part(folder: Path, part: UploadedPart, body: Body) -> None:
+    """The part's bytes, then its record: a part is listed only once both are in place."""
+    if not (folder / UPLOAD_RECORD).is_file():
+        raise no_such_upload(folder.name)
+    name = _part_name(part.number)
+    _write_atomic(folder / name, body)
+    record = {"number": part.number, "size": part.size, "etag": part.etag, "checksum": part.checksum}
+    _write_atomic(folder / (name + PART_RECORD_SUFFIX), json.dumps(record).encode())
+
+
+def read_parts(folder: Path) -> dict[int, UploadedPart]:
+    """Part number → its record, for each part whose bytes and record are both there."""
+    parts: dict[int, UploadedPart] = {}
+    try:
+        names = set(os.listdir(folder))
+    except FileNotFoundError:
+        raise no_such_upload(folder.name) from None
+    for name in names:
+        if not (name.startswith(PART_PREFIX) and name.endswith(PART_RECORD_SUFFIX)):
+            continue
+        if name[: -len(PART_RECORD_SUFFIX)] not in names:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+            data = json.loads((folder / name).read_bytes())
+            part = UploadedPart(
+                int(data["number"]), int(data["size"]), str(data["etag"]), data.get("checksum")
+            )
+            parts[part.number] = part
+    return parts
+
+
+def join_parts(folder: Path, parts: Sequence[UploadedPart], out: BinaryIO, full: Hasher | None) -> str:
+    """Copy the parts, in order, into `out`; returns the MD5 of the joined bytes (the folder
+    store's ETag) and feeds them to `full` when given."""
+    digest = etag_hasher()
+    for part in parts:
+        with (folder / _part_name(part.number)).open("rb") as src:
+            while block := src.read(JOIN_CHUNK_BYTES):
+                digest.update(block)
+                if full is not None:
+                    full.update(block)
+                out.write(block)
+    return digest.hexdigest()
+
+
+def list_uploads(root: Path, bucket: str) -> list[tuple[str, StagedUpload]]:
+    """(upload id, record) of each upload of `bucket`, by key then start time."""
+    base = root / UPLOADS_DIR_NAME / bucket
+    found: list[tuple[str, StagedUpload]] = []
+    try:
+        entries = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return []
+    for upload_id in entries:
+        if UPLOAD_ID.fullmatch(upload_id) is None:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+            record = json.loads((base / upload_id / UPLOAD_RECORD).read_bytes())
+            found.append((upload_id, StagedUpload.from_json(record)))
+    return sorted(found, key=lambda item: (item[1].key, item[1].initiated))
+
+
+def write_body(out: BinaryIO, body: Body) -> str:
+    """Write a whole object's bytes; their MD5 (the folder store's ETag)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    digest.update(body)
+    out.write(body)
+    return digest.hexdigest()
+
+
+def remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _part_name(number: int) -> str:
+    return f"{PART_PREFIX}{number:0{PART_DIGITS}d}"
+
+
+def _write_atomic(path: Path, data: Body) -> None:
+    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+    try:
+        with temp.open("xb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
