@@ -4,10 +4,10 @@ Used by the `S3batchCsvIngest` operation (s3batch extension). Everything here is
 checks parameters at CreateJob time (raising `BadRequest`) and turns one CSV record into typed
 values (raising `RowRejected`), so it is tested without any store or table.
 
-Choices where the issue is silent (also listed in the operation module's docstring):
+Choices no external contract fixes (also listed in the operation module's docstring):
 
-- Header modes: `exact` (default; `required` is accepted as its synonym, as the issue's example
-  spells it) — the first record must list exactly the schema's column names in the schema's
+- Header modes: `exact` (default; `required` is accepted as its synonym, the spelling of the
+  first documented examples) — the first record must list exactly the schema's column names in the schema's
   order; `by-name` — the same set of names in any order (no missing, extra or repeated names);
   `none` — no header row, fields are positional in schema order. Names compare exactly (case
   and spaces count); a UTF-8 byte-order mark is removed before the header is read.
@@ -89,7 +89,7 @@ class HeaderMode(StrEnum):
     NONE = "none"
 
 
-#: `required` is the issue's spelling of the strict default.
+#: `required`: an older spelling of the strict default, still accepted.
 _HEADER_ALIASES = {"required": HeaderMode.EXACT}
 
 
