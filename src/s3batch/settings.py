@@ -6,8 +6,10 @@ S3BATCH_CONCURRENCY     tasks in flight per job
 S3BATCH_FUNCTION_WORKERS  handler processes for LambdaInvoke (default: CPU count)
 S3BATCH_FUNCTION_TIMEOUT  seconds one handler call may run
 S3BATCH_MAX_ATTEMPTS    attempts per task for retryable failures
-S3BATCH_ENGINE          local (asyncio, default) | process (a pool of processes)
+S3BATCH_ENGINE          local (asyncio, default) | process (a pool of processes) | ray (a Ray cluster)
 S3BATCH_PROCESSES       processes of the process engine (default: CPU count)
+S3BATCH_RAY_ADDRESS     ray engine: auto | host:port of a Ray cluster (unset: a private one here)
+S3BATCH_RAY_ACTORS      ray engine: actors per job (default: the cluster's CPUs)
 S3BATCH_JOB_RETENTION_DAYS      days a finished job stays (default 90, as AWS)
 S3BATCH_SUSPENDED_TIMEOUT_DAYS  days a job may wait for confirmation (default 30, as AWS)
 """
@@ -44,9 +46,13 @@ class Settings:
     function_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    #: "local" (asyncio in the worker) or "process" (a pool of worker processes).
+    #: "local" (asyncio in the worker), "process" (a pool of worker processes) or "ray" (docs/ray.md).
     engine: str = "local"
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: The Ray cluster to join ("auto", host:port); None: start a private one on this machine.
+    ray_address: str | None = None
+    #: Actors of the ray engine per job; 0: as many as the cluster's CPUs allow.
+    ray_actors: int = 0
     job_retention_days: float = DEFAULT_JOB_RETENTION_DAYS
     suspended_timeout_days: float = DEFAULT_SUSPENDED_TIMEOUT_DAYS
     account_id: str = DEFAULT_ACCOUNT_ID
@@ -81,6 +87,8 @@ class Settings:
                 env, "S3BATCH_SUSPENDED_TIMEOUT_DAYS", DEFAULT_SUSPENDED_TIMEOUT_DAYS
             ),
             processes=_int(env, "S3BATCH_PROCESSES", os.cpu_count() or 1),
+            ray_address=env.get("S3BATCH_RAY_ADDRESS") or None,
+            ray_actors=_int(env, "S3BATCH_RAY_ACTORS", 0),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
 
@@ -99,6 +107,8 @@ class Settings:
             "S3BATCH_JOB_RETENTION_DAYS": repr(self.job_retention_days),
             "S3BATCH_SUSPENDED_TIMEOUT_DAYS": repr(self.suspended_timeout_days),
             "S3BATCH_PROCESSES": str(self.processes),
+            **({"S3BATCH_RAY_ADDRESS": self.ray_address} if self.ray_address else {}),
+            **({"S3BATCH_RAY_ACTORS": str(self.ray_actors)} if self.ray_actors else {}),
         }
 
 

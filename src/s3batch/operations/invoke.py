@@ -10,6 +10,10 @@ Extension `"InvocationBatchSize": N` (1-`MAX_INVOCATION_BATCH_SIZE`, schema 2.0 
 `apply_many` up to N tasks, which go out as one event with N taskIds and come back under
 `lambda_contract.interpret_batch`'s rules. The engine redrives a retryable failure one task per
 call (`apply`), in a one-task event under the same rules. docs/handlers.md describes it.
+
+Extension `"FunctionResources": {"CPU": 1, "GPU": 0.5}`: what one function worker needs, for
+engines that place workers on machines (the Ray engine reserves it per actor, docs/ray.md);
+other engines ignore it. Checked here at CreateJob time.
 """
 
 from __future__ import annotations
@@ -86,7 +90,15 @@ BATCH_SCHEMA_VERSION = "2.0"
 #: The report's HTTP status for a task whose resultData the sink refused (the data was bad, as a
 #: 400 says; the function itself answered).
 SINK_REJECTED_HTTP_STATUS = 400
-_KNOWN = {"FunctionArn", "InvocationSchemaVersion", "UserArguments", INVOCATION_BATCH_SIZE, SINK_FIELD}
+#: The s3batch extension's parameter: resources one function worker needs (CPU, GPU).
+FUNCTION_RESOURCES = "FunctionResources"
+RESOURCE_NAMES = ("CPU", "GPU")
+#: Largest amount of one resource a worker may ask for.
+MAX_FUNCTION_RESOURCE = 1024
+_KNOWN = {
+    "FunctionArn", "InvocationSchemaVersion", "UserArguments", INVOCATION_BATCH_SIZE, SINK_FIELD,
+    FUNCTION_RESOURCES,
+}  # fmt: skip
 
 
 def validate(params: Mapping[str, Any]) -> None:
@@ -101,6 +113,7 @@ def validate(params: Mapping[str, Any]) -> None:
     version = schema_version(params)
     user_arguments(params, version)
     invocation_batch_size(params, version)
+    function_resources(params)
     if SINK_FIELD in params:
         validate_sink(params[SINK_FIELD])
     elif not arn.startswith(PYTHON_PREFIX) and function_name(arn) in BUILTINS_NEEDING_A_SINK:
@@ -159,6 +172,30 @@ def invocation_batch_size(params: Mapping[str, Any], version: str) -> int:
             f"(the event's 'tasks' list); got {version}"
         )
     return raw
+
+
+def function_resources(params: Mapping[str, Any]) -> dict[str, float]:
+    """FunctionResources (s3batch extension) as {"CPU": n, "GPU": n}; {} when absent."""
+    raw = params.get(FUNCTION_RESOURCES)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise BadRequest(
+            f"{NAME}.{FUNCTION_RESOURCES} must be a map of {' and/or '.join(RESOURCE_NAMES)} to amounts"
+        )
+    return {str(name): _resource_amount(name, amount) for name, amount in raw.items()}
+
+
+def _resource_amount(name: object, amount: object) -> float:
+    where = f"{NAME}.{FUNCTION_RESOURCES}.{name}"
+    if name not in RESOURCE_NAMES:
+        raise BadRequest(f"{where}: unknown resource; expected {' or '.join(RESOURCE_NAMES)}")
+    number = amount if isinstance(amount, int | float) and not isinstance(amount, bool) else None
+    if number is None or not math.isfinite(number) or not 0 <= number <= MAX_FUNCTION_RESOURCE:
+        raise BadRequest(f"{where} must be a number from 0 to {MAX_FUNCTION_RESOURCE}; got {amount!r}")
+    if number > 1 and number != int(number):
+        raise BadRequest(f"{where}: above 1, an amount must be a whole number; got {number}")
+    return float(number)
 
 
 def arn_partition(arn: str) -> str:
