@@ -178,6 +178,24 @@ def test_same_report_rows_as_the_local_engine(
     assert files_containing(cluster.temp_dir, SECRET.encode()) == []
 
 
+def test_the_next_job_runs_on_the_actors_the_last_one_kept(
+    cluster: TwoNodeCluster, moto_env: Env, bucket_name: str
+) -> None:
+    keys = [f"data/{i:03d}.txt" for i in range(60)]
+    seed(moto_env, bucket_name, keys)
+    batch, operations = moto_env.batch(), [OPERATIONS["tagging"], invoke()]
+    engines, workers = [], []
+    for operation in operations:
+        engine = ray_engine(cluster)
+        job = drive(batch, create(batch, moto_env, bucket_name, keys, operation), engine)
+        assert job["Status"] == "Complete"
+        assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
+        engines.append(engine)
+        workers.append(sorted(chunk_workers(cluster.pids())))
+    assert engines[1].reused == 2  # no actor started for the second job
+    assert workers[1] == workers[0] and len(workers[0]) == 2
+
+
 def test_one_limit_for_the_endpoint_across_actors(
     cluster: TwoNodeCluster, moto_env: Env, moto_server: str, bucket_name: str
 ) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from s3batch.engines.ray import (
 )
 from s3batch.engines.ray_cluster import is_loopback, quiet_environment
 from s3batch.engines.ray_limiter import LEASE_TTL_S, Grant, LeasedLimit, Report, SharedLimit
+from s3batch.engines.ray_pool import ActorPool, pool_key
 from s3batch.errors import BadRequest, ConfigError
 from s3batch.operations import get_kind
 from s3batch.settings import Settings
@@ -139,6 +141,8 @@ class RayTaskError(RayError):
         self.cause = cause
 
 
+#: Stands for the ChunkJob the dispatcher sends with every chunk.
+JOB = object()
 FAKE_RAY = SimpleNamespace(exceptions=SimpleNamespace(RayError=RayError, RayTaskError=RayTaskError))
 
 
@@ -150,7 +154,8 @@ class FakeActor:
         self.in_flight = self.most = 0
         self.run_chunk = SimpleNamespace(remote=self._remote)
 
-    def _remote(self, tasks: list[Task]) -> Any:
+    def _remote(self, job: object, tasks: list[Task]) -> Any:
+        assert job is JOB  # every chunk carries its job
         self.log.append((self.name, tasks[0].seq))
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
@@ -185,7 +190,7 @@ async def collect(dispatch: _Dispatch, batches: list[list[Task]]) -> list[tuple[
 async def test_chunks_go_to_actors_with_room_and_every_task_comes_back_once() -> None:
     log: list[tuple[str, int]] = []
     actors = [FakeActor(n, lambda tasks: [OK] * len(tasks), log) for n in "ab"]
-    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=2)
+    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=2, spec=JOB)
     done = await collect(dispatch, chunks(20, 5))
     assert sorted(task.seq for task, _ in done) == list(range(100))
     assert {name for name, _ in log} == {"a", "b"}
@@ -203,7 +208,7 @@ async def test_a_chunk_whose_actor_died_goes_to_another_and_is_recorded_once() -
         return [OK] * len(tasks)
 
     actors = [FakeActor("a", dies_once, log), FakeActor("b", lambda t: [OK] * len(t), log)]
-    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1)
+    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB)
     done = await collect(dispatch, chunks(4, 3))
     assert sorted(task.seq for task, _ in done) == list(range(12))
     assert dispatch.redispatched == 1
@@ -214,7 +219,7 @@ async def test_a_chunk_whose_actor_died_goes_to_another_and_is_recorded_once() -
 async def test_a_chunk_that_keeps_losing_its_actor_fails_its_tasks_not_the_job() -> None:
     log: list[tuple[str, int]] = []
     actors = [FakeActor(n, lambda tasks: RayError("node lost"), log) for n in "ab"]
-    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1)
+    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB)
     done = await collect(dispatch, chunks(1, 3))
     assert [task.seq for task, _ in done] == [0, 1, 2]
     assert {result.error_code for _, result in done} == {"InternalError"}
@@ -224,7 +229,7 @@ async def test_a_chunk_that_keeps_losing_its_actor_fails_its_tasks_not_the_job()
 async def test_a_result_for_a_task_already_recorded_is_dropped() -> None:
     log: list[tuple[str, int]] = []
     actors = [FakeActor("a", lambda tasks: [OK] * len(tasks), log)]
-    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1)
+    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB)
     dispatch.open.add(99)
     assert dispatch._record(chunks(1, 2)[0], [OK, OK]) == []  # seqs 0 and 1 were never open
     assert dispatch.duplicates == 2
@@ -233,7 +238,7 @@ async def test_a_result_for_a_task_already_recorded_is_dropped() -> None:
 async def test_an_error_raised_inside_the_actor_fails_the_run() -> None:
     actors = [FakeActor("a", lambda tasks: RayTaskError(ValueError("bad operation")), [])]
     with pytest.raises(RuntimeError, match="ValueError: bad operation"):
-        await collect(_Dispatch(FAKE_RAY, actors, per_actor=1), chunks(1, 2))
+        await collect(_Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB), chunks(1, 2))
 
 
 # -- planning, environment, validation, settings ---------------------------------------------
@@ -329,3 +334,60 @@ def test_without_ray_s3batch_imports_and_the_engine_says_what_to_install(tmp_pat
     )
     assert "S3BATCH_ENGINE=ray needs Ray" in out.stdout
     assert "s3batch[ray]" in out.stdout
+
+
+# -- the driver's pool of idle actors -----------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_takes_the_idle_actors_of_its_key_and_releases_the_others() -> None:
+    clock, killed = Clock(), []
+    pool = ActorPool(idle_s=60.0, clock=clock)
+    same = pool_key("session", 1.0, 0.0, {"AWS_ACCESS_KEY_ID": "a"})
+    gpu = pool_key("session", 1.0, 1.0, {"AWS_ACCESS_KEY_ID": "a"})
+    pool.give_back(same, ["a1", "a2", "a3"], killed.append)
+    pool.give_back(gpu, ["g1"], killed.append)
+    assert pool.take(same, 2, killed.append) == ["a1", "a2"]
+    assert killed == ["g1"]  # another shape would compete with the run for the cluster's CPUs
+    assert pool.take(same, 5, killed.append) == ["a3"]
+    assert pool.idle() == 0
+
+
+def test_actors_never_serve_another_environment() -> None:
+    pool = ActorPool(idle_s=60.0, clock=Clock())
+    mine = pool_key("session", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "one"})
+    theirs = pool_key("session", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "two"})
+    other_session = pool_key("later", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "one"})
+    pool.give_back(mine, ["a1"], lambda _: None)
+    assert pool.take(theirs, 1, lambda _: None) == []
+    pool.give_back(mine, ["a1"], lambda _: None)
+    assert pool.take(other_session, 1, lambda _: None) == []
+    assert "one" not in repr(mine)  # the key holds a digest, not the secret
+
+
+def test_idle_actors_are_released_after_the_idle_time() -> None:
+    clock, killed = Clock(), []
+    pool = ActorPool(idle_s=60.0, clock=clock)
+    key = pool_key("session", 1.0, 0.0, {})
+    pool.give_back(key, ["old"], killed.append)
+    clock.now += 30
+    pool.give_back(key, ["new"], killed.append)
+    clock.now += 30
+    assert pool.expire(killed.append) == 1
+    assert killed == ["old"]
+    assert pool.take(key, 2, killed.append) == ["new"]
+
+
+def test_the_release_timer_fires_on_its_own() -> None:
+    released = threading.Event()
+    pool = ActorPool(idle_s=0.05)
+    pool.give_back(pool_key("session", 1.0, 0.0, {}), ["a1"], lambda _: released.set())
+    assert released.wait(5.0)
+    assert pool.idle() == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import uuid
@@ -34,9 +35,10 @@ from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Finished
 from s3batch.engines.batching import ready_batches
 from s3batch.engines.limiter import LimitStats
-from s3batch.engines.ray_actor import ChunkWorker
+from s3batch.engines.ray_actor import ChunkJob, ChunkWorker
 from s3batch.engines.ray_cluster import join, require_ray
 from s3batch.engines.ray_limiter import LimiterActor, SharedStats
+from s3batch.engines.ray_pool import POOL, pool_key
 from s3batch.errors import ConfigError
 from s3batch.operations.base import JobContext
 from s3batch.operations.invoke import FUNCTION_RESOURCES, function_resources
@@ -167,8 +169,9 @@ class RayEngine:
         #: Chunks handed to another actor, and task results dropped as duplicates, last run.
         self.redispatched = 0
         self.duplicates = 0
-        #: The actors of the latest run.
+        #: The actors of the latest run, and how many of them an earlier run had kept.
         self.plan: ActorPlan | None = None
+        self.reused = 0
 
     async def run(
         self, job: JobContext, operation: Mapping[str, Any], tasks: AsyncIterator[Task]
@@ -179,30 +182,39 @@ class RayEngine:
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         self.plan = plan_actors(self.actors, resources, nodes)
         limiter, limiter_name = _start_limiter(ray, job, self.concurrency)
-        actors = self._start_actors(ray, job, operation, limiter_name)
-        dispatch = _Dispatch(ray, actors, self.chunks_per_actor)
+        env = forwarded_environment(os.environ, private=self.address is None)
+        remote_job = dataclasses.replace(job, function_workers=FUNCTION_WORKERS_PER_ACTOR)
+        spec = ChunkJob(
+            uuid.uuid4().hex, remote_job, dict(operation), self.concurrency, self.retry, env, limiter_name
+        )
+        key = pool_key(ray.get_runtime_context().get_job_id(), self.plan.cpus, self.plan.gpus, env)
+        kill = functools.partial(_kill, ray)
+        actors = POOL.take(key, self.plan.count, kill)
+        self.reused = len(actors)
+        actors += self._start_actors(ray, self.plan.count - len(actors))
+        dispatch = _Dispatch(ray, actors, self.chunks_per_actor, spec)
         poll = asyncio.create_task(self._poll_stats(limiter))
+        clean = False
         try:
             async for group in dispatch.results(ready_batches(tasks, self.chunk_tasks)):
                 yield group
-            self.actor_stats = await _close_all(actors)
+            self.actor_stats, clean = await _close_all(actors, spec.run_id)
         finally:
             self.redispatched, self.duplicates = dispatch.redispatched, dispatch.duplicates
             poll.cancel()
             with contextlib.suppress(BaseException):
                 await poll
             await self._read_final_stats(limiter)
-            for handle in [*actors, limiter]:
-                with contextlib.suppress(Exception):
-                    ray.kill(handle, no_restart=True)
+            kill(limiter)
+            if clean:  # kept for the next job of the same shape (engines/ray_pool.py)
+                POOL.give_back(key, actors, kill)
+            else:
+                for handle in actors:
+                    kill(handle)
 
-    def _start_actors(
-        self, ray: Any, job: JobContext, operation: Mapping[str, Any], limiter_name: str
-    ) -> list[Any]:
+    def _start_actors(self, ray: Any, count: int) -> list[Any]:
         plan = self.plan
         assert plan is not None
-        env = forwarded_environment(os.environ, private=self.address is None)
-        remote_job = dataclasses.replace(job, function_workers=FUNCTION_WORKERS_PER_ACTOR)
         worker = ray.remote(ChunkWorker).options(
             num_cpus=plan.cpus,
             num_gpus=plan.gpus,
@@ -210,8 +222,7 @@ class RayEngine:
             max_task_retries=self.task_retries,
             scheduling_strategy="SPREAD",  # one job across the machines, not packed on one
         )
-        args = (remote_job, dict(operation), self.concurrency, self.retry, env, limiter_name)
-        return [worker.remote(*args) for _ in range(plan.count)]
+        return [worker.remote() for _ in range(count)]
 
     async def _poll_stats(self, limiter: Any) -> None:
         while True:
@@ -242,9 +253,15 @@ async def _await(ref: Any) -> Any:
     return await asyncio.wrap_future(ref.future())
 
 
-async def _close_all(actors: list[Any]) -> list[LimitStats]:
-    """Let every actor finish (its operation closes: a results sink commits)."""
-    closing = [_await(actor.close.remote()) for actor in actors]
+def _kill(ray: Any, handle: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(handle, no_restart=True)
+
+
+async def _close_all(actors: list[Any], run_id: str) -> tuple[list[LimitStats], bool]:
+    """Let every actor finish the run (its operation closes: a results sink commits); the
+    actors' stats, and whether every actor closed cleanly (only then may they serve again)."""
+    closing = [_await(actor.close.remote(run_id)) for actor in actors]
     try:
         done = await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), CLOSE_TIMEOUT_S)
     except TimeoutError:
@@ -255,7 +272,7 @@ async def _close_all(actors: list[Any]) -> list[LimitStats]:
             log.warning("a Ray actor did not close cleanly: %s", outcome)
         else:
             stats.append(outcome)
-    return stats
+    return stats, len(stats) == len(actors)
 
 
 @dataclass(eq=False)
@@ -273,6 +290,8 @@ class _Dispatch:
     ray: Any
     actors: list[Any]
     per_actor: int
+    #: The job, sent with every chunk (engines/ray_actor.ChunkJob).
+    spec: Any
     redispatched: int = 0
     duplicates: int = 0
     load: list[int] = field(default_factory=list)
@@ -325,7 +344,7 @@ class _Dispatch:
 
     def _send(self, chunk: _Chunk) -> None:
         self.load[chunk.actor] += 1
-        ref = self.actors[chunk.actor].run_chunk.remote(chunk.tasks)
+        ref = self.actors[chunk.actor].run_chunk.remote(self.spec, chunk.tasks)
         self.running[asyncio.wrap_future(ref.future())] = chunk
 
     def _finish(self, future: asyncio.Future[Any], chunk: _Chunk) -> Finished:

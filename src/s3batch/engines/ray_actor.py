@@ -1,7 +1,7 @@
 """The Ray engine's actor: s3batch's own asyncio engine step, fed chunk by chunk.
 
-Each actor builds the job's operation once for its lifetime (one connection pool, one function
-worker pool) and runs every chunk it is handed through `LocalEngine`'s batch step (attempts,
+Each actor builds a job's operation once, at its first chunk of that job (one connection pool, one
+function worker pool), and runs every chunk it is handed through `LocalEngine`'s batch step (attempts,
 backoff, the adaptive limit: engines/execute.py), up to the engine's concurrency in batches in
 flight across its chunks. A `run_chunk` call returns when every task of its chunk has its final
 result, all in one message. Several calls are in flight at once (an async actor), so the actor
@@ -9,18 +9,21 @@ never runs dry between chunks.
 
 Requests take slots of the job's cluster-wide limit (engines/ray_limiter.SharedLimit) instead of
 a limit of the actor's own. The job's environment (credentials, endpoint) is applied to this
-process from the constructor's arguments before anything opens a client: it reaches the actor
-in memory, never through a file or the process's command line.
+process from the job's first chunk before anything opens a client: it reaches the actor in
+memory, never through a file or the process's command line.
 
-Ray restarts a dead actor (its constructor runs again) and retries the calls it was running.
+Ray restarts a dead actor (its constructor runs again) and retries the calls it was running;
+each call carries its job, so the new incarnation starts that job again from the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from s3batch.domain.task import Task, TaskResult
@@ -50,73 +53,110 @@ class _SharedLimitEngine(LocalEngine):
         return await self._run_batch(op, batch, self.shared)
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkJob:
+    """What an actor needs to run one job's chunks. It travels with every chunk (a few KB against
+    the chunk's tasks), so an actor serves whichever job calls it: a restarted actor learns its
+    job from the call Ray retries, and an actor kept by the driver for the next job
+    (engines/ray_pool.py) needs no new constructor."""
+
+    #: One run of the engine: a job driven twice (resumed) is two runs.
+    run_id: str
+    job: JobContext
+    operation: Mapping[str, Any]
+    concurrency: int
+    retry: RetryPolicy
+    env: Mapping[str, str]
+    #: The shared limit's actor name (a name, not a handle: the message stays small and inline).
+    limiter: str
+
+
+@dataclass(eq=False)
+class _Running:
+    """One job's state inside an actor, from its first chunk to its close."""
+
+    job: ChunkJob
+    op: Operation
+    store: ObjectStore
+    engine: _SharedLimitEngine
+    shared: SharedLimit
+    #: Batches in flight in this actor, all chunks together.
+    room: asyncio.Semaphore
+
+
 class ChunkWorker:
     """One actor. Wrapped by `ray.remote` in the driver (engines/ray.py), not here: this module
-    imports without Ray, and the class is found by name on every node."""
+    imports without Ray, and the class is found by name on every node.
 
-    def __init__(
-        self,
-        job: JobContext,
-        operation: Mapping[str, Any],
-        concurrency: int,
-        retry: RetryPolicy,
-        env: Mapping[str, str],
-        limiter: str,
-    ) -> None:
-        _apply_environment(env)
-        self._job, self._operation = job, dict(operation)
-        self._concurrency, self._retry = concurrency, retry
-        #: The shared limit's actor name (a name, not a handle: the arguments stay small and
-        #: inline, so Ray can always restart this actor with them).
-        self._limiter_name = limiter
-        self._limiter: Any = None
-        self._started: tuple[Operation, ObjectStore, _SharedLimitEngine, asyncio.Semaphore] | None = None
-        self._shared: SharedLimit | None = None
+    It runs one job at a time: the driver hands it to a job, and back to its pool, only between
+    a job's close and the next job's first chunk."""
 
-    async def run_chunk(self, tasks: list[Task]) -> list[TaskResult]:
+    def __init__(self) -> None:
+        self._running: _Running | None = None
+        #: Held while the actor changes jobs: concurrent first chunks start the job once.
+        self._switch = asyncio.Lock()
+        self._limiters: dict[str, Any] = {}
+
+    async def run_chunk(self, job: ChunkJob, tasks: list[Task]) -> list[TaskResult]:
         """The final result of each task of the chunk, in the chunk's order."""
-        op, _, engine, room = self._start()
-        size = max(1, op.batch_size)
+        running = await self._join(job)
+        size = max(1, running.op.batch_size)
 
         async def one_batch(batch: list[Task]) -> Finished:
-            async with room:  # batches in flight in this actor, all chunks together
-                return await engine.run_batch(op, batch)
+            async with running.room:
+                return await running.engine.run_batch(running.op, batch)
 
         batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         finished = await asyncio.gather(*(one_batch(batch) for batch in batches))
         return [result for group in finished for _, result in group]
 
-    async def close(self) -> LimitStats:
-        """Finish: the operation closes (a results sink commits), the lease goes back."""
-        if self._started is None:
-            return LimitStats()
-        op, store, engine, _ = self._started
-        self._started = None
-        try:
-            await op.close()
-        finally:
-            await store.close()
-            if self._shared is not None:
-                await self._shared.stop()
-        return engine.stats
+    async def close(self, run_id: str) -> LimitStats:
+        """Finish the run: the operation closes (a results sink commits), the lease goes back."""
+        async with self._switch:
+            running = self._running
+            if running is None or running.job.run_id != run_id:
+                return LimitStats()
+            return await self._stop(running)
 
     # -- inside the actor ---------------------------------------------------------------
 
-    def _start(self) -> tuple[Operation, ObjectStore, _SharedLimitEngine, asyncio.Semaphore]:
-        if self._started is None:
-            op, store = build_operation(self._job, self._operation)  # raises as LocalEngine.run would
-            self._shared = SharedLimit(_holder_name(), self._concurrency, self._sync)
-            self._shared.start()
-            engine = _SharedLimitEngine(self._concurrency, self._retry, self._shared)
-            self._started = (op, store, engine, asyncio.Semaphore(self._concurrency))
-        return self._started
+    async def _join(self, job: ChunkJob) -> _Running:
+        running = self._running
+        if running is not None and running.job.run_id == job.run_id:
+            return running
+        async with self._switch:
+            running = self._running
+            if running is not None and running.job.run_id != job.run_id:
+                await self._stop(running)  # a run its driver never closed (it stopped mid-job)
+            if self._running is None:
+                self._running = self._start(job)
+            return self._running
 
-    async def _sync(self, holder: str, report: Report) -> Grant:
-        if self._limiter is None:
+    def _start(self, job: ChunkJob) -> _Running:
+        _apply_environment(job.env)
+        op, store = build_operation(job.job, job.operation)  # raises as LocalEngine.run would
+        shared = SharedLimit(_holder_name(), job.concurrency, functools.partial(self._sync, job.limiter))
+        shared.start()
+        engine = _SharedLimitEngine(job.concurrency, job.retry, shared)
+        return _Running(job, op, store, engine, shared, asyncio.Semaphore(job.concurrency))
+
+    async def _stop(self, running: _Running) -> LimitStats:
+        self._running = None
+        self._limiters.pop(running.job.limiter, None)
+        try:
+            await running.op.close()
+        finally:
+            await running.store.close()
+            await running.shared.stop()
+        return running.engine.stats
+
+    async def _sync(self, limiter: str, holder: str, report: Report) -> Grant:
+        handle = self._limiters.get(limiter)
+        if handle is None:
             import ray
 
-            self._limiter = ray.get_actor(self._limiter_name)
-        grant: Grant = await self._limiter.sync.remote(holder, report)
+            handle = self._limiters[limiter] = ray.get_actor(limiter)
+        grant: Grant = await handle.sync.remote(holder, report)
         return grant
 
 
