@@ -25,7 +25,7 @@ from s3batch.engines.ray import (
     plan_actors,
 )
 from s3batch.engines.ray_cluster import is_loopback, quiet_environment
-from s3batch.engines.ray_limiter import LEASE_TTL_S, Grant, LeasedLimit, Report, SharedLimit
+from s3batch.engines.ray_limiter import LEASE_TTL_S, Grant, LeasedLimit, LimiterActor, Report, SharedLimit
 from s3batch.engines.ray_pool import ActorPool, pool_key
 from s3batch.errors import BadRequest, ConfigError
 from s3batch.operations import get_kind
@@ -55,6 +55,19 @@ def test_a_trimmed_holders_requests_in_flight_still_count() -> None:
     assert limit.sync("b", Report(want=16, in_flight=0)).permits == 0  # so nothing is free yet
     limit.sync("a", Report(want=16, in_flight=8))  # they finished down to its lease
     assert limit.sync("b", Report(want=16, in_flight=0)).permits == 8
+
+
+def test_the_limiter_actor_keeps_each_runs_limit_apart_and_forgets_it_at_close() -> None:
+    limiter = LimiterActor()
+    assert limiter.sync("job-1", 16, "a", Report(want=16, in_flight=0)).permits == 16
+    assert limiter.sync("job-2", 4, "a", Report(want=16, in_flight=0)).permits == 4  # its own maximum
+    assert limiter.sync("job-1", 16, "b", Report(want=16, in_flight=0)).permits == 0  # job-1 is full
+    final = limiter.close("job-1")
+    assert final is not None and final.actors == 2
+    assert limiter.recent("job-1") is None and limiter.close("job-1") is None
+    assert limiter.held() == 1
+    # A limit it does not hold (the actor restarted) starts again from the next sync.
+    assert limiter.sync("job-1", 16, "a", Report(want=8, in_flight=0)).permits == 8
 
 
 def test_a_throttle_halves_the_limit_once_per_window() -> None:

@@ -13,9 +13,13 @@ chunk to another actor (`CHUNK_REDISPATCHES`), and past that its tasks fail with
 task is recorded once (the driver drops a result for a task it no longer waits for), but the
 operations of a chunk cut short run again: at-least-once, as AWS S3 Batch Operations.
 
-Throttling: every actor's requests share one adaptive limit per job and endpoint, held by a
-limiter actor on the driver's node (engines/ray_limiter.py); `stats` mirrors it for the job's
-timeline. S3BATCH_CONCURRENCY is that limit's maximum: requests in flight across the cluster.
+Throttling: every actor's requests share one adaptive limit per job and endpoint, held by the
+driver's limiter actor on its node (engines/ray_limiter.py; one for the driver's life, holding
+every running job's limit); `stats` mirrors it for the job's timeline. S3BATCH_CONCURRENCY is
+that limit's maximum: requests in flight across the cluster.
+
+Actors outlive their job: a run that ended cleanly leaves them to the driver's next job of the
+same shape (engines/ray_pool.py), so a worker driving job after job starts no process per job.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,11 +186,19 @@ class RayEngine:
         resources = function_resources(params) if name == LAMBDA_INVOKE else {}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         self.plan = plan_actors(self.actors, resources, nodes)
-        limiter, limiter_name = _start_limiter(ray, job, self.concurrency)
+        limiter, limiter_name = _limiter(ray)
+        limit = f"{job.job_id}:{endpoint_name(job)}:{uuid.uuid4().hex[:8]}"
         env = forwarded_environment(os.environ, private=self.address is None)
         remote_job = dataclasses.replace(job, function_workers=FUNCTION_WORKERS_PER_ACTOR)
         spec = ChunkJob(
-            uuid.uuid4().hex, remote_job, dict(operation), self.concurrency, self.retry, env, limiter_name
+            uuid.uuid4().hex,
+            remote_job,
+            dict(operation),
+            self.concurrency,
+            self.retry,
+            env,
+            limiter_name,
+            limit,
         )
         key = pool_key(ray.get_runtime_context().get_job_id(), self.plan.cpus, self.plan.gpus, env)
         kill = functools.partial(_kill, ray)
@@ -193,7 +206,7 @@ class RayEngine:
         self.reused = len(actors)
         actors += self._start_actors(ray, self.plan.count - len(actors))
         dispatch = _Dispatch(ray, actors, self.chunks_per_actor, spec)
-        poll = asyncio.create_task(self._poll_stats(limiter))
+        poll = asyncio.create_task(self._poll_stats(limiter, limit))
         clean = False
         try:
             async for group in dispatch.results(ready_batches(tasks, self.chunk_tasks)):
@@ -204,8 +217,7 @@ class RayEngine:
             poll.cancel()
             with contextlib.suppress(BaseException):
                 await poll
-            await self._read_final_stats(limiter)
-            kill(limiter)
+            await self._read_final_stats(limiter, limit)
             if clean:  # kept for the next job of the same shape (engines/ray_pool.py)
                 POOL.give_back(key, actors, kill)
             else:
@@ -224,28 +236,45 @@ class RayEngine:
         )
         return [worker.remote() for _ in range(count)]
 
-    async def _poll_stats(self, limiter: Any) -> None:
+    async def _poll_stats(self, limiter: Any, limit: str) -> None:
         while True:
             await asyncio.sleep(STATS_POLL_S)
             with contextlib.suppress(Exception):
-                self.stats = await _await(limiter.recent.remote())
+                recent = await _await(limiter.recent.remote(limit))
+                if recent is not None:
+                    self.stats = recent
 
-    async def _read_final_stats(self, limiter: Any) -> None:
+    async def _read_final_stats(self, limiter: Any, limit: str) -> None:
         with contextlib.suppress(Exception):
-            shared: SharedStats = await asyncio.wait_for(_await(limiter.snapshot.remote()), STATS_POLL_S * 4)
-            self.shared, self.stats = shared, shared.stats
+            closing = _await(limiter.close.remote(limit))
+            shared: SharedStats | None = await asyncio.wait_for(closing, STATS_POLL_S * 4)
+            if shared is not None:
+                self.shared, self.stats = shared, shared.stats
 
 
-def _start_limiter(ray: Any, job: JobContext, maximum: int) -> tuple[Any, str]:
-    """The job's shared limit, on the driver's node (it lives and dies with the driver)."""
+#: The driver's limiter actor, by Ray session: (session, handle, name).
+_LIMITER: list[tuple[str, Any, str]] = []
+_LIMITER_LOCK = threading.Lock()
+
+
+def _limiter(ray: Any) -> tuple[Any, str]:
+    """The driver's shared limits (engines/ray_limiter.LimiterActor), started once per Ray
+    session on the driver's node: it lives and dies with the driver."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-    name = f"s3batch-limit:{job.job_id}:{endpoint_name(job)}:{uuid.uuid4().hex[:8]}"
-    limiter = ray.remote(LimiterActor).options(
-        name=name, num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here
-    )
-    return limiter.remote(maximum), name
+    session = ray.get_runtime_context().get_job_id()
+    with _LIMITER_LOCK:
+        if _LIMITER and _LIMITER[0][0] == session:
+            return _LIMITER[0][1], _LIMITER[0][2]
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        name = f"s3batch-limits:{uuid.uuid4().hex}"
+        handle = (
+            ray.remote(LimiterActor)
+            .options(name=name, num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here)
+            .remote()
+        )
+        _LIMITER[:] = [(session, handle, name)]
+        return handle, name
 
 
 async def _await(ref: Any) -> Any:

@@ -67,8 +67,10 @@ class ChunkJob:
     concurrency: int
     retry: RetryPolicy
     env: Mapping[str, str]
-    #: The shared limit's actor name (a name, not a handle: the message stays small and inline).
+    #: The shared limits' actor, by name (a name, not a handle: the message stays small and
+    #: inline), and this run's limit in it.
     limiter: str
+    limit: str
 
 
 @dataclass(eq=False)
@@ -135,14 +137,13 @@ class ChunkWorker:
     def _start(self, job: ChunkJob) -> _Running:
         _apply_environment(job.env)
         op, store = build_operation(job.job, job.operation)  # raises as LocalEngine.run would
-        shared = SharedLimit(_holder_name(), job.concurrency, functools.partial(self._sync, job.limiter))
+        shared = SharedLimit(_holder_name(), job.concurrency, functools.partial(self._sync, job))
         shared.start()
         engine = _SharedLimitEngine(job.concurrency, job.retry, shared)
         return _Running(job, op, store, engine, shared, asyncio.Semaphore(job.concurrency))
 
     async def _stop(self, running: _Running) -> LimitStats:
         self._running = None
-        self._limiters.pop(running.job.limiter, None)
         try:
             await running.op.close()
         finally:
@@ -150,13 +151,13 @@ class ChunkWorker:
             await running.shared.stop()
         return running.engine.stats
 
-    async def _sync(self, limiter: str, holder: str, report: Report) -> Grant:
-        handle = self._limiters.get(limiter)
+    async def _sync(self, job: ChunkJob, holder: str, report: Report) -> Grant:
+        handle = self._limiters.get(job.limiter)
         if handle is None:
             import ray
 
-            handle = self._limiters[limiter] = ray.get_actor(limiter)
-        grant: Grant = await handle.sync.remote(holder, report)
+            handle = self._limiters[job.limiter] = ray.get_actor(job.limiter)
+        grant: Grant = await handle.sync.remote(job.limit, job.concurrency, holder, report)
         return grant
 
 

@@ -232,19 +232,35 @@ class LeasedLimit:
 
 
 class LimiterActor:
-    """`LeasedLimit` as a Ray actor (one per job run and endpoint; see engines/ray.py)."""
+    """The driver's shared limits as one Ray actor: a `LeasedLimit` per job run and endpoint,
+    named by the run (engines/ray.py). One actor for the driver's life, not one per job: a job
+    then starts no process for its limit. A sync names its limit's maximum, so a limit the actor
+    does not hold (it was restarted and lost them) starts again from the first sync."""
 
-    def __init__(self, maximum: int) -> None:
-        self._limit = LeasedLimit(maximum)
+    def __init__(self) -> None:
+        self._limits: dict[str, LeasedLimit] = {}
 
-    def sync(self, holder: str, report: Report) -> Grant:
-        return self._limit.sync(holder, report)
+    def sync(self, limit: str, maximum: int, holder: str, report: Report) -> Grant:
+        held = self._limits.get(limit)
+        if held is None:
+            held = self._limits[limit] = LeasedLimit(maximum)
+        return held.sync(holder, report)
 
-    def snapshot(self) -> SharedStats:
-        return self._limit.snapshot()
+    def snapshot(self, limit: str) -> SharedStats | None:
+        held = self._limits.get(limit)
+        return None if held is None else held.snapshot()
 
-    def recent(self) -> LimitStats:
-        return self._limit.recent()
+    def recent(self, limit: str) -> LimitStats | None:
+        held = self._limits.get(limit)
+        return None if held is None else held.recent()
+
+    def close(self, limit: str) -> SharedStats | None:
+        """The limit's final record; the limit is forgotten."""
+        held = self._limits.pop(limit, None)
+        return None if held is None else held.snapshot()
+
+    def held(self) -> int:
+        return len(self._limits)
 
 
 #: Sends one report for a holder and returns the grant (a remote call to the limiter actor).
