@@ -29,8 +29,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's AWS or s3batch settings."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's AWS or s3batch settings, nor credentials an earlier test's
+    environment left in boto3's default session (it keeps the first it read, for the process's
+    life: `boto3.client(...)` in the next test would sign with them)."""
+    _forget_boto3_default_session()
     for name in list(os.environ):
         if name.startswith(("AWS_", "S3BATCH_")):
             monkeypatch.delenv(name, raising=False)
@@ -39,6 +42,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("S3BATCH_HOME", str(tmp_path / "s3batch-home"))
+    yield
+    _forget_boto3_default_session()
+
+
+def _forget_boto3_default_session() -> None:
+    import boto3
+
+    boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture(scope="session")

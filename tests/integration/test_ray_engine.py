@@ -31,6 +31,7 @@ from s3batch.domain.task import Task
 from s3batch.engines.base import Engine, Finished
 from s3batch.engines.local import LocalEngine
 from s3batch.engines.ray import ActorPlan, RayEngine
+from s3batch.engines.ray_cluster import leave
 from s3batch.operations.base import JobContext
 from s3batch.retry import RetryPolicy
 from s3batch.service.runner import JobRunner
@@ -57,7 +58,10 @@ PROGRESS_TIMEOUT_S = 60.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[TwoNodeCluster]:
     with TwoNodeCluster.start() as running:
-        yield running
+        try:
+            yield running
+        finally:
+            leave()  # this process's driver goes before its cluster does
 
 
 @pytest.fixture(autouse=True)
