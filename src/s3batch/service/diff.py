@@ -19,12 +19,11 @@ once), as the manifest generator does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,6 @@ from s3batch.domain.diff import (
 )
 from s3batch.domain.inventory import DataFile, InventoryFormat, InventoryManifest, parse_manifest_json
 from s3batch.domain.manifest import ManifestFormat
-from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import ManifestError, StorageError
 from s3batch.service.manifests import (
     LIST_CONCURRENCY,
@@ -59,6 +57,7 @@ from s3batch.service.manifests import (
     plan_ranges,
 )
 from s3batch.storage.capabilities import StorageAdapter
+from s3batch.storage.listing import range_objects, run_ranges
 
 #: The files written under the output prefix, by kind of difference.
 CHANGE_FILES = {Change.ADDED: "added.csv", Change.REMOVED: "removed.csv", Change.CHANGED: "changed.csv"}
@@ -253,32 +252,20 @@ def _fill_columnar(
 async def _fill_listing(objects: StorageAdapter, spill: _Spill, scope: str) -> None:
     bucket = spill.source.bucket
     ranges = await plan_ranges(objects, bucket, scope)
-    gate = asyncio.Semaphore(LIST_CONCURRENCY)
 
     async def one(r: KeyRange) -> None:
-        async with gate:
-            batch: list[Entry] = []
-            async for info in _range_listing(objects, bucket, scope, r):
-                batch.append(listed_entry(info))
-                if len(batch) >= INSERT_BATCH_ROWS:
-                    spill.add(batch)  # no await inside: ranges never interleave within an insert
-                    batch = []
-            spill.add(batch)
+        batch: list[Entry] = []
+        async for info in range_objects(objects, bucket, scope, r):
+            batch.append(listed_entry(info))
+            if len(batch) >= INSERT_BATCH_ROWS:
+                spill.add(batch)  # no await inside: ranges never interleave within an insert
+                batch = []
+        spill.add(batch)
 
     try:
-        await asyncio.gather(*(one(r) for r in ranges))
+        await run_ranges(ranges, one, LIST_CONCURRENCY)
     except StorageError as exc:
         raise ManifestError(f"cannot list {spill.side} ({spill.source}): {exc}") from exc
-
-
-async def _range_listing(
-    objects: StorageAdapter, bucket: str, prefix: str, r: KeyRange
-) -> AsyncIterator[ObjectInfo]:
-    listing = objects.list_objects(bucket, prefix, r.start_after, end_before=r.upper)
-    async with contextlib.aclosing(listing):  # type: ignore[type-var]
-        async for info in listing:
-            if r.lower is None or info.key >= r.lower:
-                yield info
 
 
 # -- merge and output ---------------------------------------------------------------------
