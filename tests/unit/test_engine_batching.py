@@ -46,6 +46,23 @@ async def test_a_fast_stream_gives_full_batches_then_the_rest() -> None:
     assert got == [list(range(10)), list(range(10, 20)), list(range(20, 25))]
 
 
+async def test_a_size_that_changes_is_read_at_each_batch() -> None:
+    sizes = iter([5, 2, 4, 4])
+    wanted = [3]
+
+    def size() -> int:
+        return wanted[0]
+
+    got = []
+    async for batch in ready_batches(stream(12), size):
+        got.append([t.seq for t in batch])
+        wanted[0] = next(sizes)
+    # Each batch is the size wanted when it was taken (the tasks read ahead for a larger size
+    # wait for the next), the last is what was left; nothing lost or reordered.
+    assert [len(b) for b in got] == [3, 5, 2, 2]
+    assert [seq for b in got for seq in b] == list(range(12))
+
+
 async def test_a_stalled_stream_hands_on_its_partial_batch() -> None:
     batches = ready_batches(stream(10, stall_after=3), 100)
     started = time.monotonic()

@@ -19,7 +19,9 @@ import pytest
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.ray import (
     CHUNK_REDISPATCHES,
+    CHUNK_TARGET_S,
     ActorPlan,
+    ChunkSizer,
     _Dispatch,
     forwarded_environment,
     plan_actors,
@@ -252,6 +254,31 @@ async def test_an_error_raised_inside_the_actor_fails_the_run() -> None:
     actors = [FakeActor("a", lambda tasks: RayTaskError(ValueError("bad operation")), [])]
     with pytest.raises(RuntimeError, match="ValueError: bad operation"):
         await collect(_Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB), chunks(1, 2))
+
+
+def test_chunks_grow_to_the_target_time_within_their_bounds() -> None:
+    sizer = ChunkSizer(20, 500, per_actor=2)
+    assert sizer.size() == 20  # nothing measured: the first chunks are small
+    sizer.record(20, 2.0)  # the first chunk also waited for its actor to start
+    assert sizer.size() == 20
+    for _ in range(8):  # then 2 ms tasks: 500 tasks/s per actor with 2 chunks in flight
+        sizer.record(sizer.size(), sizer.size() * 0.002 * 2)
+    assert sizer.size() == round(500 * CHUNK_TARGET_S)
+    for _ in range(8):  # fast tasks: capped
+        sizer.record(sizer.size(), sizer.size() * 0.00001)
+    assert sizer.size() == 500
+    for _ in range(24):  # very slow tasks: never below the floor
+        sizer.record(sizer.size(), sizer.size() * 10.0)
+    assert sizer.size() == 20
+
+
+async def test_the_dispatcher_sizes_chunks_from_their_answers() -> None:
+    log: list[tuple[str, int]] = []
+    actors = [FakeActor("a", lambda tasks: [OK] * len(tasks), log)]
+    sizer = ChunkSizer(5, 50, per_actor=1)
+    got = await collect(_Dispatch(FAKE_RAY, actors, per_actor=1, spec=JOB, sizer=sizer), chunks(2, 5))
+    assert len(got) == 10
+    assert sizer.rate > 0  # each answer was measured
 
 
 # -- planning, environment, validation, settings ---------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from s3batch.domain.task import Task
 from s3batch.operations.base import UNBATCHED
@@ -29,9 +29,13 @@ BATCH_GAP_S = 0.02
 BATCH_MAX_WAIT_S = 0.5
 
 
-async def ready_batches(tasks: AsyncIterator[Task], size: int) -> AsyncGenerator[list[Task], None]:
+#: A batch size, or a function giving the size wanted now (the Ray engine's chunks adapt theirs).
+Size = int | Callable[[], int]
+
+
+async def ready_batches(tasks: AsyncIterator[Task], size: Size) -> AsyncGenerator[list[Task], None]:
     """Lists of at most `size` tasks, in stream order, each handed on as described above."""
-    if size <= UNBATCHED:
+    if isinstance(size, int) and size <= UNBATCHED:
         async for task in tasks:
             yield [task]
         return
@@ -46,8 +50,8 @@ async def ready_batches(tasks: AsyncIterator[Task], size: int) -> AsyncGenerator
 class _ReadAhead:
     """Reads the stream in its own asyncio task, up to one batch ahead."""
 
-    def __init__(self, tasks: AsyncIterator[Task], size: int) -> None:
-        self._size = size
+    def __init__(self, tasks: AsyncIterator[Task], size: Size) -> None:
+        self._size_now: Callable[[], int] = size if callable(size) else _fixed(size)
         self._loop = asyncio.get_running_loop()
         self._ready: list[Task] = []
         #: Loop times at which the oldest and the newest ready task arrived.
@@ -108,9 +112,14 @@ class _ReadAhead:
             if closer is not None:
                 await closer()
 
+    @property
+    def _size(self) -> int:
+        return max(1, self._size_now())
+
     def _take(self) -> list[Task]:
-        batch, self._ready = self._ready, []
-        if self._room is not None and not self._room.done():
+        size = self._size
+        batch, self._ready = self._ready[:size], self._ready[size:]
+        if len(self._ready) < size and self._room is not None and not self._room.done():
             self._room.set_result(None)
         return batch
 
@@ -128,3 +137,7 @@ class _ReadAhead:
             if timer is not None:
                 timer.cancel()
             self._wakeup = None
+
+
+def _fixed(size: int) -> Callable[[], int]:
+    return lambda: size

@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,9 +54,18 @@ from s3batch.storage.config import S3Config
 
 log = logging.getLogger(__name__)
 
-#: Tasks per chunk: one remote call and one result message. Large enough that the per-call
-#: overhead (~0.3 ms) is noise; small enough for fine-grained progress and cheap re-runs.
+#: Most tasks per chunk (one remote call and one result message): the per-call overhead
+#: (~0.3 ms) is noise against it, and a re-run chunk repeats at most that many operations.
 CHUNK_TASKS = 500
+#: Fewest tasks per chunk, the size of a job's first chunks (nothing is measured yet).
+MIN_CHUNK_TASKS = 20
+#: Seconds of one actor's work a chunk aims at. Chunks are sized from the rate actors finish
+#: them at, between the two bounds above: slow tasks (a 2 ms function) get small chunks, so
+#: progress stays fine-grained and a job's last chunks end close together instead of one
+#: actor finishing a long chunk while the others idle; fast ones (copies) get large chunks.
+CHUNK_TARGET_S = 0.25
+#: Weight of the latest chunk in the rate estimate (an exponential moving average).
+RATE_SMOOTHING = 0.5
 #: Chunks in flight per actor: one being worked on while the next waits in the actor, so the
 #: actor never runs dry between chunks.
 CHUNKS_PER_ACTOR = 2
@@ -205,11 +215,12 @@ class RayEngine:
         actors = POOL.take(key, self.plan.count, kill)
         self.reused = len(actors)
         actors += self._start_actors(ray, self.plan.count - len(actors))
-        dispatch = _Dispatch(ray, actors, self.chunks_per_actor, spec)
+        sizer = ChunkSizer(min(MIN_CHUNK_TASKS, self.chunk_tasks), self.chunk_tasks, self.chunks_per_actor)
+        dispatch = _Dispatch(ray, actors, self.chunks_per_actor, spec, sizer)
         poll = asyncio.create_task(self._poll_stats(limiter, limit))
         clean = False
         try:
-            async for group in dispatch.results(ready_batches(tasks, self.chunk_tasks)):
+            async for group in dispatch.results(ready_batches(tasks, sizer.size)):
                 yield group
             self.actor_stats, clean = await _close_all(actors, spec.run_id)
         finally:
@@ -304,12 +315,35 @@ async def _close_all(actors: list[Any], run_id: str) -> tuple[list[LimitStats], 
     return stats, len(stats) == len(actors)
 
 
+class ChunkSizer:
+    """The chunk size wanted now: `CHUNK_TARGET_S` of one actor's work at the rate chunks come
+    back at. A chunk's time (sent → answered) includes the wait behind the other chunks its
+    actor holds, so the actor's rate counts `per_actor` chunks over that time."""
+
+    def __init__(self, smallest: int, largest: int, per_actor: int) -> None:
+        self.smallest, self.largest, self.per_actor = smallest, largest, per_actor
+        self.rate = 0.0  # tasks/s of one actor; 0: nothing measured yet
+        self._size = smallest
+
+    def size(self) -> int:
+        return self._size
+
+    def record(self, tasks: int, seconds: float) -> None:
+        if tasks <= 0 or seconds <= 0:
+            return
+        rate = tasks * self.per_actor / seconds
+        self.rate = rate if not self.rate else RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * self.rate
+        self._size = min(self.largest, max(self.smallest, round(self.rate * CHUNK_TARGET_S)))
+
+
 @dataclass(eq=False)
 class _Chunk:
     tasks: list[Task]
     actor: int
     #: Times the driver handed it to another actor.
     redispatches: int = 0
+    #: When it was sent (time.monotonic()).
+    sent_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -321,6 +355,8 @@ class _Dispatch:
     per_actor: int
     #: The job, sent with every chunk (engines/ray_actor.ChunkJob).
     spec: Any
+    #: Learns from each chunk's time (None: chunk sizes are fixed).
+    sizer: ChunkSizer | None = None
     redispatched: int = 0
     duplicates: int = 0
     load: list[int] = field(default_factory=list)
@@ -373,6 +409,7 @@ class _Dispatch:
 
     def _send(self, chunk: _Chunk) -> None:
         self.load[chunk.actor] += 1
+        chunk.sent_at = time.monotonic()
         ref = self.actors[chunk.actor].run_chunk.remote(self.spec, chunk.tasks)
         self.running[asyncio.wrap_future(ref.future())] = chunk
 
@@ -387,6 +424,8 @@ class _Dispatch:
             raise ChunkFailed(f"{type(cause).__name__}: {cause}") from exc
         except exceptions.RayError as exc:  # the actor or its node died, Ray's retries spent
             return self._hand_on(chunk, exc)
+        if self.sizer is not None:
+            self.sizer.record(len(chunk.tasks), time.monotonic() - chunk.sent_at)
         return self._record(chunk.tasks, results)
 
     def _hand_on(self, chunk: _Chunk, error: BaseException) -> Finished:
