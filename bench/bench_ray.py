@@ -72,7 +72,8 @@ def handler(event, context):
         "results": [{{"taskId": task["taskId"], "resultCode": "Succeeded", "resultString": "ok"}}],
     }}
 """
-#: Requests in flight per job (both engines; the Ray engine's is cluster-wide).
+#: Requests in flight per process engine worker; the Ray engine's cluster-wide limit is this
+#: times the workers, so both may have as many requests in flight.
 CONCURRENCY = 64
 #: Tasks of the warm-up job that starts the Ray cluster.
 WARMUP_TASKS = 200
@@ -202,11 +203,13 @@ class ColdRay:
 
 
 def engines(workers: int) -> dict[str, Engine]:
-    retry = RetryPolicy()
+    """Both engines with the same requests in flight: the process engine's limit is per process,
+    the Ray engine's is one for the whole cluster (docs/ray.md)."""
+    retry, cluster_wide = RetryPolicy(), CONCURRENCY * workers
     return {
         "process": ProcessEngine(workers, CONCURRENCY, retry),
-        "ray": RayEngine(None, workers, CONCURRENCY, retry),
-        "ray-cold": ColdRay(RayEngine(None, workers, CONCURRENCY, retry)),
+        "ray": RayEngine(None, workers, cluster_wide, retry),
+        "ray-cold": ColdRay(RayEngine(None, workers, cluster_wide, retry)),
     }
 
 
