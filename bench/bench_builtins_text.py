@@ -1,7 +1,8 @@
 """Benchmark: the text built-ins as whole s3batch jobs vs the bare library loop, same inputs.
 
     .venv/bin/python bench/bench_builtins_text.py [--texts 1000] [--csvs 100]
-        [--invocation-batch 32] [--out docs/bench/bench_builtins_text-DATE.json]
+        [--invocation-batch 32] [--repeat 3] [--in-workers] [--only NAME ...]
+        [--out docs/bench/bench_builtins_text-DATE.json]
 
 `s3batch-language` needs the `ml` extra (lingua-language-detector). Inputs are made here,
 deterministically, and written to a local folder store: short documents (one to three
@@ -16,9 +17,12 @@ For each built-in:
   scanner's `pii_result`, the profiler's `profile_csv`, one object at a time. Its time is given
   with and without the setup (analyzer built; detector built and its models loaded by one
   sentence per language; nothing for the last two);
-- `job`: `create_job` to Complete (report included) on the folder store, with
-  S3BATCH_FUNCTION_WORKERS workers (default: one per CPU): one task per invocation (AWS's way),
-  and, where this s3batch has the extension, `InvocationBatchSize` tasks per invocation.
+- `job`: `create_job` to Complete (report included) on the folder store: one task per
+  invocation (AWS's way), and, where this s3batch has the extension, `InvocationBatchSize`
+  tasks per invocation. These built-ins run inline, in the engine's process (docs/functions.md);
+  `--in-workers` adds a batched job with each named by its handler (`python:module:handler`),
+  so it runs in S3BATCH_FUNCTION_WORKERS function worker processes (default: one per CPU), as
+  any handler does.
 
 A `floor` row runs the same job machinery with a handler that reads each object on the shared
 batch path and computes nothing (`FLOOR_HANDLER`): what any LambdaInvoke job over these objects
@@ -43,13 +47,14 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
+from s3batch.functions.registry import BUILTIN_FUNCTIONS, PYTHON_PREFIX
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 #: The floor's handler module, written to the work folder (the jobs' working directory).
@@ -130,6 +135,8 @@ class Row:
     job: Timed
     job_batched: Timed | None
     invocation_batch: int
+    #: The batched job with the built-in in function worker processes (--in-workers).
+    job_batched_in_workers: Timed | None = None
 
 
 def cpu_now() -> float:
@@ -215,8 +222,13 @@ def bare_profile(paths: list[Path]) -> tuple[float, float]:
     return 0.0, time.perf_counter() - start
 
 
-def run_job(home: Path, root: Path, function: str, keys: list[str], batch: int) -> Timed | None:
-    """create_job to Complete; None when this s3batch has no InvocationBatchSize."""
+def run_job(
+    home: Path, root: Path, function: str, keys: list[str], batch: int, in_workers: bool = False
+) -> Timed | None:
+    """create_job to Complete; None when this s3batch has no InvocationBatchSize. `in_workers`
+    names a built-in by its handler, so it runs in function worker processes, not inline."""
+    if in_workers and function in BUILTIN_FUNCTIONS:
+        function = PYTHON_PREFIX + BUILTIN_FUNCTIONS[function]
     client = S3Batch(home=home, storage=f"file://{root}", background=False)
     manifest_key = f"manifests/{function.replace(':', '_')}-{batch}-{len(keys)}.csv"
     (root / BUCKET / manifest_key).parent.mkdir(parents=True, exist_ok=True)
@@ -266,22 +278,47 @@ def measure(
     bare: Callable[[list[Path]], tuple[float, float]],
     work: Path,
     batch: int,
+    repeat: int = 1,
+    in_workers: bool = False,
 ) -> Row:
+    """Each figure the best of `repeat` rounds (bare loop and jobs taking turns), so a burst of
+    other load on a shared machine skews one round, not the comparison."""
     root = work / name.replace(":", "_") / "buckets"
     for key, body in inputs.items():
         path = root / BUCKET / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
     keys = sorted(inputs)
-    cpu = cpu_now()
-    setup_s, run_s = bare([root / BUCKET / k for k in keys])
-    bare_cpu = cpu_now() - cpu
+    paths = [root / BUCKET / k for k in keys]
     home = work / name.replace(":", "_") / "home"
-    one = run_job(home, root, name, keys[:1], 1)
-    job = run_job(home, root, name, keys, 1)
-    batched = run_job(home, root, name, keys, batch) if batch > 1 else None
-    assert one is not None and job is not None
-    return Row(name, len(keys), setup_s, run_s, bare_cpu, one, job, batched, batch)
+    rounds = []
+    for _ in range(repeat):
+        cpu = cpu_now()
+        setup_s, run_s = bare(paths)
+        bare_cpu = cpu_now() - cpu
+        one = run_job(home, root, name, keys[:1], 1)
+        job = run_job(home, root, name, keys, 1)
+        batched = run_job(home, root, name, keys, batch) if batch > 1 else None
+        workers = run_job(home, root, name, keys, batch, in_workers=True) if in_workers else None
+        assert one is not None and job is not None
+        rounds.append(Row(name, len(keys), setup_s, run_s, bare_cpu, one, job, batched, batch, workers))
+    return Row(
+        name,
+        len(keys),
+        min(r.bare_setup_s for r in rounds),
+        min(r.bare_run_s for r in rounds),
+        min(r.bare_cpu_s for r in rounds),
+        _best(r.job_one for r in rounds),
+        _best(r.job for r in rounds),
+        _best(r.job_batched for r in rounds) if batch > 1 else None,
+        batch,
+        _best(r.job_batched_in_workers for r in rounds) if in_workers else None,
+    )
+
+
+def _best(times: Iterable[Timed | None]) -> Timed:
+    """The round with the least wall time."""
+    return min((t for t in times if t is not None), key=lambda t: t.wall_s)
 
 
 def show(row: Row) -> dict[str, Any]:
@@ -295,14 +332,20 @@ def show(row: Row) -> dict[str, Any]:
         "bare_items_per_s_without_setup": round(bare_run, 1),
         "bare_cpu_ms_per_item": round(1000 * row.bare_cpu_s / row.items, 2),
     }
-    for label, timed in (("job", row.job), ("job_batched", row.job_batched)):
+    timings = (
+        ("job", row.job),
+        ("job_batched", row.job_batched),
+        ("job_batched_in_workers", row.job_batched_in_workers),
+    )
+    for label, timed in timings:
         if timed is None:
             continue
-        marginal = (row.items - 1) / max(timed.wall_s - row.job_one.wall_s, 1e-9)
         line[f"{label}_items_per_s"] = round(row.items / timed.wall_s, 1)
         line[f"{label}_ratio_end_to_end"] = round(row.items / timed.wall_s / bare_e2e, 3)
-        line[f"{label}_items_per_s_marginal"] = round(marginal, 1)
-        line[f"{label}_ratio_marginal"] = round(marginal / bare_run, 3)
+        if timed is not row.job_batched_in_workers:  # job_one ran inline: no marginal for that
+            marginal = (row.items - 1) / max(timed.wall_s - row.job_one.wall_s, 1e-9)
+            line[f"{label}_items_per_s_marginal"] = round(marginal, 1)
+            line[f"{label}_ratio_marginal"] = round(marginal / bare_run, 3)
         line[f"{label}_cpu_ms_per_item"] = round(1000 * timed.cpu_s / row.items, 2)
     return line
 
@@ -314,6 +357,12 @@ def main() -> None:
     parser.add_argument("--invocation-batch", type=int, default=32, help="tasks per invocation; 1 = AWS's")
     parser.add_argument("--only", nargs="*", help="built-in names to run (default: all)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each figure is the best round's")
+    parser.add_argument(
+        "--in-workers",
+        action="store_true",
+        help="also run each batched job with the built-in in worker processes",
+    )
     args = parser.parse_args()
     docs = documents(args.texts)
     suites = [
@@ -330,7 +379,9 @@ def main() -> None:
         for name, inputs, bare in suites:
             if args.only and name not in args.only:
                 continue
-            line = show(measure(name, inputs, bare, Path(tmp), args.invocation_batch))
+            line = show(
+                measure(name, inputs, bare, Path(tmp), args.invocation_batch, args.repeat, args.in_workers)
+            )
             print(json.dumps(line), flush=True)
             results.append(line)
     meta = {
@@ -338,6 +389,8 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "function_workers": os.environ.get("S3BATCH_FUNCTION_WORKERS", "CPU count"),
+        "builtins_in_workers": args.in_workers,
+        "repeat": args.repeat,
         # Other processes on the machine skew every figure; the load says how busy it was.
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }

@@ -244,16 +244,17 @@ def test_builtin_sentiment_batched_reports_the_same_rows_as_unbatched(
     env: Env, bucket_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from s3batch.functions.builtin.demo_texts import DEMO_TEXTS
-    from s3batch.functions.pool import FunctionPool, InvokeOutcome
+    from s3batch.functions.inline import InlineFunction
+    from s3batch.functions.pool import InvokeOutcome
 
-    sent: list[int] = []  # tasks per event, as the operation hands events to the pool
-    real_invoke = FunctionPool.invoke
+    sent: list[int] = []  # tasks per event, as the operation hands events to the function
+    real_invoke = InlineFunction.invoke  # the sentiment built-in runs inline
 
-    async def invoke(self: FunctionPool, event: dict[str, Any]) -> InvokeOutcome:
+    async def invoke(self: InlineFunction, event: dict[str, Any]) -> InvokeOutcome:
         sent.append(len(event["tasks"]))
         return await real_invoke(self, event)
 
-    monkeypatch.setattr(FunctionPool, "invoke", invoke)
+    monkeypatch.setattr(InlineFunction, "invoke", invoke)
     texts = list(DEMO_TEXTS.values())
     env.make_bucket(bucket_name)
     keys = [f"letter-{i:03d}.txt" for i in range(60)]

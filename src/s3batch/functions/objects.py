@@ -7,17 +7,22 @@ in the environment variable `STORAGE_CONFIG_ENV` (JSON of `storage.config.to_dic
 Handlers are synchronous and run with no event loop, so the async store is driven by one
 persistent `asyncio.Runner` per process: the store (and its connection pool) is opened on the
 first read and reused by every later invocation in that worker.
+
+A built-in that runs inline (in the engine's own process, functions/inline.py) reads through
+the engine's own store instead: `reading_with` runs the handler with a `Reader` that hands
+the reads to the engine's event loop, so no second store is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from s3batch.errors import ConfigError, StorageError
 
@@ -41,13 +46,27 @@ class ObjectRef:
     version_id: str | None = None
 
 
+#: Reads a batch's objects (each its first `max_bytes` when given) for a handler running inline.
+Reader = Callable[[Sequence[ObjectRef], int | None], list[bytes | StorageError]]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 _runner: asyncio.Runner | None = None
 _store: ObjectStore | None = None
 _close_registered = False
+#: Set only inside `reading_with`: where this thread's handler reads instead of its own store.
+_inline_reader: contextvars.ContextVar[Reader | None] = contextvars.ContextVar("s3batch_reader", default=None)
 
 
 def read_object(bucket: str, key: str, version_id: str | None = None) -> bytes:
     """The whole body of one object (decoded key). Raises `StorageError` (e.g. NoSuchKey)."""
+    reader = _inline_reader.get()
+    if reader is not None:
+        [body] = reader([ObjectRef(bucket, key, version_id)], None)
+        if isinstance(body, StorageError):
+            raise body
+        return body
     runner, store = _open()
     return runner.run(store.get_bytes(bucket, key, version_id))
 
@@ -55,25 +74,50 @@ def read_object(bucket: str, key: str, version_id: str | None = None) -> bytes:
 def read_objects(refs: Sequence[ObjectRef], *, max_bytes: int | None = None) -> list[bytes | StorageError]:
     """Each object's body (its first `max_bytes` when given), read concurrently; a failed read
     is its StorageError in place, so one missing object does not fail the others."""
+    reader = _inline_reader.get()
+    if reader is not None:
+        return reader(refs, max_bytes)
     runner, store = _open()
-    return runner.run(_read_all(store, refs, max_bytes))
+    return runner.run(read_all(store, refs, max_bytes))
 
 
-async def _read_all(
+def reading_with(reader: Reader, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """`call(*args, **kwargs)` with every `read_object(s)` it makes going to `reader`.
+
+    Runs in a fresh context, so the reader never leaks to later work of the same thread."""
+
+    def run() -> _R:
+        _inline_reader.set(reader)
+        return call(*args, **kwargs)
+
+    return contextvars.Context().run(run)
+
+
+async def read_all(
     store: ObjectStore, refs: Sequence[ObjectRef], max_bytes: int | None
 ) -> list[bytes | StorageError]:
-    gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
+    """`read_objects` on `store`, in the caller's event loop."""
+    if len(refs) > MAX_CONCURRENT_READS:
+        gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
-    async def one(ref: ObjectRef) -> bytes | StorageError:
-        async with gate:
-            try:
-                if max_bytes is None:
-                    return await store.get_bytes(ref.bucket, ref.key, ref.version_id)
-                return await _head_bytes(store, ref, max_bytes)
-            except StorageError as exc:
-                return exc
+        async def gated(ref: ObjectRef) -> bytes:
+            async with gate:
+                return await _read_one(store, ref, max_bytes)
 
-    return list(await asyncio.gather(*(one(ref) for ref in refs)))
+        reads = [gated(ref) for ref in refs]
+    else:  # a batch's usual size: no gate, no wrapper coroutine per object
+        reads = [_read_one(store, ref, max_bytes) for ref in refs]
+    bodies = await asyncio.gather(*reads, return_exceptions=True)
+    for body in bodies:
+        if isinstance(body, BaseException) and not isinstance(body, StorageError):
+            raise body  # a bug, not an object's problem: as the reads would have raised it
+    return bodies  # type: ignore[return-value]  # bytes or StorageError, checked above
+
+
+async def _read_one(store: ObjectStore, ref: ObjectRef, max_bytes: int | None) -> bytes:
+    if max_bytes is None:
+        return await store.get_bytes(ref.bucket, ref.key, ref.version_id)
+    return await _head_bytes(store, ref, max_bytes)
 
 
 async def _head_bytes(store: ObjectStore, ref: ObjectRef, max_bytes: int) -> bytes:

@@ -456,7 +456,7 @@ def worker_main(conn: Connection, spec: FunctionSpec, env: Mapping[str, str]) ->
     if spec.sys_path:  # as in Lambda, the handler runs in its task root (LAMBDA_TASK_ROOT)
         with contextlib.suppress(OSError):
             os.chdir(spec.sys_path[0])
-    handler = _load_handler(spec.handler)
+    handler = load_handler(spec.handler)
     conn.send((_READY, os.getpid()))
     # Serves until the parent closes the pipe (or dies): a warm execution environment.
     while True:
@@ -471,10 +471,11 @@ def worker_main(conn: Connection, spec: FunctionSpec, env: Mapping[str, str]) ->
             return
 
 
-_Handler = Callable[[Any, Any], Any] | dict[str, Any]
+#: A loaded handler, or the error payload AWS's runtime gives when it cannot load one.
+Handler = Callable[[Any, Any], Any] | dict[str, Any]
 
 
-def _load_handler(target: str) -> _Handler:
+def load_handler(target: str) -> Handler:
     """The handler, or the error payload AWS's runtime gives when it cannot load one."""
     module_name, _, attr_path = target.partition(":")
     try:
@@ -503,11 +504,12 @@ def _init_error(error_type: str, message: str) -> dict[str, Any]:
     return {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
 
 
-def _invoke(
-    handler: _Handler, spec: FunctionSpec, log_stream: str, request_id: str, event: Any
-) -> tuple[str, Any]:
+def call_handler(
+    handler: Handler, spec: FunctionSpec, log_stream: str, request_id: str, event: Any
+) -> tuple[bool, Any]:
+    """(True, the handler's return value) or (False, the function error payload AWS reports)."""
     if isinstance(handler, dict):
-        return _ERROR, {**handler, "requestId": request_id}
+        return False, {**handler, "requestId": request_id}
     context = LambdaContext(
         function_name=spec.name,
         invoked_function_arn=spec.arn,
@@ -517,11 +519,20 @@ def _invoke(
         log_stream_name=log_stream,
     )
     try:
-        result = handler(event, context)
+        return True, handler(event, context)
     except Exception as exc:
-        return _ERROR, _exception_payload(exc, request_id)
+        return False, _exception_payload(exc, request_id)
+
+
+def _invoke(
+    handler: Handler, spec: FunctionSpec, log_stream: str, request_id: str, event: Any
+) -> tuple[str, Any]:
+    try:
+        ok, result = call_handler(handler, spec, log_stream, request_id, event)
     finally:
         _flush_output()
+    if not ok:
+        return _ERROR, result
     try:
         return _OK, json.dumps(result, default=_json_default)
     except (TypeError, ValueError) as exc:

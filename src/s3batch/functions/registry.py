@@ -49,6 +49,12 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
 #: Built-ins whose whole answer is resultData (a vector): a job without a ResultsSink would
 #: throw every result away, so it is refused when created.
 BUILTINS_NEEDING_A_SINK = frozenset({"s3batch-embed-text", "s3batch-embed-image"})
+#: Built-ins that run inline, in the engine's own process (functions/inline.py), rather than in
+#: function worker processes: each object costs them a fraction of a millisecond, less than
+#: shipping it to a worker and back, and their code is pure and thread-safe (no state shared
+#: between calls, no environment read per call). Named as `python:module:callable` they run in
+#: worker processes like any handler.
+INLINE_BUILTINS = frozenset({"s3batch-sentiment", "s3batch-pii", "s3batch-profile-csv", "s3batch-language"})
 #: Prefix of a FunctionArn that names a handler directly.
 PYTHON_PREFIX = "python:"
 #: The registry file's table.
@@ -187,6 +193,12 @@ def function_name(function_arn: str) -> str:
             "(arn:aws:lambda:REGION:ACCOUNT:function:NAME) or python:package.module:callable"
         )
     return name
+
+
+def runs_inline(spec: FunctionSpec) -> bool:
+    """Whether the job's function is an `INLINE_BUILTINS` built-in (not a registry entry that
+    reuses the name for a handler of its own)."""
+    return spec.name in INLINE_BUILTINS and spec.handler == BUILTIN_FUNCTIONS[spec.name]
 
 
 def check_function_arn(function_arn: str) -> None:

@@ -1,7 +1,8 @@
 """LambdaInvoke: call the job's function once per object (docs/aws-contracts.md#lambda-invocation-contract).
 
 The function is a Python handler (resolved from FunctionArn when the job was created, see
-`functions.registry`) run in a pool of worker processes. Each task gets the event AWS would
+`functions.registry`) run in a pool of worker processes, or, for the cheap built-ins of
+`registry.INLINE_BUILTINS`, in this process (functions/inline.py). Each task gets the event AWS would
 send; the handler's answer, or its error, becomes the task's report row following
 `domain.lambda_contract`. TemporaryFailure results are retryable, so the engine redrives them.
 
@@ -40,6 +41,7 @@ from s3batch.domain.lambda_contract import (
 from s3batch.domain.roles import FUNCTION, Need
 from s3batch.domain.task import Task, TaskResult
 from s3batch.errors import BadRequest, ConfigError, StorageError
+from s3batch.functions.inline import FunctionInvoker, InlineFunction
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool
 from s3batch.functions.registry import (
@@ -47,6 +49,7 @@ from s3batch.functions.registry import (
     PYTHON_PREFIX,
     check_function_arn,
     function_name,
+    runs_inline,
 )
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions
@@ -221,9 +224,13 @@ class LambdaInvoke(Operation):
         self.user_arguments = user_arguments(params, self.version)
         self.batch_size = invocation_batch_size(params, self.version)
         self.partition = arn_partition(spec.arn)
-        # The storage config lets built-in handlers read through the job's own store.
-        env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
-        self.pool = FunctionPool(spec, workers=ctx.job.function_workers, env=env)
+        self.pool: FunctionInvoker
+        if runs_inline(spec):  # a cheap built-in: in this process, reading through ctx.store
+            self.pool = InlineFunction(spec, ctx.store, concurrency=ctx.job.function_workers)
+        else:
+            # The storage config lets built-in handlers read through the job's own store.
+            env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
+            self.pool = FunctionPool(spec, workers=ctx.job.function_workers, env=env)
         #: Where each task's resultData goes (operations/results_sink.py); None: it is dropped.
         self.sink = open_sink(params[SINK_FIELD], ctx) if SINK_FIELD in params else None
 

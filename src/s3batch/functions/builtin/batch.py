@@ -57,7 +57,10 @@ Compute = Callable[[Sequence[bytes]], Sequence[Answer]]
 def task_ref(task: Mapping[str, Any]) -> ObjectRef:
     """The object a task names: 1.0 gives the bucket by ARN, 2.0 by name; keys arrive URL-encoded."""
     bucket = task.get("s3Bucket") or str(task["s3BucketArn"]).split(":::", 1)[-1]
-    return ObjectRef(str(bucket), unquote_plus(str(task["s3Key"])), task.get("s3VersionId") or None)
+    key = str(task["s3Key"])
+    if "%" in key or "+" in key:  # else nothing to decode, and unquote_plus costs per task
+        key = unquote_plus(key)
+    return ObjectRef(str(bucket), key, task.get("s3VersionId") or None)
 
 
 def batch_handler(

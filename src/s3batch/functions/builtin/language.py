@@ -20,9 +20,9 @@ Accuracy (UserArguments `Accuracy`, schema 2.0; default `low`). Lingua's low-acc
 its trigram models only. Measured on one process with all 75 languages: low accuracy takes about
 130 MB and scores about 11,000 short texts a second; high accuracy (1- to 5-gram models) takes
 about 1.1-1.3 GB once a few texts in Latin script have been seen, needs seconds to load (20 s on
-a busy 2-CPU machine) and scores about 1,700-3,600 short texts a second. A job runs one handler
-process per CPU (`S3BATCH_FUNCTION_WORKERS`), so high accuracy would cost over a gigabyte per
-CPU. Lingua's authors document that low accuracy loses accuracy only on texts under about 120
+a busy 2-CPU machine) and scores about 1,700-3,600 short texts a second. The built-in runs
+inline (functions/inline.py): one detector per engine process, whose batch call Lingua spreads
+over the cores. Lingua's authors document that low accuracy loses accuracy only on texts under about 120
 characters (on 23 one-line texts it misread 6, high accuracy 1), and objects are usually
 longer; a job of short texts can ask for `"Accuracy": "high"`. Models load lazily (as Lingua
 needs them) rather than all at start: preloading costs more memory and saves only the first
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,9 +65,19 @@ LOW_ACCURACY = "low"
 HIGH_ACCURACY = "high"
 
 
-@functools.cache
+#: Inline (functions/inline.py), several threads may ask for the first detector at once.
+_DETECTOR_LOCK = threading.Lock()
+
+
 def _detector(high_accuracy: bool) -> LanguageDetector:
-    """One detector per process and mode: Lingua's models are the expensive part."""
+    """One detector per process and mode, built once even when threads ask together."""
+    with _DETECTOR_LOCK:
+        return _build_detector(high_accuracy)
+
+
+@functools.cache
+def _build_detector(high_accuracy: bool) -> LanguageDetector:
+    """Lingua's models are the expensive part: built once per process and mode."""
     builder = LanguageDetectorBuilder.from_all_languages()
     if not high_accuracy:
         builder = builder.with_low_accuracy_mode()

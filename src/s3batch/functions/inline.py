@@ -1,0 +1,123 @@
+"""Built-ins that run in the engine's own process, not in function worker processes.
+
+Some built-ins (`INLINE_BUILTINS` in functions/registry.py) spend a fraction of a millisecond
+per object. Run in a worker process (functions/pool.py), each invocation also pays for the event
+and the answer crossing a pipe (pickled, JSON-encoded and decoded), for the objects read
+through a second store opened in the worker, and each job for the workers' start (a new
+interpreter importing s3batch and the library): together several times the work itself.
+
+`InlineFunction` runs such a handler in a thread of the engine's process instead. The handler
+is the same code with the same event; its `read_objects` calls go, through `reading_with`, to
+the engine's own store on the engine's event loop (no second store, nothing pickled), and its
+return value is used as it is (the built-ins answer JSON values only, so Lambda's JSON round
+trip would change nothing). The response is interpreted by the same rules as a worker's.
+
+What stays as in a worker: one invocation per event; an exception is AWS's error payload; an
+invocation past the function's timeout answers Lambda's timeout payload (a thread cannot be
+killed: it finishes on its own, its answer is dropped, and its slot stays taken until then);
+at most `concurrency` invocations at once, the number of workers a pool would run, so memory
+per job (a batch's objects held at once) is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from s3batch.domain.function import FunctionSpec
+from s3batch.errors import StorageError
+from s3batch.functions.context import new_log_stream_name
+from s3batch.functions.objects import ObjectRef, read_all, reading_with
+from s3batch.functions.pool import Handler, InvokeOutcome, call_handler, load_handler, timeout_error
+from s3batch.storage.base import ObjectStore
+
+
+class FunctionInvoker(Protocol):
+    """What LambdaInvoke calls: a worker pool (functions/pool.py) or an `InlineFunction`."""
+
+    async def invoke(self, event: dict[str, Any]) -> InvokeOutcome: ...
+
+    async def close(self) -> None: ...
+
+
+class InlineFunction:
+    """Runs `spec.handler` in up to `concurrency` threads of this process, reading through `store`."""
+
+    def __init__(self, spec: FunctionSpec, store: ObjectStore, *, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.spec = spec
+        self._store = store
+        self._slots = asyncio.Semaphore(concurrency)
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"s3batch-inline-{spec.name}"
+        )
+        self._handler: Handler | None = None
+        self._load_lock = threading.Lock()
+        self._log_stream = new_log_stream_name()
+        self._closed = False
+
+    async def invoke(self, event: dict[str, Any]) -> InvokeOutcome:
+        """Run the handler on `event` in a free thread (waiting for one if all are busy)."""
+        request_id = str(uuid.uuid4())
+        loop = asyncio.get_running_loop()
+        await self._slots.acquire()
+        try:
+            self._check_open()
+            running = self._threads.submit(self._run, loop, request_id, event)
+        except BaseException:
+            self._slots.release()
+            raise
+        # The slot is free when the thread is, not when the caller stops waiting (timeout,
+        # cancel): a thread cannot be stopped, and new calls must not queue behind it.
+        running.add_done_callback(functools.partial(_release_in, loop, self._slots))
+        try:
+            ok, body = await asyncio.wait_for(asyncio.wrap_future(running), self.spec.timeout_s)
+        except TimeoutError:
+            return InvokeOutcome(request_id, error=timeout_error(request_id, self.spec))
+        if ok:
+            return InvokeOutcome(request_id, payload=body)
+        return InvokeOutcome(request_id, error=body)
+
+    async def close(self) -> None:
+        """Take no more calls; threads still running finish on their own, unawaited."""
+        self._closed = True
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the inline function {self.spec.name!r} is closed")
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, request_id: str, event: dict[str, Any]
+    ) -> tuple[bool, Any]:
+        """One invocation, in a pool thread."""
+        handler = self._load()
+
+        def read(refs: Sequence[ObjectRef], max_bytes: int | None) -> list[bytes | StorageError]:
+            reads = asyncio.run_coroutine_threadsafe(read_all(self._store, refs, max_bytes), loop)
+            try:
+                return reads.result(timeout=self.spec.timeout_s)
+            finally:
+                reads.cancel()  # a no-op once done; else the loop stops reading for a dropped call
+
+        return reading_with(read, call_handler, handler, self.spec, self._log_stream, request_id, event)
+
+    def _load(self) -> Handler:
+        # Imported in a pool thread, on first use: the loop never waits for a library's import.
+        with self._load_lock:
+            if self._handler is None:
+                self._handler = load_handler(self.spec.handler)
+            return self._handler
+
+
+def _release_in(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore, _: object) -> None:
+    """Free a slot from the thread that finished (a no-op once the job's loop is closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(slots.release)

@@ -1,0 +1,56 @@
+"""Which functions run inline (functions/registry.py), and how an inline handler's reads are
+routed (functions/objects.py `reading_with`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from s3batch.errors import ConfigError, StorageError
+from s3batch.functions.objects import STORAGE_CONFIG_ENV, ObjectRef, read_object, read_objects, reading_with
+from s3batch.functions.registry import BUILTIN_FUNCTIONS, INLINE_BUILTINS, resolve_function, runs_inline
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
+
+
+@pytest.mark.parametrize("name", sorted(INLINE_BUILTINS))
+def test_the_cheap_builtins_run_inline(name: str) -> None:
+    assert runs_inline(resolve_function(ARN.format(name), {}, cwd="/", timeout_s=3.0))
+
+
+@pytest.mark.parametrize("name", sorted(set(BUILTIN_FUNCTIONS) - INLINE_BUILTINS))
+def test_the_model_builtins_run_in_worker_processes(name: str) -> None:
+    assert not runs_inline(resolve_function(ARN.format(name), {}, cwd="/", timeout_s=3.0))
+
+
+def test_a_registry_entry_reusing_a_builtins_name_runs_in_worker_processes() -> None:
+    spec = resolve_function(
+        ARN.format("s3batch-pii"), {"s3batch-pii": "mine.pii:handler"}, cwd="/", timeout_s=3.0
+    )
+    assert spec.handler == "mine.pii:handler" and not runs_inline(spec)
+
+
+def test_a_builtin_named_by_its_handler_runs_in_worker_processes() -> None:
+    arn = "python:" + BUILTIN_FUNCTIONS["s3batch-sentiment"]
+    assert not runs_inline(resolve_function(arn, {}, cwd="/", timeout_s=3.0))
+
+
+def test_reads_inside_reading_with_go_to_the_reader_and_only_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STORAGE_CONFIG_ENV, raising=False)
+    asked: list[tuple[list[ObjectRef], int | None]] = []
+
+    def reader(refs: Sequence[ObjectRef], max_bytes: int | None) -> list[bytes | StorageError]:
+        asked.append((list(refs), max_bytes))
+        return [b"body" if ref.key == "a" else StorageError("NoSuchKey", "gone", 404) for ref in refs]
+
+    def handler() -> tuple[list[bytes | StorageError], bytes]:
+        return read_objects([ObjectRef("b", "a"), ObjectRef("b", "z")], max_bytes=7), read_object("b", "a")
+
+    bodies, one = reading_with(reader, handler)
+    assert bodies[0] == b"body" and isinstance(bodies[1], StorageError) and one == b"body"
+    assert asked == [([ObjectRef("b", "a"), ObjectRef("b", "z")], 7), ([ObjectRef("b", "a")], None)]
+    with pytest.raises(StorageError, match="gone"):
+        reading_with(reader, read_object, "b", "z")
+    with pytest.raises(ConfigError, match=STORAGE_CONFIG_ENV):  # the reader did not stay behind
+        read_objects([ObjectRef("b", "a")])
