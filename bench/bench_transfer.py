@@ -19,7 +19,7 @@ process. s3batch's run includes creating the job, listing the source (its manife
 verifying every checksum and writing its report rows to SQLite; the peers verify MD5/ETags their
 own way. s3batch runs with SkipExisting None (a copy, as the peers are told to copy).
 
-Prints objects/s, MB/s, the ratio of each peer's time to s3batch's, and peak RSS, and writes
+Prints objects/s, MB/s, CPU seconds, the ratio of each peer's time to s3batch's, and peak RSS, and writes
 bench/results/bench_transfer.json.
 """
 
@@ -72,7 +72,8 @@ def lay_out(count: int, size: int) -> Callable[[Path], None]:
 
 
 def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run one client; its wall time and peak RSS (MiB). Its output goes to a file, not a pipe:
+    """Run one client; its wall time, CPU time (user + system, which a shared machine disturbs
+    less than wall time) and peak RSS (MiB). Its output goes to a file, not a pipe:
     nothing reads a pipe while wait4() waits, and a client that prints a line per object
     (s5cmd) would block on a full one."""
     with tempfile.TemporaryFile() as output:
@@ -85,7 +86,8 @@ def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
             output.seek(0)
             tail = output.read()[-4000:].decode(errors="replace")
             raise RuntimeError(f"{argv[:3]} exited {proc.returncode}: {tail}")
-    return {"seconds": elapsed, "peak_rss_mib": usage.ru_maxrss / 1024}
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return {"seconds": elapsed, "cpu_seconds": cpu_s, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 class Bench:
@@ -170,7 +172,8 @@ def workload(
         run["mb_per_s"] = count * size / MIB / run["seconds"]
         results[name] = run
         print(f"  {name:<40}{run['seconds']:>9.2f} s{run['obj_per_s']:>10.0f} obj/s"
-              f"{run['mb_per_s']:>9.1f} MiB/s{run['peak_rss_mib']:>9.0f} MiB RSS", flush=True)  # fmt: skip
+              f"{run['mb_per_s']:>9.1f} MiB/s{run['cpu_seconds']:>8.2f} s CPU"
+              f"{run['peak_rss_mib']:>7.0f} MiB RSS", flush=True)  # fmt: skip
 
     dst = bench.bucket(bench.dst)
     record("S3->S3 s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", f"b:{dst}"), bench.objects_in(dst))

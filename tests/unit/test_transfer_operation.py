@@ -3,6 +3,7 @@ modes, the memory bound; and how TargetStore is resolved (stores.toml, server.to
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from s3batch.domain.named_stores import parse_server_stores, parse_store, parse_
 from s3batch.domain.stores import LocalConfig, S3Config
 from s3batch.domain.task import Task
 from s3batch.domain.transfer import MAX_PARTS, MIB, KeyMapping, part_size_for, part_sizes
-from s3batch.domain.uploads import ChecksumValue, ObjectAttributes, UploadedPart
+from s3batch.domain.uploads import CheckedHead, ChecksumValue, ObjectAttributes, UploadedPart, WrittenObject
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest, StorageError
 from s3batch.functions.registry import FunctionScope
 from s3batch.operations import kind_of
@@ -190,6 +191,61 @@ async def test_a_corrupted_part_fails_the_task_and_aborts_the_upload() -> None:
     assert "part " in big.message and "CRC32C" in big.message
     assert [u async for u in target.list_multipart_uploads(DST)] == []
     assert [i.key async for i in target.list_objects(DST)] == []  # the corrupted small one removed
+
+
+class HeadCountingStore(MemoryStore):
+    """A destination that counts HEADs; `answer_checksum=False` drops the checksum from the
+    completion's answer (as rclone and moto give none), `head_extra` misreports HEAD's size."""
+
+    def __init__(self, *, answer_checksum: bool = True, head_extra: int = 0) -> None:
+        super().__init__()
+        self.heads = 0
+        self.answer_checksum, self.head_extra = answer_checksum, head_extra
+
+    async def complete_multipart_upload(self, *args: Any, **kwargs: Any) -> WrittenObject:
+        written = await super().complete_multipart_upload(*args, **kwargs)
+        return written if self.answer_checksum else dataclasses.replace(written, checksum=None)
+
+    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+        self.heads += 1
+        head = await super().head_with_checksum(bucket, key, version_id)
+        info = dataclasses.replace(head.info, size=head.info.size + self.head_extra)
+        return dataclasses.replace(head, info=info)
+
+
+async def test_no_head_after_a_completion_whose_answer_proves_the_checksum() -> None:
+    source, _ = await stores()
+    target = HeadCountingStore()
+    await target.create_bucket(DST)
+    await source.put_bytes(SRC, "big", BIG)
+    result = await operation(source, target).apply(task("big"))
+    assert result.succeeded, result
+    assert target.heads == 0
+    assert await target.get_bytes(DST, "big") == BIG
+
+
+async def test_without_a_checksum_in_the_answer_a_head_checks_the_size() -> None:
+    source, _ = await stores()
+    target = HeadCountingStore(answer_checksum=False, head_extra=1)
+    await target.create_bucket(DST)
+    await source.put_bytes(SRC, "big", BIG)
+    result = await operation(source, target).apply(task("big"))
+    assert result.error_code == "ChecksumMismatch", result
+    assert target.heads == 1
+    assert f"{len(BIG) + 1} bytes; {len(BIG)} were sent" in result.message
+    assert [i.key async for i in target.list_objects(DST)] == []  # removed
+
+
+async def test_tags_to_check_still_take_a_head_after_a_proven_completion() -> None:
+    source, _ = await stores()
+    target = HeadCountingStore()
+    await target.create_bucket(DST)
+    await source.put_bytes(SRC, "big", BIG)
+    await source.put_tags(SRC, "big", {"k": "v"})
+    result = await operation(source, target).apply(task("big"))
+    assert result.succeeded, result
+    assert target.heads == 1
+    assert await target.get_tags(DST, "big") == {"k": "v"}
 
 
 async def test_a_store_that_checks_checksums_refuses_with_bad_digest_reported_as_a_mismatch() -> None:

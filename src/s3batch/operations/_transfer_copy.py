@@ -9,7 +9,8 @@ Checks, in order (docs/transfer.md, "Checksums"):
 3. Each answer: the store's checksum if it returned one, else its ETag when that is an MD5,
    must equal what was sent.
 4. A multipart object: the completed object's composite checksum (or multipart ETag), and its
-   size and stored checksum on a HEAD after completion.
+   size and stored checksum on a HEAD after completion (skipped when the completion's answer
+   already carries the whole object's checksum, equal to what was sent).
 A mismatch in 2-4 fails the task with ChecksumMismatch and removes the object (or aborts the
 upload) that was written.
 """
@@ -42,6 +43,7 @@ from s3batch.domain.uploads import (
     ChecksumValue,
     ObjectAttributes,
     UploadedPart,
+    WrittenObject,
     is_md5_etag,
     is_multipart_etag,
 )
@@ -358,19 +360,39 @@ class Copier:
             await self._abort(slot, upload_id)
             raise
         self._open.pop(slot, None)
-        head = await self.writer.head_with_checksum(self.bucket, key)
-        problem = self._object_problem(written.checksum, written.etag, expected, digests)
-        if problem is None and head.size != source.head.size:
-            problem = f"the destination holds {head.size} bytes; {source.head.size} were sent"
-        if problem is None:
-            problem = self._object_problem(head.checksum, None, expected, digests)
-        if problem is not None:
-            await self._remove(key, written.version_id)
-            raise _Mismatch(problem)
+        head = await self._completed_head(key, source, written, expected, digests)
         await self._check_tags(key, source, head)
         return Outcome(
             COPIED, self.algorithm, expected.value, source.head.size, len(sizes), reused, tuple(source.notes)
         )
+
+    async def _completed_head(
+        self,
+        key: str,
+        source: _Source,
+        written: WrittenObject,
+        expected: ChecksumValue,
+        digests: list[PartDigest],
+    ) -> CheckedHead | None:
+        """Step 4: the completed object's checksum (or multipart ETag), then a HEAD for its size
+        and stored checksum; None when no HEAD was needed. The HEAD is skipped when the answer
+        carries the whole object's checksum, of the job's algorithm and type, equal to what the
+        parts sent make: the destination computed it over the parts it holds (each verified by
+        its own checksum, which covers its bytes and so its size), so a HEAD proves nothing
+        more. Tags to check still need it."""
+        problem = self._object_problem(written.checksum, written.etag, expected, digests)
+        proven = problem is None and written.checksum == expected
+        head = None
+        if problem is None and not (proven and not source.attributes.tags):
+            head = await self.writer.head_with_checksum(self.bucket, key)
+            if head.size != source.head.size:
+                problem = f"the destination holds {head.size} bytes; {source.head.size} were sent"
+            else:
+                problem = self._object_problem(head.checksum, None, expected, digests)
+        if problem is not None:
+            await self._remove(key, written.version_id)
+            raise _Mismatch(problem)
+        return head
 
     def _expected(self, digests: list[PartDigest], full: str | None) -> ChecksumValue:
         """The whole object's checksum as the destination should report it."""

@@ -13,11 +13,15 @@ leaves the old or the new version, never a torn one. A version_id other than Non
 raises NotImplemented: a folder keeps one version per key.
 
 A file changed outside the store keeps its sidecar's attributes; only its cached ETag is
-recomputed (the cache is keyed by size and mtime_ns).
+recomputed (the cache is keyed by size and mtime_ns). Only files of ETAG_CACHE_MIN_BYTES or more
+get their ETag cached on a HEAD or a listing: hashing a small file again costs less than the
+atomic write of a cache file (a file the store wrote itself has its ETag recorded anyway).
 
-Sidecar read-modify-write sequences contain no `await`, so coroutines of one process never
-interleave inside one; separate processes writing the same key at the same instant may still
-lose a metadata update (last writer wins), as with any plain folder.
+A write runs in one worker thread: content to a temp file, moved into place, then the sidecar.
+Sidecar read-modify-write sequences and the move-then-sidecar step hold a per-key lock (striped:
+SIDECAR_LOCK_STRIPES), so neither coroutines nor write threads of one process interleave inside
+one; separate processes writing the same key at the same instant may still lose a metadata
+update (last writer wins), as with any plain folder.
 
 Symbolic links: the root, each bucket folder and each bucket's sidecar folder belong to the
 operator and may be symlinks. Below them nothing is ever followed (docs/compatibility.md, "Local
@@ -39,6 +43,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -87,14 +92,13 @@ from s3batch.storage.emulated import (
 )
 from s3batch.storage.emulated_uploads import (
     StagedUpload,
-    check_sent,
+    bad_digest,
     check_sent_whole,
     checksum_of,
     chosen_parts,
     completed_checksum,
     full_hasher,
     object_attrs,
-    part_answer,
 )
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,17 @@ SIDECAR_SUFFIX = ".json"
 SIDECAR_DIR_SUFFIX = ".d"
 #: Block size for reading, writing and hashing files, in bytes.
 IO_CHUNK_BYTES = 1024 * 1024
+#: Files at least this large (bytes) get their ETag cached in the sidecar when a HEAD or a
+#: listing computes it; smaller ones are hashed again each time (cheaper than a cache write).
+ETAG_CACHE_MIN_BYTES = 256 * 1024
+#: Files up to this size (bytes) are hashed and read where the request runs; larger ones in a
+#: worker thread, so a big file does not stall the event loop. For a small file the hop to a
+#: thread (and back, contending for the GIL) costs more than the reads.
+INLINE_IO_MAX_BYTES = 64 * 1024
+#: Locks guarding the sidecar of a key (keys share a lock by hash; more stripes, fewer waits).
+SIDECAR_LOCK_STRIPES = 64
+#: Objects whose stat, sidecar and (small-file) ETag one worker-thread call gathers in a listing.
+LIST_BATCH_OBJECTS = 256
 #: Longest key segment, in UTF-8 bytes: the filesystem's 255 less the sidecar suffix.
 MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX)
 #: fsync each file before moving it into place. Off: os.replace already protects against a
@@ -162,6 +177,9 @@ class _Sidecar:
             "stamp": list(self.stamp) if self.stamp else None,
         }
 
+    def encoded(self) -> bytes:
+        return json.dumps(self.to_json(), ensure_ascii=False).encode("utf-8")
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> _Sidecar:
         attrs = ObjectAttrs(
@@ -189,6 +207,28 @@ class _Loc:
         return self.base, self.folders
 
 
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """What a HEAD or a listing learns of one file in one worker-thread call."""
+
+    st: os.stat_result
+    sidecar: _Sidecar
+    #: None: a large file whose ETag is not cached (hashed in its own thread call).
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _WritePlan:
+    """Where one write goes: the object, its sidecar, the temp name, the folders to sweep."""
+
+    loc: _Loc
+    sidecar: _Loc
+    temp: str
+    key: str
+    sweep: Sequence[tuple[Path, tuple[str, ...]]]
+    lock: threading.Lock
+
+
 class LocalStore:
     """ObjectStore over a folder: sub-folders are buckets, files below them objects."""
 
@@ -201,6 +241,9 @@ class LocalStore:
         self._meta = self._root / META_DIR_NAME
         #: Folders this store has swept of stale temp files on a write (see _unswept).
         self._swept: set[tuple[Path, tuple[str, ...]]] = set()
+        #: Per-key sidecar locks (see the module docstring); threading locks, as write threads
+        #: take them too. Held only across a few local file operations, never across an await.
+        self._locks = tuple(threading.Lock() for _ in range(SIDECAR_LOCK_STRIPES))
 
     # -- paths and checks -------------------------------------------------------------------
 
@@ -245,43 +288,39 @@ class LocalStore:
 
     # -- sidecars ---------------------------------------------------------------------------
 
+    def _lock(self, bucket: str, key: str) -> threading.Lock:
+        return self._locks[hash((bucket, key)) % SIDECAR_LOCK_STRIPES]
+
     def _read_sidecar(self, bucket: str, key: str) -> _Sidecar:
-        loc = self._sidecar_loc(bucket, key)
-        try:
-            fd = _open_file(loc)
-        except OSError as exc:
-            if exc.errno in _MISSING_ERRNOS:
-                return _Sidecar()  # a file dropped in by hand: no metadata yet
-            raise
-        try:
-            with os.fdopen(fd, "rb") as f:
-                raw = f.read()
-        except IsADirectoryError:
-            return _Sidecar()
-        try:
-            return _Sidecar.from_json(json.loads(raw.decode("utf-8")))
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            log.warning("ignoring unreadable metadata file %s", loc.base.joinpath(*loc.folders, loc.name))
-            return _Sidecar()
+        return _read_sidecar_at(self._sidecar_loc(bucket, key))
 
     def _write_sidecar(self, bucket: str, key: str, sidecar: _Sidecar) -> None:
-        data = json.dumps(sidecar.to_json(), ensure_ascii=False).encode("utf-8")
-        _atomic_write(self._sidecar_loc(bucket, key), data)
+        _atomic_write(self._sidecar_loc(bucket, key), sidecar.encoded())
 
     def _update_attrs(self, bucket: str, key: str, change: Callable[[ObjectAttrs], ObjectAttrs]) -> None:
-        sidecar = self._read_sidecar(bucket, key)
-        sidecar.attrs = change(sidecar.attrs)
-        self._write_sidecar(bucket, key, sidecar)
+        with self._lock(bucket, key):
+            sidecar = self._read_sidecar(bucket, key)
+            sidecar.attrs = change(sidecar.attrs)
+            self._write_sidecar(bucket, key, sidecar)
 
-    async def _etag(self, bucket: str, key: str, loc: _Loc, st: os.stat_result, sidecar: _Sidecar) -> str:
-        """MD5 of the file, from the sidecar's cache when the file has not changed."""
-        stamp = _stamp(st)
-        if sidecar.etag and sidecar.stamp == stamp:
-            return sidecar.etag
+    def _described(self, bucket: str, key: str, loc: _Loc) -> _Described:
+        """The object's stat and sidecar, and its ETag when cached or cheap to compute
+        (blocking: run in a worker thread). NoSuchKey unless a regular file."""
+        st = self._stat(loc, key)
+        sidecar = self._read_sidecar(bucket, key)
+        return _Described(st, sidecar, _cheap_etag(loc, key, st, sidecar))
+
+    async def _etag(self, bucket: str, key: str, loc: _Loc, described: _Described) -> str:
+        """MD5 of the file: `described`'s when it has one, else hashed in a worker thread and
+        cached in the sidecar (a file this large is worth a cache write)."""
+        if described.etag is not None:
+            return described.etag
+        stamp = _stamp(described.st)
         etag, hashed = await asyncio.to_thread(_md5_object, loc, key)
-        if hashed == stamp:
-            with contextlib.suppress(OSError):  # the cache is best effort (read-only folder, races)
-                # Re-read so an attribute change made while hashing is kept, not overwritten.
+        if hashed == stamp and hashed[0] >= ETAG_CACHE_MIN_BYTES:
+            # The cache is best effort (read-only folder, races). Re-read so an attribute
+            # change made while hashing is kept, not overwritten.
+            with contextlib.suppress(OSError), self._lock(bucket, key):
                 fresh = self._read_sidecar(bucket, key)
                 fresh.etag, fresh.stamp = etag, stamp
                 self._write_sidecar(bucket, key, fresh)
@@ -290,22 +329,41 @@ class LocalStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def _write(
-        self, bucket: str, key: str, fill: Callable[[BinaryIO], str], attrs: ObjectAttrs
+        self,
+        bucket: str,
+        key: str,
+        fill: Callable[[BinaryIO], str],
+        attrs: ObjectAttrs,
     ) -> tuple[os.stat_result, str]:
-        """Write content via a temp file, move it into place, then write its sidecar."""
+        """Write content via a temp file, move it into place, then write its sidecar: one
+        worker-thread call."""
         loc = self._object_loc(bucket, key)
-        sweep = self._unswept(loc, self._sidecar_loc(bucket, key))
-        temp = _temp_name()
+        sidecar = self._sidecar_loc(bucket, key)
+        plan = _WritePlan(
+            loc, sidecar, _temp_name(), key, self._unswept(loc, sidecar), self._lock(bucket, key)
+        )
         try:
-            st, etag = await asyncio.to_thread(_write_temp, loc, temp, fill, key, sweep)
-            _move_into_place(loc, temp, key)
-            self._write_sidecar(bucket, key, _Sidecar(attrs, etag, _stamp(st)))
+            # Always a thread, even for a few bytes: creating and renaming files can block far
+            # longer than it computes (a busy disk), and threads overlap those waits.
+            return await asyncio.to_thread(_write_object, plan, fill, attrs)
         except BaseException:
-            # A cancelled write thread may still create the file after this; it stays hidden
-            # and is swept once stale.
-            _discard(loc, temp)
+            # A cancelled write thread may still finish after this (as a PUT whose client went
+            # away may still land); a temp file it leaves stays hidden and is swept once stale.
+            _discard(loc, plan.temp)
             raise
-        return st, etag
+
+    async def _head(self, bucket: str, key: str, version_id: str | None) -> tuple[ObjectInfo, _Sidecar]:
+        _check_version(version_id)
+        with _io_errors(key):
+            loc = self._object_loc(bucket, key)
+            # Inline: a stat and a small sidecar (a large file's hash goes to a thread).
+            described = self._described(bucket, key, loc)
+            etag = await self._etag(bucket, key, loc, described)
+        st, sidecar = described.st, described.sidecar
+        info = object_info(
+            bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=sidecar.attrs
+        )
+        return info, sidecar
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -319,15 +377,8 @@ class LocalStore:
                 (self._root / bucket).mkdir(parents=True, exist_ok=True)
 
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
-        _check_version(version_id)
-        with _io_errors(key):
-            loc = self._object_loc(bucket, key)
-            st = self._stat(loc, key)
-            sidecar = self._read_sidecar(bucket, key)
-            etag = await self._etag(bucket, key, loc, st, sidecar)
-        return object_info(
-            bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=sidecar.attrs
-        )
+        info, _ = await self._head(bucket, key, version_id)
+        return info
 
     async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
         _check_version(version_id)
@@ -344,17 +395,17 @@ class LocalStore:
     ) -> AsyncIterator[bytes]:
         _check_version(version_id)
         with _io_errors(key):
-            f, st = _open_object(self._object_loc(bucket, key), key)
+            loc = self._object_loc(bucket, key)
+            # Reads stop at the size seen when opened (a key is replaced by rename, never written
+            # in place); a small object is opened and read here, with no thread hop.
+            f, left, chunk = _open_at(loc, key, start, chunk_size)
             try:
-                check_range(start, st.st_size)
-                if start:
-                    await asyncio.to_thread(f.seek, start)
-                # Reads stop at the size seen when opened (a key is replaced by rename, never
-                # written in place), so a small object costs one thread hop, not three.
-                left = st.st_size - start
-                while left > 0 and (chunk := await asyncio.to_thread(f.read, min(chunk_size, left))):
+                if left > 0 and not chunk:
+                    chunk = await asyncio.to_thread(f.read, min(chunk_size, left))
+                while chunk:
                     left -= len(chunk)
                     yield chunk
+                    chunk = await asyncio.to_thread(f.read, min(chunk_size, left)) if left > 0 else b""
             finally:
                 f.close()
 
@@ -433,8 +484,9 @@ class LocalStore:
             loc = self._object_loc(bucket, key)
             sidecar = self._sidecar_loc(bucket, key)
             # A missing key, a folder of other keys or a symlink deletes nothing.
-            _remove_file(loc)
-            _remove_file(sidecar)
+            with self._lock(bucket, key):
+                _remove_file(loc)
+                _remove_file(sidecar)
             _prune_empty(loc)
             _prune_empty(sidecar)
 
@@ -460,28 +512,60 @@ class LocalStore:
     ) -> AsyncIterator[ObjectInfo]:
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
+            batch: list[tuple[str, _Loc]] = []
             async for key, loc in self._walk(bucket_dir, (), prefix):
                 if start_after is not None and key <= start_after:
                     continue
                 if end_before is not None and key >= end_before:
-                    return  # the walk is in key order: nothing after this is wanted
-                sidecar = self._read_sidecar(bucket, key)
-                try:
-                    st = self._stat(loc, key)
-                    etag = await self._etag(bucket, key, loc, st, sidecar)
-                except StorageError:
-                    continue  # deleted while listing
-                yield ObjectInfo(
-                    bucket=bucket,
-                    key=key,
-                    size=st.st_size,
-                    etag=etag,
-                    last_modified=_mtime(st),
-                    storage_class=sidecar.attrs.storage_class,
-                )
+                    break  # the walk is in key order: nothing after this is wanted
+                batch.append((key, loc))
+                if len(batch) >= LIST_BATCH_OBJECTS:
+                    async for info in self._listed(bucket, batch):
+                        yield info
+                    batch = []
+            async for info in self._listed(bucket, batch):
+                yield info
+
+    async def _listed(self, bucket: str, batch: list[tuple[str, _Loc]]) -> AsyncIterator[ObjectInfo]:
+        """The listing entries of `batch`: stats, sidecars and small files' ETags gathered in
+        one worker-thread call; a file deleted meanwhile is left out."""
+        if not batch:
+            return
+        described = await asyncio.to_thread(self._described_many, bucket, batch)
+        for (key, loc), found in zip(batch, described, strict=True):
+            if found is None:
+                continue
+            try:
+                etag = await self._etag(bucket, key, loc, found)
+            except StorageError:
+                continue  # deleted while listing
+            yield ObjectInfo(
+                bucket=bucket,
+                key=key,
+                size=found.st.st_size,
+                etag=etag,
+                last_modified=_mtime(found.st),
+                storage_class=found.sidecar.attrs.storage_class,
+            )
+
+    def _described_many(self, bucket: str, batch: list[tuple[str, _Loc]]) -> list[_Described | None]:
+        found: list[_Described | None] = []
+        for key, loc in batch:
+            try:
+                found.append(self._described(bucket, key, loc))
+            except StorageError:
+                found.append(None)  # deleted while listing
+            except OSError as exc:
+                if exc.errno not in _MISSING_ERRNOS:
+                    raise
+                found.append(None)
+        return found
 
     async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
-        keys = [info.key async for info in self.list_objects(bucket, prefix)]
+        # Names only: a common prefix needs no file's size, sidecar or ETag.
+        with _io_errors(bucket):
+            bucket_dir = self._bucket_dir(bucket)
+            keys = [key async for key, _ in self._walk(bucket_dir, (), prefix)]
         return common_prefixes(keys, prefix, delimiter)
 
     async def list_versions(
@@ -561,16 +645,16 @@ class LocalStore:
         attributes: ObjectAttributes,
         checksum: ChecksumValue | None,
     ) -> WrittenObject:
-        check_sent(body, checksum)
+        answer = None
+        if checksum is not None:
+            # Computed once: it is both the check of what was sent and the answer.
+            answer = ChecksumValue(checksum.algorithm, checksum_of(checksum.algorithm, body))
+            if answer.value != checksum.value:
+                raise bad_digest(checksum.algorithm)
         with _io_errors(key):
             _, etag = await self._write(
                 bucket, key, lambda f: staging.write_body(f, body), object_attrs(attributes)
             )
-        answer = (
-            None
-            if checksum is None
-            else ChecksumValue(checksum.algorithm, checksum_of(checksum.algorithm, body))
-        )
         return WrittenObject(etag, None, answer)
 
     async def create_multipart_upload(
@@ -605,10 +689,7 @@ class LocalStore:
     ) -> UploadedPart:
         folder = self._upload_folder(bucket, upload_id)
         with _io_errors(key):
-            upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
-            part = await asyncio.to_thread(part_answer, number, body, checksum, upload.algorithm)
-            await asyncio.to_thread(staging.write_part, folder, part, body)
-        return part
+            return await asyncio.to_thread(staging.stage_part, folder, key, upload_id, number, body, checksum)
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
         folder = self._upload_folder(bucket, upload_id)
@@ -644,10 +725,9 @@ class LocalStore:
         return WrittenObject(etag, None, result[0])
 
     async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
-        info = await self.head(bucket, key, version_id)
-        tags = await self.get_tags(bucket, key, version_id)
+        info, sidecar = await self._head(bucket, key, version_id)
         # A folder keeps no checksum at rest: only the MD5 ETag (cached in the sidecar).
-        return CheckedHead(info, None, len(tags))
+        return CheckedHead(info, None, len(sidecar.attrs.tags))
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
@@ -736,11 +816,16 @@ def _symlink_error(name: str) -> OSError:
 
 
 def _open_child(parent: int, name: str, *, create: bool) -> int:
-    """Descriptor of folder `name` in folder `parent`, made first if `create`; ELOOP for a symlink."""
-    if create:
+    """Descriptor of folder `name` in folder `parent`, made first if missing and `create`; ELOOP
+    for a symlink. Opened first, made only when missing: most writes go to existing folders."""
+    try:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, dir_fd=parent)
-    try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except NotADirectoryError:
         # O_NOFOLLOW with O_DIRECTORY reports a symlink as "not a folder": tell them apart.
@@ -799,6 +884,23 @@ def _open_object(loc: _Loc, key: str) -> tuple[BinaryIO, os.stat_result]:
     return f, st
 
 
+def _open_at(loc: _Loc, key: str, start: int, chunk_size: int) -> tuple[BinaryIO, int, bytes]:
+    """The object's file open at `start`, the bytes left from there (by the size seen when
+    opened) and, when they are few (up to INLINE_IO_MAX_BYTES), the first chunk of them."""
+    f, st = _open_object(loc, key)
+    try:
+        check_range(start, st.st_size)
+        if start:
+            f.seek(start)  # moves the offset only: no I/O
+        left = st.st_size - start
+        if left > INLINE_IO_MAX_BYTES:
+            return f, left, b""
+        return f, left, f.read(min(chunk_size, left)) if left > 0 else b""
+    except BaseException:
+        f.close()
+        raise
+
+
 def _read_object(loc: _Loc, key: str) -> bytes:
     f, _ = _open_object(loc, key)
     with f:
@@ -813,6 +915,37 @@ def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int]]:
         while block := f.read(IO_CHUNK_BYTES):
             digest.update(block)
         return digest.hexdigest(), _stamp(os.fstat(f.fileno()))
+
+
+def _cheap_etag(loc: _Loc, key: str, st: os.stat_result, sidecar: _Sidecar) -> str | None:
+    """The sidecar's cached ETag when it is for this file state; else the MD5 of a small file
+    (up to INLINE_IO_MAX_BYTES), hashed here; None for a large file not cached."""
+    if sidecar.etag and sidecar.stamp == _stamp(st):
+        return sidecar.etag
+    if st.st_size > INLINE_IO_MAX_BYTES:
+        return None
+    etag, _ = _md5_object(loc, key)
+    return etag
+
+
+def _read_sidecar_at(loc: _Loc) -> _Sidecar:
+    """The sidecar at `loc`; an empty one when it is missing or unreadable."""
+    try:
+        fd = _open_file(loc)
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            return _Sidecar()  # a file dropped in by hand: no metadata yet
+        raise
+    try:
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
+    except IsADirectoryError:
+        return _Sidecar()
+    try:
+        return _Sidecar.from_json(json.loads(raw.decode("utf-8")))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        log.warning("ignoring unreadable metadata file %s", loc.base.joinpath(*loc.folders, loc.name))
+        return _Sidecar()
 
 
 def _write_bytes(f: BinaryIO, body: bytes) -> str:
@@ -865,47 +998,57 @@ def _open_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
-def _write_temp(
-    loc: _Loc,
-    temp: str,
-    fill: Callable[[BinaryIO], str],
-    key: str,
-    sweep: Sequence[tuple[Path, tuple[str, ...]]],
+def _write_object(
+    plan: _WritePlan, fill: Callable[[BinaryIO], str], attrs: ObjectAttrs
 ) -> tuple[os.stat_result, str]:
-    """Create temp file `temp` beside `loc` and fill it; runs in a worker thread."""
-    _sweep_folders(sweep)
+    """Create the temp file beside the object, fill it, move it into place and write the
+    sidecar; runs in a worker thread. The folder is opened once for the temp file and the move."""
+    _sweep_folders(plan.sweep)
     try:
-        dfd, fd = _open_new_temp(loc, temp)
+        dfd, fd = _open_new_temp(plan.loc, plan.temp)
     except NotADirectoryError as exc:
-        raise _key_clash(key, "runs through an existing object (a key prefix is a file)") from exc
-    os.close(dfd)
-    with os.fdopen(fd, "wb") as f:
-        etag = fill(f)
-        f.flush()
-        if FSYNC_WRITES:
-            os.fsync(f.fileno())
-        # os.replace keeps the inode, so this is the object's stamp.
-        return os.fstat(f.fileno()), etag
+        raise _key_clash(plan.key, "runs through an existing object (a key prefix is a file)") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            etag = fill(f)
+            f.flush()
+            if FSYNC_WRITES:
+                os.fsync(f.fileno())
+            # os.replace keeps the inode, so this is the object's stamp.
+            st = os.fstat(f.fileno())
+        sidecar = _Sidecar(attrs, etag, _stamp(st)).encoded()
+        with plan.lock:
+            _replace_in(dfd, plan.loc.name, plan.temp, plan.key)
+            _atomic_write(plan.sidecar, sidecar)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(plan.temp, dir_fd=dfd)
+        raise
+    finally:
+        os.close(dfd)
+    return st, etag
 
 
-def _move_into_place(loc: _Loc, temp: str, key: str) -> None:
-    """Rename `temp` to the object's name; never onto a symlink (a rename would not follow it,
-    but it would replace a link someone made with an object)."""
-    with _folder(loc.base, loc.folders) as dfd:
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISLNK(os.stat(loc.name, dir_fd=dfd, follow_symlinks=False).st_mode):
-                raise _symlink_error(loc.name)
-        try:
-            os.replace(temp, loc.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except IsADirectoryError as exc:
-            raise _key_clash(key, "names an existing folder of other keys") from exc
+def _replace_in(dfd: int, name: str, temp: str, key: str) -> None:
+    """Rename `temp` to `name` in folder `dfd`; never onto a symlink (a rename would not follow
+    it, but it would replace a link someone made with an object)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+            raise _symlink_error(name)
+    try:
+        os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except IsADirectoryError as exc:
+        raise _key_clash(key, "names an existing folder of other keys") from exc
 
 
 def _atomic_write(loc: _Loc, data: bytes) -> None:
     """Write a sidecar: a temp file moved into place."""
-    loc.base.mkdir(parents=True, exist_ok=True)
     temp = _temp_name()
-    dfd, fd = _open_new_temp(loc, temp)
+    try:
+        dfd, fd = _open_new_temp(loc, temp)
+    except FileNotFoundError:
+        loc.base.mkdir(parents=True, exist_ok=True)  # the bucket's first sidecar
+        dfd, fd = _open_new_temp(loc, temp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -983,7 +1126,8 @@ def _sweep_folders(places: Sequence[tuple[Path, tuple[str, ...]]]) -> None:
 def _sorted_entries(base: Path, folders: tuple[str, ...]) -> list[tuple[str, bool]]:
     """(name, is_folder) of the entries of `base/folders...`, sorted as their keys sort.
 
-    Symlinks and temp files are left out; stale temp files are removed on the way.
+    Symlinks, other non-regular files and temp files are left out; stale temp files are
+    removed on the way.
     """
     stale_before_s = time.time() - TEMP_SWEEP_AGE_S
     entries: list[tuple[str, bool]] = []
@@ -992,8 +1136,11 @@ def _sorted_entries(base: Path, folders: tuple[str, ...]) -> list[tuple[str, boo
             for entry in found:
                 if TEMP_MARKER in entry.name:
                     _sweep_entry(dfd, entry, stale_before_s)
-                elif not entry.is_symlink():
-                    entries.append((entry.name, entry.is_dir(follow_symlinks=False)))
+                elif entry.is_dir(follow_symlinks=False):
+                    entries.append((entry.name, True))
+                elif entry.is_file(follow_symlinks=False):
+                    entries.append((entry.name, False))
+                # else a symlink, FIFO, socket or device: not an object
     except OSError as exc:
         if exc.errno in _MISSING_ERRNOS:
             return []  # removed (or swapped for a symlink) while listing

@@ -25,9 +25,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from s3batch.domain.checksums import Hasher
-from s3batch.domain.uploads import Body, UploadedPart
+from s3batch.domain.uploads import Body, ChecksumValue, UploadedPart
 from s3batch.storage.emulated import etag_hasher
-from s3batch.storage.emulated_uploads import UPLOAD_ID, StagedUpload, no_such_upload
+from s3batch.storage.emulated_uploads import (
+    UPLOAD_ID,
+    StagedUpload,
+    bad_digest,
+    check_part_number,
+    checksum_of,
+    no_such_upload,
+)
 
 #: The staging area's folder under the store's root.
 UPLOADS_DIR_NAME = ".s3batch-uploads"
@@ -63,6 +70,33 @@ def read_upload(folder: Path, key: str, upload_id: str) -> StagedUpload:
     if upload.key != key:
         raise no_such_upload(upload_id)
     return upload
+
+
+def stage_part(
+    folder: Path, key: str, upload_id: str, number: int, body: Body, sent: ChecksumValue | None
+) -> UploadedPart:
+    """UploadPart in one call (the store runs it in one worker thread): the upload's record,
+    the checks of what was sent, then the part's bytes and record. The answer is what
+    emulated_uploads.part_answer gives, with each checksum computed once."""
+    upload = read_upload(folder, key, upload_id)
+    check_part_number(number)
+    sent_value = None
+    if sent is not None:
+        sent_value = checksum_of(sent.algorithm, body)
+        if sent_value != sent.value:
+            raise bad_digest(sent.algorithm)
+    use = upload.algorithm or (sent.algorithm if sent is not None else None)
+    if use is None:
+        checksum = None
+    elif sent is not None and use is sent.algorithm:
+        checksum = sent_value
+    else:
+        checksum = checksum_of(use, body)
+    md5 = hashlib.md5(usedforsecurity=False)  # the ETag, as emulated.etag_of computes it
+    md5.update(body)
+    part = UploadedPart(number, len(body), md5.hexdigest(), checksum)
+    write_part(folder, part, body)
+    return part
 
 
 def write_part(folder: Path, part: UploadedPart, body: Body) -> None:

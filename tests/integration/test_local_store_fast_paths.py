@@ -1,0 +1,126 @@
+"""The folder store's cheap paths keep its answers: ETags of files dropped in by hand (cached
+only for large files), common prefixes listed from names alone, the write done in one thread,
+and UploadPart's single pass of checksums."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
+from s3batch.domain.uploads import ChecksumValue, ObjectAttributes
+from s3batch.errors import StorageError
+from s3batch.storage.emulated_uploads import checksum_of
+from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, META_DIR_NAME, LocalStore
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "bkt"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / BUCKET).mkdir()
+    return tmp_path
+
+
+def drop(root: Path, key: str, body: bytes) -> None:
+    """A file put in the bucket by hand, as users do."""
+    path = root / BUCKET / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+
+
+def sidecars(root: Path) -> list[str]:
+    meta = root / META_DIR_NAME
+    return sorted(str(p.relative_to(meta)) for p in meta.rglob("*.json")) if meta.exists() else []
+
+
+async def test_a_small_hand_dropped_file_is_hashed_on_each_head_and_no_cache_is_written(root: Path) -> None:
+    drop(root, "d/small", b"small body")
+    store = LocalStore(root)
+    assert (await store.head(BUCKET, "d/small")).etag == hashlib.md5(b"small body").hexdigest()
+    assert sidecars(root) == []
+    drop(root, "d/small", b"changed body")  # the next HEAD sees the new bytes
+    assert (await store.head(BUCKET, "d/small")).etag == hashlib.md5(b"changed body").hexdigest()
+
+
+async def test_a_large_hand_dropped_file_gets_its_etag_cached_and_recomputed_when_changed(root: Path) -> None:
+    body = os.urandom(ETAG_CACHE_MIN_BYTES)
+    drop(root, "large", body)
+    store = LocalStore(root)
+    assert (await store.head(BUCKET, "large")).etag == hashlib.md5(body).hexdigest()
+    assert sidecars(root) == [f"{BUCKET}/large.json"]
+    changed = body[:-1] + bytes([body[-1] ^ 1]) + b"!"
+    drop(root, "large", changed)
+    assert (await store.head(BUCKET, "large")).etag == hashlib.md5(changed).hexdigest()
+
+
+async def test_common_prefixes_come_from_names_and_skip_what_is_no_object(root: Path) -> None:
+    for key in ("a/1", "a/2", "b/c/3", "top"):
+        drop(root, key, b"x")
+    (root / BUCKET / "link").mkdir()
+    os.symlink(root / BUCKET / "a", root / BUCKET / "link" / "to-a")  # not followed: no object
+    (root / BUCKET / "fifo").mkdir()
+    os.mkfifo(root / BUCKET / "fifo" / "pipe")  # not a regular file: no object
+    (root / BUCKET / "empty").mkdir()
+    store = LocalStore(root)
+    assert await store.list_prefixes(BUCKET) == ["a/", "b/"]
+    assert await store.list_prefixes(BUCKET, "b/") == ["b/c/"]
+    assert sidecars(root) == []  # listing prefixes reads no file and writes no cache
+    keys = [info.key async for info in store.list_objects(BUCKET)]
+    assert keys == ["a/1", "a/2", "b/c/3", "top"]
+
+
+async def test_a_listing_longer_than_one_batch_keeps_key_order_and_etags(root: Path) -> None:
+    bodies = {f"k{i:04d}": f"body {i}".encode() for i in range(600)}
+    for key, body in bodies.items():
+        drop(root, key, body)
+    store = LocalStore(root)
+    listed = [(i.key, i.etag) async for i in store.list_objects(BUCKET, start_after="k0100")]
+    assert listed == [(k, hashlib.md5(b).hexdigest()) for k, b in sorted(bodies.items()) if k > "k0100"]
+
+
+async def test_concurrent_writes_and_tag_updates_of_one_key_keep_a_whole_sidecar(root: Path) -> None:
+    store = LocalStore(root)
+    await store.put_bytes(BUCKET, "k", b"v0", content_type="text/plain")
+
+    async def write(i: int) -> None:
+        await store.put_bytes(BUCKET, "k", f"v{i}".encode(), content_type=f"text/v{i}")
+
+    async def tag(i: int) -> None:
+        await store.put_tags(BUCKET, "k", {"n": str(i)})
+
+    await asyncio.gather(*(write(i) for i in range(1, 20)), *(tag(i) for i in range(1, 20)))
+    info = await store.head(BUCKET, "k")
+    body = await store.get_bytes(BUCKET, "k")
+    assert info.etag == hashlib.md5(body).hexdigest()
+    # The sidecar is one write's (its content type names the body last moved into place).
+    assert info.content_type == f"text/{body.decode()}"
+
+
+async def test_upload_part_answers_and_refuses_as_before(root: Path) -> None:
+    store = LocalStore(root)
+    algorithm = ChecksumAlgorithm.CRC32C
+    upload = await store.create_multipart_upload(
+        BUCKET, "mp", attributes=ObjectAttributes(), algorithm=algorithm, checksum_type=ChecksumType.COMPOSITE
+    )
+    body = os.urandom(1000)
+    good = ChecksumValue(algorithm, checksum_of(algorithm, body))
+    part = await store.upload_part(BUCKET, "mp", upload, 1, body, checksum=good)
+    assert (part.etag, part.checksum, part.size) == (hashlib.md5(body).hexdigest(), good.value, 1000)
+    sha = ChecksumValue(ChecksumAlgorithm.SHA256, checksum_of(ChecksumAlgorithm.SHA256, body))
+    other = await store.upload_part(BUCKET, "mp", upload, 2, body, checksum=sha)
+    assert other.checksum == good.value  # the upload's algorithm, not the one sent
+    bad = ChecksumValue(algorithm, checksum_of(algorithm, body + b"x"))
+    with pytest.raises(StorageError) as refused:
+        await store.upload_part(BUCKET, "mp", upload, 3, body, checksum=bad)
+    assert refused.value.code == "BadDigest"
+    with pytest.raises(StorageError) as bad_number:
+        await store.upload_part(BUCKET, "mp", upload, 10_001, body, checksum=good)
+    assert bad_number.value.code == "InvalidArgument"
+    assert [p.number for p in await store.list_parts(BUCKET, "mp", upload)] == [1, 2]
