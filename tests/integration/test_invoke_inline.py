@@ -3,6 +3,7 @@ in function worker processes, through the engine's own store, with Lambda's erro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import Env, read_report, report_spec
 from s3batch.domain.function import FunctionSpec
-from s3batch.functions.inline import InlineFunction
+from s3batch.functions.inline import FunctionInvoker, InlineFunction
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool, InvokeOutcome
 from s3batch.functions.registry import BUILTIN_FUNCTIONS
@@ -23,6 +24,10 @@ pytestmark = pytest.mark.integration
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
 #: Seconds a test waits for an abandoned (timed-out) handler thread to finish.
 THREAD_FINISH_S = 5.0
+#: Seconds a stuck call sleeps: far past its timeout, short enough not to hold the test run's exit.
+STUCK_S = 3.0
+#: Longest the call after a stuck one may take (it must not wait for the stuck thread).
+NOT_BEHIND_S = 1.0
 
 TEXTS = {
     "happy.txt": b"I love this, it is wonderful and great!",
@@ -156,7 +161,7 @@ async def test_inline_reads_the_given_store_and_answers_plain_json(
     monkeypatch.delenv(STORAGE_CONFIG_ENV, raising=False)
     store = await memory_store()
     event = event_for("data", [*TEXTS, "missing.txt"], arguments)
-    inline = InlineFunction(builtin_spec(function), store, concurrency=2)
+    inline = InlineFunction(builtin_spec(function), store, concurrency=2, fallback=no_fallback)
     try:
         outcome = await inline.invoke(event)
     finally:
@@ -201,25 +206,54 @@ def spec_for(handler: str, timeout_s: float = 30.0) -> FunctionSpec:
     )
 
 
-async def test_a_timed_out_inline_call_answers_lambdas_timeout_and_frees_its_slot_when_done(
+def no_fallback() -> FunctionInvoker:
+    raise AssertionError("no invocation should have left the inline path")
+
+
+class Workers:
+    """Stands for the worker pool an inline function hands over to after a timeout."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def invoke(self, event: dict[str, Any]) -> InvokeOutcome:
+        self.events.append(event)
+        return InvokeOutcome("in-a-worker", payload={"slept": event["sleep"], "by": "worker"})
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_after_a_timeout_the_next_calls_go_to_worker_processes_not_behind_the_stuck_thread(
     handlers: str,
 ) -> None:
-    inline = InlineFunction(spec_for(f"{handlers}:slow", timeout_s=0.2), MemoryStore(), concurrency=1)
+    workers = Workers()
+    inline = InlineFunction(
+        spec_for(f"{handlers}:slow", timeout_s=0.2), MemoryStore(), concurrency=1, fallback=lambda: workers
+    )
     try:
-        outcome = await inline.invoke({"sleep": "0.6"})
+        first = await inline.invoke({"sleep": "0"})
+        assert first.payload == {"slept": "0"} and workers.events == []  # inline while healthy
+        outcome = await inline.invoke({"sleep": str(STUCK_S)})  # holds the only thread
         assert outcome.error is not None
         assert outcome.error["errorMessage"].endswith("Task timed out after 0.20 seconds")
         started = time.monotonic()
-        after = await inline.invoke({"sleep": "0"})  # waits for the abandoned thread's slot
-        assert after.payload == {"slept": "0"}
-        assert time.monotonic() - started < THREAD_FINISH_S
+        after = await asyncio.wait_for(inline.invoke({"sleep": "0"}), THREAD_FINISH_S)
+        assert after.payload == {"slept": "0", "by": "worker"}
+        assert time.monotonic() - started < NOT_BEHIND_S
     finally:
         await inline.close()
+    assert workers.closed
 
 
 async def test_an_inline_exception_or_unloadable_handler_is_a_function_error(handlers: str) -> None:
-    broken = InlineFunction(spec_for(f"{handlers}:broken"), MemoryStore(), concurrency=1)
-    missing = InlineFunction(spec_for("no_such_module_here:handler"), MemoryStore(), concurrency=1)
+    broken = InlineFunction(
+        spec_for(f"{handlers}:broken"), MemoryStore(), concurrency=1, fallback=no_fallback
+    )
+    missing = InlineFunction(
+        spec_for("no_such_module_here:handler"), MemoryStore(), concurrency=1, fallback=no_fallback
+    )
     try:
         raised = await broken.invoke({})
         unloadable = await missing.invoke({})
@@ -233,7 +267,7 @@ async def test_an_inline_exception_or_unloadable_handler_is_a_function_error(han
 
 
 async def test_a_closed_inline_function_takes_no_calls(handlers: str) -> None:
-    inline = InlineFunction(spec_for(f"{handlers}:slow"), MemoryStore(), concurrency=1)
+    inline = InlineFunction(spec_for(f"{handlers}:slow"), MemoryStore(), concurrency=1, fallback=no_fallback)
     await inline.close()
     with pytest.raises(RuntimeError, match="closed"):
         await inline.invoke({"sleep": "0"})

@@ -13,10 +13,14 @@ return value is used as it is (the built-ins answer JSON values only, so Lambda'
 trip would change nothing). The response is interpreted by the same rules as a worker's.
 
 What stays as in a worker: one invocation per event; an exception is AWS's error payload; an
-invocation past the function's timeout answers Lambda's timeout payload (a thread cannot be
-killed: it finishes on its own, its answer is dropped, and its slot stays taken until then);
-at most `concurrency` invocations at once, the number of workers a pool would run, so memory
-per job (a batch's objects held at once) is the same.
+invocation past the function's timeout answers Lambda's timeout payload; at most `concurrency`
+invocations at once, the number of workers a pool would run, so memory per job (a batch's
+objects held at once) is the same.
+
+What differs: a thread cannot be killed. A call past its timeout keeps running (its answer is
+dropped) and keeps its slot until it ends, where a worker pool kills the worker and starts
+another. So after the first timeout, every later invocation of the job goes to a worker pool
+(`fallback`, built then): a call that never ends costs one thread, never the job's progress.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from s3batch.domain.function import FunctionSpec
@@ -36,6 +41,8 @@ from s3batch.functions.context import new_log_stream_name
 from s3batch.functions.objects import ObjectRef, read_all, reading_with
 from s3batch.functions.pool import Handler, InvokeOutcome, call_handler, load_handler, timeout_error
 from s3batch.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 class FunctionInvoker(Protocol):
@@ -49,7 +56,14 @@ class FunctionInvoker(Protocol):
 class InlineFunction:
     """Runs `spec.handler` in up to `concurrency` threads of this process, reading through `store`."""
 
-    def __init__(self, spec: FunctionSpec, store: ObjectStore, *, concurrency: int) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        store: ObjectStore,
+        *,
+        concurrency: int,
+        fallback: Callable[[], FunctionInvoker],
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.spec = spec
@@ -62,9 +76,14 @@ class InlineFunction:
         self._load_lock = threading.Lock()
         self._log_stream = new_log_stream_name()
         self._closed = False
+        self._make_fallback = fallback
+        #: Where invocations go after one timed out (worker processes, which can be killed).
+        self.fallback: FunctionInvoker | None = None
 
     async def invoke(self, event: dict[str, Any]) -> InvokeOutcome:
         """Run the handler on `event` in a free thread (waiting for one if all are busy)."""
+        if self.fallback is not None:
+            return await self.fallback.invoke(event)
         request_id = str(uuid.uuid4())
         loop = asyncio.get_running_loop()
         await self._slots.acquire()
@@ -80,6 +99,7 @@ class InlineFunction:
         try:
             ok, body = await asyncio.wait_for(asyncio.wrap_future(running), self.spec.timeout_s)
         except TimeoutError:
+            self._fall_back()
             return InvokeOutcome(request_id, error=timeout_error(request_id, self.spec))
         if ok:
             return InvokeOutcome(request_id, payload=body)
@@ -89,6 +109,17 @@ class InlineFunction:
         """Take no more calls; threads still running finish on their own, unawaited."""
         self._closed = True
         self._threads.shutdown(wait=False, cancel_futures=True)
+        if self.fallback is not None:
+            await self.fallback.close()
+
+    def _fall_back(self) -> None:
+        if self.fallback is None and not self._closed:
+            log.warning(
+                "%s ran past its %s s timeout in a thread; its next invocations run in worker processes",
+                self.spec.name,
+                self.spec.timeout_s,
+            )
+            self.fallback = self._make_fallback()
 
     def _check_open(self) -> None:
         if self._closed:

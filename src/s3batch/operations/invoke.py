@@ -20,6 +20,7 @@ other engines ignore it. Checked here at CreateJob time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -224,13 +225,15 @@ class LambdaInvoke(Operation):
         self.user_arguments = user_arguments(params, self.version)
         self.batch_size = invocation_batch_size(params, self.version)
         self.partition = arn_partition(spec.arn)
+        # The storage config lets built-in handlers read through the job's own store.
+        env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
+        workers = functools.partial(FunctionPool, spec, workers=ctx.job.function_workers, env=env)
         self.pool: FunctionInvoker
         if runs_inline(spec):  # a cheap built-in: in this process, reading through ctx.store
-            self.pool = InlineFunction(spec, ctx.store, concurrency=ctx.job.function_workers)
+            concurrency = ctx.job.function_workers
+            self.pool = InlineFunction(spec, ctx.store, concurrency=concurrency, fallback=workers)
         else:
-            # The storage config lets built-in handlers read through the job's own store.
-            env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
-            self.pool = FunctionPool(spec, workers=ctx.job.function_workers, env=env)
+            self.pool = workers()
         #: Where each task's resultData goes (operations/results_sink.py); None: it is dropped.
         self.sink = open_sink(params[SINK_FIELD], ctx) if SINK_FIELD in params else None
 
