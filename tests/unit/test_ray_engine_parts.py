@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import subprocess
 import sys
 import threading
@@ -164,10 +165,24 @@ FAKE_RAY = SimpleNamespace(exceptions=SimpleNamespace(RayError=RayError, RayTask
 class FakeActor:
     """Answers each chunk on the next loop turn via `behaviour(tasks) -> results or exception`."""
 
-    def __init__(self, name: str, behaviour: Callable[[list[Task]], Any], log: list[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        behaviour: Callable[[list[Task]], Any],
+        log: list[tuple[str, int]],
+        starts: bool = True,
+    ) -> None:
         self.name, self.behaviour, self.log = name, behaviour, log
         self.in_flight = self.most = 0
         self.run_chunk = SimpleNamespace(remote=self._remote)
+        self.ready = SimpleNamespace(remote=functools.partial(self._ready, starts))
+
+    def _ready(self, starts: bool) -> Any:
+        """Answers at once; never, for an actor the cluster has no room for."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if starts:
+            future.set_result(True)
+        return SimpleNamespace(future=lambda: future)
 
     def _remote(self, job: object, tasks: list[Task]) -> Any:
         assert job is JOB  # every chunk carries its job
@@ -210,6 +225,18 @@ async def test_chunks_go_to_actors_with_room_and_every_task_comes_back_once() ->
     assert sorted(task.seq for task, _ in done) == list(range(100))
     assert {name for name, _ in log} == {"a", "b"}
     assert all(actor.most <= 2 for actor in actors)
+
+
+async def test_an_actor_the_cluster_has_no_room_for_gets_no_chunk() -> None:
+    log: list[tuple[str, int]] = []
+    actors = [
+        FakeActor("runs", lambda tasks: [OK] * len(tasks), log),
+        FakeActor("waits", lambda tasks: [OK] * len(tasks), log, starts=False),
+    ]
+    dispatch = _Dispatch(FAKE_RAY, actors, per_actor=2, spec=JOB)
+    done = await asyncio.wait_for(collect(dispatch, chunks(10, 5)), 10)
+    assert sorted(task.seq for task, _ in done) == list(range(50))
+    assert {name for name, _ in log} == {"runs"}
 
 
 async def test_a_chunk_whose_actor_died_goes_to_another_and_is_recorded_once() -> None:

@@ -222,7 +222,7 @@ class RayEngine:
         try:
             async for group in dispatch.results(ready_batches(tasks, sizer.size)):
                 yield group
-            self.actor_stats, clean = await _close_all(actors, spec.run_id)
+            self.actor_stats, clean = await _close_all(ray, actors, spec.run_id)
         finally:
             self.redispatched, self.duplicates = dispatch.redispatched, dispatch.duplicates
             poll.cancel()
@@ -298,7 +298,7 @@ def _kill(ray: Any, handle: Any) -> None:
         ray.kill(handle, no_restart=True)
 
 
-async def _close_all(actors: list[Any], run_id: str) -> tuple[list[LimitStats], bool]:
+async def _close_all(ray: Any, actors: list[Any], run_id: str) -> tuple[list[LimitStats], bool]:
     """Let every actor finish the run (its operation closes: a results sink commits); the
     actors' stats, and whether every actor closed cleanly (only then may they serve again)."""
     closing = [_await(actor.close.remote(run_id)) for actor in actors]
@@ -308,7 +308,10 @@ async def _close_all(actors: list[Any], run_id: str) -> tuple[list[LimitStats], 
         raise RuntimeError(f"the Ray actors did not finish within {CLOSE_TIMEOUT_S:.0f} s") from None
     stats = []
     for outcome in done:
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, ray.exceptions.RayTaskError):  # the operation's close raised
+            cause = outcome.cause if isinstance(outcome.cause, BaseException) else outcome
+            raise ChunkFailed(f"a Ray actor could not finish the job: {type(cause).__name__}: {cause}")
+        if isinstance(outcome, BaseException):  # the actor died: nothing of it left to close
             log.warning("a Ray actor did not close cleanly: %s", outcome)
         else:
             stats.append(outcome)
@@ -364,20 +367,30 @@ class _Dispatch:
     #: Tasks handed out and not yet recorded, by seq.
     open: set[int] = field(default_factory=set)
 
+    #: Actors known to run (their `ready` call answered). An actor the cluster has no room for
+    #: yet gets no chunk: one given to it would wait for the room the job's other actors hold
+    #: until the job ends, which it then never would.
+    started: list[bool] = field(default_factory=list)
+    #: `ready` calls not answered yet, by actor index.
+    starting: dict[asyncio.Future[Any], int] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.load = [0] * len(self.actors)
+        self.started = [False] * len(self.actors)
 
     async def results(self, batches: AsyncIterator[list[Task]]) -> AsyncIterator[Finished]:
         reading: asyncio.Task[list[Task] | None] | None = None
         ended = False
+        self.starting = {asyncio.wrap_future(a.ready.remote().future()): i for i, a in enumerate(self.actors)}
         try:
             while not ended or self.running:
                 if reading is None and not ended and self._room():
                     reading = asyncio.create_task(_next_batch(batches))
-                waiting: set[asyncio.Future[Any]] = set(self.running)
+                waiting: set[asyncio.Future[Any]] = set(self.running) | set(self.starting)
                 if reading is not None:
                     waiting.add(reading)
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                self._note_started(done)
                 if reading is not None and reading in done:
                     batch, reading = reading.result(), None
                     if batch is None:
@@ -396,15 +409,26 @@ class _Dispatch:
                 reading.cancel()
                 with contextlib.suppress(BaseException):
                     await reading
-            for future in self.running:
+            for future in [*self.running, *self.starting]:
                 future.cancel()
             await _close_stream(batches)
 
+    def _note_started(self, done: set[asyncio.Future[Any]]) -> None:
+        """Actors whose `ready` call came back. One that died first counts as started too:
+        its chunks then fail over as any dead actor's do."""
+        for future in done:
+            index = self.starting.pop(future, None)
+            if index is not None:
+                self.started[index] = True
+                if not future.cancelled() and future.exception() is not None:
+                    log.warning("a Ray actor failed to start: %s", future.exception())
+
     def _room(self) -> bool:
-        return sum(self.load) < self.per_actor * len(self.actors)
+        return sum(self.load) < self.per_actor * sum(self.started)
 
     def _least_loaded(self, avoid: int | None = None) -> int:
-        order = sorted(range(len(self.actors)), key=lambda i: (i == avoid, self.load[i]))
+        candidates = [i for i in range(len(self.actors)) if self.started[i]]
+        order = sorted(candidates, key=lambda i: (i == avoid, self.load[i]))
         return order[0]
 
     def _send(self, chunk: _Chunk) -> None:

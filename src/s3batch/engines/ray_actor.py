@@ -99,6 +99,10 @@ class ChunkWorker:
         self._switch = asyncio.Lock()
         self._limiters: dict[str, Any] = {}
 
+    async def ready(self) -> bool:
+        """Answers once the actor runs: the driver gives chunks only to actors that do."""
+        return True
+
     async def run_chunk(self, job: ChunkJob, tasks: list[Task]) -> list[TaskResult]:
         """The final result of each task of the chunk, in the chunk's order."""
         running = await self._join(job)
