@@ -124,3 +124,22 @@ async def test_upload_part_answers_and_refuses_as_before(root: Path) -> None:
         await store.upload_part(BUCKET, "mp", upload, 10_001, body, checksum=good)
     assert bad_number.value.code == "InvalidArgument"
     assert [p.number for p in await store.list_parts(BUCKET, "mp", upload)] == [1, 2]
+
+
+NESTED_KEYS = ["a b/x", "a-", "a/b/c", "a/b0", "a/bc", "a0", "ab/c/d", "ab/e", "b", "é/x", "z/z/z"]
+
+
+async def test_listings_that_start_or_end_inside_folders_match_the_key_order(root: Path) -> None:
+    for key in NESTED_KEYS:
+        drop(root, key, key.encode())
+    store = LocalStore(root)
+    everything = [info.key async for info in store.list_objects(BUCKET)]
+    assert everything == sorted(NESTED_KEYS)  # UTF-8 byte order is code point order
+    bounds = [*NESTED_KEYS, "", "a/", "a/b/", "a.", "ab/", "ab/c/", "é", "zz", "a/b/c0"]
+    for start_after in bounds:
+        listed = [info.key async for info in store.list_objects(BUCKET, start_after=start_after)]
+        assert listed == [k for k in everything if k > start_after], start_after
+        for end_before in bounds:
+            window = store.list_objects(BUCKET, start_after=start_after, end_before=end_before)
+            listed = [info.key async for info in window]
+            assert listed == [k for k in everything if start_after < k < end_before], (start_after, end_before)

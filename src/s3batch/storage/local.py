@@ -131,6 +131,11 @@ SIDECAR_LOCK_STRIPES = 64
 LIST_BATCH_OBJECTS = 256
 #: Longest key segment, in UTF-8 bytes: the filesystem's 255 less the sidecar suffix.
 MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX)
+#: Bytes up to which a PUT writes its file, renames it and writes its sidecar on the event
+#: loop's thread. A thread per small write made every GIL release of the loop (each hash of a
+#: few KiB, each socket call) wait behind the writing threads: S3 → folder transfers of 4 KiB
+#: objects spent more time waiting for the GIL than writing. Larger writes go to a thread.
+INLINE_WRITE_MAX_BYTES = 64 * 1024
 #: fsync each file before moving it into place. Off: os.replace already protects against a
 #: killed process; only a power loss can lose the newest writes.
 FSYNC_WRITES = False
@@ -334,17 +339,19 @@ class LocalStore:
         key: str,
         fill: Callable[[BinaryIO], str],
         attrs: ObjectAttrs,
+        *,
+        size: int | None = None,
     ) -> tuple[os.stat_result, str]:
         """Write content via a temp file, move it into place, then write its sidecar: one
-        worker-thread call."""
+        worker-thread call, or none for `size` bytes known to be few (see INLINE_WRITE_MAX_BYTES)."""
         loc = self._object_loc(bucket, key)
         sidecar = self._sidecar_loc(bucket, key)
         plan = _WritePlan(
             loc, sidecar, _temp_name(), key, self._unswept(loc, sidecar), self._lock(bucket, key)
         )
         try:
-            # Always a thread, even for a few bytes: creating and renaming files can block far
-            # longer than it computes (a busy disk), and threads overlap those waits.
+            if size is not None and size <= INLINE_WRITE_MAX_BYTES:
+                return _write_object(plan, fill, attrs)
             return await asyncio.to_thread(_write_object, plan, fill, attrs)
         except BaseException:
             # A cancelled write thread may still finish after this (as a PUT whose client went
@@ -422,7 +429,7 @@ class LocalStore:
         check_put_extra(_FOLDER, extra)
         attrs = new_attrs(content_type, metadata)
         with _io_errors(key):
-            st, etag = await self._write(bucket, key, lambda f: _write_bytes(f, body), attrs)
+            st, etag = await self._write(bucket, key, lambda f: _write_bytes(f, body), attrs, size=len(body))
         info = object_info(bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=attrs)
         return replace(info, content_type=content_type)  # as requested, like S3Store
 
@@ -513,16 +520,21 @@ class LocalStore:
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
             batch: list[tuple[str, _Loc]] = []
-            async for key, loc in self._walk(bucket_dir, (), prefix):
-                if start_after is not None and key <= start_after:
-                    continue
-                if end_before is not None and key >= end_before:
-                    break  # the walk is in key order: nothing after this is wanted
-                batch.append((key, loc))
-                if len(batch) >= LIST_BATCH_OBJECTS:
-                    async for info in self._listed(bucket, batch):
+            async for files in self._walk(bucket_dir, (), prefix, start_after):
+                ended = False
+                for key, loc in files:
+                    if start_after is not None and key <= start_after:
+                        continue
+                    if end_before is not None and key >= end_before:
+                        ended = True  # the walk is in key order: nothing after this is wanted
+                        break
+                    batch.append((key, loc))
+                while len(batch) >= LIST_BATCH_OBJECTS:
+                    async for info in self._listed(bucket, batch[:LIST_BATCH_OBJECTS]):
                         yield info
-                    batch = []
+                    batch = batch[LIST_BATCH_OBJECTS:]
+                if ended:
+                    break
             async for info in self._listed(bucket, batch):
                 yield info
 
@@ -565,7 +577,7 @@ class LocalStore:
         # Names only: a common prefix needs no file's size, sidecar or ETag.
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
-            keys = [key async for key, _ in self._walk(bucket_dir, (), prefix)]
+            keys = [key async for files in self._walk(bucket_dir, (), prefix) for key, _ in files]
         return common_prefixes(keys, prefix, delimiter)
 
     async def list_versions(
@@ -653,7 +665,7 @@ class LocalStore:
                 raise bad_digest(checksum.algorithm)
         with _io_errors(key):
             _, etag = await self._write(
-                bucket, key, lambda f: staging.write_body(f, body), object_attrs(attributes)
+                bucket, key, lambda f: staging.write_body(f, body), object_attrs(attributes), size=len(body)
             )
         return WrittenObject(etag, None, answer)
 
@@ -735,24 +747,36 @@ class LocalStore:
         raise not_implemented(_FOLDER, ENCRYPTION_FEATURE)
 
     async def _walk(
-        self, base: Path, folders: tuple[str, ...], prefix: str
-    ) -> AsyncIterator[tuple[str, _Loc]]:
+        self, base: Path, folders: tuple[str, ...], prefix: str, start_after: str | None = None
+    ) -> AsyncIterator[list[tuple[str, _Loc]]]:
         """(key, location) of each file under `base/folders...` whose key starts with `prefix`,
-        in key order.
+        in key order, a folder's files at a time (one yield per file, through a generator per
+        folder level, cost more than listing the file). Folders whose every key sorts at or
+        before `start_after` are not entered.
 
         Sorting each folder's entries with "/" appended to folder names gives global key
         order: every key below folder `a` starts with "a/", and that is where it sorts.
         """
         key_prefix = "".join(f + "/" for f in folders)
+        files: list[tuple[str, _Loc]] = []
         for name, is_dir in await asyncio.to_thread(_sorted_entries, base, folders):
             key = key_prefix + name
-            if is_dir:
-                below = key + "/"
-                if below.startswith(prefix) or prefix.startswith(below):
-                    async for found in self._walk(base, (*folders, name), prefix):
-                        yield found
-            elif key.startswith(prefix):
-                yield key, _Loc(base, folders, name)
+            if not is_dir:
+                if key.startswith(prefix):
+                    files.append((key, _Loc(base, folders, name)))
+                continue
+            below = key + "/"
+            if not (below.startswith(prefix) or prefix.startswith(below)):
+                continue
+            if start_after is not None and below < start_after and not start_after.startswith(below):
+                continue  # every key below it sorts before start_after
+            if files:
+                yield files
+                files = []
+            async for found in self._walk(base, (*folders, name), prefix, start_after):
+                yield found
+        if files:
+            yield files
 
     async def close(self) -> None:
         return None
