@@ -364,6 +364,8 @@ def main() -> None:
         help="also run each batched job with the built-in in worker processes",
     )
     args = parser.parse_args()
+    if args.out is not None:
+        args.out = args.out.resolve()  # the benchmark works in a temporary folder
     docs = documents(args.texts)
     suites = [
         (FLOOR_HANDLER, docs, bare_floor),
