@@ -142,4 +142,7 @@ async def test_listings_that_start_or_end_inside_folders_match_the_key_order(roo
         for end_before in bounds:
             window = store.list_objects(BUCKET, start_after=start_after, end_before=end_before)
             listed = [info.key async for info in window]
-            assert listed == [k for k in everything if start_after < k < end_before], (start_after, end_before)
+            assert listed == [k for k in everything if start_after < k < end_before], (
+                start_after,
+                end_before,
+            )
