@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import s3batch.storage.local as local
 from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
 from s3batch.domain.uploads import ChecksumValue, ObjectAttributes
 from s3batch.errors import StorageError
@@ -20,6 +24,9 @@ from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, META_DIR_NAME, LocalStor
 pytestmark = pytest.mark.integration
 
 BUCKET = "bkt"
+#: Seconds a write thread is held in its folder sweep, and the bound on waiting for it.
+SLOW_SWEEP_S = 0.5
+WAIT_S = 10.0
 
 
 @pytest.fixture
@@ -146,3 +153,63 @@ async def test_listings_that_start_or_end_inside_folders_match_the_key_order(roo
                 start_after,
                 end_before,
             )
+
+
+async def test_a_cancelled_put_never_lands_after_a_later_answered_one(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweeping, finished = threading.Event(), threading.Event()
+    original = local._sweep_folders
+
+    def slow_sweep(places: Any) -> None:
+        if places:  # the first write into a folder sweeps it; hold that thread here a while
+            sweeping.set()
+            time.sleep(SLOW_SWEEP_S)
+        original(places)
+
+    ended: list[object] = []
+
+    def noting_write(*args: Any) -> Any:
+        try:
+            return original_write(*args)
+        finally:
+            ended.append(args)
+            if len(ended) == 2:  # the answered write's and the cancelled one's
+                finished.set()
+
+    original_write = local._write_object
+    monkeypatch.setattr(local, "_sweep_folders", slow_sweep)
+    monkeypatch.setattr(local, "_write_object", noting_write)
+    store = LocalStore(root)
+    first = asyncio.create_task(store.put_bytes(BUCKET, "k", b"A" * (local.INLINE_WRITE_MAX_BYTES + 1)))
+    assert await asyncio.to_thread(sweeping.wait, WAIT_S)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await store.put_bytes(BUCKET, "k", b"B")  # answered: this is the object now
+    assert await asyncio.to_thread(finished.wait, WAIT_S)  # the cancelled write's thread ended
+    assert await store.get_bytes(BUCKET, "k") == b"B"
+    assert (await store.head(BUCKET, "k")).etag == hashlib.md5(b"B").hexdigest()
+
+
+def test_every_store_over_a_folder_takes_the_same_key_lock(root: Path) -> None:
+    one, other = LocalStore(root), LocalStore(root / BUCKET / "..")
+    assert one._lock(BUCKET, "k") is other._lock(BUCKET, "k")
+
+
+async def test_a_small_put_that_must_sweep_its_folder_does_it_off_the_loop(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    swept_on: list[int] = []
+    original = local._sweep_folders
+
+    def noting_sweep(places: Any) -> None:
+        if places:
+            swept_on.append(threading.get_ident())
+        original(places)
+
+    monkeypatch.setattr(local, "_sweep_folders", noting_sweep)
+    store = LocalStore(root)
+    await store.put_bytes(BUCKET, "new-folder/k", b"small")
+    await store.put_bytes(BUCKET, "new-folder/k2", b"small")  # swept already: inline
+    assert swept_on and threading.get_ident() not in swept_on

@@ -213,15 +213,16 @@ class HeadCountingStore(MemoryStore):
         return dataclasses.replace(head, info=info)
 
 
-async def test_no_head_after_a_completion_whose_answer_proves_the_checksum() -> None:
+async def test_a_head_checks_the_size_even_when_the_answer_carries_the_expected_checksum() -> None:
+    # A full-object checksum travels in the completion request: a server may echo it unchecked.
     source, _ = await stores()
-    target = HeadCountingStore()
+    target = HeadCountingStore(head_extra=1)
     await target.create_bucket(DST)
     await source.put_bytes(SRC, "big", BIG)
     result = await operation(source, target).apply(task("big"))
-    assert result.succeeded, result
-    assert target.heads == 0
-    assert await target.get_bytes(DST, "big") == BIG
+    assert result.error_code == "ChecksumMismatch", result
+    assert target.heads == 1
+    assert [i.key async for i in target.list_objects(DST)] == []  # removed
 
 
 async def test_without_a_checksum_in_the_answer_a_head_checks_the_size() -> None:
@@ -236,7 +237,7 @@ async def test_without_a_checksum_in_the_answer_a_head_checks_the_size() -> None
     assert [i.key async for i in target.list_objects(DST)] == []  # removed
 
 
-async def test_tags_to_check_still_take_a_head_after_a_proven_completion() -> None:
+async def test_tags_are_checked_after_a_completion() -> None:
     source, _ = await stores()
     target = HeadCountingStore()
     await target.create_bucket(DST)

@@ -375,15 +375,13 @@ class Copier:
         digests: list[PartDigest],
     ) -> CheckedHead | None:
         """Step 4: the completed object's checksum (or multipart ETag), then a HEAD for its size
-        and stored checksum; None when no HEAD was needed. The HEAD is skipped when the answer
-        carries the whole object's checksum, of the job's algorithm and type, equal to what the
-        parts sent make: the destination computed it over the parts it holds (each verified by
-        its own checksum, which covers its bytes and so its size), so a HEAD proves nothing
-        more. Tags to check still need it."""
+        and stored checksum. The HEAD is made even when the completion's answer carries the
+        expected checksum: a full-object checksum is sent with the completion request, and a
+        server that echoes it back without computing it would otherwise pass unchecked (one
+        request per large object)."""
         problem = self._object_problem(written.checksum, written.etag, expected, digests)
-        proven = problem is None and written.checksum == expected
         head = None
-        if problem is None and not (proven and not source.attributes.tags):
+        if problem is None:
             head = await self.writer.head_with_checksum(self.bucket, key)
             if head.size != source.head.size:
                 problem = f"the destination holds {head.size} bytes; {source.head.size} were sent"

@@ -17,10 +17,12 @@ recomputed (the cache is keyed by size and mtime_ns). Only files of ETAG_CACHE_M
 get their ETag cached on a HEAD or a listing: hashing a small file again costs less than the
 atomic write of a cache file (a file the store wrote itself has its ETag recorded anyway).
 
-A write runs in one worker thread: content to a temp file, moved into place, then the sidecar.
-Sidecar read-modify-write sequences and the move-then-sidecar step hold a per-key lock (striped:
-SIDECAR_LOCK_STRIPES), so neither coroutines nor write threads of one process interleave inside
-one; separate processes writing the same key at the same instant may still lose a metadata
+A write runs in one worker thread (a small one on the event loop's thread): content to a temp
+file, moved into place, then the sidecar. Sidecar read-modify-write sequences and the
+move-then-sidecar step hold a per-key lock (striped: SIDECAR_LOCK_STRIPES, shared by every
+instance over the same folder in the process), so neither coroutines nor write threads of one
+process interleave inside one, and a write whose caller gave up (cancelled) is never moved into
+place afterwards; separate processes writing the same key at the same instant may still lose a metadata
 update (last writer wins), as with any plain folder.
 
 Symbolic links: the root, each bucket folder and each bucket's sidecar folder belong to the
@@ -127,6 +129,8 @@ ETAG_CACHE_MIN_BYTES = 256 * 1024
 INLINE_IO_MAX_BYTES = 64 * 1024
 #: Locks guarding the sidecar of a key (keys share a lock by hash; more stripes, fewer waits).
 SIDECAR_LOCK_STRIPES = 64
+#: The stripes themselves, one set per process (every LocalStore instance takes its lock here).
+_SIDECAR_LOCKS = tuple(threading.Lock() for _ in range(SIDECAR_LOCK_STRIPES))
 #: Objects whose stat, sidecar and (small-file) ETag one worker-thread call gathers in a listing.
 LIST_BATCH_OBJECTS = 256
 #: Longest key segment, in UTF-8 bytes: the filesystem's 255 less the sidecar suffix.
@@ -232,6 +236,9 @@ class _WritePlan:
     key: str
     sweep: Sequence[tuple[Path, tuple[str, ...]]]
     lock: threading.Lock
+    #: Set (under `lock`) when the caller gave up: a write thread that has not moved its file
+    #: into place yet must not, or a cancelled PUT could land after a later, answered one.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 class LocalStore:
@@ -243,12 +250,13 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        #: What the key locks are hashed with: the same folder however it was spelled.
+        self._root_id = os.path.realpath(self._root)
         self._meta = self._root / META_DIR_NAME
         #: Folders this store has swept of stale temp files on a write (see _unswept).
         self._swept: set[tuple[Path, tuple[str, ...]]] = set()
         #: Per-key sidecar locks (see the module docstring); threading locks, as write threads
         #: take them too. Held only across a few local file operations, never across an await.
-        self._locks = tuple(threading.Lock() for _ in range(SIDECAR_LOCK_STRIPES))
 
     # -- paths and checks -------------------------------------------------------------------
 
@@ -294,7 +302,8 @@ class LocalStore:
     # -- sidecars ---------------------------------------------------------------------------
 
     def _lock(self, bucket: str, key: str) -> threading.Lock:
-        return self._locks[hash((bucket, key)) % SIDECAR_LOCK_STRIPES]
+        # Shared by every instance over the same root: open_store() makes one per job and call.
+        return _SIDECAR_LOCKS[hash((self._root_id, bucket, key)) % SIDECAR_LOCK_STRIPES]
 
     def _read_sidecar(self, bucket: str, key: str) -> _Sidecar:
         return _read_sidecar_at(self._sidecar_loc(bucket, key))
@@ -350,10 +359,12 @@ class LocalStore:
             loc, sidecar, _temp_name(), key, self._unswept(loc, sidecar), self._lock(bucket, key)
         )
         try:
-            if size is not None and size <= INLINE_WRITE_MAX_BYTES:
-                return _write_object(plan, fill, attrs)
+            if size is not None and size <= INLINE_WRITE_MAX_BYTES and not plan.sweep:
+                return _write_object(plan, fill, attrs)  # a first write into a folder sweeps it: a thread
             return await asyncio.to_thread(_write_object, plan, fill, attrs)
         except BaseException:
+            with plan.lock:
+                plan.abandoned.set()
             # A cancelled write thread may still finish after this (as a PUT whose client went
             # away may still land); a temp file it leaves stays hidden and is swept once stale.
             _discard(loc, plan.temp)
@@ -1022,6 +1033,10 @@ def _open_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
+class _Abandoned(Exception):
+    """The write's caller gave up before its file was moved into place: it is not."""
+
+
 def _write_object(
     plan: _WritePlan, fill: Callable[[BinaryIO], str], attrs: ObjectAttrs
 ) -> tuple[os.stat_result, str]:
@@ -1042,6 +1057,8 @@ def _write_object(
             st = os.fstat(f.fileno())
         sidecar = _Sidecar(attrs, etag, _stamp(st)).encoded()
         with plan.lock:
+            if plan.abandoned.is_set():
+                raise _Abandoned(plan.key)
             _replace_in(dfd, plan.loc.name, plan.temp, plan.key)
             _atomic_write(plan.sidecar, sidecar)
     except BaseException:
