@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
 import click
 
 from s3batch.cli.context import CliContext
+from s3batch.domain.hosts import is_loopback_host
 from s3batch.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -85,7 +85,7 @@ def serve(
         hosted = load_hosted([*configured_pipelines(ctx.settings.home), *pipeline_files])
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if tls_certfile is None and not _loopback(host):
+    if tls_certfile is None and not is_loopback_host(host):
         click.echo(
             f"warning: serving plain HTTP on {host}: bearer secrets and session cookies cross the "
             "network in clear; use --tls-certfile/--tls-keyfile or a TLS-terminating proxy",
@@ -128,12 +128,3 @@ def tls_options(certfile: Path | None, keyfile: Path | None) -> dict[str, Any]:
     if certfile is None:
         return {}
     return {"ssl_certfile": str(certfile), "ssl_keyfile": None if keyfile is None else str(keyfile)}
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -18,7 +18,6 @@ import atexit
 import contextlib
 import ctypes
 import importlib.util
-import ipaddress
 import logging
 import os
 import queue
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import s3batch
+from s3batch.domain.hosts import is_loopback_host
 from s3batch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,7 @@ def quiet_environment(temp_dir: Path, token: str) -> dict[str, str]:
 
 def is_loopback(address: str) -> bool:
     """Whether a host:port names this machine's loopback interface."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.rsplit(":", 1)[0])
 
 
 @dataclass
