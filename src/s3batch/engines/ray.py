@@ -1,11 +1,11 @@
 """RayEngine: one job across the machines of a Ray cluster (docs/ray.md).
 
 The driver (this process, where the runner and its job store are) cuts the task stream into
-chunks of `CHUNK_TASKS` and hands each to whichever actor has room: at most `CHUNKS_PER_ACTOR`
-chunks per actor are in flight, so a fast actor takes more chunks than a slow one and nothing is
-assigned ahead (no stragglers). Each actor runs s3batch's own asyncio engine over its chunks
-(engines/ray_actor.py) and returns a chunk's results in one message; the driver yields them to
-the runner as one group, so the job store keeps its one writer.
+chunks (sized by time: `ChunkSizer`) and hands each to whichever started actor has room: at most
+`CHUNKS_PER_ACTOR` chunks per actor are in flight, so a fast actor takes more chunks than a slow
+one and nothing is assigned ahead (no stragglers). Each actor runs s3batch's own asyncio engine
+over its chunks (engines/ray_actor.py) and returns a chunk's results in one message; the driver
+yields them to the runner as one group, so the job store keeps its one writer.
 
 Faults: actors restart without limit (`max_restarts=-1`) and Ray re-runs the chunks a dead
 actor was running on its new incarnation (`ACTOR_TASK_RETRIES`); past that, the driver hands the
