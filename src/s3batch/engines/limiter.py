@@ -108,8 +108,11 @@ class _Slot:
     epoch: int
 
 
-class AdaptiveLimit:
-    """An AIMD limit on concurrent requests with an async gate in front of it."""
+class AimdLimit:
+    """The AIMD rule itself: the bounds, a cut by `DECREASE_FACTOR` once per window (`epoch`),
+    +1 after every `increase_after` successes, and the samples of the limit over time. Shared
+    by this process's `AdaptiveLimit` and the Ray engine's cluster-wide `LeasedLimit`
+    (engines/ray_limiter.py); each says what counts as in flight."""
 
     def __init__(
         self,
@@ -125,16 +128,61 @@ class AdaptiveLimit:
         self.minimum = max(MIN_LIMIT, math.ceil(maximum * MIN_LIMIT_FRACTION))
         self.limit = maximum
         self.increase_after = increase_after
-        self.in_flight = 0
+        #: The window new requests start in; a cut starts the next one.
+        self.epoch = 0
         self.stats = LimitStats()
+        self._successes = 0
         self._clock = clock
         self._start = clock()
         self._last_sample_t = float("-inf")
-        self._epoch = 0
-        self._successes = 0
+
+    def _in_flight(self) -> int:
+        raise NotImplementedError
+
+    def _decrease(self) -> None:
+        new = max(self.minimum, int(self.limit * DECREASE_FACTOR))
+        self.epoch += 1  # a new window starts even at the floor: in-flight throttles are old news
+        if new != self.limit:
+            self.limit = new
+            self.stats.decreases += 1
+            self._sample(force=True)
+
+    def _increase(self) -> None:
+        if self.limit < self.maximum:
+            self.limit += 1
+            self.stats.increases += 1
+            self._sample(force=True)
+
+    def _sample(self, force: bool = False, in_flight: int | None = None) -> None:
+        now = self._clock() - self._start
+        if not force and now - self._last_sample_t < SAMPLE_INTERVAL_S:
+            return
+        self._last_sample_t = now
+        samples = self.stats.samples
+        samples.append(
+            Sample(round(now, 4), self.limit, self._in_flight() if in_flight is None else in_flight)
+        )
+        if len(samples) > MAX_SAMPLES:
+            del samples[::2]
+
+
+class AdaptiveLimit(AimdLimit):
+    """An AIMD limit on concurrent requests with an async gate in front of it."""
+
+    def __init__(
+        self,
+        maximum: int,
+        increase_after: int = DEFAULT_INCREASE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(maximum, increase_after, clock)
+        self.in_flight = 0
         #: Attempts parked until there is room, first come first served.
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sample(force=True)
+
+    def _in_flight(self) -> int:
+        return self.in_flight
 
     # -- the pure AIMD rule (no waiting; deterministic) -----------------------------------
 
@@ -143,7 +191,7 @@ class AdaptiveLimit:
         self.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.in_flight)
         self._sample()
-        return _Slot(self._epoch)
+        return _Slot(self.epoch)
 
     def has_room(self) -> bool:
         return self.in_flight < self.limit
@@ -160,37 +208,13 @@ class AdaptiveLimit:
         if is_throttle(result):
             self.stats.throttles += 1
             self._successes = 0
-            if epoch is None or epoch == self._epoch:
+            if epoch is None or epoch == self.epoch:
                 self._decrease()
         elif result.succeeded:
             self._successes += 1
             if self._successes >= self.increase_after:
                 self._successes = 0
                 self._increase()
-
-    def _decrease(self) -> None:
-        new = max(self.minimum, int(self.limit * DECREASE_FACTOR))
-        self._epoch += 1  # a new window starts even at the floor: in-flight throttles are old news
-        if new != self.limit:
-            self.limit = new
-            self.stats.decreases += 1
-            self._sample(force=True)
-
-    def _increase(self) -> None:
-        if self.limit < self.maximum:
-            self.limit += 1
-            self.stats.increases += 1
-            self._sample(force=True)
-
-    def _sample(self, force: bool = False) -> None:
-        now = self._clock() - self._start
-        if not force and now - self._last_sample_t < SAMPLE_INTERVAL_S:
-            return
-        self._last_sample_t = now
-        samples = self.stats.samples
-        samples.append(Sample(round(now, 4), self.limit, self.in_flight))
-        if len(samples) > MAX_SAMPLES:
-            del samples[::2]
 
     # -- the async gate -----------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,14 +28,10 @@ from dataclasses import dataclass, field
 
 from s3batch.domain.task import TaskResult
 from s3batch.engines.limiter import (
-    DECREASE_FACTOR,
     DEFAULT_INCREASE_AFTER,
-    MAX_SAMPLES,
-    MIN_LIMIT,
-    MIN_LIMIT_FRACTION,
     AdaptiveLimit,
+    AimdLimit,
     LimitStats,
-    Sample,
     is_throttle,
 )
 
@@ -100,7 +95,7 @@ class _Lease:
     seen: float
 
 
-class LeasedLimit:
+class LeasedLimit(AimdLimit):
     """The AIMD limit of engines/limiter.py, handed out as leases to several holders."""
 
     def __init__(
@@ -109,22 +104,14 @@ class LeasedLimit:
         increase_after: int = DEFAULT_INCREASE_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if maximum < MIN_LIMIT:
-            raise ValueError(f"maximum concurrency must be at least {MIN_LIMIT}, got {maximum}")
-        self.maximum = maximum
-        self.minimum = max(MIN_LIMIT, math.ceil(maximum * MIN_LIMIT_FRACTION))
-        self.limit = maximum
-        self.increase_after = increase_after
-        self.epoch = 0
-        self.stats = LimitStats()
+        super().__init__(maximum, increase_after, clock)
         self.max_leased = 0
-        self._successes = 0
         self._leases: dict[str, _Lease] = {}
         self._seen: set[str] = set()
-        self._clock = clock
-        self._start = clock()
-        self._last_sample_t = float("-inf")
         self._sample(force=True)
+
+    def _in_flight(self) -> int:
+        return sum(lease.in_flight for lease in self._leases.values())
 
     @property
     def leased(self) -> int:
@@ -147,7 +134,7 @@ class LeasedLimit:
         self.max_leased = max(self.max_leased, leased)
         in_flight = sum(other.in_flight for other in self._leases.values())
         self.stats.max_in_flight = max(self.stats.max_in_flight, in_flight)
-        self._sample(in_flight)
+        self._sample(in_flight=in_flight)
         return Grant(lease.permits, self.epoch)
 
     def snapshot(self) -> SharedStats:
@@ -165,7 +152,7 @@ class LeasedLimit:
             max_in_flight=self.stats.max_in_flight,
         )
 
-    # -- the AIMD rule, as in engines/limiter.AdaptiveLimit -----------------------------
+    # -- the AIMD rule (engines/limiter.AimdLimit), fed by reports ------------------------
 
     def _apply(self, report: Report) -> None:
         self.stats.retries += report.retries
@@ -180,20 +167,6 @@ class LeasedLimit:
         while self._successes >= self.increase_after:
             self._successes -= self.increase_after
             self._increase()
-
-    def _decrease(self) -> None:
-        new = max(self.minimum, int(self.limit * DECREASE_FACTOR))
-        self.epoch += 1
-        if new != self.limit:
-            self.limit = new
-            self.stats.decreases += 1
-            self._sample(force=True)
-
-    def _increase(self) -> None:
-        if self.limit < self.maximum:
-            self.limit += 1
-            self.stats.increases += 1
-            self._sample(force=True)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -217,18 +190,6 @@ class LeasedLimit:
         for name in [n for n, lease in self._leases.items() if now - lease.seen > LEASE_TTL_S]:
             log.warning("lease of %s expired: its actor stopped syncing", name)
             del self._leases[name]
-
-    def _sample(self, in_flight: int | None = None, force: bool = False) -> None:
-        now = self._clock() - self._start
-        if not force and now - self._last_sample_t < SAMPLE_INTERVAL_S:
-            return
-        self._last_sample_t = now
-        samples = self.stats.samples
-        if in_flight is None:
-            in_flight = sum(lease.in_flight for lease in self._leases.values())
-        samples.append(Sample(round(now, 4), self.limit, in_flight))
-        if len(samples) > MAX_SAMPLES:
-            del samples[::2]
 
 
 class LimiterActor:
@@ -302,7 +263,7 @@ class SharedLimit(AdaptiveLimit):
         """Count one finished request for the next sync (the cluster applies AIMD)."""
         if is_throttle(result):
             self.stats.throttles += 1
-            self._throttles_due[self._epoch if epoch is None else epoch] += 1
+            self._throttles_due[self.epoch if epoch is None else epoch] += 1
             self._poke.set()  # the cluster should cut now, not at the next interval
         elif result.succeeded:
             self._successes_due += 1
@@ -352,6 +313,6 @@ class SharedLimit(AdaptiveLimit):
         self._throttles_due.subtract(report.throttles)
         self._throttles_due = +self._throttles_due  # drop the zeroed windows
         self._retries_reported += report.retries
-        self.limit, self._epoch = grant.permits, grant.epoch
+        self.limit, self.epoch = grant.permits, grant.epoch
         self._sample(force=True)
         self._wake()
