@@ -213,3 +213,30 @@ async def test_a_small_put_that_must_sweep_its_folder_does_it_off_the_loop(
     await store.put_bytes(BUCKET, "new-folder/k", b"small")
     await store.put_bytes(BUCKET, "new-folder/k2", b"small")  # swept already: inline
     assert swept_on and threading.get_ident() not in swept_on
+
+
+async def test_read_now_answers_as_get_bytes_does(root: Path) -> None:
+    store = LocalStore(root)
+    big = os.urandom(local.IO_CHUNK_BYTES + 5)
+    drop(root, "a/b/big.bin", big)
+    drop(root, "empty", b"")
+    await store.put_bytes(BUCKET, "small.txt", b"hello world")
+    assert store.read_now(BUCKET, "small.txt") == await store.get_bytes(BUCKET, "small.txt")
+    assert store.read_now(BUCKET, "small.txt", max_bytes=5) == b"hello"
+    assert store.read_now(BUCKET, "small.txt", max_bytes=0) == b""
+    assert store.read_now(BUCKET, "a/b/big.bin") == big  # more than one read() call
+    assert store.read_now(BUCKET, "a/b/big.bin", max_bytes=local.IO_CHUNK_BYTES + 1) == big[:-4]
+    assert store.read_now(BUCKET, "empty") == b""
+    for bucket, key, code in (
+        (BUCKET, "missing", "NoSuchKey"),
+        (BUCKET, "a/missing/key", "NoSuchKey"),
+        (BUCKET, "a/b", "NoSuchKey"),  # a folder is no object
+        ("nobucket", "small.txt", "NoSuchBucket"),
+        (".hidden", "k", "InvalidBucketName"),
+    ):
+        with pytest.raises(StorageError) as caught:
+            store.read_now(bucket, key)
+        assert caught.value.code == code, (bucket, key, caught.value)
+    with pytest.raises(StorageError) as caught:
+        store.read_now(BUCKET, "small.txt", version_id="v1")
+    assert caught.value.code == "NotImplemented"

@@ -63,6 +63,11 @@ async def expect_error(awaitable: Any, code: str, status: int) -> StorageError:
     return caught.value
 
 
+async def read_now(store: LocalStore, bucket: str, key: str) -> bytes:
+    """`read_now` (blocking) as an awaitable, to check its errors as the async calls' are."""
+    return store.read_now(bucket, key)
+
+
 async def keys(store: LocalStore, prefix: str = "", **kwargs: Any) -> list[str]:
     return [o.key async for o in store.list_objects("bkt", prefix, **kwargs)]
 
@@ -88,6 +93,7 @@ async def test_a_symlinked_file_is_not_an_object(folders: Folders) -> None:
     for call in (
         lambda: s.head("bkt", "link.txt"),
         lambda: s.get_bytes("bkt", "link.txt"),
+        lambda: read_now(s, "bkt", "link.txt"),
         lambda: s.get_tags("bkt", "link.txt"),
         lambda: s.put_tags("bkt", "link.txt", {"t": "1"}),
         lambda: s.copy("bkt", "link.txt", "bkt", "copied.txt"),
@@ -107,6 +113,7 @@ async def test_a_symlinked_folder_is_not_followed_for_reads(folders: Folders) ->
     for call in (
         lambda: s.head("bkt", "dir/secret.txt"),
         lambda: s.get_bytes("bkt", "dir/secret.txt"),
+        lambda: read_now(s, "bkt", "dir/secret.txt"),
         lambda: s.get_tags("bkt", "dir/secret.txt"),
         lambda: s.copy("bkt", "dir/secret.txt", "bkt", "stolen.txt"),
     ):
@@ -209,6 +216,7 @@ async def test_keys_cannot_name_a_path_outside_the_bucket(folders: Folders, key:
     await s.put_bytes("bkt", "src", b"x")
     for call in (
         lambda: s.get_bytes("bkt", key),
+        lambda: read_now(s, "bkt", key),
         lambda: s.put_tags("bkt", key, {"t": "1"}),
         lambda: s.copy("bkt", key, "bkt", "dst"),
         lambda: s.copy("bkt", "src", "bkt", key, options=CopyOptions(storage_class="GLACIER")),
@@ -337,6 +345,7 @@ async def test_only_regular_files_are_objects(folders: Folders) -> None:
     assert await keys(s) == []
     # O_NONBLOCK: opening a FIFO with no writer must not hang the read.
     await expect_error(s.get_bytes("bkt", "pipe"), "NoSuchKey", 404)
+    await expect_error(read_now(s, "bkt", "pipe"), "NoSuchKey", 404)
     await expect_error(s.head("bkt", "pipe"), "NoSuchKey", 404)
     await expect_error(s.put_bytes("bkt", "pipe/below", b"x"), "InvalidArgument", 400)
     await s.delete("bkt", "pipe")

@@ -38,9 +38,9 @@ from typing import Any, Protocol
 from s3batch.domain.function import FunctionSpec
 from s3batch.errors import StorageError
 from s3batch.functions.context import new_log_stream_name
-from s3batch.functions.objects import ObjectRef, read_all, reading_with
+from s3batch.functions.objects import ObjectRef, read_all, read_all_now, reading_with
 from s3batch.functions.pool import Handler, InvokeOutcome, call_handler, load_handler, timeout_error
-from s3batch.storage.base import ObjectStore
+from s3batch.storage.base import BlockingReads, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,17 @@ class InlineFunction:
     ) -> tuple[bool, Any]:
         """One invocation, in a pool thread."""
         handler = self._load()
+        store = self._store
+        if isinstance(store, BlockingReads):  # a folder: read here, no hop to the loop and back
+            return reading_with(
+                functools.partial(read_all_now, store),
+                call_handler,
+                handler,
+                self.spec,
+                self._log_stream,
+                request_id,
+                event,
+            )
 
         def read(refs: Sequence[ObjectRef], max_bytes: int | None) -> list[bytes | StorageError]:
             reads = asyncio.run_coroutine_threadsafe(read_all(self._store, refs, max_bytes), loop)

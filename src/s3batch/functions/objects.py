@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from s3batch.errors import ConfigError, StorageError
+from s3batch.storage.base import BlockingReads
 
 if TYPE_CHECKING:
     from s3batch.storage.base import ObjectStore
@@ -78,6 +79,8 @@ def read_objects(refs: Sequence[ObjectRef], *, max_bytes: int | None = None) -> 
     if reader is not None:
         return reader(refs, max_bytes)
     runner, store = _open()
+    if isinstance(store, BlockingReads):
+        return read_all_now(store, refs, max_bytes)
     return runner.run(read_all(store, refs, max_bytes))
 
 
@@ -91,6 +94,20 @@ def reading_with(reader: Reader, call: Callable[_P, _R], *args: _P.args, **kwarg
         return call(*args, **kwargs)
 
     return contextvars.Context().run(run)
+
+
+def read_all_now(
+    store: BlockingReads, refs: Sequence[ObjectRef], max_bytes: int | None
+) -> list[bytes | StorageError]:
+    """`read_objects` on a store that reads in the calling thread: one object after another,
+    as the reads are a few system calls each (a folder's small files)."""
+    bodies: list[bytes | StorageError] = []
+    for ref in refs:
+        try:
+            bodies.append(store.read_now(ref.bucket, ref.key, ref.version_id, max_bytes))
+        except StorageError as exc:
+            bodies.append(exc)
+    return bodies
 
 
 async def read_all(

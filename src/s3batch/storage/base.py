@@ -233,3 +233,15 @@ class ObjectStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BlockingReads(Protocol):
+    """A store that can also read an object in the calling thread (the folder store: a read is
+    a few system calls, cheaper than any hop to an event loop and back)."""
+
+    def read_now(
+        self, bucket: str, key: str, version_id: str | None = None, max_bytes: int | None = None
+    ) -> bytes:
+        """The body (its first `max_bytes` when given); errors as get_bytes raises them."""
+        ...
