@@ -8,14 +8,16 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import s3batch.functions.pool as pool_module
 from s3batch.domain.function import FunctionSpec
 from s3batch.functions.pool import CLOSE_GRACE_S, FunctionPool, InvokeOutcome
+from s3batch.idle import IdlePool
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,8 @@ ARN = "arn:aws:lambda:us-east-1:123456789012:function:pool-test"
 QUICK_S = 15.0
 #: How often bounded waits look again, in seconds.
 POLL_S = 0.02
+#: Idle time of the kept workers in the tests that keep them, in seconds.
+KEEP_TEST_IDLE_S = 1.0
 
 PoolFactory = Callable[..., FunctionPool]
 #: Handler module whose dispatch signals when a call reaches the handler (see entered()).
@@ -43,9 +47,16 @@ async def make_pool() -> AsyncIterator[PoolFactory]:
     pools: list[FunctionPool] = []
 
     def make(
-        handler: str = "dispatch", *, workers: int = 1, timeout_s: float = 10.0, **kwargs: Any
+        handler: str = "dispatch",
+        *,
+        workers: int = 1,
+        timeout_s: float = 10.0,
+        keep: str | None = None,
+        **kwargs: Any,
     ) -> FunctionPool:
-        pool = FunctionPool(spec(handler, timeout_s, **kwargs), workers=workers, env={"POOL_TEST_VALUE": "v"})
+        pool = FunctionPool(
+            spec(handler, timeout_s, **kwargs), workers=workers, env={"POOL_TEST_VALUE": "v"}, keep=keep
+        )
         pools.append(pool)
         return pool
 
@@ -409,3 +420,68 @@ async def test_close_while_a_worker_is_starting(make_pool: PoolFactory) -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FunctionPool(spec(), workers=0)
+
+
+# -- workers kept warm between pools ---------------------------------------------------------
+
+
+@pytest.fixture
+def kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[IdlePool[Hashable, Any]]:
+    """A fresh KEPT for the test (idle time short enough to watch it expire), emptied after."""
+    fresh: IdlePool[Hashable, Any] = IdlePool(KEEP_TEST_IDLE_S)
+    monkeypatch.setattr(pool_module, "KEPT", fresh)
+    yield fresh
+    fresh.clear(lambda worker: worker.process.kill())
+
+
+async def test_a_kept_worker_serves_the_next_pool_of_its_key_only(
+    make_pool: PoolFactory, kept: IdlePool[Hashable, Any]
+) -> None:
+    first = make_pool(keep="key-a")
+    pid = (await call(first, "echo")).payload["pid"]
+    await first.close()
+    assert alive(pid) and kept.idle() == 1  # warm, owned by no pool
+    second = make_pool(keep="key-a")
+    assert (await call(second, "echo")).payload["pid"] == pid  # no new process
+    assert second.pids == [pid]
+    await second.close()
+    other = make_pool(keep="key-b")  # another function or environment: never that worker
+    assert (await call(other, "echo")).payload["pid"] != pid
+    assert await wait_gone(pid)  # released: it would compete with the new key's workers
+    await other.close()
+
+
+async def test_a_pool_without_a_key_stops_its_workers_and_takes_no_kept_one(
+    make_pool: PoolFactory, kept: IdlePool[Hashable, Any]
+) -> None:
+    keeping = make_pool(keep="key-a")
+    kept_pid = (await call(keeping, "echo")).payload["pid"]
+    await keeping.close()
+    plain = make_pool()
+    pid = (await call(plain, "echo")).payload["pid"]
+    assert pid != kept_pid
+    await plain.close()
+    assert await wait_gone(pid)
+    assert kept.idle() == 1 and alive(kept_pid)
+
+
+async def test_kept_workers_are_stopped_after_the_idle_time(
+    make_pool: PoolFactory, kept: IdlePool[Hashable, Any]
+) -> None:
+    pool = make_pool(keep="key-a")
+    pid = (await call(pool, "echo")).payload["pid"]
+    await pool.close()
+    assert await wait_gone(pid, KEEP_TEST_IDLE_S + QUICK_S)
+    assert kept.idle() == 0
+
+
+async def test_a_kept_worker_that_died_is_replaced(
+    make_pool: PoolFactory, kept: IdlePool[Hashable, Any]
+) -> None:
+    pool = make_pool(keep="key-a")
+    pid = (await call(pool, "echo")).payload["pid"]
+    await pool.close()
+    os.kill(pid, signal.SIGKILL)
+    assert await wait_gone(pid)
+    again = make_pool(keep="key-a")
+    assert (await call(again, "echo")).payload["pid"] not in (pid, None)

@@ -248,7 +248,8 @@ def test_builtin_sentiment_batched_reports_the_same_rows_as_unbatched(
     from s3batch.functions.pool import InvokeOutcome
 
     sent: list[int] = []  # tasks per event, as the operation hands events to the function
-    real_invoke = InlineFunction.invoke  # the sentiment built-in runs inline
+    real_invoke = InlineFunction.invoke  # the sentiment built-in runs inline with one worker
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "1")
 
     async def invoke(self: InlineFunction, event: dict[str, Any]) -> InvokeOutcome:
         sent.append(len(event["tasks"]))

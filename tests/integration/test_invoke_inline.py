@@ -12,12 +12,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
+import s3batch.functions.pool as pool_module
 from conftest import Env, read_report, report_spec
 from s3batch.domain.function import FunctionSpec
 from s3batch.functions.inline import FunctionInvoker, InlineFunction
 from s3batch.functions.objects import STORAGE_CONFIG_ENV
 from s3batch.functions.pool import FunctionPool, InvokeOutcome
-from s3batch.functions.registry import BUILTIN_FUNCTIONS
+from s3batch.functions.registry import BUILTIN_FUNCTIONS, INLINE_BUILTINS
 from s3batch.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,8 @@ def test_inline_jobs_report_what_worker_processes_report(
 ) -> None:
     if function == "s3batch-language":
         pytest.importorskip("lingua")
-    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "2")
+    # Pure-Python built-ins run inline only when the job may use one worker (registry.runs_inline).
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "2" if function in INLINE_BUILTINS else "1")
     env.make_bucket("data")
     for key, body in TEXTS.items():
         env.put("data", key, body)
@@ -100,6 +102,7 @@ def test_an_inline_builtin_starts_no_worker_process(local_env: Env, monkeypatch:
         raise AssertionError("an inline built-in started a function worker")
 
     monkeypatch.setattr(FunctionPool, "_spawn", no_workers)
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "1")
     local_env.make_bucket("data")
     local_env.put("data", "happy.txt", TEXTS["happy.txt"])
     rows = run_job(local_env, ARN.format("s3batch-sentiment"), ["happy.txt"], batch_size=1)
@@ -111,6 +114,7 @@ def test_inline_builtins_run_under_the_process_engine(
 ) -> None:
     monkeypatch.setenv("S3BATCH_ENGINE", "process")
     monkeypatch.setenv("S3BATCH_PROCESSES", "2")
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "1")
     local_env.make_bucket("data")
     keys = [f"t/{i:03d}.txt" for i in range(40)]
     for i, key in enumerate(keys):
@@ -119,6 +123,48 @@ def test_inline_builtins_run_under_the_process_engine(
     labels = {row[1]: json.loads(row[6])["Sentiment"] for row in rows["succeeded"]}
     assert labels == {key: "POSITIVE" if i % 2 else "NEGATIVE" for i, key in enumerate(keys)}
     assert [row[1] for row in rows["failed"]] == ["missing.txt"]
+
+
+def test_pure_python_builtins_use_worker_processes_kept_warm_for_the_next_job(
+    local_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "2")
+    spawned: list[int] = []
+    real_spawn = FunctionPool._spawn
+
+    def counted_spawn(self: FunctionPool) -> Any:
+        spawned.append(1)
+        return real_spawn(self)
+
+    async def not_inline(self: InlineFunction, event: dict[str, Any]) -> InvokeOutcome:
+        raise AssertionError("a pure-Python built-in ran inline with two workers allowed")
+
+    monkeypatch.setattr(FunctionPool, "_spawn", counted_spawn)
+    monkeypatch.setattr(InlineFunction, "invoke", not_inline)
+    local_env.make_bucket("data")
+    keys = [f"t/{i:03d}.txt" for i in range(20)]
+    for i, key in enumerate(keys):
+        local_env.put("data", key, TEXTS["happy.txt" if i % 2 else "sad.txt"])
+    first = run_job(local_env, ARN.format("s3batch-sentiment"), keys, batch_size=4)
+    assert 1 <= len(spawned) <= 2
+    spawned.clear()
+    second = run_job(local_env, ARN.format("s3batch-sentiment"), keys, batch_size=4)
+    assert spawned == []  # the first job's workers served it: no process started
+    assert first == second and len(first["succeeded"]) == len(keys)
+
+
+def test_a_users_handler_is_not_kept_warm(local_env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3BATCH_FUNCTION_WORKERS", "1")
+    local_env.make_bucket("data")
+    local_env.put("data", "happy.txt", TEXTS["happy.txt"])
+    pool_module.KEPT.clear(lambda worker: worker.process.kill())
+    run_job(local_env, python_arn("s3batch-sentiment"), ["happy.txt"], batch_size=1)
+    assert pool_module.KEPT.idle() == 1  # the built-in's own code, named by its handler: kept
+    pool_module.KEPT.clear(lambda worker: worker.process.kill())
+    handlers = Path(__file__).parent.parent / "fixtures" / "handlers"
+    monkeypatch.chdir(handlers)
+    run_job(local_env, "python:job_handlers:succeeds", ["happy.txt"], batch_size=1)
+    assert pool_module.KEPT.idle() == 0  # its code may change before the next job
 
 
 # -- InlineFunction itself ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "s3batch"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "retry": 0,
+    "idle": 0,
     "types": 0,
     "domain": 1,
     "settings": 1,

@@ -29,8 +29,9 @@ from s3batch.engines.ray import (
 )
 from s3batch.engines.ray_cluster import is_loopback, quiet_environment
 from s3batch.engines.ray_limiter import LEASE_TTL_S, Grant, LeasedLimit, LimiterActor, Report, SharedLimit
-from s3batch.engines.ray_pool import ActorPool, pool_key
+from s3batch.engines.ray_pool import PoolKey, pool_key
 from s3batch.errors import BadRequest, ConfigError
+from s3batch.idle import IdlePool
 from s3batch.operations import get_kind
 from s3batch.settings import Settings
 
@@ -416,7 +417,7 @@ class Clock:
 
 def test_a_run_takes_the_idle_actors_of_its_key_and_releases_the_others() -> None:
     clock, killed = Clock(), []
-    pool = ActorPool(idle_s=60.0, clock=clock)
+    pool = IdlePool[PoolKey, str](idle_s=60.0, clock=clock)
     same = pool_key("session", 1.0, 0.0, {"AWS_ACCESS_KEY_ID": "a"})
     gpu = pool_key("session", 1.0, 1.0, {"AWS_ACCESS_KEY_ID": "a"})
     pool.give_back(same, ["a1", "a2", "a3"], killed.append)
@@ -428,7 +429,7 @@ def test_a_run_takes_the_idle_actors_of_its_key_and_releases_the_others() -> Non
 
 
 def test_actors_never_serve_another_environment() -> None:
-    pool = ActorPool(idle_s=60.0, clock=Clock())
+    pool = IdlePool[PoolKey, str](idle_s=60.0, clock=Clock())
     mine = pool_key("session", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "one"})
     theirs = pool_key("session", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "two"})
     other_session = pool_key("later", 1.0, 0.0, {"AWS_SECRET_ACCESS_KEY": "one"})
@@ -441,7 +442,7 @@ def test_actors_never_serve_another_environment() -> None:
 
 def test_idle_actors_are_released_after_the_idle_time() -> None:
     clock, killed = Clock(), []
-    pool = ActorPool(idle_s=60.0, clock=clock)
+    pool = IdlePool[PoolKey, str](idle_s=60.0, clock=clock)
     key = pool_key("session", 1.0, 0.0, {})
     pool.give_back(key, ["old"], killed.append)
     clock.now += 30
@@ -454,7 +455,7 @@ def test_idle_actors_are_released_after_the_idle_time() -> None:
 
 def test_the_release_timer_fires_on_its_own() -> None:
     released = threading.Event()
-    pool = ActorPool(idle_s=0.05)
+    pool = IdlePool[PoolKey, str](idle_s=0.05)
     pool.give_back(pool_key("session", 1.0, 0.0, {}), ["a1"], lambda _: released.set())
     assert released.wait(5.0)
     assert pool.idle() == 0

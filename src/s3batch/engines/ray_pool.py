@@ -15,16 +15,14 @@ CPUs). A run that failed kills its actors instead of keeping them.
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from s3batch.idle import IdlePool
+
 #: Seconds an actor waits here for the next job before it is released.
 IDLE_S = 60.0
-#: Shortest wait of the release timer, in seconds.
-MIN_TIMER_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,73 +38,5 @@ def pool_key(session: str, cpus: float, gpus: float, env: Mapping[str, str]) -> 
     return PoolKey(session, cpus, gpus, digest)
 
 
-class ActorPool:
-    """Idle actor handles by key. Thread-safe: runs may end on different event loops."""
-
-    def __init__(self, idle_s: float = IDLE_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self.idle_s = idle_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._idle: dict[PoolKey, list[tuple[Any, float]]] = {}
-        self._timer: threading.Timer | None = None
-
-    def take(self, key: PoolKey, count: int, kill: Callable[[Any], None]) -> list[Any]:
-        """Up to `count` idle actors of `key`; idle actors of other keys are released."""
-        with self._lock:
-            mine = self._idle.pop(key, [])
-            others = [handle for entries in self._idle.values() for handle, _ in entries]
-            self._idle = {key: mine[count:]} if mine[count:] else {}
-        for handle in others:
-            kill(handle)
-        return [handle for handle, _ in mine[:count]]
-
-    def give_back(self, key: PoolKey, handles: list[Any], kill: Callable[[Any], None]) -> None:
-        now = self._clock()
-        with self._lock:
-            self._idle.setdefault(key, []).extend((handle, now) for handle in handles)
-            if self._timer is None:
-                self._schedule(kill)
-
-    def expire(self, kill: Callable[[Any], None]) -> int:
-        """Release the actors idle for `idle_s` or more; how many were released."""
-        cutoff = self._clock() - self.idle_s
-        with self._lock:
-            expired = [
-                handle for entries in self._idle.values() for handle, since in entries if since <= cutoff
-            ]
-            kept = {key: [e for e in entries if e[1] > cutoff] for key, entries in self._idle.items()}
-            self._idle = {key: entries for key, entries in kept.items() if entries}
-        for handle in expired:
-            kill(handle)
-        return len(expired)
-
-    def clear(self, kill: Callable[[Any], None]) -> int:
-        """Release every idle actor now; how many were released."""
-        with self._lock:
-            handles = [handle for entries in self._idle.values() for handle, _ in entries]
-            self._idle = {}
-        for handle in handles:
-            kill(handle)
-        return len(handles)
-
-    def idle(self) -> int:
-        with self._lock:
-            return sum(len(entries) for entries in self._idle.values())
-
-    def _schedule(self, kill: Callable[[Any], None]) -> None:
-        def fire() -> None:
-            self.expire(kill)
-            with self._lock:
-                self._timer = None
-                if self._idle:
-                    self._schedule(kill)
-
-        oldest = min(since for entries in self._idle.values() for _, since in entries)
-        delay_s = max(MIN_TIMER_S, oldest + self.idle_s - self._clock())
-        self._timer = threading.Timer(delay_s, fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-
 #: The driver's pool (one per process: a process joins one Ray cluster in its life).
-POOL = ActorPool()
+POOL: IdlePool[PoolKey, Any] = IdlePool(IDLE_S)

@@ -1,10 +1,11 @@
 """Built-ins that run in the engine's own process, not in function worker processes.
 
-Some built-ins (`INLINE_BUILTINS` in functions/registry.py) spend a fraction of a millisecond
-per object. Run in a worker process (functions/pool.py), each invocation also pays for the event
-and the answer crossing a pipe (pickled, JSON-encoded and decoded), for the objects read
-through a second store opened in the worker, and each job for the workers' start (a new
-interpreter importing s3batch and the library): together several times the work itself.
+Some built-ins (`runs_inline` in functions/registry.py) spend a fraction of a millisecond
+per object, in native code that leaves the GIL (or on a job allowed one worker). Run in a worker
+process (functions/pool.py), each invocation also pays for the event and the answer crossing a
+pipe (pickled, JSON-encoded and decoded) and for the objects read through a second store opened
+in the worker, and the first job for the workers' start (a new interpreter importing s3batch and
+the library): together several times the work itself.
 
 `InlineFunction` runs such a handler in a thread of the engine's process instead. The handler
 is the same code with the same event; its `read_objects` calls go, through `reading_with`, to

@@ -46,7 +46,7 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -55,6 +55,7 @@ from typing import Any, Final
 
 from s3batch.domain.function import FunctionSpec
 from s3batch.functions.context import LambdaContext, log_group_name, new_log_stream_name
+from s3batch.idle import IdlePool
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,28 @@ class WorkerStartError(Exception):
 
 #: Every open pool, so that workers are killed at interpreter exit if one was never closed.
 _OPEN_POOLS: weakref.WeakSet[FunctionPool] = weakref.WeakSet()
+#: Seconds a worker stays warm after its pool closed, for the next pool of the same key.
+KEEP_IDLE_S = 60.0
+#: Idle workers of closed pools, by the key their pool was given (s3batch/idle.py).
+KEPT: IdlePool[Hashable, _Worker] = IdlePool(KEEP_IDLE_S)
 
 
 def _kill_open_pools() -> None:
     for pool in list(_OPEN_POOLS):
         pool.kill_now()
+    KEPT.clear(_kill_quietly)
+
+
+def _kill_quietly(worker: _Worker) -> None:
+    with contextlib.suppress(Exception):
+        worker.process.kill()
+
+
+def _stop_in_background(worker: _Worker) -> None:
+    """Stop a kept worker without waiting for it (called on event loops and timer threads)."""
+    threading.Thread(
+        target=_stop_gracefully, args=(worker,), daemon=True, name="s3batch-function-stop"
+    ).start()
 
 
 # Registered after multiprocessing's own exit hook, so it runs first (atexit is LIFO) and
@@ -141,14 +159,27 @@ atexit.register(_kill_open_pools)
 
 
 class FunctionPool:
-    """Up to `workers` processes running `spec.handler`; `invoke` one event at a time each."""
+    """Up to `workers` processes running `spec.handler`; `invoke` one event at a time each.
 
-    def __init__(self, spec: FunctionSpec, *, workers: int, env: Mapping[str, str] | None = None) -> None:
+    With a `keep` key, close() hands its idle workers to `KEPT` instead of stopping them, and
+    a pool with the same key takes them before it starts any: the key must stand for everything
+    a worker was started with (the spec, the environment, whose job it serves).
+    """
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        *,
+        workers: int,
+        env: Mapping[str, str] | None = None,
+        keep: Hashable | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.spec = spec
         self.workers = workers
         self._env = dict(env or {})
+        self._keep = keep
         self._mp = multiprocessing.get_context(START_METHOD)
         self._slots = asyncio.Semaphore(workers)
         self._idle: list[_Worker] = []
@@ -201,6 +232,10 @@ class FunctionPool:
             self._all.difference_update(idle)
         for worker in others:
             self._discard(worker)
+        if self._keep is not None:
+            warm = [w for w in idle if w.process.is_alive()]
+            KEPT.give_back(self._keep, warm, _stop_in_background)
+            idle = [w for w in idle if w not in warm]
         loop = asyncio.get_running_loop()
         stops = [loop.run_in_executor(self._io, _stop_gracefully, w) for w in idle]
         # Shielded: if close() itself is cancelled, starts must still finish (and be killed).
@@ -231,6 +266,13 @@ class FunctionPool:
             if worker.process.is_alive():
                 return worker
             self._discard(worker)  # died while idle (e.g. the OOM killer); start another
+        if self._keep is not None:
+            for worker in KEPT.take(self._keep, 1, _stop_in_background):
+                if worker.process.is_alive():
+                    with self._lock:
+                        self._all.add(worker)
+                    return worker
+                _stop_in_background(worker)
         return await self._start()
 
     async def _start(self) -> _Worker:

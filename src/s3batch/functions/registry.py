@@ -46,15 +46,21 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
     "s3batch-embed-image": "s3batch.functions.builtin.embed_image:handler",
     "s3batch-ocr": "s3batch.functions.builtin.ocr:handler",
 }
+_BUILTIN_HANDLERS = frozenset(BUILTIN_FUNCTIONS.values())
 #: Built-ins whose whole answer is resultData (a vector): a job without a ResultsSink would
 #: throw every result away, so it is refused when created.
 BUILTINS_NEEDING_A_SINK = frozenset({"s3batch-embed-text", "s3batch-embed-image"})
 #: Built-ins that run inline, in the engine's own process (functions/inline.py), rather than in
 #: function worker processes: each object costs them a fraction of a millisecond, less than
-#: shipping it to a worker and back, and their code is pure and thread-safe (no state shared
-#: between calls, no environment read per call). Named as `python:module:callable` they run in
-#: worker processes like any handler.
-INLINE_BUILTINS = frozenset({"s3batch-sentiment", "s3batch-pii", "s3batch-profile-csv", "s3batch-language"})
+#: shipping it to a worker and back, their code is pure and thread-safe (no state shared between
+#: calls, no environment read per call), and their work runs outside the GIL (lingua's detector
+#: is Rust), so the engine's threads use every core. Named as `python:module:callable` they run
+#: in worker processes like any handler.
+INLINE_BUILTINS = frozenset({"s3batch-language"})
+#: Cheap built-ins that are pure Python: in threads they would share one core (the GIL) with the
+#: engine's own per-task work, so they run in worker processes (kept warm between jobs) when the
+#: job may use more than one, and inline only when it may use one (no pipe, no process start).
+PURE_PYTHON_BUILTINS = frozenset({"s3batch-sentiment", "s3batch-pii", "s3batch-profile-csv"})
 #: Prefix of a FunctionArn that names a handler directly.
 PYTHON_PREFIX = "python:"
 #: The registry file's table.
@@ -195,10 +201,19 @@ def function_name(function_arn: str) -> str:
     return name
 
 
-def runs_inline(spec: FunctionSpec) -> bool:
-    """Whether the job's function is an `INLINE_BUILTINS` built-in (not a registry entry that
-    reuses the name for a handler of its own)."""
-    return spec.name in INLINE_BUILTINS and spec.handler == BUILTIN_FUNCTIONS[spec.name]
+def ships_with_s3batch(spec: FunctionSpec) -> bool:
+    """Whether the job's handler is a built-in's own code (installed with s3batch, so it cannot
+    change while a process runs: its warm workers may serve later jobs)."""
+    return spec.handler in _BUILTIN_HANDLERS
+
+
+def runs_inline(spec: FunctionSpec, workers: int) -> bool:
+    """Whether the job's function runs inline: an `INLINE_BUILTINS` built-in, or a
+    `PURE_PYTHON_BUILTINS` one when the job may use `workers` = 1 function worker (not a
+    registry entry that reuses the name for a handler of its own)."""
+    if spec.handler != BUILTIN_FUNCTIONS.get(spec.name):
+        return False
+    return spec.name in INLINE_BUILTINS or (spec.name in PURE_PYTHON_BUILTINS and workers <= 1)
 
 
 def check_function_arn(function_arn: str) -> None:

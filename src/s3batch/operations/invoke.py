@@ -2,7 +2,7 @@
 
 The function is a Python handler (resolved from FunctionArn when the job was created, see
 `functions.registry`) run in a pool of worker processes, or, for the cheap built-ins of
-`registry.INLINE_BUILTINS`, in this process (functions/inline.py). Each task gets the event AWS would
+`registry.runs_inline`, in this process (functions/inline.py). Each task gets the event AWS would
 send; the handler's answer, or its error, becomes the task's report row following
 `domain.lambda_contract`. TemporaryFailure results are retryable, so the engine redrives them.
 
@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from s3batch.domain import pricing
+from s3batch.domain.function import FunctionSpec
 from s3batch.domain.lambda_contract import (
     SCHEMA_VERSIONS,
     TaskAnswer,
@@ -51,6 +54,7 @@ from s3batch.functions.registry import (
     check_function_arn,
     function_name,
     runs_inline,
+    ships_with_s3batch,
 )
 from s3batch.operations._params import reject_unknown
 from s3batch.operations.actions import Permissions
@@ -208,6 +212,20 @@ def arn_partition(arn: str) -> str:
     return parts[1] if parts[0] == "arn" and len(parts) > 1 and parts[1] else "aws"
 
 
+@dataclass(frozen=True, slots=True)
+class _WarmKey:
+    """What a kept function worker was started with (functions/pool.KEPT): it serves no other."""
+
+    account_id: str
+    spec: FunctionSpec
+    #: Of the worker's environment, credentials among it (the secret stays out of the key).
+    env_digest: str
+
+
+def _digest(env: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+
+
 class LambdaInvoke(Operation):
     """Invokes the job's function for each task (or each batch of tasks) through a worker-process pool."""
 
@@ -227,10 +245,13 @@ class LambdaInvoke(Operation):
         self.partition = arn_partition(spec.arn)
         # The storage config lets built-in handlers read through the job's own store.
         env = {**ctx.job.function_env, STORAGE_CONFIG_ENV: json.dumps(to_dict(ctx.job.storage))}
-        workers = functools.partial(FunctionPool, spec, workers=ctx.job.function_workers, env=env)
+        # A built-in's workers stay warm for the account's next job with the same environment
+        # (a user's handler is not kept: its code may change between two jobs).
+        keep = _WarmKey(ctx.job.account_id, spec, _digest(env)) if ships_with_s3batch(spec) else None
+        workers = functools.partial(FunctionPool, spec, workers=ctx.job.function_workers, env=env, keep=keep)
         self.pool: FunctionInvoker
-        if runs_inline(spec):  # a cheap built-in: in this process, reading through ctx.store
-            concurrency = ctx.job.function_workers
+        concurrency = ctx.job.function_workers
+        if runs_inline(spec, concurrency):  # a cheap built-in: in this process, reading through ctx.store
             self.pool = InlineFunction(spec, ctx.store, concurrency=concurrency, fallback=workers)
         else:
             self.pool = workers()
