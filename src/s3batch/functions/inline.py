@@ -32,7 +32,6 @@ import contextlib
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -40,7 +39,14 @@ from s3batch.domain.function import FunctionSpec
 from s3batch.errors import StorageError
 from s3batch.functions.context import new_log_stream_name
 from s3batch.functions.objects import ObjectRef, read_all, read_all_now, reading_with
-from s3batch.functions.pool import Handler, InvokeOutcome, call_handler, load_handler, timeout_error
+from s3batch.functions.pool import (
+    Handler,
+    InvokeOutcome,
+    call_handler,
+    load_handler,
+    new_request_id,
+    timeout_error,
+)
 from s3batch.storage.base import BlockingReads, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,7 @@ class InlineFunction:
         """Run the handler on `event` in a free thread (waiting for one if all are busy)."""
         if self.fallback is not None:
             return await self.fallback.invoke(event)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         loop = asyncio.get_running_loop()
         await self._slots.acquire()
         try:

@@ -39,6 +39,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import sys
 import threading
@@ -67,6 +68,8 @@ INIT_TIMEOUT_S = 60.0
 CLOSE_GRACE_S = 2.0
 #: Seconds to wait for a killed worker to be reaped (SIGKILL cannot be ignored).
 REAP_TIMEOUT_S = 10.0
+#: Seconds since its last answer during which an idle worker is taken as alive without a check.
+TRUST_ALIVE_S = 1.0
 #: Pipe threads beyond one per worker, for starts and reaps that overlap calls.
 SPARE_IO_THREADS = 4
 
@@ -106,6 +109,8 @@ class _Worker:
     #: Kept when the process object is released (its attributes are gone then).
     exitcode: int | None = None
     released: bool = False
+    #: When it last answered (time.monotonic()).
+    idle_since: float = 0.0
 
 
 class WorkerStartError(Exception):
@@ -202,7 +207,7 @@ class FunctionPool:
 
     async def invoke(self, event: dict[str, Any]) -> InvokeOutcome:
         """Run the handler on `event` in a free worker (waiting for one if all are busy)."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         async with self._slots:
             self._check_open()
             try:
@@ -215,6 +220,7 @@ class FunctionPool:
                 self._discard(worker)
                 raise
             if reusable and not self._closed:
+                worker.idle_since = time.monotonic()
                 self._idle.append(worker)
             else:
                 self._discard(worker)
@@ -263,7 +269,11 @@ class FunctionPool:
     async def _checkout(self) -> _Worker:
         while self._idle:  # bounded: each pass removes one idle worker
             worker = self._idle.pop()
-            if worker.process.is_alive():
+            # Asking the kernel (waitpid) lets other threads take the GIL while the event loop
+            # waits for it back: per call, that cost more than the call's own work. A worker that
+            # answered moments ago is taken as alive; dying since, it fails that call as a worker
+            # dying mid-call does.
+            if time.monotonic() - worker.idle_since < TRUST_ALIVE_S or worker.process.is_alive():
                 return worker
             self._discard(worker)  # died while idle (e.g. the OOM killer); start another
         if self._keep is not None:
@@ -403,6 +413,16 @@ async def _join(executor: concurrent.futures.Executor, worker: _Worker, timeout_
 
 
 # -- error payloads (AWS's formats) ----------------------------------------------------
+
+
+#: Request ids: unique, not secret. From a generator seeded once by the OS, not uuid4's
+#: os.urandom per call (a system call, and a GIL release the event loop then waits behind).
+_ids = random.Random(os.urandom(32))
+
+
+def new_request_id() -> str:
+    """A Lambda-style request id (a random UUID)."""
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
 
 
 def timeout_error(request_id: str, spec: FunctionSpec) -> dict[str, Any]:

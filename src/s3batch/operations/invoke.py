@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,9 @@ MAX_USER_ARGUMENT_VALUE_CHARS = 1024
 DEFAULT_SCHEMA_VERSION = "1.0"
 #: Random bytes in each invocationId (base64url-encoded, as opaque as AWS's).
 INVOCATION_ID_BYTES = 24
+#: invocationIds: unique, not secret; from a generator the OS seeds once (os.urandom per event is
+#: a system call whose GIL release the event loop then waits behind).
+_ids = random.Random(os.urandom(32))
 #: The s3batch extension's parameter: tasks per invocation.
 INVOCATION_BATCH_SIZE = "InvocationBatchSize"
 #: Most tasks one invocation carries. Lambda's 6 MB response limit allows ~1,000 results
@@ -281,7 +285,7 @@ class LambdaInvoke(Operation):
             schema_version=self.version,
             user_arguments=self.user_arguments,
             partition=self.partition,
-            invocation_id=opaque_id(os.urandom(INVOCATION_ID_BYTES)),
+            invocation_id=opaque_id(_ids.randbytes(INVOCATION_ID_BYTES)),
         )
         outcome = await self.pool.invoke(event)
         if outcome.error is not None:
