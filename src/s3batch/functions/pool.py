@@ -18,9 +18,9 @@ What a caller gets back mirrors what the Lambda Invoke API returns:
 Startup (spawn plus the handler's imports) does not count against the function timeout, as
 Lambda's init phase does not; it has its own limit, `INIT_TIMEOUT_S`.
 
-Pipe I/O runs in the pool's own threads so the event loop never blocks. A worker whose call
-was cancelled, timed out or crashed is killed and replaced by a fresh one on next demand:
-its half-done call would otherwise answer the next request.
+Pipe I/O runs in the pool's own threads, one per worker, so the event loop never blocks and
+never stands between a worker and its next call (see FunctionPool). A worker whose call was
+cancelled, timed out or crashed is killed and replaced by a fresh one on next demand.
 
 Limits: handlers cannot start `multiprocessing` children that need the spawning script to be
 importable without side effects; and, as with any spawn start, a script that creates a pool
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import decimal
@@ -47,8 +48,8 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -68,10 +69,6 @@ INIT_TIMEOUT_S = 60.0
 CLOSE_GRACE_S = 2.0
 #: Seconds to wait for a killed worker to be reaped (SIGKILL cannot be ignored).
 REAP_TIMEOUT_S = 10.0
-#: Seconds since its last answer during which an idle worker is taken as alive without a check.
-TRUST_ALIVE_S = 1.0
-#: Pipe threads beyond one per worker, for starts and reaps that overlap calls.
-SPARE_IO_THREADS = 4
 
 #: Environment values Lambda sets that have a meaning here (see `lambda_environment`).
 PYTHON_RUNTIME = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
@@ -101,16 +98,23 @@ class InvokeOutcome:
 class _Worker:
     process: BaseProcess
     conn: Connection
-    #: False while its pipe thread waits for the handler to load (that thread owns it).
-    ready: bool = False
-    #: The pipe round trip in flight, if any (a thread blocked on the pipe).
-    io: concurrent.futures.Future[Any] | None = None
-    discarded: bool = False
     #: Kept when the process object is released (its attributes are gone then).
     exitcode: int | None = None
     released: bool = False
-    #: When it last answered (time.monotonic()).
-    idle_since: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Call:
+    """One invocation on its way through the pool's queue to a worker."""
+
+    request_id: str
+    event: dict[str, Any]
+    #: Settled by the serving thread that ran it (or by close()).
+    answer: concurrent.futures.Future[InvokeOutcome] = field(default_factory=concurrent.futures.Future)
+    #: The worker running it, once a serving thread took it.
+    worker: _Worker | None = None
+    #: The caller stopped waiting: a call not yet taken is skipped; a running one's worker is killed.
+    abandoned: bool = False
 
 
 class WorkerStartError(Exception):
@@ -166,6 +170,12 @@ atexit.register(_kill_open_pools)
 class FunctionPool:
     """Up to `workers` processes running `spec.handler`; `invoke` one event at a time each.
 
+    Calls wait in one queue. Each worker has a serving thread of its own that sends it the next
+    call as soon as it answered the last, and decodes that answer while the worker runs the next
+    one: a worker never waits for the event loop to hand it work (a busy loop answers a wake-up
+    in a millisecond or more, as long as a short batch takes to compute). The thread also keeps
+    the call's time limit: past `spec.timeout_s` it kills the worker.
+
     With a `keep` key, close() hands its idle workers to `KEPT` instead of stopping them, and
     a pool with the same key takes them before it starts any: the key must stand for everything
     a worker was started with (the spec, the environment, whose job it serves).
@@ -186,16 +196,18 @@ class FunctionPool:
         self._env = dict(env or {})
         self._keep = keep
         self._mp = multiprocessing.get_context(START_METHOD)
-        self._slots = asyncio.Semaphore(workers)
-        self._idle: list[_Worker] = []
-        # Written by pipe threads too (a worker joins as soon as its process exists).
+        # Guards everything below; serving threads wait on it for calls.
+        self._lock = threading.Condition()
+        self._queue: collections.deque[_Call] = collections.deque()
+        #: One per serving thread started: done when the thread ended.
+        self._threads: list[concurrent.futures.Future[None]] = []
+        #: Serving threads waiting for a call.
+        self._waiting = 0
+        #: Workers starting, and workers between a call sent and its answer: close() kills these.
+        self._starting: set[_Worker] = set()
+        self._busy: set[_Worker] = set()
+        #: Every worker process that exists (starting, serving or idle).
         self._all: set[_Worker] = set()
-        self._lock = threading.Lock()
-        self._starting: set[asyncio.Future[_Worker]] = set()
-        self._reapers: set[asyncio.Task[None]] = set()
-        self._io = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers + SPARE_IO_THREADS, thread_name_prefix="s3batch-function-io"
-        )
         self._closed = False
         _OPEN_POOLS.add(self)
 
@@ -207,127 +219,177 @@ class FunctionPool:
 
     async def invoke(self, event: dict[str, Any]) -> InvokeOutcome:
         """Run the handler on `event` in a free worker (waiting for one if all are busy)."""
-        request_id = new_request_id()
-        async with self._slots:
+        call = _Call(new_request_id(), event)
+        with self._lock:
             self._check_open()
-            try:
-                worker = await self._checkout()
-            except WorkerStartError as exc:
-                return InvokeOutcome(request_id, error=exc.payload(request_id))
-            try:
-                outcome, reusable = await self._call(worker, request_id, event)
-            except BaseException:  # cancelled or broken: its answer would reach the next call
-                self._discard(worker)
-                raise
-            if reusable and not self._closed:
-                worker.idle_since = time.monotonic()
-                self._idle.append(worker)
-            else:
-                self._discard(worker)
-            return outcome
+            self._queue.append(call)
+            if len(self._queue) > self._waiting and len(self._threads) < self.workers:
+                self._threads.append(self._start_thread())
+            self._lock.notify()
+        try:
+            return await asyncio.wrap_future(call.answer)
+        except asyncio.CancelledError:
+            self._abandon(call)
+            raise
 
     async def close(self) -> None:
-        """Stop every worker: idle ones get CLOSE_GRACE_S to exit, the rest are killed.
-
-        A call still in flight ends with a Runtime.ExitError outcome.
-        """
-        self._closed = True
-        idle, self._idle = self._idle, []
+        """Stop every worker: idle ones get CLOSE_GRACE_S to exit (or are kept, with a `keep`
+        key), the rest are killed. A call in flight ends with a Runtime.ExitError outcome; a
+        call still queued raises RuntimeError("... closed")."""
         with self._lock:
-            others = [w for w in self._all if w not in idle]
-            self._all.difference_update(idle)
-        for worker in others:
-            self._discard(worker)
-        if self._keep is not None:
-            warm = [w for w in idle if w.process.is_alive()]
-            KEPT.give_back(self._keep, warm, _stop_in_background)
-            idle = [w for w in idle if w not in warm]
-        loop = asyncio.get_running_loop()
-        stops = [loop.run_in_executor(self._io, _stop_gracefully, w) for w in idle]
-        # Shielded: if close() itself is cancelled, starts must still finish (and be killed).
-        starting = [asyncio.shield(f) for f in self._starting]
-        waits: list[Awaitable[Any]] = [*stops, *starting, *self._reapers]
-        await asyncio.gather(*waits, return_exceptions=True)
-        self._io.shutdown(wait=False, cancel_futures=True)
+            self._closed = True
+            queued, self._queue = list(self._queue), collections.deque()
+            doomed = self._starting | self._busy
+            for worker in doomed:
+                _kill_quietly(worker)
+            threads = list(self._threads)
+            self._lock.notify_all()
+        for call in queued:
+            _settle_error(call, self._closed_error())
+        await asyncio.gather(*(asyncio.wrap_future(t) for t in threads), return_exceptions=True)
         _OPEN_POOLS.discard(self)
 
     def kill_now(self) -> None:
         """Synchronous last resort (interpreter exit): SIGKILL every worker."""
-        self._closed = True
         with self._lock:
-            workers = list(self._all)
-        for worker in workers:
-            with contextlib.suppress(Exception):
-                worker.process.kill()
+            self._closed = True
+            for worker in self._all:
+                _kill_quietly(worker)
+            self._lock.notify_all()
 
-    # -- internals -------------------------------------------------------------------
+    # -- the caller's side -------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(f"the function pool for {self.spec.name!r} is closed")
+            raise self._closed_error()
 
-    async def _checkout(self) -> _Worker:
-        while self._idle:  # bounded: each pass removes one idle worker
-            worker = self._idle.pop()
-            # Asking the kernel (waitpid) lets other threads take the GIL while the event loop
-            # waits for it back: per call, that cost more than the call's own work. A worker that
-            # answered moments ago is taken as alive; dying since, it fails that call as a worker
-            # dying mid-call does.
-            if time.monotonic() - worker.idle_since < TRUST_ALIVE_S or worker.process.is_alive():
-                return worker
-            self._discard(worker)  # died while idle (e.g. the OOM killer); start another
-        if self._keep is not None:
-            for worker in KEPT.take(self._keep, 1, _stop_in_background):
-                if worker.process.is_alive():
-                    with self._lock:
-                        self._all.add(worker)
-                    return worker
-                _stop_in_background(worker)
-        return await self._start()
+    def _closed_error(self) -> RuntimeError:
+        return RuntimeError(f"the function pool for {self.spec.name!r} is closed")
 
-    async def _start(self) -> _Worker:
-        starting = asyncio.get_running_loop().run_in_executor(self._io, self._spawn)
-        self._starting.add(starting)
-        starting.add_done_callback(self._starting.discard)
+    def _start_thread(self) -> concurrent.futures.Future[None]:
+        ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                self._serve()
+            except BaseException as exc:  # a pool bug: logged, and close() still ends
+                log.exception("function %s: a serving thread failed", self.spec.name)
+                ended.set_exception(exc)
+            else:
+                ended.set_result(None)
+
+        threading.Thread(target=run, daemon=True, name=f"s3batch-function-{self.spec.name}").start()
+        return ended
+
+    def _abandon(self, call: _Call) -> None:
+        """The caller stopped waiting: never run `call`, or kill the worker running it (its
+        half-done work would go on for nobody). Under the lock: the worker cannot have moved
+        on to another call meanwhile."""
+        with self._lock:
+            call.abandoned = True
+            if call.worker is not None:
+                _kill_quietly(call.worker)
+
+    # -- a serving thread ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Take calls one by one to this thread's worker (started, or taken warm from KEPT, on
+        the first call, and again after one died); stop or keep it when the pool closes."""
+        worker: _Worker | None = None
+        answered: tuple[_Call, Any] | None = None  # received, decoded once the next call is sent
         try:
-            worker = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            starting.add_done_callback(self._discard_started)
-            raise
-        except Exception:
-            self._check_open()  # a start cut short by close() says "closed"
-            raise
-        if self._closed:
-            self._discard(worker)
-            self._check_open()
+            while True:
+                call = self._next_call(worker, block=answered is None)
+                if call is not None and worker is None:
+                    worker = self._worker_for(call)
+                if call is not None and worker is not None:
+                    worker = self._send(worker, call)
+                if answered is not None:
+                    self._deliver(*answered)
+                    answered = None
+                if call is not None and worker is not None:
+                    worker, answered = self._receive(worker, call)
+                elif call is None and answered is None and self._closed:
+                    return
+        finally:
+            if answered is not None:
+                self._deliver(*answered)
+            if worker is not None:
+                self._retire(worker)
+
+    def _next_call(self, worker: _Worker | None, *, block: bool) -> _Call | None:
+        """The next call not abandoned, marked as this worker's; None when the pool is
+        closing, or at once when none is queued and not `block`."""
+        with self._lock:
+            while True:
+                while self._queue:
+                    call = self._queue.popleft()
+                    if not call.abandoned:
+                        call.worker = worker
+                        return call
+                    _settle_error(call, asyncio.CancelledError())
+                if self._closed or not block:
+                    return None
+                self._waiting += 1
+                try:
+                    self._lock.wait()
+                finally:
+                    self._waiting -= 1
+
+    def _worker_for(self, call: _Call) -> _Worker | None:
+        """A worker for `call`: a kept one of this pool's key, else a new one; None (with
+        `call` answered) when none could start."""
+        worker: _Worker | None = None
+        if self._keep is not None:
+            for kept in KEPT.take(self._keep, 1, _stop_in_background):
+                if kept.process.is_alive():
+                    worker = kept
+                else:
+                    _stop_in_background(kept)
+        if worker is None:
+            try:
+                worker = self._spawn()
+            except WorkerStartError as exc:
+                _settle(call, InvokeOutcome(call.request_id, error=exc.payload(call.request_id)))
+                return None
+            except Exception as exc:  # closed meanwhile, or the system refused a process
+                _settle_error(call, self._closed_error() if self._closed else exc)
+                return None
+        with self._lock:
+            self._all.add(worker)
+            call.worker = worker
+            if call.abandoned:  # while it started: kill it as _abandon would have
+                _kill_quietly(worker)
         return worker
 
     def _spawn(self) -> _Worker:
-        """Start one worker and wait until its handler is loaded (runs in a pipe thread)."""
+        """Start one worker and wait until its handler is loaded (in a serving thread)."""
         parent_end, child_end = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
             target=worker_main,
             args=(child_end, self.spec, self._env),
             name=f"s3batch-function-{self.spec.name}",
         )
-        process.start()
-        child_end.close()  # else the parent never sees EOF when the child dies
-        worker = _Worker(process, parent_end)
         with self._lock:
-            self._all.add(worker)  # from here on close() can kill it
+            self._check_open()
+            process.start()
+            worker = _Worker(process, parent_end)
+            self._all.add(worker)  # from here on close() and kill_now() can kill it
+            self._starting.add(worker)
+        child_end.close()  # else the parent never sees EOF when the child dies
         try:
             self._wait_ready(worker)
         except BaseException:
             with self._lock:
                 self._all.discard(worker)
+                self._starting.discard(worker)
             _kill_and_reap(worker)
             raise
-        worker.ready = True
+        with self._lock:
+            self._starting.discard(worker)
         return worker
 
     def _wait_ready(self, worker: _Worker) -> None:
-        if self._closed:
-            raise RuntimeError("closed while starting")
         if not worker.conn.poll(INIT_TIMEOUT_S):  # also returns on EOF (killed by close())
             raise WorkerStartError(timed_out=True)
         try:
@@ -335,7 +397,7 @@ class FunctionPool:
         except EOFError:
             worker.process.join(REAP_TIMEOUT_S)
             if self._closed:
-                raise RuntimeError("closed while starting") from None
+                raise self._closed_error() from None
             log.warning(
                 "function %s: worker exited while starting (exit code %s). If a script runs the "
                 "jobs, guard its entry point with `if __name__ == '__main__':` (workers are "
@@ -347,72 +409,87 @@ class FunctionPool:
         if kind != _READY:
             raise RuntimeError(f"function worker sent {kind!r} before it was ready")
 
-    def _discard_started(self, starting: asyncio.Future[_Worker]) -> None:
-        if not starting.cancelled() and starting.exception() is None:
-            self._discard(starting.result())
+    def _send(self, worker: _Worker, call: _Call) -> _Worker | None:
+        """Hand `call` to `worker`; a worker found dead (it died while idle: the OOM killer,
+        say) is replaced once, as the call has not run. None (call answered) when that fails."""
+        for attempt in range(2):
+            with self._lock:
+                self._busy.add(worker)
+                closing = self._closed
+            if closing:  # close() may have looked at the busy workers before this one was
+                _kill_quietly(worker)
+            try:
+                worker.conn.send((call.request_id, call.event))
+                return worker
+            except OSError:
+                self._lose(worker, exiting=True)
+                if attempt or call.abandoned:
+                    break
+                replacement = self._worker_for(call)
+                if replacement is None:
+                    return None
+                worker = replacement
+        _settle(call, InvokeOutcome(call.request_id, error=exit_error(call.request_id, worker.exitcode)))
+        return None
 
-    async def _call(
-        self, worker: _Worker, request_id: str, event: dict[str, Any]
-    ) -> tuple[InvokeOutcome, bool]:
-        """One round trip. Returns the outcome and whether the worker may serve again."""
-        worker.io = self._io.submit(_round_trip, worker.conn, (request_id, event))
+    def _receive(self, worker: _Worker, call: _Call) -> tuple[_Worker | None, tuple[_Call, Any] | None]:
+        """Wait for `call`'s answer: the worker (None if it failed: its outcome is settled)
+        and the answer still to decode."""
         try:
-            kind, body = await asyncio.wait_for(asyncio.wrap_future(worker.io), timeout=self.spec.timeout_s)
-        except TimeoutError:
-            self._discard(worker)
-            return InvokeOutcome(request_id, error=timeout_error(request_id, self.spec)), False
-        except (EOFError, OSError):  # the worker died mid-call
-            return await self._crashed(worker, request_id), False
+            if not worker.conn.poll(self.spec.timeout_s):
+                self._lose(worker)
+                _settle(call, InvokeOutcome(call.request_id, error=timeout_error(call.request_id, self.spec)))
+                return None, None
+            reply = worker.conn.recv()
+        except (EOFError, OSError):  # it died mid-call (or was killed: close(), an abandoned call)
+            exitcode = self._lose(worker, exiting=True)
+            if call.abandoned:
+                _settle_error(call, asyncio.CancelledError())
+            else:
+                _settle(call, InvokeOutcome(call.request_id, error=exit_error(call.request_id, exitcode)))
+            return None, None
+        with self._lock:
+            call.worker = None  # answered: abandoning it now must not kill the worker's next call
+            self._busy.discard(worker)
+        return worker, (call, reply)
+
+    def _deliver(self, call: _Call, reply: Any) -> None:
+        kind, body = reply
         if kind == _OK:
-            return InvokeOutcome(request_id, payload=body), True
-        return InvokeOutcome(request_id, error=body), True
+            _settle(call, InvokeOutcome(call.request_id, payload=json.loads(body)))
+        else:
+            _settle(call, InvokeOutcome(call.request_id, error=body))
 
-    async def _crashed(self, worker: _Worker, request_id: str) -> InvokeOutcome:
-        if not worker.discarded:  # else close() killed it and its reaper is joining
-            await _join(self._io, worker, REAP_TIMEOUT_S)
-        exitcode = worker.exitcode if worker.released else worker.process.exitcode
-        self._discard(worker)
-        return InvokeOutcome(request_id, error=exit_error(request_id, exitcode))
-
-    def _discard(self, worker: _Worker) -> None:
-        """Kill `worker` now and reap it in the background (idempotent)."""
+    def _lose(self, worker: _Worker, *, exiting: bool = False) -> int | None:
+        """Reap a worker that died (`exiting`: its pipe closed, so let it finish exiting and
+        report its own exit code) or kill one that timed out; its exit code."""
         with self._lock:
             self._all.discard(worker)
-        if worker.discarded:
-            return
-        worker.discarded = True
-        with contextlib.suppress(Exception):
-            worker.process.kill()
-        if not worker.ready:
-            return  # its starting thread sees EOF, reaps it and reports the failure
-        task = asyncio.get_running_loop().create_task(self._reap(worker))
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
+            self._busy.discard(worker)
+        if exiting:
+            with contextlib.suppress(Exception):
+                worker.process.join(REAP_TIMEOUT_S)
+        _kill_and_reap(worker)
+        return worker.exitcode
 
-    async def _reap(self, worker: _Worker) -> None:
-        await _join(self._io, worker, REAP_TIMEOUT_S)
-        if worker.io is not None:
-            # The pipe thread ends with EOF once the process is gone; only then is closing
-            # the pipe safe (closing an fd that another thread reads is a race).
-            waiter = asyncio.wrap_future(worker.io)
-            await asyncio.wait([waiter], timeout=REAP_TIMEOUT_S)
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # the EOF it ended with is expected: mark it as seen
-            waiter.cancel()
-        _release(worker)
+    def _retire(self, worker: _Worker) -> None:
+        """The pool is closing (or this thread failed): keep `worker` warm, or stop it."""
+        with self._lock:
+            self._all.discard(worker)
+        if self._keep is not None and worker.process.is_alive():
+            KEPT.give_back(self._keep, [worker], _stop_in_background)
+        else:
+            _stop_gracefully(worker)
 
 
-async def _join(executor: concurrent.futures.Executor, worker: _Worker, timeout_s: float) -> None:
-    """Wait for the worker process to end, off the event loop."""
-    if worker.released:
-        return
-    try:
-        await asyncio.get_running_loop().run_in_executor(executor, worker.process.join, timeout_s)
-    except RuntimeError:  # our executor is shut down (close() finished first)
-        await asyncio.to_thread(worker.process.join, timeout_s)
+def _settle(call: _Call, outcome: InvokeOutcome) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # the caller gave up first
+        call.answer.set_result(outcome)
 
 
-# -- error payloads (AWS's formats) ----------------------------------------------------
+def _settle_error(call: _Call, error: BaseException) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        call.answer.set_exception(error)
 
 
 #: Request ids: unique, not secret. From a generator seeded once by the OS, not uuid4's
