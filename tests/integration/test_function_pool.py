@@ -331,6 +331,20 @@ async def test_concurrency_is_the_worker_count(make_pool: PoolFactory, workers: 
     assert len(pool.pids) == workers
 
 
+async def test_many_queued_calls_each_get_their_own_answer(make_pool: PoolFactory) -> None:
+    pool = make_pool(workers=2)
+    calls = [asyncio.create_task(call(pool, "echo", n=n)) for n in range(60)]
+    await asyncio.sleep(0)
+    calls[7].cancel()  # a queued call given up: skipped, the others unaffected
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(done[7], asyncio.CancelledError)
+    answers = [o for i, o in enumerate(done) if i != 7]
+    assert all(isinstance(o, InvokeOutcome) and not o.failed for o in answers)
+    assert [o.payload["event"]["n"] for o in answers] == [n for n in range(60) if n != 7]
+    assert [o.payload["context"]["aws_request_id"] for o in answers] == [o.request_id for o in answers]
+    assert len({o.payload["pid"] for o in answers}) <= 2
+
+
 async def test_event_loop_keeps_running_during_calls(make_pool: PoolFactory) -> None:
     pool = make_pool()
     await call(pool, "echo")  # started: the rest measures the call, not the spawn
