@@ -4,6 +4,7 @@ modes, the memory bound; and how TargetStore is resolved (stores.toml, server.to
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from s3batch.operations._transfer_stream import ByteBudget
 from s3batch.operations.base import JobContext, OperationContext
 from s3batch.operations.transfer import Transfer
 from s3batch.service.stores import STORES_FILE, target_stores
+from s3batch.storage.capabilities import CheckedGet
 from s3batch.storage.memory import MemoryStore
 
 SRC, DST = "src", "dst"
@@ -418,3 +420,154 @@ def test_the_cli_names_stores_of_stores_toml_and_folder_urls(tmp_path: Path) -> 
     with pytest.raises(BadRequest, match="no such store"):
         target_stores(_request("missing"), {}, tmp_path)
     assert target_stores({"Operation": {"S3PutObjectCopy": {}}}, {}, tmp_path) is None
+
+
+# -- a source read GET first ---------------------------------------------------------------------
+
+
+class GetFirstStore(MemoryStore):
+    """A source whose GET answers what its HEAD would, as S3's GetObject with checksum mode does
+    (capabilities.CheckedGetStore). `buffered`: what it says of the body (False: as if still
+    arriving on a held connection); `extra`: bytes its body has beyond (negative: short of) the
+    size its head says; `stored`: the checksum its head reports."""
+
+    def __init__(self, *, buffered: bool = True, extra: int = 0, stored: ChecksumValue | None = None) -> None:
+        super().__init__()
+        self.buffered, self.extra, self.stored = buffered, extra, stored
+        #: ("get", key), ("read", key, n bytes), ("closed", key) in order, and the source's HEADs.
+        self.events: list[tuple[str, ...]] = []
+
+    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+        self.events.append(("head", key))
+        return await super().head_with_checksum(bucket, key, version_id)
+
+    async def get_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedGet:
+        self.events.append(("get", key))
+        head = await super().head_with_checksum(bucket, key, version_id)
+        head = dataclasses.replace(head, checksum=self.stored)
+        body = await super().get_bytes(bucket, key, version_id)
+        body = body + b"x" * self.extra if self.extra >= 0 else body[: self.extra]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for offset in range(0, len(body), MIB):
+                piece = body[offset : offset + MIB]
+                self.events.append(("read", key, str(len(piece))))
+                yield piece
+
+        return CheckedGet(
+            head, chunks(), buffered=self.buffered, release=lambda: self.events.append(("closed", key))
+        )
+
+
+async def get_first_stores(**kwargs: Any) -> tuple[GetFirstStore, MemoryStore]:
+    source = GetFirstStore(**kwargs)
+    await source.create_bucket(SRC)
+    _, target = await stores()
+    return source, target
+
+
+async def test_a_small_object_read_get_first_makes_no_head_and_puts_the_body_it_got() -> None:
+    source, target = await get_first_stores()
+    await source.put_with_checksum(
+        SRC, "k", b"hello", checksum=None,
+        attributes=ObjectAttributes(content_type="text/x", metadata={"m": "1"}, tags={"t": "v"}),
+    )  # fmt: skip
+    result = await operation(source, target).apply(task("k"))
+    assert result.message == "copied; ChecksumAlgorithm=CRC32C; Checksum=mnG7TA==; Bytes=5"
+    assert source.events == [("get", "k"), ("read", "k", "5"), ("closed", "k")]
+    assert not [c for c in source.calls if c[0] in ("iter_bytes", "head")]
+    assert await target.get_bytes(DST, "k") == b"hello"
+    assert await target.get_tags(DST, "k") == {"t": "v"}  # the GET's tag count asked for them
+    assert (await target.head(DST, "k")).content_type == "text/x"
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+async def test_a_get_first_body_of_another_size_than_its_answer_says_is_retryable(extra: int) -> None:
+    source, target = await get_first_stores(extra=extra)
+    await source.put_bytes(SRC, "k", b"some body")
+    result = await operation(source, target).apply(task("k"))
+    assert result.error_code == "SourceChanged" and result.retryable
+    assert [i.key async for i in target.list_objects(DST)] == []
+
+
+async def test_the_stored_checksum_a_get_reports_is_checked_against_the_bytes_read() -> None:
+    stored = ChecksumValue(ChecksumAlgorithm.CRC32C, "AAAAAA==", ChecksumType.FULL_OBJECT)
+    source, target = await get_first_stores(stored=stored)
+    await source.put_bytes(SRC, "k", b"hello")
+    result = await operation(source, target).apply(task("k"))
+    assert result.error_code == "ChecksumMismatch"
+    assert "the source stores AAAAAA==" in result.message
+    assert [i.key async for i in target.list_objects(DST)] == []
+
+
+async def test_an_object_in_parts_closes_the_get_unread_and_reads_its_parts() -> None:
+    source, target = await get_first_stores()
+    await source.put_bytes(SRC, "big", BIG)
+    result = await operation(source, target).apply(task("big"))
+    assert result.succeeded and "Parts=3 (0 reused)" in result.message, result
+    assert source.events == [("get", "big"), ("closed", "big")]  # no byte of it read
+    assert [c[0] for c in source.calls if c[0] == "iter_bytes"] == ["iter_bytes"]
+    assert await target.get_bytes(DST, "big") == BIG
+
+
+async def test_skip_existing_decides_from_the_get_and_closes_it() -> None:
+    source, target = await get_first_stores()
+    await source.put_bytes(SRC, "small", b"small body")
+    await source.put_bytes(SRC, "big", BIG)
+    op = operation(source, target, SkipExisting="SizeAndChecksum")
+    assert all([(await op.apply(task("small"))).succeeded, (await op.apply(task("big"))).succeeded])
+    source.events.clear()
+    target.calls.clear()
+    small, big = await op.apply(task("small")), await op.apply(task("big"))
+    assert small.message.startswith("skipped: identical (same size and ETag)")
+    assert big.message.startswith("skipped: identical")
+    assert source.events == [("get", "small"), ("closed", "small"), ("get", "big"), ("closed", "big")]
+    assert not [c for c in target.calls if c[0].startswith(("put", "upload", "create", "complete"))]
+
+
+async def test_a_body_still_arriving_is_closed_before_the_destination_is_asked() -> None:
+    source, target = await get_first_stores(buffered=False)
+    await source.put_bytes(SRC, "k", b"body")
+    await target.put_bytes(DST, "k", b"body")
+    target.calls.clear()
+    result = await operation(source, target, SkipExisting="SizeAndChecksum").apply(task("k"))
+    assert result.message.startswith("skipped: identical")
+    assert source.events == [("get", "k"), ("closed", "k")]
+    assert [c[0] for c in target.calls] == ["head_with_checksum"]
+
+
+async def test_a_body_still_arriving_never_waits_for_memory_holding_its_connection() -> None:
+    import asyncio
+
+    source, target = await get_first_stores(buffered=False)
+    await source.put_bytes(SRC, "k", b"a body to copy")
+    op = operation(source, target)
+    assert op.copier is not None
+    budget = op.copier.budget
+    await budget.claim(budget.capacity)  # every byte of memory is taken
+    copying = asyncio.create_task(op.apply(task("k")))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert not copying.done()
+    assert source.events == [("get", "k"), ("closed", "k")]  # closed before waiting
+    budget.release(budget.capacity)
+    result = await copying
+    assert result.succeeded, result
+    assert [c[0] for c in source.calls if c[0] == "iter_bytes"] == ["iter_bytes"]  # read again
+    assert await target.get_bytes(DST, "k") == b"a body to copy"
+    assert budget.claimed == 0
+
+
+async def test_a_body_still_arriving_is_read_at_once_when_memory_is_free() -> None:
+    source, target = await get_first_stores(buffered=False)
+    await source.put_bytes(SRC, "k", b"x" * (3 * MIB))
+    result = await operation(source, target).apply(task("k"))
+    assert result.succeeded, result
+    assert [e[0] for e in source.events] == ["get", "read", "read", "read", "closed"]
+    assert not [c for c in source.calls if c[0] == "iter_bytes"]
+
+
+async def test_a_missing_source_fails_its_task_with_the_stores_code() -> None:
+    source, target = await get_first_stores()
+    result = await operation(source, target).apply(task("missing"))
+    assert (result.error_code, result.http_status, result.retryable) == ("NoSuchKey", 404, False)

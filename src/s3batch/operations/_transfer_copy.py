@@ -1,10 +1,19 @@
 """S3batchTransfer's per-task work (operations/transfer.py): decide whether to skip, then write the
 object in one PutObject or a resumable multipart upload, and verify what the destination answers.
 
+A source that answers a GET with its checksum headers (capabilities.CheckedGetStore: S3) is
+read GET first: that one answer says what a HEAD would (size, ETag, attributes, tag count,
+stored checksum), and an object that goes in one PutObject is written from its body, so a small
+object costs two requests (GET, PUT), not three. An object that goes in parts, or is skipped,
+closes that body unread and goes on as from a HEAD. While a body that has not all arrived is
+open, a task waits on nothing but its bytes (no other request, no wait for memory): with
+many tasks each holding a connection so, the requests they wait for could find none free.
+
 Checks, in order (docs/transfer.md, "Checksums"):
 1. Reading: when the source stores a full-object checksum of the job's algorithm, the bytes read
    must match it (not for a multipart object's CRC32/CRC32C/SHA/MD5/XXHASH value, which some
-   servers store wrongly; CRC64NVME is always full-object).
+   servers store wrongly; CRC64NVME is always full-object). The stored checksum comes from the
+   GET's headers or the HEAD's, both asked with checksum mode on.
 2. Each request carries the checksum of its bytes (S3 refuses a mismatch: BadDigest).
 3. Each answer: the store's checksum if it returned one, else its ETag when that is an MD5,
    must equal what was sent.
@@ -61,7 +70,13 @@ from s3batch.operations._transfer_stream import (
 )
 from s3batch.operations.base import storage_failure
 from s3batch.storage.base import ObjectStore
-from s3batch.storage.capabilities import PartUploadStore, part_upload_store
+from s3batch.storage.capabilities import (
+    CheckedGet,
+    CheckedGetStore,
+    PartUploadStore,
+    checked_get_store,
+    part_upload_store,
+)
 
 if TYPE_CHECKING:
     from s3batch.operations.transfer import TransferPlan
@@ -135,6 +150,8 @@ class Copier:
         self.bucket: str = plan.bucket
         self.source = source
         self.checked_source = part_upload_store(source)
+        #: The source, when one GET answers what its HEAD would (the HEAD is then not made).
+        self.get_first: CheckedGetStore | None = checked_get_store(source)
         self.writer = writer
         self.budget = ByteBudget(MAX_BUFFERED_BYTES)
         self.streams = asyncio.Semaphore(MAX_STREAMING_OBJECTS)
@@ -178,20 +195,37 @@ class Copier:
     # -- one task ---------------------------------------------------------------------------
 
     async def _transfer(self, task: Task, key: str) -> Outcome:
-        head = await self._head_source(task)
+        if self.get_first is None:
+            return await self._transfer_from(task, key, await self._head_source(task), None)
+        opened = await self.get_first.get_with_checksum(task.bucket, task.key, task.version_id)
+        try:
+            return await self._transfer_from(task, key, opened.head, opened)
+        finally:
+            await opened.aclose()
+
+    async def _transfer_from(
+        self, task: Task, key: str, head: CheckedHead, opened: CheckedGet | None
+    ) -> Outcome:
+        """The task once its source is known: from `head`, with `opened` its body (None when a
+        HEAD told it), which the caller closes."""
         if self.plan.skip is not SkipExisting.NONE:
+            if opened is not None and not opened.buffered:
+                await opened.aclose()  # the destination's HEAD must not wait on a held connection
+                opened = None
             same = await self._identical(task, head, key)
             if same is not None:
                 how, checksum = same
                 return Outcome(skipped(how), self.algorithm, checksum, head.size)
-        source = await self._describe(task, head)
         try:
             part_size = part_size_for(head.size, self.plan.part_size)
         except ValueError as exc:
             raise StorageError("EntityTooLarge", str(exc), 400) from exc
         if is_multipart(head.size, part_size):
+            if opened is not None:
+                await opened.aclose()  # parts are read again, each part as its turn comes
+            source = await self._describe(task, head)
             return await self._multipart(task, source, key, part_size)
-        return await self._single(task, source, key)
+        return await self._single(task, head, key, opened)
 
     async def _head_source(self, task: Task) -> CheckedHead:
         if self.checked_source is not None:
@@ -250,17 +284,25 @@ class Copier:
 
     # -- one request ----------------------------------------------------------------------------
 
-    async def _single(self, task: Task, source: _Source, key: str) -> Outcome:
-        size = source.head.size
-        await self.budget.claim(size)
+    async def _single(self, task: Task, head: CheckedHead, key: str, opened: CheckedGet | None) -> Outcome:
+        """One PutObject, from `opened`'s body when there is one. The body is read before the
+        source's tags are: a body still arriving holds its connection meanwhile."""
+        size = head.size
+        if opened is None or opened.buffered:
+            await self.budget.claim(size)
+        elif not self.budget.try_claim(size):
+            await opened.aclose()  # waiting for memory must not hold a connection: read it again
+            opened = None
+            await self.budget.claim(size)
         body = bytearray()
         try:
-            reader = PartReader(self._body(task))
+            reader = PartReader(aiter(opened) if opened is not None else self._body(task))
             try:
                 body = await reader.read(size)
                 await reader.finish()
             finally:
                 await reader.aclose()
+            source = await self._describe(task, head)
             digest = await digest_part(1, body, self.algorithm)
             self._check_source(source.head, digest.checksum)
             sent = ChecksumValue(self.algorithm, digest.checksum)

@@ -25,7 +25,8 @@ THREAD_MIN_BYTES = 1 << 20
 
 
 class SourceChanged(Exception):
-    """The source yielded more or fewer bytes than its HEAD said: it was overwritten meanwhile."""
+    """The source yielded more or fewer bytes than its HEAD (or GET) said: it was overwritten
+    meanwhile."""
 
 
 class ByteBudget:
@@ -55,6 +56,14 @@ class ByteBudget:
                 self._waiters.remove((size, granted))
                 self._grant()
             raise
+
+    def try_claim(self, size: int) -> bool:
+        """Claim `size` if that needs no wait (nobody waiting before it, and it fits); else
+        claim nothing and say so."""
+        if self._waiters or not self._fits(size):
+            return False
+        self._take(size)
+        return True
 
     def release(self, size: int) -> None:
         self.claimed -= size

@@ -16,7 +16,7 @@ feature is still for the capability probe (service/probe.py) to find out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, cast, runtime_checkable
 
 from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
@@ -204,6 +204,63 @@ class PartUploadStore(MultipartUploadStore, Protocol):
         ...
 
 
+class CheckedGet:
+    """A GetObject with checksum mode on: `head`, all that `head_with_checksum` tells, and the
+    body, unread, as an async iterator of byte strings.
+
+    Close it (`aclose`, idempotent) once done with it, read to its end or not: an open body
+    may hold a connection, and one closed before its end drops that connection instead of
+    handing it back. `buffered` says the whole body has already arrived (a small object):
+    then it holds no connection, and its reader may wait on other requests first."""
+
+    def __init__(
+        self,
+        head: CheckedHead,
+        chunks: AsyncIterator[bytes],
+        *,
+        buffered: bool,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """`release`: frees what the body holds (it runs even when `chunks` was never started)."""
+        self.head = head
+        self.buffered = buffered
+        self._chunks = chunks
+        self._release = release
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._release is not None:
+                self._release()
+
+
+@runtime_checkable
+class CheckedGetStore(Protocol):
+    """A store that answers a whole-object read with its checksum headers: one GetObject gives
+    both what a HEAD with checksum mode gives and the body, saving a request per object where
+    the reader would otherwise HEAD first (S3batchTransfer). Declared by having the method:
+    stores where a HEAD costs no request (the folder store's stat) leave it out.
+
+    Not a `Capability`: nothing outside the transfer asks for it, and a store that lacks it
+    is served by HEAD then GET."""
+
+    async def get_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedGet:
+        """GetObject, not ranged (S3 returns the stored checksum only for the whole object),
+        with checksum mode on. A missing object raises StorageError (NoSuchKey, ...) as a HEAD
+        would."""
+        ...
+
+
 @runtime_checkable
 class StorageAdapter(
     AclStore,
@@ -268,6 +325,11 @@ def multipart_upload_store(store: ObjectStore) -> MultipartUploadStore | None:
 
 def parts_store(store: ObjectStore) -> PartsStore | None:
     return cast(PartsStore, store) if Capability.PARTS in store.capabilities else None
+
+
+def checked_get_store(store: ObjectStore) -> CheckedGetStore | None:
+    """`store` when it has `get_with_checksum` (a structural check: ask once, not per task)."""
+    return store if isinstance(store, CheckedGetStore) else None
 
 
 def part_upload_store(store: ObjectStore) -> PartUploadStore | None:

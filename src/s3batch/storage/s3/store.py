@@ -94,7 +94,8 @@ SKIP = _Skip.SKIP
 
 class S3Store(S3PartUploads):
     """ObjectStore over S3. The client is created on first use and closed by `close()`.
-    Capability.PART_UPLOADS's methods come from S3PartUploads (uploads.py)."""
+    Capability.PART_UPLOADS's methods, and `get_with_checksum` (capabilities.CheckedGetStore),
+    come from S3PartUploads (uploads.py)."""
 
     #: The whole S3 API; whether the server behind the endpoint supports each part of it is
     #: for the capability probe to find out.

@@ -1,6 +1,8 @@
 """S3Store's Capability.PART_UPLOADS: checksummed PutObject, the low-level multipart calls
 (CreateMultipartUpload, UploadPart, ListParts, CompleteMultipartUpload) and HeadObject with
-checksum mode on. A mixin of S3Store (store.py), which supplies the request paths.
+checksum mode on; and GetObject with checksum mode on (capabilities.CheckedGetStore), which
+answers what that HEAD does along with the body. A mixin of S3Store (store.py), which supplies
+the request paths.
 
 Checksums go in `x-amz-checksum-<algorithm>` headers (botocore's `Checksum<ALGORITHM>`
 parameters): S3 refuses a body that does not match with BadDigest. Servers that ignore the
@@ -14,7 +16,7 @@ completions go through aiobotocore.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
@@ -28,9 +30,10 @@ from s3batch.domain.uploads import (
     parse_checksum,
 )
 from s3batch.errors import StorageError
-from s3batch.storage.s3.errors import TLS_ERROR
-from s3batch.storage.s3.http1 import Response
-from s3batch.storage.s3.lean import LeanS3, Route
+from s3batch.storage.capabilities import CheckedGet
+from s3batch.storage.s3.errors import TLS_ERROR, translating
+from s3batch.storage.s3.http1 import BodyStream, HttpError, Response
+from s3batch.storage.s3.lean import LeanS3, Route, connection_error
 from s3batch.storage.s3.shapes import (
     LEAN_PUT_MAX_BYTES,
     head_object_info,
@@ -41,9 +44,15 @@ from s3batch.storage.s3.shapes import (
     unquoted_etag,
 )
 
-#: x-amz-checksum-mode: HeadObject returns the stored checksum only when asked.
+#: x-amz-checksum-mode: HeadObject and GetObject return the stored checksum only when asked.
 CHECKSUM_MODE_HEADER = "x-amz-checksum-mode"
 CHECKSUM_MODE = "ENABLED"
+#: A checked GET's body up to this size is read whole with its headers (bytes): the connection
+#: goes back to the pool at once, so the reader may wait for memory or make other requests
+#: before reading it without holding a connection. A larger body streams.
+CHECKED_GET_BUFFERED_MAX_BYTES = 256 * 1024
+#: Bytes asked of aiobotocore's stream per read of a checked GET's larger body.
+CHECKED_GET_READ_BYTES = 1 << 20
 
 
 def checksum_param(algorithm: ChecksumAlgorithm) -> str:
@@ -117,7 +126,8 @@ def _lean_put_headers(
 
 
 class S3PartUploads:
-    """The PART_UPLOADS methods; S3Store inherits them."""
+    """The PART_UPLOADS methods, and GetObject with checksum mode (CheckedGetStore); S3Store
+    inherits them."""
 
     if TYPE_CHECKING:
 
@@ -126,6 +136,15 @@ class S3PartUploads:
         async def _lean_call(self, bucket: str, call: Callable[[LeanS3, Route], Awaitable[Any]]) -> Any: ...
 
         async def _head_not_found(self, bucket: str, version_id: str | None) -> StorageError: ...
+
+        def iter_bytes(
+            self,
+            bucket: str,
+            key: str,
+            version_id: str | None = None,
+            start: int = 0,
+            chunk_size: int = 1 << 20,
+        ) -> AsyncIterator[bytes]: ...
 
     async def put_with_checksum(
         self,
@@ -276,6 +295,71 @@ class S3PartUploads:
                 raise await self._head_not_found(bucket, version_id) from exc
             raise
         return _checked_head(bucket, key, response)
+
+    async def get_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedGet:
+        query = [("versionId", version_id)] if version_id is not None else []
+        lean = await self._lean_call(
+            bucket,
+            lambda lean, route: lean.request(
+                route, "GET", key, query, headers={CHECKSUM_MODE_HEADER: CHECKSUM_MODE},
+                stream_over=CHECKED_GET_BUFFERED_MAX_BYTES,
+            ),
+        )  # fmt: skip
+        if isinstance(lean, Response):
+            stream = lean.stream
+            if "content-length" not in lean.headers:
+                if stream is not None:
+                    stream.close()
+                return await self._get_after_head(bucket, key, version_id)
+            head = _checked_head(bucket, key, parsed_head(lean.headers))
+            if stream is None:
+                return CheckedGet(head, _once(lean.body), buffered=True)
+            return CheckedGet(head, _lean_chunks(stream), buffered=stream.ended, release=stream.close)
+        params = object_params(bucket, key, version_id)
+        response = await self._call("get_object", **params, ChecksumMode=CHECKSUM_MODE)
+        body = response["Body"]
+        if response.get("ContentLength") is None:
+            body.close()
+            return await self._get_after_head(bucket, key, version_id)
+        head = _checked_head(bucket, key, response)
+        if head.size <= CHECKED_GET_BUFFERED_MAX_BYTES:
+            try:
+                with translating():
+                    data: bytes = await body.read()
+            finally:
+                body.close()
+            return CheckedGet(head, _once(data), buffered=True)
+        return CheckedGet(head, _botocore_chunks(body), buffered=False, release=body.close)
+
+    async def _get_after_head(self, bucket: str, key: str, version_id: str | None) -> CheckedGet:
+        """An answer that did not say the body's length (a chunked GET) cannot tell the size:
+        a HEAD does, and the body is read again."""
+        head = await self.head_with_checksum(bucket, key, version_id)
+        return CheckedGet(head, self.iter_bytes(bucket, key, version_id), buffered=False)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    if body:
+        yield body
+
+
+async def _lean_chunks(stream: BodyStream) -> AsyncIterator[bytes]:
+    try:
+        while piece := await stream.read():
+            yield piece
+    except HttpError as exc:
+        raise connection_error(exc) from exc
+    finally:
+        stream.close()
+
+
+async def _botocore_chunks(body: Any) -> AsyncIterator[bytes]:
+    try:
+        with translating():
+            while chunk := await body.read(CHECKED_GET_READ_BYTES):
+                yield chunk
+    finally:
+        body.close()  # before its end: aiohttp drops the connection rather than reuse it
 
 
 def _checked_head(bucket: str, key: str, response: Mapping[str, Any]) -> CheckedHead:
