@@ -84,7 +84,7 @@ PER_TASK: dict[str, dict[str, int]] = {
     "LambdaInvoke": {"LAMBDA_INVOKE": 1},
     "S3batchCsvIngest": {"GET": 1},
     "S3batchRunCommand": {"HEAD": 1, "GET": 1, "PUT": 1},
-    "S3batchTransfer": {"HEAD": 1, "GET": 1, "PUT": 1},
+    "S3batchTransfer": {"HEAD": 0, "GET": 1, "PUT": 1},
 }
 DELETE_BATCH = 1000
 #: Operation → the feature its capability probe checks (operations not listed: no probe).

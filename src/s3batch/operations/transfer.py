@@ -11,8 +11,9 @@
                                                       # SHA256, SHA512, MD5, XXHASH64/3/128
         "PartSizeBytes": 8388608}}                    # preferred part size (8 MiB - 5 GiB)
 
-Each task HEADs the source, streams its body (iter_bytes: never a whole large object in memory,
-never a temp file) and writes it with one PutObject when it fits in one part, else with a
+Each task reads the source's attributes and body with one GET (an S3 source; a folder source is
+stat'ed, then read), streams the body (never a whole large object in memory, never a temp file)
+and writes it with one PutObject when it fits in one part, else with a
 multipart upload whose parts go up PARTS_IN_FLIGHT at a time. Content type, user metadata, the
 system headers and tags go along (the report row notes what the destination did not keep).
 
@@ -209,9 +210,9 @@ def target_needs(params: Mapping[str, Any], source: str, versioned: bool) -> lis
 
 
 def requests(params: Mapping[str, Any], tasks: int, buckets: int) -> dict[str, int]:
-    """Per object: a HEAD and a GET of the source, a PUT (an object in parts makes more, unknown
-    before its size is), and with SkipExisting a HEAD of the destination."""
-    heads = 2 if params.get("SkipExisting", "None") != "None" else 1
+    """Per object: a GET of the source (it answers what a HEAD would), a PUT (an object in parts
+    makes more, unknown before its size is), and with SkipExisting a HEAD of the destination."""
+    heads = 1 if params.get("SkipExisting", "None") != "None" else 0
     return {pricing.HEAD: heads * tasks, pricing.GET: tasks, pricing.PUT: tasks}
 
 
