@@ -232,3 +232,21 @@ async def test_a_request_cancelled_once_its_body_streams_frees_the_connection() 
         with pytest.raises(asyncio.CancelledError):
             await task
         assert (await asyncio.wait_for(pool.request(GET), 2.0)).body == b"conn2"
+
+
+async def test_closing_a_stream_wakes_a_reader_waiting_on_it() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head_only(1_000_000) + b"x" * 10)  # then nothing more
+        await writer.drain()
+        await asyncio.sleep(15)
+
+    async with serving(handler) as server, pool_for(server, max_connections=1) as pool:
+        first = await pool.request(GET, stream_over=OVER)
+        assert first.stream is not None
+        assert await first.stream.read() == b"x" * 10
+        waiting = asyncio.create_task(first.stream.read())
+        await asyncio.sleep(0.05)
+        first.stream.close()
+        assert await asyncio.wait_for(waiting, 5) == b""
+    assert server.connections == 1

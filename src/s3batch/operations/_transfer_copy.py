@@ -195,7 +195,10 @@ class Copier:
     # -- one task ---------------------------------------------------------------------------
 
     async def _transfer(self, task: Task, key: str) -> Outcome:
-        if self.get_first is None:
+        # With SkipExisting, HEAD first: a run over objects already there (its usual case) then
+        # reads no body, and an archived object (a GET answers 403 InvalidObjectState, a HEAD
+        # 200) can still be found identical and skipped.
+        if self.get_first is None or self.plan.skip is not SkipExisting.NONE:
             return await self._transfer_from(task, key, await self._head_source(task), None)
         opened = await self.get_first.get_with_checksum(task.bucket, task.key, task.version_id)
         try:
@@ -208,10 +211,7 @@ class Copier:
     ) -> Outcome:
         """The task once its source is known: from `head`, with `opened` its body (None when a
         HEAD told it), which the caller closes."""
-        if self.plan.skip is not SkipExisting.NONE:
-            if opened is not None and not opened.buffered:
-                await opened.aclose()  # the destination's HEAD must not wait on a held connection
-                opened = None
+        if self.plan.skip is not SkipExisting.NONE:  # (read by a HEAD: `opened` is None)
             same = await self._identical(task, head, key)
             if same is not None:
                 how, checksum = same

@@ -143,6 +143,7 @@ class BodyStream:
             if self._conn.transport is not None:
                 self._conn.transport.abort()
             self._lease.release(reuse=False)
+        self._wake()  # a reader waiting meanwhile gets the end (b""), not a wait forever
 
     async def _wait(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,6 +159,7 @@ class BodyStream:
         if not self._ended and not self._closed and self._error is None:
             reason = HttpError(f"no body bytes within {self._read_timeout_s:g} s", sent=True, timeout=True)
             self._conn.abort(reason)
+        self._wake()  # whatever the state, the waiting reader looks again
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -418,10 +420,12 @@ class _Connection(asyncio.Protocol):
             name, value = name.strip().lower(), value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self._status, self._headers = status, headers
-        # A body that may stream is never held whole: no limit on its size.
+        # A body that may stream is never held whole: no limit on its size. A chunked one is
+        # the exception: a chunk is handed on only once whole, so one huge chunk would be held
+        # unread; such bodies keep the limit of one held whole.
         limit = None if self._may_stream(status) else MAX_BODY_BYTES
         self._length = _body_length(status, headers, self._head_only, limit)
-        self._chunks = _Dechunker(limit) if self._length == -2 else None
+        self._chunks = _Dechunker(MAX_BODY_BYTES) if self._length == -2 else None
         connection = headers.get("connection", "").lower()
         if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
             self.keep_alive = False

@@ -307,21 +307,31 @@ class S3PartUploads:
         )  # fmt: skip
         if isinstance(lean, Response):
             stream = lean.stream
-            if "content-length" not in lean.headers:
+            try:
+                chunked = "content-length" not in lean.headers
+                head = None if chunked else _checked_head(bucket, key, parsed_head(lean.headers))
+            except BaseException:  # headers it cannot read: the connection must not stay held
+                if stream is not None:
+                    stream.close()
+                raise
+            if head is None:
                 if stream is not None:
                     stream.close()
                 return await self._get_after_head(bucket, key, version_id)
-            head = _checked_head(bucket, key, parsed_head(lean.headers))
             if stream is None:
                 return CheckedGet(head, _once(lean.body), buffered=True)
             return CheckedGet(head, _lean_chunks(stream), buffered=stream.ended, release=stream.close)
         params = object_params(bucket, key, version_id)
         response = await self._call("get_object", **params, ChecksumMode=CHECKSUM_MODE)
         body = response["Body"]
-        if response.get("ContentLength") is None:
+        try:
+            head = None if response.get("ContentLength") is None else _checked_head(bucket, key, response)
+        except BaseException:
+            body.close()
+            raise
+        if head is None:
             body.close()
             return await self._get_after_head(bucket, key, version_id)
-        head = _checked_head(bucket, key, response)
         if head.size <= CHECKED_GET_BUFFERED_MAX_BYTES:
             try:
                 with translating():
