@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from s3batch.domain.checksums import (
     ChecksumAlgorithm,
     ChecksumType,
+    combined_digest,
+    combines,
     composite_checksum,
     encode,
     full_object_checksum,
@@ -176,6 +178,42 @@ def test_composite_rules() -> None:
         composite_checksum(ChecksumAlgorithm.CRC64NVME, [b"\0" * 8])
     with pytest.raises(ValueError, match="at least one part"):
         composite_checksum(ChecksumAlgorithm.SHA1, [])
+
+
+# --- combining CRCs (a multipart object's full-object CRC from its parts') ---------------------
+
+CRCS = [ChecksumAlgorithm.CRC32, ChecksumAlgorithm.CRC32C, ChecksumAlgorithm.CRC64NVME]
+
+
+@given(
+    algorithm=st.sampled_from(CRCS),
+    body=st.binary(max_size=4096),
+    cuts=st.lists(st.integers(min_value=0, max_value=4096), max_size=8),
+)
+def test_combined_part_crcs_are_the_crc_of_the_joined_bytes(
+    algorithm: ChecksumAlgorithm, body: bytes, cuts: list[int]
+) -> None:
+    bounds = [0, *sorted(c % (len(body) + 1) for c in cuts), len(body)]
+    blocks = [
+        (reference(algorithm, body[start:end]), end - start) for start, end in itertools.pairwise(bounds)
+    ]
+    assert combined_digest(algorithm, blocks) == reference(algorithm, body)
+
+
+def test_combining_crcs_of_large_parts_by_hand() -> None:
+    parts = [bytes(range(256)) * 4096, b"", b"tail"]  # 1 MiB, an empty part, 4 bytes
+    blocks = [(zlib.crc32(p).to_bytes(4, "big"), len(p)) for p in parts]
+    assert combined_digest(ChecksumAlgorithm.CRC32, blocks) == zlib.crc32(b"".join(parts)).to_bytes(4, "big")
+
+
+def test_only_crcs_combine() -> None:
+    assert [a for a in ChecksumAlgorithm if combines(a)] == CRCS
+    with pytest.raises(KeyError):
+        combined_digest(ChecksumAlgorithm.SHA256, [(hashlib.sha256(b"x").digest(), 1)])
+    with pytest.raises(ValueError, match="at least one block"):
+        combined_digest(ChecksumAlgorithm.CRC32, [])
+    with pytest.raises(ValueError, match="4 bytes"):
+        combined_digest(ChecksumAlgorithm.CRC32C, [(b"\0" * 8, 1)])
 
 
 def test_result_message_is_compact_json() -> None:

@@ -12,6 +12,10 @@ Checksum types:
   not uploaded in parts has no composite form; callers use its full-object checksum (no
   suffix), which is what S3 stores for a single-request upload.
 
+A full-object CRC of a multipart object needs no second pass over its bytes: CRCs combine, so
+the CRC of the parts laid end to end follows from each part's CRC and length
+(`combined_digest`), which is how S3 derives a FULL_OBJECT checksum of a multipart upload.
+
 Which algorithm allows which type: AWS's Compute checksum guide says both types work "for all
 supported checksum algorithms", except CRC64NVME, which is full-object only (S3 never builds a
 composite CRC64NVME). Unlike uploads, at rest MD5/SHA*/XXHASH* may be full-object even for
@@ -99,8 +103,42 @@ _FACTORIES: dict[ChecksumAlgorithm, Callable[[], Hasher]] = {
 }
 
 
+#: awscrt's CRC combine functions: (CRC of A, CRC of B, length of B in bytes) -> CRC of A then B.
+CrcCombine = Callable[[int, int, int], int]
+
+#: The CRCs whose digests combine (awscrt releases before the combine functions have none).
+_COMBINERS: dict[ChecksumAlgorithm, tuple[CrcCombine, int]] = {
+    algorithm: (function, width)
+    for algorithm, name, width in (
+        (ChecksumAlgorithm.CRC32, "combine_crc32", _CRC32_BYTES),
+        (ChecksumAlgorithm.CRC32C, "combine_crc32c", _CRC32_BYTES),
+        (ChecksumAlgorithm.CRC64NVME, "combine_crc64nvme", _CRC64_BYTES),
+    )
+    if (function := getattr(crt, name, None)) is not None
+}
+
+
 def new_hasher(algorithm: ChecksumAlgorithm) -> Hasher:
     return _FACTORIES[algorithm]()
+
+
+def combines(algorithm: ChecksumAlgorithm) -> bool:
+    """Whether `combined_digest` can join digests of `algorithm` (the CRCs do; hashes do not)."""
+    return algorithm in _COMBINERS
+
+
+def combined_digest(algorithm: ChecksumAlgorithm, blocks: Sequence[tuple[bytes, int]]) -> bytes:
+    """The digest of blocks laid end to end, from each block's (digest, length in bytes), in
+    order: equal to hashing the joined bytes, without reading them. Only for `combines`."""
+    if not blocks:
+        raise ValueError("a combined checksum needs at least one block")
+    combine, width = _COMBINERS[algorithm]
+    value = 0  # the CRC of no bytes, for each of these CRCs
+    for digest, length in blocks:
+        if len(digest) != width:
+            raise ValueError(f"a {algorithm} digest has {width} bytes, not {len(digest)}")
+        value = combine(value, int.from_bytes(digest, "big"), length)
+    return value.to_bytes(width, "big")
 
 
 def supports(algorithm: ChecksumAlgorithm, checksum_type: ChecksumType) -> bool:

@@ -6,8 +6,12 @@ writes and multipart uploads in one place, so both stores give the same answers.
   by the store from the bytes it received.
 - CompleteMultipartUpload takes the listed parts in ascending order, each with the ETag the
   store gave it (InvalidPartOrder / InvalidPart otherwise); the result's checksum is S3's
-  composite of the parts' checksums (`-<parts>`), or for a FULL_OBJECT upload (CRC64NVME) the
-  checksum of the joined bytes.
+  composite of the parts' checksums (`-<parts>`), or for a FULL_OBJECT upload the checksum of
+  the joined bytes: for a CRC (the only algorithms S3 allows FULL_OBJECT uploads for) combined
+  from the parts' CRCs and sizes, as S3 derives it, so the joined bytes need no second pass;
+  for any other algorithm hashed from the joined bytes.
+- `multipart_etag` is the ETag S3 gives a completed multipart object: the MD5 of the parts'
+  binary MD5s, `-<parts>`.
 - Neither store keeps checksums at rest: `head_with_checksum` reports none.
 """
 
@@ -26,6 +30,8 @@ from s3batch.domain.checksums import (
     ChecksumAlgorithm,
     ChecksumType,
     Hasher,
+    combined_digest,
+    combines,
     composite_checksum,
     encode,
     new_hasher,
@@ -168,23 +174,41 @@ def chosen_parts(stored: Mapping[int, UploadedPart], requested: Sequence[Uploade
 def completed_checksum(
     upload: StagedUpload, parts: Sequence[UploadedPart], full: Hasher | None
 ) -> ChecksumValue | None:
-    """The joined object's checksum: the parts' composite, or `full`'s digest (a FULL_OBJECT
-    upload hashes the joined bytes into `full`)."""
+    """The joined object's checksum: the parts' composite; for a FULL_OBJECT upload the parts'
+    CRCs combined, or `full`'s digest where `full_hasher` gave one (the joined bytes fed to it)."""
     algorithm = upload.algorithm
     if algorithm is None:
         return None
     if upload.checksum_type is ChecksumType.FULL_OBJECT:
-        assert full is not None
-        return ChecksumValue(algorithm, encode(full.digest()), ChecksumType.FULL_OBJECT)
+        if full is not None:
+            return ChecksumValue(algorithm, encode(full.digest()), ChecksumType.FULL_OBJECT)
+        blocks = [(_digest(p.checksum), p.size) for p in parts]
+        try:
+            combined = combined_digest(algorithm, blocks)
+        except ValueError as exc:  # a part record holding a digest of another width
+            raise StorageError("InvalidPart", f"unreadable part checksum: {exc}", 400) from exc
+        return ChecksumValue(algorithm, encode(combined), ChecksumType.FULL_OBJECT)
     digests = [_digest(p.checksum) for p in parts]
     return ChecksumValue(algorithm, composite_checksum(algorithm, digests), ChecksumType.COMPOSITE)
 
 
 def full_hasher(upload: StagedUpload) -> Hasher | None:
-    """A hasher for the joined bytes when the upload's checksum covers the whole object."""
+    """A hasher the joined bytes must be fed to: only for a FULL_OBJECT upload whose algorithm's
+    part digests do not combine (not a CRC; S3 itself refuses such an upload)."""
     if upload.algorithm is None or upload.checksum_type is not ChecksumType.FULL_OBJECT:
         return None
+    if combines(upload.algorithm):
+        return None  # completed_checksum combines the parts' CRCs
     return new_hasher(upload.algorithm)
+
+
+def multipart_etag(parts: Sequence[UploadedPart]) -> str:
+    """The ETag S3 gives an object completed from `parts` (in order): the MD5 of the parts'
+    binary MD5s (their ETags), then `-<number of parts>`."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        digest.update(bytes.fromhex(part.etag))
+    return f"{digest.hexdigest()}-{len(parts)}"
 
 
 def check_sent_whole(result: ChecksumValue | None, sent: ChecksumValue | None) -> None:

@@ -4,7 +4,8 @@ Layout under `root`:
 
     <bucket>/<key>                          the object's bytes; users may drop files in
     .s3batch-meta/<bucket>/<key>.json       its sidecar: content type, user metadata, system
-                                            headers, tags, storage class, cached ETag
+                                            headers, tags, storage class, cached ETag (and the
+                                            part sizes behind a multipart ETag)
 
 In the sidecar tree every folder level of the key gets a `.d` suffix (`a/b/c` → `a.d/b.d/c.json`),
 so the sidecar of key `a` (`a.json`) can never collide with the folder of key `a.json/b`.
@@ -12,18 +13,27 @@ Every write goes to a temp file first and is moved into place with os.replace, s
 leaves the old or the new version, never a torn one. A version_id other than None/"null"
 raises NotImplemented: a folder keeps one version per key.
 
+ETags are S3's: the MD5 of the content, except for an object completed from a multipart upload,
+whose ETag is the MD5 of its parts' MD5s with `-<parts>` (emulated_uploads.multipart_etag), as
+S3 gives it. That one cannot be recomputed from the file, so it lives only in the sidecar, with
+the part sizes, for the file state it was made for.
+
 A file changed outside the store keeps its sidecar's attributes; only its cached ETag is
-recomputed (the cache is keyed by size and mtime_ns). Only files of ETAG_CACHE_MIN_BYTES or more
-get their ETag cached on a HEAD or a listing: hashing a small file again costs less than the
-atomic write of a cache file (a file the store wrote itself has its ETag recorded anyway).
+recomputed, as the MD5 of the new content (the cache is keyed by size and mtime_ns), and it is
+one part again. Only files of ETAG_CACHE_MIN_BYTES or more get their ETag cached on a HEAD or a
+listing: hashing a small file again costs less than the atomic write of a cache file. For the
+same reason a write of fewer bytes whose attributes are all defaults (what a HEAD answers for a
+file with no sidecar: no metadata, headers or tags, the default content type, STANDARD) writes
+no sidecar, and removes the one an earlier version of the key had; every other write records
+its ETag in its sidecar.
 
 A write runs in one worker thread (a small one on the event loop's thread): content to a temp
-file, moved into place, then the sidecar. Sidecar read-modify-write sequences and the
-move-then-sidecar step hold a per-key lock (striped: SIDECAR_LOCK_STRIPES, shared by every
-instance over the same folder in the process), so neither coroutines nor write threads of one
-process interleave inside one, and a write whose caller gave up (cancelled) is never moved into
-place afterwards; separate processes writing the same key at the same instant may still lose a metadata
-update (last writer wins), as with any plain folder.
+file, moved into place, then the sidecar written (or removed). Sidecar read-modify-write
+sequences and the move-then-sidecar step hold a per-key lock (striped: SIDECAR_LOCK_STRIPES,
+shared by every instance over the same folder in the process), so neither coroutines nor write
+threads of one process interleave inside one, and a write whose caller gave up (cancelled) is
+never moved into place afterwards; separate processes writing the same key at the same instant
+may still lose a metadata update (last writer wins), as with any plain folder.
 
 Symbolic links: the root, each bucket folder and each bucket's sidecar folder belong to the
 operator and may be symlinks. Below them nothing is ever followed (docs/compatibility.md, "Local
@@ -69,6 +79,7 @@ from s3batch.storage import local_uploads as staging
 from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
 from s3batch.storage.emulated import (
     ACL_FEATURE,
+    DEFAULT_CONTENT_TYPE,
     DEFAULT_COPY_OPTIONS,
     EMULATED_CAPABILITIES,
     ENCRYPTION_FEATURE,
@@ -100,6 +111,7 @@ from s3batch.storage.emulated_uploads import (
     chosen_parts,
     completed_checksum,
     full_hasher,
+    multipart_etag,
     object_attrs,
 )
 
@@ -162,6 +174,8 @@ _FILE_MODE = 0o666
 #: symlink (ELOOP), or a socket (ENXIO).
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO})
 _FOLDER = "local folder store"
+#: What a file without a sidecar has (besides S3's default content type).
+_NO_SIDECAR_ATTRS = ObjectAttrs()
 
 
 # -- the folder store ---------------------------------------------------------------------
@@ -175,6 +189,14 @@ class _Sidecar:
     etag: str | None = None
     #: (size, mtime_ns) of the file the cached etag belongs to.
     stamp: tuple[int, int] | None = None
+    #: The part sizes of a multipart ETag (None: the etag is the MD5 of the file).
+    parts: tuple[int, ...] | None = None
+
+    def parts_of(self, st: os.stat_result) -> list[int] | None:
+        """The part sizes recorded for the file state `st`, or None (one part)."""
+        if self.parts is None or self.stamp != _stamp(st):
+            return None
+        return list(self.parts)
 
     def to_json(self) -> dict[str, Any]:
         a = self.attrs
@@ -186,6 +208,7 @@ class _Sidecar:
             "storage_class": a.storage_class,
             "etag": self.etag,
             "stamp": list(self.stamp) if self.stamp else None,
+            "parts": list(self.parts) if self.parts else None,
         }
 
     def encoded(self) -> bytes:
@@ -201,7 +224,13 @@ class _Sidecar:
             storage_class=data.get("storage_class") or "STANDARD",
         )
         stamp = data.get("stamp")
-        return cls(attrs, data.get("etag"), (int(stamp[0]), int(stamp[1])) if stamp else None)
+        parts = data.get("parts")
+        return cls(
+            attrs,
+            data.get("etag"),
+            (int(stamp[0]), int(stamp[1])) if stamp else None,
+            tuple(int(size) for size in parts) if parts else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +378,7 @@ class LocalStore:
             # change made while hashing is kept, not overwritten.
             with contextlib.suppress(OSError), self._lock(bucket, key):
                 fresh = self._read_sidecar(bucket, key)
-                fresh.etag, fresh.stamp = etag, stamp
+                fresh.etag, fresh.stamp, fresh.parts = etag, stamp, None
                 self._write_sidecar(bucket, key, fresh)
         return etag
 
@@ -363,18 +392,21 @@ class LocalStore:
         attrs: ObjectAttrs,
         *,
         size: int | None = None,
+        parts: tuple[int, ...] | None = None,
     ) -> tuple[os.stat_result, str]:
-        """Write content via a temp file, move it into place, then write its sidecar: one
-        worker-thread call, or none for `size` bytes known to be few (see INLINE_WRITE_MAX_BYTES)."""
+        """Write content via a temp file, move it into place, then write its sidecar (or remove
+        the one it no longer needs): one worker-thread call, or none for `size` bytes known to
+        be few (see INLINE_WRITE_MAX_BYTES). `parts`: the part sizes behind a multipart ETag."""
         loc = self._object_loc(bucket, key)
         sidecar = self._sidecar_loc(bucket, key)
         plan = _WritePlan(
             loc, sidecar, _temp_name(), key, self._unswept(loc, sidecar), self._lock(bucket, key)
         )
         try:
+            # A first write into a folder sweeps it: a thread.
             if size is not None and size <= INLINE_WRITE_MAX_BYTES and not plan.sweep:
-                return _write_object(plan, fill, attrs)  # a first write into a folder sweeps it: a thread
-            return await asyncio.to_thread(_write_object, plan, fill, attrs)
+                return _write_object(plan, fill, attrs, parts)
+            return await asyncio.to_thread(_write_object, plan, fill, attrs, parts)
         except BaseException:
             with plan.lock:
                 plan.abandoned.set()
@@ -383,7 +415,7 @@ class LocalStore:
             _discard(loc, plan.temp)
             raise
 
-    async def _head(self, bucket: str, key: str, version_id: str | None) -> tuple[ObjectInfo, _Sidecar]:
+    async def _head(self, bucket: str, key: str, version_id: str | None) -> tuple[ObjectInfo, _Described]:
         _check_version(version_id)
         with _io_errors(key):
             loc = self._object_loc(bucket, key)
@@ -394,7 +426,7 @@ class LocalStore:
         info = object_info(
             bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=sidecar.attrs
         )
-        return info, sidecar
+        return info, described
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -639,8 +671,10 @@ class LocalStore:
             yield info
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
-        await self.head(bucket, key, version_id)  # a missing key is still NoSuchKey
-        return None  # a file is one part
+        _, described = await self._head(bucket, key, version_id)  # a missing key is still NoSuchKey
+        # The parts of a completed multipart upload while the file is as it was written; any
+        # other file is one part.
+        return described.sidecar.parts_of(described.st)
 
     # -- S3 features a folder does not have ----------------------------------------------
 
@@ -774,23 +808,31 @@ class LocalStore:
         with _io_errors(key):
             upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
             chosen = chosen_parts(await asyncio.to_thread(staging.read_parts, folder), parts)
+            # S3's ETag and checksum for the object follow from the part records: the join
+            # need not hash the bytes (unless full_hasher says it must).
+            etag = multipart_etag(chosen)
             full = full_hasher(upload)
-            result: list[ChecksumValue | None] = []
+            answer = None if full is not None else completed_checksum(upload, chosen, None)
+            check_sent_whole(answer, checksum)  # before a byte is written
 
             def fill(f: BinaryIO) -> str:
-                etag = staging.join_parts(folder, chosen, f, full)
-                result.append(completed_checksum(upload, chosen, full))
-                check_sent_whole(result[0], checksum)  # before the object is moved into place
+                nonlocal answer
+                staging.join_parts(folder, chosen, f, full)
+                if full is not None:
+                    answer = completed_checksum(upload, chosen, full)
+                    check_sent_whole(answer, checksum)  # before the object is moved into place
                 return etag
 
-            _, etag = await self._write(bucket, key, fill, object_attrs(upload.attributes))
+            attrs = object_attrs(upload.attributes)
+            sizes = tuple(part.size for part in chosen)
+            _, etag = await self._write(bucket, key, fill, attrs, parts=sizes)
             await asyncio.to_thread(staging.remove, folder)
-        return WrittenObject(etag, None, result[0])
+        return WrittenObject(etag, None, answer)
 
     async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
-        info, sidecar = await self._head(bucket, key, version_id)
-        # A folder keeps no checksum at rest: only the MD5 ETag (cached in the sidecar).
-        return CheckedHead(info, None, len(sidecar.attrs.tags))
+        info, described = await self._head(bucket, key, version_id)
+        # A folder keeps no checksum at rest: only the ETag (cached in the sidecar).
+        return CheckedHead(info, None, len(described.sidecar.attrs.tags))
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
@@ -1090,10 +1132,14 @@ class _Abandoned(Exception):
 
 
 def _write_object(
-    plan: _WritePlan, fill: Callable[[BinaryIO], str], attrs: ObjectAttrs
+    plan: _WritePlan,
+    fill: Callable[[BinaryIO], str],
+    attrs: ObjectAttrs,
+    parts: tuple[int, ...] | None = None,
 ) -> tuple[os.stat_result, str]:
     """Create the temp file beside the object, fill it, move it into place and write the
-    sidecar; runs in a worker thread. The folder is opened once for the temp file and the move."""
+    sidecar (or remove an earlier one a sidecar-less write leaves stale: see _needs_sidecar);
+    runs in a worker thread. The folder is opened once for the temp file and the move."""
     _sweep_folders(plan.sweep)
     try:
         dfd, fd = _open_new_temp(plan.loc, plan.temp)
@@ -1107,12 +1153,19 @@ def _write_object(
                 os.fsync(f.fileno())
             # os.replace keeps the inode, so this is the object's stamp.
             st = os.fstat(f.fileno())
-        sidecar = _Sidecar(attrs, etag, _stamp(st)).encoded()
+        sidecar = (
+            _Sidecar(attrs, etag, _stamp(st), parts).encoded() if _needs_sidecar(attrs, st, parts) else None
+        )
         with plan.lock:
             if plan.abandoned.is_set():
                 raise _Abandoned(plan.key)
             _replace_in(dfd, plan.loc.name, plan.temp, plan.key)
-            _atomic_write(plan.sidecar, sidecar)
+            # A kill -9 between the move and this leaves the new bytes with the earlier
+            # version's attributes (and its ETag cache, stamped for the earlier file).
+            if sidecar is None:
+                _remove_file(plan.sidecar)
+            else:
+                _atomic_write(plan.sidecar, sidecar)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(plan.temp, dir_fd=dfd)
@@ -1120,6 +1173,18 @@ def _write_object(
     finally:
         os.close(dfd)
     return st, etag
+
+
+def _needs_sidecar(attrs: ObjectAttrs, st: os.stat_result, parts: tuple[int, ...] | None) -> bool:
+    """Whether a written object needs a sidecar: unless a HEAD of the file alone would answer
+    the same (default attributes, an MD5 ETag, and few enough bytes that hashing them again on a
+    HEAD costs less than writing a cache file: ETAG_CACHE_MIN_BYTES)."""
+    return (
+        parts is not None
+        or st.st_size >= ETAG_CACHE_MIN_BYTES
+        or attrs.content_type not in (None, DEFAULT_CONTENT_TYPE)
+        or replace(attrs, content_type=None) != _NO_SIDECAR_ATTRS
+    )
 
 
 def _replace_in(dfd: int, name: str, temp: str, key: str) -> None:

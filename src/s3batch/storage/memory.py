@@ -63,6 +63,7 @@ from s3batch.storage.emulated_uploads import (
     chosen_parts,
     completed_checksum,
     full_hasher,
+    multipart_etag,
     no_such_upload,
     object_attrs,
     part_answer,
@@ -81,6 +82,8 @@ class _Version:
     etag: str
     last_modified: datetime
     attrs: ObjectAttrs
+    #: Part sizes of an object completed from a multipart upload; None: one part.
+    parts: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -160,15 +163,24 @@ class MemoryStore:
             version_id=version.version_id if self.versioned else None,
         )
 
-    def _store(self, bucket: str, key: str, body: bytes | None, attrs: ObjectAttrs) -> _Version:
+    def _store(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | None,
+        attrs: ObjectAttrs,
+        parts: Sequence[UploadedPart] | None = None,
+    ) -> _Version:
+        """A new version of `key`; `parts`: completed from those (S3's multipart ETag)."""
         objects = self._bucket(bucket)
         check_key_length(key)
         version = _Version(
             version_id=new_version_id() if self.versioned else NULL_VERSION,
             body=body,
-            etag=etag_of(body or b""),
+            etag=etag_of(body or b"") if parts is None else multipart_etag(parts),
             last_modified=datetime.now(UTC),
             attrs=attrs,
+            parts=None if parts is None else tuple(part.size for part in parts),
         )
         if self.versioned:
             objects.setdefault(key, []).append(version)
@@ -343,8 +355,8 @@ class MemoryStore:
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
         self._record("object_parts", bucket, key)
-        self._version(bucket, key, version_id)  # a missing key is still NoSuchKey
-        return None  # every memory object is one part
+        version = self._version(bucket, key, version_id)  # a missing key is still NoSuchKey
+        return None if version.parts is None else list(version.parts)
 
     # -- S3 features this store does not model --------------------------------------------
 
@@ -503,7 +515,7 @@ class MemoryStore:
             full.update(body)
         result = completed_checksum(staged, chosen, full)
         check_sent_whole(result, checksum)
-        version = self._store(bucket, key, body, object_attrs(staged.attributes))
+        version = self._store(bucket, key, body, object_attrs(staged.attributes), parts=chosen)
         del self._uploads[bucket][upload_id]
         del self._staged[upload_id]
         return WrittenObject(version.etag, version.version_id if self.versioned else None, result)
