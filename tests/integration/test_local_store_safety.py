@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import s3batch.storage.local as local_module
 from s3batch.errors import StorageError
 from s3batch.storage.base import CopyOptions
 from s3batch.storage.local import META_DIR_NAME, TEMP_MARKER, TEMP_SWEEP_AGE_S, LocalStore
@@ -33,6 +34,14 @@ POLL_S = 0.05
 KILLED_OBJECT_BYTES = 4 * 1024 * 1024
 #: An mtime this far in the past makes a temp file stale, in seconds.
 STALE_S = TEMP_SWEEP_AGE_S + 60
+
+
+@pytest.fixture(autouse=True, params=["as-the-kernel-allows", "folder-by-folder"])
+def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check twice: with openat2 where the kernel has it (one call checks the whole path)
+    and with the walk one folder at a time that other kernels get (storage/openat2.py)."""
+    if request.param == "folder-by-folder":
+        monkeypatch.setattr(local_module, "openat2", None)
 
 
 @dataclass

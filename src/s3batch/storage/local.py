@@ -114,6 +114,7 @@ from s3batch.storage.emulated_uploads import (
     multipart_etag,
     object_attrs,
 )
+from s3batch.storage.openat2 import openat2
 
 log = logging.getLogger(__name__)
 
@@ -457,11 +458,11 @@ class LocalStore:
         missing (an open inside a missing bucket fails anyway), so a read is one open per
         folder level, an fstat and a read."""
         _check_version(version_id)
-        with _io_errors(key):
-            _check_key(key)
+        _check_key(key)
+        try:  # (not _io_errors: a context manager per read costs as much as its fstat)
             *folders, name = key.split("/")
             try:
-                fd = _open_file(_Loc(self._bucket_base(bucket), tuple(folders), name))
+                fd = _open_in(self._bucket_base(bucket), folders, name)
             except OSError as exc:
                 if exc.errno in _MISSING_ERRNOS:
                     self._bucket_dir(bucket)  # NoSuchBucket when that is why
@@ -474,6 +475,8 @@ class LocalStore:
                 return _read_fd(fd, st.st_size if max_bytes is None else min(max_bytes, st.st_size))
             finally:
                 os.close(fd)
+        except OSError as exc:
+            raise _storage_error(exc, key) from exc
 
     async def iter_bytes(
         self,
@@ -981,9 +984,21 @@ def _lstat(loc: _Loc) -> os.stat_result:
 
 
 def _open_file(loc: _Loc) -> int:
-    """A read descriptor of the file at `loc`; ELOOP if it is a symlink."""
-    with _folder(loc.base, loc.folders) as dfd:
-        return os.open(loc.name, _READ_FLAGS, dir_fd=dfd)
+    """A read descriptor of the file at `loc`; ELOOP if it or a folder on the way is a symlink."""
+    return _open_in(loc.base, loc.folders, loc.name)
+
+
+def _open_in(base: Path, folders: Sequence[str], name: str) -> int:
+    """`_open_file` of `base/folders.../name`. With openat2 the kernel checks the whole path
+    in one call (storage/openat2.py); else one open per folder level."""
+    if openat2 is not None:
+        base_fd = os.open(base, _BASE_FLAGS)
+        try:
+            return openat2(base_fd, "/".join((*folders, name)) if folders else name, _READ_FLAGS)
+        finally:
+            os.close(base_fd)
+    with _folder(base, folders) as dfd:
+        return os.open(name, _READ_FLAGS, dir_fd=dfd)
 
 
 def _open_object(loc: _Loc, key: str) -> tuple[BinaryIO, os.stat_result]:
@@ -1325,13 +1340,18 @@ def _io_errors(name: str) -> Iterator[None]:
         yield
     except StorageError:
         raise
-    except FileNotFoundError as exc:
-        raise StorageError("NoSuchKey", f"{name}: {exc.strerror}", 404) from exc
-    except PermissionError as exc:
-        raise StorageError("AccessDenied", f"{name}: {exc}", 403) from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a write through or onto a symlink inside the bucket
-            raise StorageError("AccessDenied", f"{name}: {exc.strerror}", 403) from exc
-        if exc.errno == errno.ENAMETOOLONG:
-            raise StorageError("KeyTooLongError", f"{name}: {exc.strerror}", 400) from exc
-        raise StorageError("InternalError", f"{name}: {exc}") from exc
+        raise _storage_error(exc, name) from exc
+
+
+def _storage_error(exc: OSError, name: str) -> StorageError:
+    """The StorageError a filesystem error stands for."""
+    if isinstance(exc, FileNotFoundError):
+        return StorageError("NoSuchKey", f"{name}: {exc.strerror}", 404)
+    if isinstance(exc, PermissionError):
+        return StorageError("AccessDenied", f"{name}: {exc}", 403)
+    if exc.errno == errno.ELOOP:  # a write through or onto a symlink inside the bucket
+        return StorageError("AccessDenied", f"{name}: {exc.strerror}", 403)
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError("KeyTooLongError", f"{name}: {exc.strerror}", 400)
+    return StorageError("InternalError", f"{name}: {exc}")
