@@ -14,6 +14,7 @@ from s3batch.functions.registry import (
     BUILTIN_FUNCTIONS,
     INLINE_BUILTINS,
     PURE_PYTHON_BUILTINS,
+    answers_json_values,
     resolve_function,
     runs_inline,
 )
@@ -73,3 +74,19 @@ def test_reads_inside_reading_with_go_to_the_reader_and_only_there(monkeypatch: 
         reading_with(reader, read_object, "b", "z")
     with pytest.raises(ConfigError, match=STORAGE_CONFIG_ENV):  # the reader did not stay behind
         read_objects([ObjectRef("b", "a")])
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_FUNCTIONS))
+def test_only_the_cheap_builtins_skip_lambdas_json_round_trip(name: str) -> None:
+    cheap = name in INLINE_BUILTINS | PURE_PYTHON_BUILTINS
+    assert answers_json_values(spec_of(name)) is cheap
+    by_handler = resolve_function("python:" + BUILTIN_FUNCTIONS[name], {}, cwd="/", timeout_s=3.0)
+    assert answers_json_values(by_handler) is cheap  # the same code named by its handler
+
+
+def test_a_users_handler_keeps_lambdas_json_round_trip() -> None:
+    mine = resolve_function(
+        ARN.format("s3batch-pii"), {"s3batch-pii": "mine.pii:handler"}, cwd="/", timeout_s=3.0
+    )
+    assert not answers_json_values(mine)
+    assert not answers_json_values(resolve_function("python:mine:handler", {}, cwd="/", timeout_s=3.0))

@@ -76,6 +76,8 @@ PYTHON_RUNTIME = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.m
 # Pipe message kinds, worker → parent.
 _READY = "ready"
 _OK = "ok"
+#: An answer sent as the value itself (pickled), by a handler known to answer JSON values only.
+_OK_VALUE = "ok-value"
 _ERROR = "error"
 
 
@@ -188,13 +190,18 @@ class FunctionPool:
         workers: int,
         env: Mapping[str, str] | None = None,
         keep: Hashable | None = None,
+        json_safe: bool = False,
     ) -> None:
+        """`json_safe`: the handler answers JSON values only (s3batch's built-ins), so answers
+        cross the pipe as values, without the JSON round trip Lambda makes (which would change
+        nothing for them, and costs both processes per answer)."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.spec = spec
         self.workers = workers
         self._env = dict(env or {})
         self._keep = keep
+        self._json_safe = json_safe
         self._mp = multiprocessing.get_context(START_METHOD)
         # Guards everything below; serving threads wait on it for calls.
         self._lock = threading.Condition()
@@ -367,7 +374,7 @@ class FunctionPool:
         parent_end, child_end = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
             target=worker_main,
-            args=(child_end, self.spec, self._env),
+            args=(child_end, self.spec, self._env, self._json_safe),
             name=f"s3batch-function-{self.spec.name}",
         )
         with self._lock:
@@ -457,6 +464,8 @@ class FunctionPool:
         kind, body = reply
         if kind == _OK:
             _settle(call, InvokeOutcome(call.request_id, payload=json.loads(body)))
+        elif kind == _OK_VALUE:
+            _settle(call, InvokeOutcome(call.request_id, payload=body))
         else:
             _settle(call, InvokeOutcome(call.request_id, error=body))
 
@@ -533,14 +542,6 @@ def _signal_text(signum: int) -> str:
 # -- parent-side pipe helpers (run in pipe threads) ------------------------------------
 
 
-def _round_trip(conn: Connection, message: tuple[str, dict[str, Any]]) -> tuple[str, Any]:
-    conn.send(message)
-    kind, body = conn.recv()
-    if kind == _OK:
-        return kind, json.loads(body)  # decoded here, off the event loop
-    return kind, body
-
-
 def _stop_gracefully(worker: _Worker) -> None:
     worker.conn.close()  # the worker reads EOF and exits
     worker.process.join(CLOSE_GRACE_S)
@@ -585,7 +586,9 @@ def lambda_environment(spec: FunctionSpec, log_stream: str) -> dict[str, str]:
     }
 
 
-def worker_main(conn: Connection, spec: FunctionSpec, env: Mapping[str, str]) -> None:
+def worker_main(
+    conn: Connection, spec: FunctionSpec, env: Mapping[str, str], json_safe: bool = False
+) -> None:
     """Entry point of a worker process: load the handler, then serve until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     log_stream = new_log_stream_name()
@@ -603,7 +606,7 @@ def worker_main(conn: Connection, spec: FunctionSpec, env: Mapping[str, str]) ->
             request_id, event = conn.recv()
         except (EOFError, OSError):
             return
-        reply = _invoke(handler, spec, log_stream, request_id, event)
+        reply = _invoke(handler, spec, log_stream, request_id, event, json_safe=json_safe)
         try:
             conn.send(reply)
         except OSError:
@@ -664,7 +667,13 @@ def call_handler(
 
 
 def _invoke(
-    handler: Handler, spec: FunctionSpec, log_stream: str, request_id: str, event: Any
+    handler: Handler,
+    spec: FunctionSpec,
+    log_stream: str,
+    request_id: str,
+    event: Any,
+    *,
+    json_safe: bool = False,
 ) -> tuple[str, Any]:
     try:
         ok, result = call_handler(handler, spec, log_stream, request_id, event)
@@ -672,6 +681,8 @@ def _invoke(
         _flush_output()
     if not ok:
         return _ERROR, result
+    if json_safe:  # Lambda's JSON round trip would give back the same value
+        return _OK_VALUE, result
     try:
         return _OK, json.dumps(result, default=_json_default)
     except (TypeError, ValueError) as exc:

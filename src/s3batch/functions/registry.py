@@ -47,6 +47,7 @@ BUILTIN_FUNCTIONS: Mapping[str, str] = {
     "s3batch-ocr": "s3batch.functions.builtin.ocr:handler",
 }
 _BUILTIN_HANDLERS = frozenset(BUILTIN_FUNCTIONS.values())
+_NAME_OF = {handler: name for name, handler in BUILTIN_FUNCTIONS.items()}
 #: Built-ins whose whole answer is resultData (a vector): a job without a ResultsSink would
 #: throw every result away, so it is refused when created.
 BUILTINS_NEEDING_A_SINK = frozenset({"s3batch-embed-text", "s3batch-embed-image"})
@@ -205,6 +206,13 @@ def ships_with_s3batch(spec: FunctionSpec) -> bool:
     """Whether the job's handler is a built-in's own code (installed with s3batch, so it cannot
     change while a process runs: its warm workers may serve later jobs)."""
     return spec.handler in _BUILTIN_HANDLERS
+
+
+def answers_json_values(spec: FunctionSpec) -> bool:
+    """Whether the job's function is a built-in known to answer JSON values only (the cheap
+    ones, which also run inline): Lambda's JSON round trip of its answer would change nothing."""
+    name = spec.name if spec.handler == BUILTIN_FUNCTIONS.get(spec.name) else _NAME_OF.get(spec.handler)
+    return name in INLINE_BUILTINS or name in PURE_PYTHON_BUILTINS
 
 
 def runs_inline(spec: FunctionSpec, workers: int) -> bool:

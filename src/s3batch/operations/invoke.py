@@ -52,6 +52,7 @@ from s3batch.functions.pool import FunctionPool
 from s3batch.functions.registry import (
     BUILTINS_NEEDING_A_SINK,
     PYTHON_PREFIX,
+    answers_json_values,
     check_function_arn,
     function_name,
     runs_inline,
@@ -252,7 +253,10 @@ class LambdaInvoke(Operation):
         # A built-in's workers stay warm for the account's next job with the same environment
         # (a user's handler is not kept: its code may change between two jobs).
         keep = _WarmKey(ctx.job.account_id, spec, _digest(env)) if ships_with_s3batch(spec) else None
-        workers = functools.partial(FunctionPool, spec, workers=ctx.job.function_workers, env=env, keep=keep)
+        json_safe = answers_json_values(spec)
+        workers = functools.partial(
+            FunctionPool, spec, workers=ctx.job.function_workers, env=env, keep=keep, json_safe=json_safe
+        )
         self.pool: FunctionInvoker
         concurrency = ctx.job.function_workers
         if runs_inline(spec, concurrency):  # a cheap built-in: in this process, reading through ctx.store
