@@ -19,20 +19,21 @@ For each built-in:
   sentence per language; nothing for the last two);
 - `job`: `create_job` to Complete (report included) on the folder store: one task per
   invocation (AWS's way), and, where this s3batch has the extension, `InvocationBatchSize`
-  tasks per invocation. These built-ins run inline, in the engine's process (docs/functions.md);
-  `--in-workers` adds a batched job with each named by its handler (`python:module:handler`),
-  so it runs in S3BATCH_FUNCTION_WORKERS function worker processes (default: one per CPU), as
-  any handler does.
+  tasks per invocation. Language runs inline, in the engine's process; sentiment, PII and the
+  CSV profile in S3BATCH_FUNCTION_WORKERS function worker processes (default: one per CPU), kept
+  warm between jobs (docs/functions.md); `--in-workers` adds a batched job with each named by
+  its handler (`python:module:handler`), so it runs in worker processes, as any handler does.
 
 A `floor` row runs the same job machinery with a handler that reads each object on the shared
 batch path and computes nothing (`FLOOR_HANDLER`): what any LambdaInvoke job over these objects
 costs before a built-in does any work, so "job ÷ floor" shows what the built-in adds.
 
 A one-object job is run first: its time is the job's fixed cost (workers start, import the
-libraries; the report is written). Prints, per built-in, items/s and the ratio job ÷ bare two
-ways: end to end (everything counted) and marginal ((N - 1) / (t_N - t_1), the job's rate once
-its workers are up, against the bare loop without its setup); and CPU ms per item (the bare
-process; the job's process and its reaped workers). Writes the figures as JSON to --out.
+libraries and are kept for the jobs after it; the report is written). Prints, per built-in,
+items/s and the ratio job ÷ bare two ways: end to end (everything counted) and marginal
+((N - 1) / (t_N - t_1), the job's rate once its workers are up, against the bare loop without
+its setup); and CPU ms per item (the bare process; the job's process and its function
+workers). Writes the figures as JSON to --out.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import s3batch.functions.pool as function_pool
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
 from s3batch.functions.registry import BUILTIN_FUNCTIONS, PYTHON_PREFIX
@@ -68,6 +70,8 @@ def handler(event, context):
     return batch_handler(event, lambda bodies: [Answer.ok("") for _ in bodies])
 """
 BUCKET = "bench"
+#: Clock ticks per second of /proc's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Seed of every generated input (the same inputs on every run).
 SEED = 11
 #: Rows of each generated CSV file.
@@ -140,10 +144,23 @@ class Row:
 
 
 def cpu_now() -> float:
-    """CPU seconds of this process and of its children that have exited."""
+    """CPU seconds of this process, of its children that have exited, and of the function
+    workers kept warm between jobs (alive, so not in RUSAGE_CHILDREN yet; read from /proc)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + kept_workers_cpu()
+
+
+def kept_workers_cpu() -> float:
+    """CPU seconds so far of the function workers idle in functions/pool.KEPT (0 off Linux)."""
+    total = 0.0
+    for worker in function_pool.KEPT.workers():
+        try:
+            fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile: its time is in RUSAGE_CHILDREN once reaped
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def documents(n: int) -> dict[str, bytes]:

@@ -81,6 +81,11 @@ class IdlePool(Generic[K, W]):
         with self._lock:
             return sum(len(entries) for entries in self._idle.values())
 
+    def workers(self) -> list[W]:
+        """The idle workers now (for monitoring)."""
+        with self._lock:
+            return [worker for entries in self._idle.values() for worker, _ in entries]
+
     def _schedule(self, kill: Callable[[W], None]) -> None:
         def fire() -> None:
             self.expire(kill)
