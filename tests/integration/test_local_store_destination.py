@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from tests.integration.test_transfer import run_job, s3, transfer_job, write_stores
 
+import s3batch.storage.local as local_module
 import s3batch.storage.local_uploads as staging
 from s3batch.domain.checksums import (
     ChecksumAlgorithm,
@@ -44,6 +46,8 @@ PART_SIZES = (70_000, 1, 123_457)
 #: How long the killed completion may take to start joining, and the poll interval, in seconds.
 WRITER_START_S = 30.0
 POLL_S = 0.05
+#: Bound on waiting for a forced interleaving, in seconds.
+WAIT_S = 10.0
 #: A part of the killed completion: large enough to see its first part land before the kill.
 KILLED_PART_BYTES = 2 * MIB
 
@@ -229,6 +233,89 @@ async def test_completion_joins_in_the_kernel_and_falls_back_where_refused(
     upload_id, parts = await upload(store, "python", bodies)
     await store.complete_multipart_upload(BUCKET, "python", upload_id, parts, checksum=None)
     assert await store.get_bytes(BUCKET, "python") == b"".join(bodies)
+
+
+async def test_a_write_error_while_joining_is_reported_as_itself(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the kernel's refusals move on to the next way of copying: a real error of the last
+    one (a full disk, a file that may not be written) is no 'changed part' and fails as what
+    it is, keeping the upload."""
+    store = LocalStore(root)
+    bodies = bodies_of((3000, 5))
+    upload_id, parts = await upload(store, "k", bodies)
+
+    def refused(*args: Any) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def cannot_write(fd: int, data: Any) -> int:  # EPERM is also how the kernel refuses a copy
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    monkeypatch.setattr(os, "sendfile", refused)
+    monkeypatch.setattr(os, "write", cannot_write)
+    with pytest.raises(StorageError) as caught:
+        await store.complete_multipart_upload(BUCKET, "k", upload_id, parts, checksum=None)
+    monkeypatch.undo()
+    assert (caught.value.code, caught.value.http_status) == ("AccessDenied", 403), caught.value
+    written = await store.complete_multipart_upload(BUCKET, "k", upload_id, parts, checksum=None)
+    assert written.etag == s3_multipart_etag(bodies)
+
+
+async def test_a_head_racing_a_completion_keeps_the_multipart_etag(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HEAD that stats the completed file before its sidecar is written hashes it; what it
+    caches must not replace the multipart ETag the completion records (the bytes cannot give
+    it back)."""
+    renamed, described = threading.Event(), threading.Event()
+    real_atomic, real_described = local_module._atomic_write, LocalStore._described
+
+    def atomic(loc: Any, data: bytes) -> None:
+        if b'"parts": [' in data and not renamed.is_set():  # the completion's sidecar
+            renamed.set()
+            described.wait(WAIT_S)  # the HEAD's stat and sidecar read happen now
+        real_atomic(loc, data)
+
+    def describe(self: LocalStore, bucket: str, key: str, loc: Any) -> Any:
+        found = real_described(self, bucket, key, loc)
+        if renamed.is_set():
+            described.set()
+        return found
+
+    monkeypatch.setattr(local_module, "_atomic_write", atomic)
+    monkeypatch.setattr(LocalStore, "_described", describe)
+    store = LocalStore(root)
+    bodies = bodies_of((300_000, 100_000))  # large enough for a HEAD to cache its ETag
+    upload_id, parts = await upload(store, "k", bodies, algorithm=None)
+    completing = asyncio.create_task(
+        store.complete_multipart_upload(BUCKET, "k", upload_id, parts, checksum=None)
+    )
+    assert await asyncio.to_thread(renamed.wait, WAIT_S)
+    during = await store.head(BUCKET, "k")
+    written = await completing
+    assert written.etag == s3_multipart_etag(bodies)
+    assert during.etag in (written.etag, md5(b"".join(bodies)))  # either answer of that moment
+    assert (await store.head(BUCKET, "k")).etag == written.etag
+    assert await store.object_parts(BUCKET, "k") == [300_000, 100_000]
+
+
+async def test_a_file_replaced_with_the_same_size_and_mtime_is_another_file(root: Path) -> None:
+    """The ETag cache is keyed to the file's inode too: a copy that keeps the mtime (cp -p,
+    rsync -t) or a write within one clock tick is not taken for the file it replaced."""
+    store = LocalStore(root)
+    upload_id, parts = await upload(store, "k", bodies_of((1000, 1000)), algorithm=None)
+    written = await store.complete_multipart_upload(BUCKET, "k", upload_id, parts, checksum=None)
+    path = root / BUCKET / "k"
+    before = os.stat(path)
+    other = os.urandom(2000)
+    (root / BUCKET / "other").write_bytes(other)
+    os.utime(root / BUCKET / "other", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(root / BUCKET / "other", path)
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+    head = await store.head(BUCKET, "k")
+    assert head.etag == md5(other) != written.etag
+    assert await store.object_parts(BUCKET, "k") is None
 
 
 async def test_a_part_changed_in_the_staging_area_fails_the_completion(root: Path) -> None:

@@ -188,8 +188,8 @@ class _Sidecar:
 
     attrs: ObjectAttrs = field(default_factory=ObjectAttrs)
     etag: str | None = None
-    #: (size, mtime_ns) of the file the cached etag belongs to.
-    stamp: tuple[int, int] | None = None
+    #: (size, mtime_ns, inode) of the file the cached etag belongs to (`_stamp`).
+    stamp: tuple[int, ...] | None = None
     #: The part sizes of a multipart ETag (None: the etag is the MD5 of the file).
     parts: tuple[int, ...] | None = None
 
@@ -229,7 +229,7 @@ class _Sidecar:
         return cls(
             attrs,
             data.get("etag"),
-            (int(stamp[0]), int(stamp[1])) if stamp else None,
+            tuple(int(part) for part in stamp) if stamp else None,
             tuple(int(size) for size in parts) if parts else None,
         )
 
@@ -375,10 +375,16 @@ class LocalStore:
         stamp = _stamp(described.st)
         etag, hashed = await asyncio.to_thread(_md5_object, loc, key)
         if hashed == stamp and hashed[0] >= ETAG_CACHE_MIN_BYTES:
-            # The cache is best effort (read-only folder, races). Re-read so an attribute
-            # change made while hashing is kept, not overwritten.
+            # The cache is best effort (read-only folder, races). Re-read under the key lock
+            # (writers hold it from the rename to their sidecar) so an attribute change made
+            # while hashing is kept, and an ETag a writer recorded for this very file (a
+            # multipart upload's, which the bytes cannot give back) is never overwritten.
             with contextlib.suppress(OSError), self._lock(bucket, key):
                 fresh = self._read_sidecar(bucket, key)
+                if fresh.etag and fresh.stamp == stamp:
+                    return fresh.etag
+                if _stamp(_lstat(loc)) != stamp:
+                    return etag  # replaced while hashed: nothing to cache for a file gone
                 fresh.etag, fresh.stamp, fresh.parts = etag, stamp, None
                 self._write_sidecar(bucket, key, fresh)
         return etag
@@ -913,8 +919,11 @@ def _is_file(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int]:
-    return st.st_size, st.st_mtime_ns
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells one file state from another: size, mtime and inode. A file replaced by a
+    rename gets another inode even with the same size and mtime (copies that keep mtimes, or
+    writes within one clock tick); a sidecar of an older form (no inode) matches nothing."""
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _mtime(st: os.stat_result) -> datetime:
@@ -1051,8 +1060,8 @@ def _read_object(loc: _Loc, key: str) -> bytes:
         return f.read()
 
 
-def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int]]:
-    """MD5 of the object's file, and the (size, mtime_ns) stamp of the file hashed."""
+def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int, int]]:
+    """MD5 of the object's file, and the `_stamp` of the file hashed."""
     f, _ = _open_object(loc, key)
     with f:
         digest = etag_hasher()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,7 +169,7 @@ def _kernel_copy(src: int, dst: int, size: int) -> int:
     else sendfile, else read/write, each taking over where the one before stopped. Returns the
     bytes copied (fewer only when `src` ends first)."""
     done = 0
-    for copy in (_copy_file_range, _sendfile, _read_write):
+    for copy in _KERNEL_COPIES:
         try:
             while done < size:
                 step = copy(src, dst, size - done)
@@ -180,6 +181,9 @@ def _kernel_copy(src: int, dst: int, size: int) -> int:
                 raise
         if done == size:
             return done
+    # Plain reads and writes last: their errors are real ones (a full disk), never a refusal.
+    while done < size and (step := _read_write(src, dst, size - done)):
+        done += step
     return done
 
 
@@ -193,6 +197,11 @@ def _copy_file_range(src: int, dst: int, count: int) -> int:
 def _sendfile(src: int, dst: int, count: int) -> int:
     # Linux copies between two files (since 2.6.33); elsewhere `dst` must be a socket (ENOTSOCK).
     return os.sendfile(dst, src, None, count)
+
+
+#: The kernel's copies, tried in turn; sendfile copies between two files on Linux only
+#: (elsewhere `dst` must be a socket, and its offset cannot be None).
+_KERNEL_COPIES = (_copy_file_range, _sendfile) if sys.platform.startswith("linux") else (_copy_file_range,)
 
 
 def _read_write(src: int, dst: int, count: int) -> int:
