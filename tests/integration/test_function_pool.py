@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from pathlib import Path
@@ -429,6 +430,43 @@ async def test_close_while_a_worker_is_starting(make_pool: PoolFactory) -> None:
     assert isinstance(result, RuntimeError) or (isinstance(result, InvokeOutcome) and result.failed)
     assert pool.pids == []
     assert [p for p in multiprocessing.active_children() if p.name == "s3batch-function-pool-test"] == []
+
+
+async def test_an_event_that_does_not_pickle_fails_its_call_only(make_pool: PoolFactory) -> None:
+    pool = make_pool(workers=1)
+    pid = (await call(pool, "echo")).payload["pid"]
+    with pytest.raises(TypeError):
+        await call(pool, "echo", lock=threading.Lock())
+    again = await call(pool, "echo")
+    assert not again.failed and again.payload["pid"] == pid  # nothing reached the worker
+
+
+async def test_close_of_a_worker_whose_forked_child_holds_its_pipe_is_quick(
+    make_pool: PoolFactory,
+) -> None:
+    pool = make_pool(workers=1, timeout_s=30.0)
+    running = asyncio.create_task(call(pool, "forks_then_hangs", sleep_s=60, child_s=20))
+    await asyncio.sleep(1.0)  # in the handler, its child forked
+    started = time.monotonic()
+    await pool.close()
+    assert time.monotonic() - started < QUICK_S / 2
+    outcome = await asyncio.wait_for(running, QUICK_S)
+    assert outcome.error is not None and outcome.error["errorType"] == "Runtime.ExitError"
+
+
+async def test_a_cancelled_close_leaves_no_error_in_the_serving_threads(
+    make_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    pool = make_pool(workers=2)
+    await asyncio.gather(*(call(pool, "echo") for _ in range(2)))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pool.close(), 0.001)  # idle workers take longer to stop
+    deadline = time.monotonic() + QUICK_S
+    while pool.pids and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+    assert pool.pids == [] and failures == []
 
 
 def test_workers_must_be_positive() -> None:

@@ -65,8 +65,12 @@ log = logging.getLogger(__name__)
 START_METHOD: Final = "spawn"
 #: Seconds a new worker may take to start and import its handler.
 INIT_TIMEOUT_S = 60.0
+#: Seconds between two looks at a busy worker's life while waiting for its answer.
+POLL_SLICE_S = 0.5
 #: Seconds close() lets an idle worker exit on its own before it is killed.
 CLOSE_GRACE_S = 2.0
+#: Seconds between two looks at a worker expected to exit.
+REAP_POLL_S = 0.01
 #: Seconds to wait for a killed worker to be reaped (SIGKILL cannot be ignored).
 REAP_TIMEOUT_S = 10.0
 
@@ -103,6 +107,8 @@ class _Worker:
     #: Kept when the process object is released (its attributes are gone then).
     exitcode: int | None = None
     released: bool = False
+    #: SIGKILL was sent (close(), an abandoned call): it serves no other call and is never kept.
+    killed: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -246,22 +252,23 @@ class FunctionPool:
         with self._lock:
             self._closed = True
             queued, self._queue = list(self._queue), collections.deque()
-            doomed = self._starting | self._busy
-            for worker in doomed:
-                _kill_quietly(worker)
+            for worker in self._starting | self._busy:
+                _kill(worker)
             threads = list(self._threads)
             self._lock.notify_all()
+        _OPEN_POOLS.discard(self)
         for call in queued:
             _settle_error(call, self._closed_error())
-        await asyncio.gather(*(asyncio.wrap_future(t) for t in threads), return_exceptions=True)
-        _OPEN_POOLS.discard(self)
+        # Shielded: a close() that is itself cancelled leaves the threads to finish on their own.
+        ended = asyncio.gather(*(asyncio.wrap_future(t) for t in threads), return_exceptions=True)
+        await asyncio.shield(ended)
 
     def kill_now(self) -> None:
         """Synchronous last resort (interpreter exit): SIGKILL every worker."""
         with self._lock:
             self._closed = True
             for worker in self._all:
-                _kill_quietly(worker)
+                _kill(worker)
             self._lock.notify_all()
 
     # -- the caller's side -------------------------------------------------------------
@@ -279,10 +286,12 @@ class FunctionPool:
         def run() -> None:
             try:
                 self._serve()
-            except BaseException as exc:  # a pool bug: logged, and close() still ends
+            except BaseException:  # a pool bug: logged; another thread takes its place
                 log.exception("function %s: a serving thread failed", self.spec.name)
-                ended.set_exception(exc)
-            else:
+                with self._lock:
+                    self._threads.remove(ended)
+                    self._lock.notify()
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
                 ended.set_result(None)
 
         threading.Thread(target=run, daemon=True, name=f"s3batch-function-{self.spec.name}").start()
@@ -295,7 +304,7 @@ class FunctionPool:
         with self._lock:
             call.abandoned = True
             if call.worker is not None:
-                _kill_quietly(call.worker)
+                _kill(call.worker)
 
     # -- a serving thread ---------------------------------------------------------------
 
@@ -309,12 +318,13 @@ class FunctionPool:
                 call = self._next_call(worker, block=answered is None)
                 if call is not None and worker is None:
                     worker = self._worker_for(call)
+                sent = False
                 if call is not None and worker is not None:
-                    worker = self._send(worker, call)
+                    worker, sent = self._send(worker, call)
                 if answered is not None:
                     self._deliver(*answered)
                     answered = None
-                if call is not None and worker is not None:
+                if call is not None and worker is not None and sent:
                     worker, answered = self._receive(worker, call)
                 elif call is None and answered is None and self._closed:
                     return
@@ -366,7 +376,7 @@ class FunctionPool:
             self._all.add(worker)
             call.worker = worker
             if call.abandoned:  # while it started: kill it as _abandon would have
-                _kill_quietly(worker)
+                _kill(worker)
         return worker
 
     def _spawn(self) -> _Worker:
@@ -377,12 +387,14 @@ class FunctionPool:
             args=(child_end, self.spec, self._env, self._json_safe),
             name=f"s3batch-function-{self.spec.name}",
         )
+        self._check_open()
+        process.start()  # not under the lock: the event loop takes it for every call
+        worker = _Worker(process, parent_end)
         with self._lock:
-            self._check_open()
-            process.start()
-            worker = _Worker(process, parent_end)
             self._all.add(worker)  # from here on close() and kill_now() can kill it
             self._starting.add(worker)
+            if self._closed:
+                _kill(worker)
         child_end.close()  # else the parent never sees EOF when the child dies
         try:
             self._wait_ready(worker)
@@ -397,12 +409,14 @@ class FunctionPool:
         return worker
 
     def _wait_ready(self, worker: _Worker) -> None:
-        if not worker.conn.poll(INIT_TIMEOUT_S):  # also returns on EOF (killed by close())
+        if not _answered_within(worker, INIT_TIMEOUT_S):
             raise WorkerStartError(timed_out=True)
         try:
+            if not worker.conn.poll(0):  # gone, nothing to read (and no EOF may come)
+                raise EOFError("the worker is gone")
             kind, _ = worker.conn.recv()
         except EOFError:
-            worker.process.join(REAP_TIMEOUT_S)
+            _join(worker, REAP_TIMEOUT_S)
             if self._closed:
                 raise self._closed_error() from None
             log.warning(
@@ -416,37 +430,50 @@ class FunctionPool:
         if kind != _READY:
             raise RuntimeError(f"function worker sent {kind!r} before it was ready")
 
-    def _send(self, worker: _Worker, call: _Call) -> _Worker | None:
+    def _send(self, worker: _Worker, call: _Call) -> tuple[_Worker | None, bool]:
         """Hand `call` to `worker`; a worker found dead (it died while idle: the OOM killer,
-        say) is replaced once, as the call has not run. None (call answered) when that fails."""
+        say) is replaced once, as the call has not run. The worker (None when gone) and whether
+        the call reached it (if not, the call has been answered)."""
         for attempt in range(2):
             with self._lock:
                 self._busy.add(worker)
-                closing = self._closed
-            if closing:  # close() may have looked at the busy workers before this one was
-                _kill_quietly(worker)
+                if self._closed:  # close() may have looked at the busy workers before this one was
+                    _kill(worker)
             try:
                 worker.conn.send((call.request_id, call.event))
-                return worker
+                return worker, True
             except OSError:
                 self._lose(worker, exiting=True)
                 if attempt or call.abandoned:
                     break
                 replacement = self._worker_for(call)
                 if replacement is None:
-                    return None
+                    return None, False
                 worker = replacement
+            except Exception as exc:  # the event does not pickle: nothing reached the pipe
+                with self._lock:
+                    self._busy.discard(worker)
+                    call.worker = None
+                _settle_error(call, exc)
+                return worker, False
         _settle(call, InvokeOutcome(call.request_id, error=exit_error(call.request_id, worker.exitcode)))
-        return None
+        return None, False
 
     def _receive(self, worker: _Worker, call: _Call) -> tuple[_Worker | None, tuple[_Call, Any] | None]:
         """Wait for `call`'s answer: the worker (None if it failed: its outcome is settled)
         and the answer still to decode."""
         try:
-            if not worker.conn.poll(self.spec.timeout_s):
+            if not _answered_within(worker, self.spec.timeout_s):
                 self._lose(worker)
                 _settle(call, InvokeOutcome(call.request_id, error=timeout_error(call.request_id, self.spec)))
                 return None, None
+            with self._lock:
+                # The answer is there: from now on abandoning the call must not kill the
+                # worker (it may serve the next call before this thread hears of it).
+                call.worker = None
+                killed = worker.killed
+            if killed or not worker.conn.poll(0):  # gone, nothing to read (and no EOF may come)
+                raise EOFError("the worker is gone")
             reply = worker.conn.recv()
         except (EOFError, OSError):  # it died mid-call (or was killed: close(), an abandoned call)
             exitcode = self._lose(worker, exiting=True)
@@ -456,7 +483,6 @@ class FunctionPool:
                 _settle(call, InvokeOutcome(call.request_id, error=exit_error(call.request_id, exitcode)))
             return None, None
         with self._lock:
-            call.worker = None  # answered: abandoning it now must not kill the worker's next call
             self._busy.discard(worker)
         return worker, (call, reply)
 
@@ -475,9 +501,8 @@ class FunctionPool:
         with self._lock:
             self._all.discard(worker)
             self._busy.discard(worker)
-        if exiting:
-            with contextlib.suppress(Exception):
-                worker.process.join(REAP_TIMEOUT_S)
+        if exiting and not worker.killed:
+            _join(worker, REAP_TIMEOUT_S)
         _kill_and_reap(worker)
         return worker.exitcode
 
@@ -485,10 +510,35 @@ class FunctionPool:
         """The pool is closing (or this thread failed): keep `worker` warm, or stop it."""
         with self._lock:
             self._all.discard(worker)
-        if self._keep is not None and worker.process.is_alive():
+            self._busy.discard(worker)
+            self._starting.discard(worker)
+            keep = self._keep is not None and not worker.killed
+        if keep and worker.process.is_alive():
             KEPT.give_back(self._keep, [worker], _stop_in_background)
         else:
             _stop_gracefully(worker)
+
+
+def _kill(worker: _Worker) -> None:
+    """SIGKILL `worker` and mark it so no thread serves or keeps it again (caller holds the
+    pool's lock, so the mark and the kill are seen together)."""
+    worker.killed = True
+    _kill_quietly(worker)
+
+
+def _answered_within(worker: _Worker, timeout_s: float) -> bool:
+    """Whether the worker wrote to its pipe (or closed it) within `timeout_s`. Looked at in
+    slices: a killed worker whose pipe a forked child of its handler still holds never closes
+    it, so between slices the worker's own life is checked."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if worker.conn.poll(min(left, POLL_SLICE_S)):
+            return True
+        if worker.killed or not worker.process.is_alive():
+            return True  # dead: the read that follows fails (EOF) or gets its last answer
 
 
 def _settle(call: _Call, outcome: InvokeOutcome) -> None:
@@ -544,7 +594,7 @@ def _signal_text(signum: int) -> str:
 
 def _stop_gracefully(worker: _Worker) -> None:
     worker.conn.close()  # the worker reads EOF and exits
-    worker.process.join(CLOSE_GRACE_S)
+    _join(worker, CLOSE_GRACE_S)
     _kill_and_reap(worker)
 
 
@@ -552,8 +602,17 @@ def _kill_and_reap(worker: _Worker) -> None:
     with contextlib.suppress(Exception):
         if worker.process.is_alive():
             worker.process.kill()
-        worker.process.join(REAP_TIMEOUT_S)
+        _join(worker, REAP_TIMEOUT_S)
     _release(worker)
+
+
+def _join(worker: _Worker, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for the worker to exit, asking the kernel (waitpid), not through
+    multiprocessing's sentinel pipe: a child its handler forked may hold that pipe open."""
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(Exception):
+        while worker.process.is_alive() and time.monotonic() < deadline:
+            time.sleep(REAP_POLL_S)
 
 
 def _release(worker: _Worker) -> None:
