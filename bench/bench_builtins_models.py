@@ -46,13 +46,11 @@ counted, and the server shares the machine's cores.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,19 +59,29 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from job_stores import (
+    BUCKET,
+    FolderStore,
+    Readable,
+    S3Object,
+    ServerStore,
+    Store,
+    Timed,
+    cpu_now,
+    lay_out,
+    rclone_version,
+    s3_client,
+)
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
 from s3batch.functions.registry import BUILTINS_NEEDING_A_SINK
-from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server
+from servers import ACCESS_KEY, SECRET_KEY, rclone_server
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
-BUCKET = "bench"
 #: Key prefix, in BUCKET, of the embedding jobs' Parquet results (their ResultsSink).
 RESULTS_PREFIX = "results"
-#: Clock ticks per second of /proc's CPU times.
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Seed of every generated input (the same inputs on every run).
 SEED = 7
 #: Items per forward pass in the bare loops (the built-ins' CPU batch size).
@@ -93,15 +101,6 @@ WORDS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Timed:
-    """Wall seconds and CPU seconds (this process, its reaped children and the function
-    workers kept warm between jobs)."""
-
-    wall_s: float
-    cpu_s: float
-
-
-@dataclass(frozen=True, slots=True)
 class Row:
     """One built-in's best (least wall time) of each measurement over the rounds."""
 
@@ -116,128 +115,6 @@ class Row:
     job: Timed
     job_batched: Timed | None
     invocation_batch: int
-
-
-class Readable(Protocol):
-    """One input as the bare loop reads it: a file (`Path`) or an object on an S3 server."""
-
-    def read_bytes(self) -> bytes: ...
-
-    def read_text(self) -> str: ...
-
-
-class S3Object:
-    """An object on the S3 server, read by one GetObject per call (as `Path` reads its file)."""
-
-    def __init__(self, s3: Any, bucket: str, key: str) -> None:
-        self.s3, self.bucket, self.key = s3, bucket, key
-
-    def read_bytes(self) -> bytes:
-        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
-        return body
-
-    def read_text(self) -> str:
-        return self.read_bytes().decode()
-
-
-def s3_client(endpoint: str) -> Any:
-    """A boto3 client of the server at `endpoint`, signing with the environment's credentials."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        s3={"addressing_style": "path"},
-        # Checksums only where S3 requires them: botocore's default adds a CRC to every PUT
-        # and checks one on every GET, work the bare loop's reads need not do.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    return boto3.client("s3", endpoint_url=endpoint, config=config)
-
-
-class FolderStore:
-    """A local folder store: each sub-folder of `root` a bucket, each file an object."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.storage = f"file://{root}"
-
-    def write(self, inputs: dict[str, bytes]) -> None:
-        for key, body in inputs.items():
-            path = self.root / BUCKET / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(body)
-
-    def put_manifest(self, key: str, body: bytes) -> str:
-        """Writes the manifest; its ETag (the MD5 of its bytes, as S3's for one PUT)."""
-        (self.root / BUCKET / key).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / BUCKET / key).write_bytes(body)
-        return hashlib.md5(body).hexdigest()
-
-    def bare_source(self) -> list[str]:
-        """How the bare interpreter finds the objects: `--bare-folder FOLDER`."""
-        return ["--bare-folder", str(self.root / BUCKET)]
-
-
-class ServerStore:
-    """An S3 server at `endpoint` whose bucket BUCKET already holds the inputs (laid out in
-    its folder before it started); manifests written through one boto3 client."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.storage = endpoint
-        self.s3 = s3_client(endpoint)
-
-    def put_manifest(self, key: str, body: bytes) -> str:
-        """PutObject through the server (a file written into its folder might be missed by a
-        cached directory listing); the ETag it answers."""
-        etag: str = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"]
-        return etag.strip('"')
-
-    def bare_source(self) -> list[str]:
-        """How the bare interpreter finds the objects: `--bare-s3 ENDPOINT BUCKET` (the
-        credentials are in the environment it inherits)."""
-        return ["--bare-s3", self.storage, BUCKET]
-
-
-Store = FolderStore | ServerStore
-
-
-def lay_out(folder: Path, inputs: dict[str, bytes]) -> None:
-    """The inputs as files of the served folder: bucket BUCKET, one file per object."""
-    FolderStore(folder).write(inputs)
-
-
-def rclone_version() -> str:
-    """The S3 server, for the record: e.g. "rclone v1.75.2 (serve s3)"."""
-    out = subprocess.run([rclone_binary(), "version"], capture_output=True, text=True, check=False).stdout
-    return f"{out.splitlines()[0] if out else 'rclone'} (serve s3)"
-
-
-def cpu_now() -> float:
-    """CPU seconds of this process, of its children that have exited (the bare interpreters,
-    workers stopped), and of the function workers kept warm between jobs (alive, so not in
-    RUSAGE_CHILDREN yet; read from /proc). With `--store s3` these are the client's figures
-    only: the server runs in its own process, not counted here."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + kept_workers_cpu()
-
-
-def kept_workers_cpu() -> float:
-    """CPU seconds so far of the function workers idle in functions/pool.KEPT (0 off Linux)."""
-    # Imported here, not at the top: the bare interpreter runs this file too, and its start-up
-    # time should be the library's, not s3batch's pool's.
-    import s3batch.functions.pool as function_pool
-
-    total = 0.0
-    for worker in function_pool.KEPT.workers():
-        try:
-            fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile: its time is in RUSAGE_CHILDREN once reaped
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
 
 
 def stop_kept_workers() -> None:
