@@ -169,6 +169,16 @@ def test_each_event_carries_at_most_n_tasks_and_each_task_its_own_result(
     assert len(calls) <= math.ceil(len(keys) / (size or 1)) + 2
 
 
+def test_a_job_smaller_than_a_batch_per_worker_is_shared_by_the_workers(
+    env: Env, log: Path, bucket_name: str
+) -> None:
+    # Two function workers (the fixture) and 32 objects in batches of 32: two invocations of 16,
+    # so neither worker idles while the other runs the whole job.
+    keys = [f"k{i:02d}" for i in range(32)]
+    run_job(env, bucket_name, keys, batched("answers", 32))
+    assert sorted(len(c["keys"]) for c in events(log)) == [16, 16]
+
+
 def test_dropped_duplicated_and_invented_task_ids_fail_exactly_their_tasks(
     env: Env, log: Path, bucket_name: str
 ) -> None:

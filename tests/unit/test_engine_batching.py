@@ -14,7 +14,7 @@ import s3batch.engines.batching as batching
 import s3batch.engines.local as local_engine
 from s3batch.domain.roles import Role
 from s3batch.domain.task import Task, TaskResult
-from s3batch.engines.batching import ready_batches
+from s3batch.engines.batching import cut, ready_batches
 from s3batch.engines.local import LocalEngine
 from s3batch.operations.actions import Permissions, no_extra_needs
 from s3batch.operations.base import JobContext, Operation
@@ -137,6 +137,54 @@ async def test_the_reader_stays_one_batch_ahead() -> None:
     await batches.aclose()
 
 
+async def test_a_stream_ending_within_spread_batches_is_cut_evenly() -> None:
+    # 32 objects for two workers: two batches of 16, not one of 32 and an idle worker.
+    got = [[t.seq for t in b] async for b in ready_batches(stream(32), 32, spread=2)]
+    assert [len(b) for b in got] == [16, 16]
+    assert [seq for b in got for seq in b] == list(range(32))
+
+
+async def test_a_long_stream_gives_full_batches_then_an_even_tail() -> None:
+    got = [[t.seq for t in b] async for b in ready_batches(stream(100), 32, spread=2)]
+    assert [len(b) for b in got] == [32, 32, 18, 18]
+    assert [seq for b in got for seq in b] == list(range(100))
+    # A tail that does not divide evenly: the last batch takes the remainder.
+    got = [[t.seq for t in b] async for b in ready_batches(stream(7), 32, spread=3)]
+    assert [len(b) for b in got] == [3, 3, 1]
+
+
+async def test_fewer_tasks_than_workers_go_one_per_batch() -> None:
+    got = [[t.seq for t in b] async for b in ready_batches(stream(3), 32, spread=8)]
+    assert got == [[0], [1], [2]]
+
+
+async def test_the_reader_stays_spread_batches_ahead() -> None:
+    read: list[int] = []
+
+    async def counted() -> AsyncIterator[Task]:
+        for i in range(1000):
+            read.append(i)
+            yield task(i)
+
+    batches = ready_batches(counted(), 10, spread=3)
+    first = await anext(batches)
+    assert len(first) == 10  # the stream has not ended: a full batch
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert 30 <= len(read) <= 10 + 30 + 1  # the batch taken, three ready, the one in hand
+    await batches.aclose()
+
+
+def test_cut_matches_the_stream() -> None:
+    tasks = [task(i) for i in range(100)]
+    assert [len(b) for b in cut(tasks, 32, 2)] == [32, 32, 18, 18]
+    assert [len(b) for b in cut(tasks, 32)] == [32, 32, 32, 4]
+    assert [len(b) for b in cut(tasks[:32], 32, 2)] == [16, 16]
+    assert [len(b) for b in cut(tasks[:3], 32, 8)] == [1, 1, 1]
+    assert cut([], 32, 2) == []
+    assert [t.seq for b in cut(tasks, 7, 3) for t in b] == list(range(100))
+
+
 # -- the engine, with a batch size chosen per instance ------------------------------------------
 
 
@@ -192,10 +240,25 @@ async def test_the_engine_runs_a_partial_batch_while_the_stream_stalls(
     await results.aclose()  # type: ignore[attr-defined]
 
 
+async def test_the_engine_spreads_the_last_tasks_over_the_operation_s_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = PerJobBatches(32)
+    op.batch_spread = 2
+    use(monkeypatch, op)
+    engine = LocalEngine(concurrency=4, retry=RETRY)
+    done = [t.seq async for group in engine.run(CONTEXT, {"PerJobBatches": {}}, stream(32)) for t, _ in group]
+    assert sorted(done) == list(range(32))
+    assert [len(c) for c in op.calls] == [16, 16]
+
+
 def test_a_guarded_operation_keeps_the_instance_batch_size() -> None:
     check = RoleCheck(
         Role(account_id="1", name="r"),
         Permissions(object_actions=(), bucket_actions=(), extra=no_extra_needs),
         {},
     )
-    assert guarded(PerJobBatches(33), check).batch_size == 33
+    op = PerJobBatches(33)
+    op.batch_spread = 4
+    assert guarded(op, check).batch_size == 33
+    assert guarded(op, check).batch_spread == 4

@@ -43,7 +43,7 @@ class LocalEngine:
         limit = AdaptiveLimit(self.concurrency, self.increase_after)
         self.stats = limit.stats
         in_flight = _InFlight()
-        batches = ready_batches(tasks, op.batch_size)
+        batches = ready_batches(tasks, op.batch_size, op.batch_spread)
         try:
             async for batch in batches:
                 started = _start_eagerly(self._run_batch(op, batch, limit))

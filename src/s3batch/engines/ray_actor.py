@@ -28,6 +28,7 @@ from typing import Any
 
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Finished
+from s3batch.engines.batching import cut
 from s3batch.engines.execute import build_operation
 from s3batch.engines.limiter import AdaptiveLimit, LimitStats
 from s3batch.engines.local import LocalEngine
@@ -112,7 +113,7 @@ class ChunkWorker:
             async with running.room:
                 return await running.engine.run_batch(running.op, batch)
 
-        batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+        batches = cut(tasks, size, running.op.batch_spread)
         finished = await asyncio.gather(*(one_batch(batch) for batch in batches))
         return [result for group in finished for _, result in group]
 

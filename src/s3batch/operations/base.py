@@ -97,6 +97,9 @@ class Operation(ABC):
     #: instance: an operation may set it in `__init__` from its job's parameters
     #: (LambdaInvoke's InvocationBatchSize); the class value is its kind's default.
     batch_size: int = UNBATCHED
+    #: How many batches the operation runs side by side (LambdaInvoke: its function workers).
+    #: The engine cuts a job's last tasks into that many equal batches, so none sits idle.
+    batch_spread: int = 1
 
     @abstractmethod
     async def apply(self, task: Task) -> TaskResult: ...

@@ -43,12 +43,13 @@ def denied_result(denial: Denial) -> TaskResult:
 
 
 def guarded(inner: Operation, check: RoleCheck) -> Operation:
-    """`inner`, refusing the tasks `check` denies. Keeps inner's name and batch size."""
+    """`inner`, refusing the tasks `check` denies. Keeps inner's name, batch size and spread."""
 
     class Guarded(Operation):
         name = inner.name
         # The instance's own value (LambdaInvoke sets it per job), read when the job starts.
         batch_size = inner.batch_size
+        batch_spread = inner.batch_spread
 
         async def apply(self, task: Task) -> TaskResult:
             denial = check.denial(task)

@@ -259,6 +259,7 @@ class LambdaInvoke(Operation):
         )
         self.pool: FunctionInvoker
         concurrency = ctx.job.function_workers
+        self.batch_spread = concurrency  # the last tasks of a job are shared by every worker
         if runs_inline(spec, concurrency):  # a cheap built-in: in this process, reading through ctx.store
             self.pool = InlineFunction(spec, ctx.store, concurrency=concurrency, fallback=workers)
         else:
