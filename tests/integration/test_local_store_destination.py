@@ -542,7 +542,7 @@ async def test_which_writes_keep_a_sidecar(root: Path, tmp_path: Path) -> None:
 # -- a transfer into a folder -------------------------------------------------------------------
 
 
-def test_a_transfer_into_a_folder_keeps_s3s_etag_and_a_second_run_skips_on_it(
+def test_a_transfer_into_a_folder_assembles_in_place_and_a_second_run_skips(
     tmp_path: Path, moto_server: str
 ) -> None:
     home, back = tmp_path / "home", tmp_path / "back"
@@ -567,10 +567,15 @@ def test_a_transfer_into_a_folder_keeps_s3s_etag_and_a_second_run_skips_on_it(
     request = transfer_job("tx-etag", TargetStore=f"file://{back}", TargetResource="arn:aws:s3:::out")
     rows = run_job(home, moto_server, request)
     assert {k: r[0] for k, r in rows.items()} == {"big.bin": "succeeded", "small.txt": "succeeded"}, rows
-    source_etag = client.head_object(Bucket="tx-etag", Key="big.bin")["ETag"].strip('"')
-    folder = LocalStore(back)
-    assert (asyncio.run(folder.head("out", "big.bin"))).etag == source_etag
     assert (back / "out" / "big.bin").read_bytes() == body
+    # Written in place (an assembled upload): S3's multipart ETag form, derived from the parts'
+    # checksums rather than their MD5s, and the composite checksum the row reports kept.
+    source_etag = client.head_object(Bucket="tx-etag", Key="big.bin")["ETag"].strip('"')
+    head = asyncio.run(LocalStore(back).head_with_checksum("out", "big.bin"))
+    assert head.etag.endswith("-3") and head.etag != source_etag
+    reported = rows["big.bin"][2].split("Checksum=")[1].split(";")[0]
+    assert head.checksum == ChecksumValue(ChecksumAlgorithm.CRC32C, reported, ChecksumType.COMPOSITE)
+    assert list((back / staging.UPLOADS_DIR_NAME / "out").iterdir()) == []
     skip = transfer_job(
         "tx-etag",
         TargetStore=f"file://{back}",
@@ -578,5 +583,7 @@ def test_a_transfer_into_a_folder_keeps_s3s_etag_and_a_second_run_skips_on_it(
         SkipExisting="SizeAndChecksum",
     )
     rows = run_job(home, moto_server, skip)
-    assert rows["big.bin"][2].startswith("skipped: identical (same size and ETag)"), rows
+    # The ETags differ (S3's is the MD5 of MD5s) and this source stores no CRC32C: both bodies
+    # are read and compared (docs/compatibility.md, "ETags, checksums and sidecars").
+    assert rows["big.bin"][2].startswith("skipped: identical (same size and CRC32C of both bodies)"), rows
     assert rows["small.txt"][2].startswith("skipped: identical (same size and ETag)"), rows

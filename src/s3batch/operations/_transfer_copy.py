@@ -16,12 +16,18 @@ Checks, in order (docs/transfer.md, "Checksums"):
    GET's headers or the HEAD's, both asked with checksum mode on.
 2. Each request carries the checksum of its bytes (S3 refuses a mismatch: BadDigest).
 3. Each answer: the store's checksum if it returned one, else its ETag when that is an MD5,
-   must equal what was sent.
-4. A multipart object: the completed object's composite checksum (or multipart ETag), and its
-   size and stored checksum on a HEAD after completion (skipped when the completion's answer
-   already carries the whole object's checksum, equal to what was sent).
+   must equal what was sent. The MD5 of the bytes is computed only for an answer without a
+   checksum (and for a listed part without one, on resume), from the bytes still held: where
+   the destination answers checksums it would be CPU spent on nothing.
+4. A multipart object: the completed object's composite checksum (or, when every part's MD5
+   was computed, its multipart ETag), and its size and stored checksum on a HEAD after
+   completion.
 A mismatch in 2-4 fails the task with ChecksumMismatch and removes the object (or aborts the
 upload) that was written.
+
+A destination that writes an upload's parts straight into the object's file
+(capabilities.AssembledUploadStore: the folder store) gets its uploads started with their part
+layout; everything else about them is as for any multipart upload.
 """
 
 from __future__ import annotations
@@ -67,13 +73,16 @@ from s3batch.operations._transfer_stream import (
     composite_of,
     digest_part,
     multipart_etag,
+    with_md5,
 )
 from s3batch.operations.base import storage_failure
-from s3batch.storage.base import ObjectStore
+from s3batch.storage.base import ObjectStore, UploadLayout
 from s3batch.storage.capabilities import (
+    AssembledUploadStore,
     CheckedGet,
     CheckedGetStore,
     PartUploadStore,
+    assembled_upload_store,
     checked_get_store,
     part_upload_store,
 )
@@ -153,6 +162,8 @@ class Copier:
         #: The source, when one GET answers what its HEAD would (the HEAD is then not made).
         self.get_first: CheckedGetStore | None = checked_get_store(source)
         self.writer = writer
+        #: The destination, when it writes an upload's parts straight into the object's file.
+        self.assembler: AssembledUploadStore | None = assembled_upload_store(writer)
         self.budget = ByteBudget(MAX_BUFFERED_BYTES)
         self.streams = asyncio.Semaphore(MAX_STREAMING_OBJECTS)
         #: (bucket, key) → the upload a task started or adopted and has not completed.
@@ -309,6 +320,8 @@ class Copier:
             written = await self.writer.put_with_checksum(
                 self.bucket, key, body, attributes=source.attributes, checksum=sent
             )
+            if written.checksum is None:  # the ETag is the evidence: hashed while the bytes are held
+                digest = await with_md5(digest, body)
         finally:
             body = bytearray()
             self.budget.release(size)
@@ -328,6 +341,8 @@ class Copier:
                 sent = digest.checksum
                 return f"the destination computed {self.algorithm} {checksum}; the bytes sent have {sent}"
             return None
+        # (The MD5 is computed for every answer without a checksum; were it missing, no ETag
+        # would equal it: the check fails closed.)
         if is_md5_etag(etag) and etag != digest.md5:
             return f"the destination's ETag {etag} is not the MD5 of the bytes sent ({digest.md5})"
         return None
@@ -373,7 +388,8 @@ class Copier:
     async def _multipart(self, task: Task, source: _Source, key: str, part_size: int) -> Outcome:
         sizes = part_sizes(source.head.size, part_size)
         slot = (self.bucket, key)
-        upload_id, kept = await self._resume_or_create(key, sizes, source.attributes)
+        layout = UploadLayout(source.head.size, part_size)
+        upload_id, kept = await self._resume_or_create(key, sizes, layout, source.attributes)
         self._open[slot] = upload_id
         self._interrupted.discard(slot)
         try:
@@ -452,8 +468,17 @@ class Copier:
                 sent = expected.value
                 return f"the destination reports {got.algorithm} {got.value}; the parts sent make {sent}"
             return None
-        if etag is not None and is_multipart_etag(etag) and etag != multipart_etag(digests):
-            return f"the destination's ETag {etag} is not that of the parts sent ({multipart_etag(digests)})"
+        # The multipart ETag (the MD5 of the parts' MD5s) is compared only when every part's MD5
+        # was computed, i.e. when the destination answered (or listed) no checksum for any
+        # part: otherwise each part was verified by its checksum, and the object is by the
+        # checksum it reports (here or on the HEAD after) and by its size. Such a destination
+        # may also give ETags that are no MD5 (S3 with SSE-KMS; the folder store's assembled
+        # uploads).
+        if etag is None or not is_multipart_etag(etag):
+            return None
+        sent_etag = multipart_etag(digests)
+        if sent_etag is not None and etag != sent_etag:
+            return f"the destination's ETag {etag} is not that of the parts sent ({sent_etag})"
         return None
 
     async def _abort(self, slot: tuple[str, str], upload_id: str) -> None:
@@ -461,7 +486,7 @@ class Copier:
         await abort_upload(self.writer, slot[0], slot[1], upload_id)
 
     async def _resume_or_create(
-        self, key: str, sizes: list[int], attributes: ObjectAttributes
+        self, key: str, sizes: list[int], layout: UploadLayout, attributes: ObjectAttributes
     ) -> tuple[str, dict[int, UploadedPart]]:
         """An interrupted upload of this key whose parts fit this object's part layout (the one
         holding the most parts), else a new one. Which listed parts are kept is decided later,
@@ -471,6 +496,8 @@ class Copier:
         best: tuple[str, dict[int, UploadedPart]] | None = None
         for upload_id in candidates[:MAX_RESUME_CANDIDATES]:
             try:
+                if not await self._fits_layout(key, upload_id, layout):
+                    continue
                 parts = await self.writer.list_parts(self.bucket, key, upload_id)
             except StorageError as exc:
                 if exc.code == "NoSuchUpload":
@@ -482,14 +509,34 @@ class Copier:
                 best = (upload_id, {p.number: p for p in parts})
         if best is not None:
             return best
-        upload_id = await self.writer.create_multipart_upload(
-            self.bucket,
-            key,
-            attributes=attributes,
-            algorithm=self.algorithm,
-            checksum_type=upload_checksum_type(self.algorithm),
-        )
+        if self.assembler is not None:
+            upload_id = await self.assembler.create_assembled_upload(
+                self.bucket,
+                key,
+                size=layout.size,
+                part_size=layout.part_size,
+                attributes=attributes,
+                algorithm=self.algorithm,
+                checksum_type=upload_checksum_type(self.algorithm),
+            )
+        else:
+            upload_id = await self.writer.create_multipart_upload(
+                self.bucket,
+                key,
+                attributes=attributes,
+                algorithm=self.algorithm,
+                checksum_type=upload_checksum_type(self.algorithm),
+            )
         return upload_id, {}
+
+    async def _fits_layout(self, key: str, upload_id: str, layout: UploadLayout) -> bool:
+        """Whether an upload may take this object's parts: an assembled upload only with the
+        same layout (its file has room for no other; one with no part yet listed would else be
+        adopted, and its first part refused), any other upload always."""
+        if self.assembler is None:
+            return True
+        held = await self.assembler.upload_layout(self.bucket, key, upload_id)
+        return held is None or held == layout
 
     async def _listed_uploads(self, key: str) -> list[str]:
         """Incomplete uploads of exactly `key`, newest first."""
@@ -520,7 +567,7 @@ class Copier:
         upload already holds it with the same bytes. Returns the digests, the parts to complete
         with, how many were reused, and the whole body's checksum when it was needed."""
         full: Hasher | None = new_hasher(self.algorithm) if self._needs_full(head) else None
-        digests: list[PartDigest] = []
+        digests: dict[int, PartDigest] = {}
         done: dict[int, UploadedPart] = {}
         in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
         reused = 0
@@ -533,15 +580,17 @@ class Copier:
                     handed, body = False, bytearray()
                     try:
                         body = await reader.read(size)
-                        digest = await digest_part(number, body, self.algorithm, full)
-                        digests.append(digest)
                         have = kept.get(number)
+                        # A listed part without a checksum is compared by its MD5 ETag.
+                        md5 = have is not None and have.checksum is None
+                        digest = await digest_part(number, body, self.algorithm, full, md5=md5)
+                        digests[number] = digest
                         if have is not None and _same_bytes(have, digest):
                             done[number] = UploadedPart(number, size, have.etag, digest.checksum)
                             reused += 1
                         else:
                             group.create_task(
-                                self._upload_part(key, upload_id, body, digest, done, in_flight)
+                                self._upload_part(key, upload_id, body, digest, done, digests, in_flight)
                             )
                             handed = True
                     finally:
@@ -554,8 +603,9 @@ class Copier:
             raise failures.exceptions[0] from None
         finally:
             await reader.aclose()
-        parts = [done[number] for number in range(1, len(sizes) + 1)]
-        return digests, parts, reused, None if full is None else _encode(full)
+        numbers = range(1, len(sizes) + 1)
+        parts = [done[number] for number in numbers]
+        return [digests[number] for number in numbers], parts, reused, None if full is None else _encode(full)
 
     async def _upload_part(
         self,
@@ -564,15 +614,21 @@ class Copier:
         body: Body,
         digest: PartDigest,
         done: dict[int, UploadedPart],
+        digests: dict[int, PartDigest],
         in_flight: asyncio.Semaphore,
     ) -> None:
         try:
-            answer = await self.writer.upload_part(
-                self.bucket, key, upload_id, digest.number, body,
-                checksum=ChecksumValue(self.algorithm, digest.checksum),
-            )  # fmt: skip
+            try:
+                answer = await self.writer.upload_part(
+                    self.bucket, key, upload_id, digest.number, body,
+                    checksum=ChecksumValue(self.algorithm, digest.checksum),
+                )  # fmt: skip
+            finally:
+                in_flight.release()
+            if answer.checksum is None:
+                # The ETag is the evidence: the MD5 now, while the part's bytes are still held.
+                digest = digests[digest.number] = await with_md5(digest, body)
         finally:
-            in_flight.release()
             self.budget.release(digest.size)
         problem = self._answer_problem(answer.checksum, answer.etag, digest)
         if problem is not None:
@@ -598,7 +654,7 @@ async def abort_upload(writer: PartUploadStore, bucket: str, key: str, upload_id
 
 def _same_bytes(listed: UploadedPart, digest: PartDigest) -> bool:
     """Whether a part an upload already holds has the source's bytes: its checksum when the
-    store lists one, else its MD5 ETag."""
+    store lists one, else its MD5 ETag (never equal to a digest whose MD5 was not computed)."""
     if listed.size != digest.size:
         return False
     if listed.checksum is not None:

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from s3batch.domain.checksums import ChecksumAlgorithm, Hasher, composite_checksum, encode, new_hasher
 from s3batch.domain.uploads import Body
@@ -122,37 +122,53 @@ class PartReader:
 
 @dataclass(frozen=True, slots=True)
 class PartDigest:
-    """One part's fingerprints: the MD5 (what an S3 ETag is) and the job's checksum."""
+    """One part's fingerprints: the job's checksum and, when it was needed, the MD5 (what an S3
+    ETag is): only where the destination answers or lists no checksum is the ETag the evidence
+    (`with_md5`), and an MD5 costs more CPU than the transfer's every other step on a part."""
 
     number: int
     size: int
-    md5: str
     #: The raw digest of the job's algorithm, and its base64 form.
     digest: bytes
+    #: Hex; None until computed.
+    md5: str | None = None
 
     @property
     def checksum(self) -> str:
         return encode(self.digest)
 
 
-def _digest(number: int, body: Body, algorithm: ChecksumAlgorithm, full: Hasher | None) -> PartDigest:
+def _digest(
+    number: int, body: Body, algorithm: ChecksumAlgorithm, full: Hasher | None, md5: bool
+) -> PartDigest:
     view = memoryview(body)
     hasher = new_hasher(algorithm)
     hasher.update(view)
     if full is not None:
         full.update(view)
-    return PartDigest(
-        number, len(body), hashlib.md5(body, usedforsecurity=False).hexdigest(), hasher.digest()
-    )
+    return PartDigest(number, len(body), hasher.digest(), _md5_hex(body) if md5 else None)
+
+
+def _md5_hex(body: Body) -> str:
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
 async def digest_part(
-    number: int, body: Body, algorithm: ChecksumAlgorithm, full: Hasher | None = None
+    number: int, body: Body, algorithm: ChecksumAlgorithm, full: Hasher | None = None, *, md5: bool = False
 ) -> PartDigest:
-    """The part's fingerprints (feeding `full`, the whole object's hasher, in order)."""
+    """The part's fingerprints (feeding `full`, the whole object's hasher, in order); its MD5
+    too when `md5`."""
     if len(body) >= THREAD_MIN_BYTES:
-        return await asyncio.to_thread(_digest, number, body, algorithm, full)
-    return _digest(number, body, algorithm, full)
+        return await asyncio.to_thread(_digest, number, body, algorithm, full, md5)
+    return _digest(number, body, algorithm, full, md5)
+
+
+async def with_md5(digest: PartDigest, body: Body) -> PartDigest:
+    """`digest` with the MD5 of `body`, its bytes (hashed in a thread when large, as digest_part)."""
+    if digest.md5 is not None:
+        return digest
+    md5 = await asyncio.to_thread(_md5_hex, body) if len(body) >= THREAD_MIN_BYTES else _md5_hex(body)
+    return replace(digest, md5=md5)
 
 
 def composite_of(algorithm: ChecksumAlgorithm, parts: Sequence[PartDigest]) -> str:
@@ -160,9 +176,13 @@ def composite_of(algorithm: ChecksumAlgorithm, parts: Sequence[PartDigest]) -> s
     return composite_checksum(algorithm, [p.digest for p in parts])
 
 
-def multipart_etag(parts: Sequence[PartDigest]) -> str:
-    """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s, `-<parts>`."""
-    joined = b"".join(bytes.fromhex(p.md5) for p in parts)
+def multipart_etag(parts: Sequence[PartDigest]) -> str | None:
+    """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s, `-<parts>`; None
+    unless every part's MD5 was computed."""
+    md5s = [p.md5 for p in parts]
+    if any(md5 is None for md5 in md5s):
+        return None
+    joined = b"".join(bytes.fromhex(md5) for md5 in md5s if md5 is not None)
     return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"
 
 

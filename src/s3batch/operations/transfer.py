@@ -18,8 +18,10 @@ multipart upload whose parts go up PARTS_IN_FLIGHT at a time. Content type, user
 system headers and tags go along (the report row notes what the destination did not keep).
 
 Verified: every request carries the checksum of its bytes; the answer (the store's own checksum,
-else its MD5 ETag) must match, and for multipart the completed object's composite checksum or
-multipart ETag too. A mismatch fails the task with ChecksumMismatch and removes what was written.
+else its MD5 ETag: the bytes' MD5 is computed only then) must match, and for multipart the
+completed object's composite checksum or multipart ETag too. A mismatch fails the task with
+ChecksumMismatch and removes what was written. A folder destination writes each part straight
+into the object's file (an assembled upload: storage/local_uploads.py).
 The row's ResultMessage: `copied; ChecksumAlgorithm=CRC32C; Checksum=...; Bytes=...`.
 
 Resumable: a multipart upload interrupted (a worker killed, a retryable error) is found again

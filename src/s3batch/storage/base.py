@@ -119,6 +119,27 @@ class MultipartUpload:
     initiated: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UploadLayout:
+    """The part layout of an assembled upload (capabilities.AssembledUploadStore): an object of
+    `size` bytes in parts of `part_size` bytes, the last part holding what is left."""
+
+    size: int
+    part_size: int
+
+    @property
+    def part_count(self) -> int:
+        return -(-self.size // self.part_size)
+
+    def part_bytes(self, number: int) -> int:
+        """The size of part `number` (1 to part_count)."""
+        return min(self.part_size, self.size - self.offset(number))
+
+    def offset(self, number: int) -> int:
+        """Where part `number` starts in the object."""
+        return (number - 1) * self.part_size
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """Async access to one object store (an S3 endpoint or a local folder): the core contract.

@@ -29,7 +29,7 @@ from s3batch.domain.uploads import (
     UploadedPart,
     WrittenObject,
 )
-from s3batch.storage.base import Capability, MultipartUpload, ObjectStore
+from s3batch.storage.base import Capability, MultipartUpload, ObjectStore, UploadLayout
 
 
 @runtime_checkable
@@ -262,6 +262,44 @@ class CheckedGetStore(Protocol):
 
 
 @runtime_checkable
+class AssembledUploadStore(Protocol):
+    """A store that writes a multipart upload of a known layout straight into one file: each
+    part at its offset, so completion moves that file into place instead of joining parts
+    (the folder store: storage/local_uploads.py). S3batchTransfer starts its uploads this way
+    where the destination has the method, and otherwise as CreateMultipartUpload does.
+
+    Only the start differs: the parts, ListParts, completion, abort and the listing of uploads
+    are PartUploadStore's calls, so an upload started either way resumes the same way. An
+    assembled upload refuses a part without the upload's checksum, or of another size than
+    its layout gives it (the file has one place for each part), and its part and object ETags
+    follow from the parts' checksums instead of their MD5s (docs/compatibility.md, "ETags,
+    checksums and sidecars").
+
+    Not a `Capability`, like CheckedGetStore: it is no S3 call (S3Store, which declares the
+    whole S3 API, has no such method), and nothing outside the transfer asks for it."""
+
+    async def create_assembled_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm,
+        checksum_type: ChecksumType,
+    ) -> str:
+        """Start an upload of an object of `size` bytes in parts of `part_size` (the last one
+        holds the rest), each part carrying its `algorithm` checksum; returns its upload id."""
+        ...
+
+    async def upload_layout(self, bucket: str, key: str, upload_id: str) -> UploadLayout | None:
+        """The layout an upload was started with; None for one started by
+        create_multipart_upload. NoSuchUpload when it is gone."""
+        ...
+
+
+@runtime_checkable
 class StorageAdapter(
     AclStore,
     ObjectLockStore,
@@ -334,3 +372,8 @@ def checked_get_store(store: ObjectStore) -> CheckedGetStore | None:
 
 def part_upload_store(store: ObjectStore) -> PartUploadStore | None:
     return cast(PartUploadStore, store) if Capability.PART_UPLOADS in store.capabilities else None
+
+
+def assembled_upload_store(store: ObjectStore) -> AssembledUploadStore | None:
+    """`store` when it has `create_assembled_upload` (a structural check: ask once, not per task)."""
+    return store if isinstance(store, AssembledUploadStore) else None

@@ -12,7 +12,14 @@ writes and multipart uploads in one place, so both stores give the same answers.
   for any other algorithm hashed from the joined bytes.
 - `multipart_etag` is the ETag S3 gives a completed multipart object: the MD5 of the parts'
   binary MD5s, `-<parts>`.
-- Neither store keeps checksums at rest: `head_with_checksum` reports none.
+- Neither store keeps checksums at rest: `head_with_checksum` reports none (except, in the
+  folder store, for an object completed from an assembled upload: storage/local_uploads.py).
+
+An assembled upload (capabilities.AssembledUploadStore; the folder store's) has a layout: each
+part must come with the upload's checksum and the size the layout gives it, and its ETag is
+derived from that checksum (`assembled_part_etag`), so no MD5 of its bytes is computed. The
+completed object's ETag is then `multipart_etag` of those ETags: S3's form, `<hex>-<parts>`,
+but not an MD5 of MD5s, as S3's own ETags are not for SSE-KMS objects.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from s3batch.domain.checksums import (
 )
 from s3batch.domain.uploads import Body, ChecksumValue, ObjectAttributes, UploadedPart
 from s3batch.errors import StorageError
+from s3batch.storage.base import UploadLayout
 from s3batch.storage.emulated import ObjectAttrs, check_tags
 
 #: Upload ids the emulated stores hand out: 32 hex digits (a uuid4), so one can name a folder.
@@ -56,10 +64,14 @@ class StagedUpload:
     attributes: ObjectAttributes = field(default_factory=ObjectAttributes)
     algorithm: ChecksumAlgorithm | None = None
     checksum_type: ChecksumType = ChecksumType.COMPOSITE
+    #: An assembled upload's layout; None for one started by create_multipart_upload.
+    layout: UploadLayout | None = None
 
     def to_json(self) -> dict[str, Any]:
         a = self.attributes
+        layout = {} if self.layout is None else {"size": self.layout.size, "part_size": self.layout.part_size}
         return {
+            **layout,
             "key": self.key,
             "initiated": self.initiated.isoformat(),
             "content_type": a.content_type,
@@ -88,6 +100,7 @@ class StagedUpload:
             attributes=attributes,
             algorithm=None if algorithm is None else ChecksumAlgorithm(algorithm),
             checksum_type=ChecksumType(data.get("checksum_type", ChecksumType.COMPOSITE.value)),
+            layout=UploadLayout(int(data["size"]), int(data["part_size"])) if "size" in data else None,
         )
 
 
@@ -133,6 +146,23 @@ def part_answer(
     return UploadedPart(
         number, len(body), digest.hexdigest(), None if use is None else checksum_of(use, body)
     )
+
+
+def check_layout(layout: UploadLayout) -> None:
+    """InvalidArgument unless `layout` is one an upload can have (1-10,000 parts)."""
+    if layout.size < 1 or layout.part_size < 1 or layout.part_count > MAX_PART_NUMBER:
+        raise StorageError(
+            "InvalidArgument",
+            f"an upload of {layout.size} bytes in parts of {layout.part_size} needs 1 to "
+            f"{MAX_PART_NUMBER} parts",
+            400,
+        )
+
+
+def assembled_part_etag(algorithm: ChecksumAlgorithm, checksum: str) -> str:
+    """An assembled upload's part ETag: 32 hex digits, as S3's, derived from the part's checksum
+    (the MD5 of `<algorithm>:<base64 checksum>`, a few bytes) instead of its bytes."""
+    return hashlib.md5(f"{algorithm}:{checksum}".encode(), usedforsecurity=False).hexdigest()
 
 
 def check_part_number(number: int) -> None:

@@ -16,7 +16,10 @@ raises NotImplemented: a folder keeps one version per key.
 ETags are S3's: the MD5 of the content, except for an object completed from a multipart upload,
 whose ETag is the MD5 of its parts' MD5s with `-<parts>` (emulated_uploads.multipart_etag), as
 S3 gives it. That one cannot be recomputed from the file, so it lives only in the sidecar, with
-the part sizes, for the file state it was made for.
+the part sizes, for the file state it was made for. An assembled upload's object (the
+transfer's: storage/local_uploads.py) has an ETag of that form derived from its parts'
+checksums instead (emulated_uploads.assembled_part_etag), and its sidecar also keeps the
+checksum it was completed with, which `head_with_checksum` reports for that file state.
 
 A file changed outside the store keeps its sidecar's attributes; only its cached ETag is
 recomputed, as the MD5 of the new content (the cache is keyed by size and mtime_ns), and it is
@@ -76,7 +79,14 @@ from s3batch.domain.uploads import (
 )
 from s3batch.errors import StorageError
 from s3batch.storage import local_uploads as staging
-from s3batch.storage.base import Capability, CopyOptions, CopyResult, MultipartUpload, VersionRef
+from s3batch.storage.base import (
+    Capability,
+    CopyOptions,
+    CopyResult,
+    MultipartUpload,
+    UploadLayout,
+    VersionRef,
+)
 from s3batch.storage.emulated import (
     ACL_FEATURE,
     DEFAULT_CONTENT_TYPE,
@@ -106,6 +116,7 @@ from s3batch.storage.emulated import (
 from s3batch.storage.emulated_uploads import (
     StagedUpload,
     bad_digest,
+    check_layout,
     check_sent_whole,
     checksum_of,
     chosen_parts,
@@ -192,12 +203,18 @@ class _Sidecar:
     stamp: tuple[int, ...] | None = None
     #: The part sizes of a multipart ETag (None: the etag is the MD5 of the file).
     parts: tuple[int, ...] | None = None
+    #: The checksum an assembled upload's object was completed with, for the same file state.
+    checksum: ChecksumValue | None = None
 
     def parts_of(self, st: os.stat_result) -> list[int] | None:
         """The part sizes recorded for the file state `st`, or None (one part)."""
         if self.parts is None or self.stamp != _stamp(st):
             return None
         return list(self.parts)
+
+    def checksum_of(self, st: os.stat_result) -> ChecksumValue | None:
+        """The checksum recorded for the file state `st`, or None."""
+        return self.checksum if self.stamp == _stamp(st) else None
 
     def to_json(self) -> dict[str, Any]:
         a = self.attrs
@@ -210,6 +227,7 @@ class _Sidecar:
             "etag": self.etag,
             "stamp": list(self.stamp) if self.stamp else None,
             "parts": list(self.parts) if self.parts else None,
+            "checksum": None if self.checksum is None else _encode_checksum(self.checksum),
         }
 
     def encoded(self) -> bytes:
@@ -226,11 +244,13 @@ class _Sidecar:
         )
         stamp = data.get("stamp")
         parts = data.get("parts")
+        checksum = data.get("checksum")
         return cls(
             attrs,
             data.get("etag"),
             tuple(int(part) for part in stamp) if stamp else None,
             tuple(int(size) for size in parts) if parts else None,
+            None if checksum is None else _decode_checksum(checksum),
         )
 
 
@@ -385,7 +405,7 @@ class LocalStore:
                     return fresh.etag
                 if _stamp(_lstat(loc)) != stamp:
                     return etag  # replaced while hashed: nothing to cache for a file gone
-                fresh.etag, fresh.stamp, fresh.parts = etag, stamp, None
+                fresh.etag, fresh.stamp, fresh.parts, fresh.checksum = etag, stamp, None, None
                 self._write_sidecar(bucket, key, fresh)
         return etag
 
@@ -733,8 +753,7 @@ class LocalStore:
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         folder = self._upload_folder(bucket, upload_id)
         with _io_errors(key):
-            await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
-            await asyncio.to_thread(staging.remove, folder)
+            await asyncio.to_thread(staging.abort, folder, key, upload_id)
 
     # -- checksummed writes and multipart uploads (Capability.PART_UPLOADS) -------------------
 
@@ -772,11 +791,45 @@ class LocalStore:
         algorithm: ChecksumAlgorithm | None,
         checksum_type: ChecksumType,
     ) -> str:
+        return await self._create_upload(bucket, key, attributes, algorithm, checksum_type, None)
+
+    async def create_assembled_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        part_size: int,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm,
+        checksum_type: ChecksumType,
+    ) -> str:
+        """An upload whose parts are written straight into one file (capabilities.
+        AssembledUploadStore; storage/local_uploads.py)."""
+        layout = UploadLayout(size, part_size)
+        check_layout(layout)
+        return await self._create_upload(bucket, key, attributes, algorithm, checksum_type, layout)
+
+    async def upload_layout(self, bucket: str, key: str, upload_id: str) -> UploadLayout | None:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+        return upload.layout
+
+    async def _create_upload(
+        self,
+        bucket: str,
+        key: str,
+        attributes: ObjectAttributes,
+        algorithm: ChecksumAlgorithm | None,
+        checksum_type: ChecksumType,
+        layout: UploadLayout | None,
+    ) -> str:
         self._object_loc(bucket, key)  # the key's own checks, before any part is sent
         object_attrs(attributes)
         upload = StagedUpload(
             key=key, initiated=datetime.now(UTC), attributes=attributes, algorithm=algorithm,
-            checksum_type=checksum_type,
+            checksum_type=checksum_type, layout=layout,
         )  # fmt: skip
         upload_id = uuid.uuid4().hex
         with _io_errors(key):
@@ -800,8 +853,8 @@ class LocalStore:
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
         folder = self._upload_folder(bucket, upload_id)
         with _io_errors(key):
-            await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
-            parts = await asyncio.to_thread(staging.read_parts, folder)
+            upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            parts = await asyncio.to_thread(staging.upload_parts, folder, upload)
         return [parts[number] for number in sorted(parts)]
 
     async def complete_multipart_upload(
@@ -816,6 +869,8 @@ class LocalStore:
         folder = self._upload_folder(bucket, upload_id)
         with _io_errors(key):
             upload = await asyncio.to_thread(staging.read_upload, folder, key, upload_id)
+            if upload.layout is not None:
+                return await self._complete_assembled(bucket, key, folder, upload_id, parts, checksum)
             chosen = chosen_parts(await asyncio.to_thread(staging.read_parts, folder), parts)
             # S3's ETag and checksum for the object follow from the part records: the join
             # need not hash the bytes (unless full_hasher says it must).
@@ -838,10 +893,40 @@ class LocalStore:
             await asyncio.to_thread(staging.remove, folder)
         return WrittenObject(etag, None, answer)
 
+    async def _complete_assembled(
+        self,
+        bucket: str,
+        key: str,
+        folder: Path,
+        upload_id: str,
+        parts: Sequence[UploadedPart],
+        checksum: ChecksumValue | None,
+    ) -> WrittenObject:
+        """An assembled upload's completion: the parts checked, then its file (the whole object
+        already) moved into place with its sidecar, in one worker-thread call. A cancelled
+        call is never moved into place afterwards, as with `_write`."""
+        loc = self._object_loc(bucket, key)
+        sidecar = self._sidecar_loc(bucket, key)
+        plan = _WritePlan(
+            loc, sidecar, _temp_name(), key, self._unswept(loc, sidecar), self._lock(bucket, key)
+        )
+        try:
+            etag, answer = await asyncio.to_thread(
+                _complete_assembled, plan, folder, upload_id, parts, checksum
+            )
+        except BaseException:
+            with plan.lock:
+                plan.abandoned.set()
+            _discard(loc, plan.temp)  # (a temp file exists only where the file had to be copied)
+            raise
+        return WrittenObject(etag, None, answer)
+
     async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
         info, described = await self._head(bucket, key, version_id)
-        # A folder keeps no checksum at rest: only the ETag (cached in the sidecar).
-        return CheckedHead(info, None, len(described.sidecar.attrs.tags))
+        # A folder keeps no checksum at rest, but for an assembled upload's object (in its
+        # sidecar, while the file is the one completed): the ETag is cached in the sidecar.
+        st, sidecar = described.st, described.sidecar
+        return CheckedHead(info, sidecar.checksum_of(st), len(sidecar.attrs.tags))
 
     async def update_encryption(
         self, bucket: str, key: str, sse: KmsEncryption, version_id: str | None = None
@@ -1139,6 +1224,19 @@ def _try_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
         raise
 
 
+def _open_object_folder(plan: _WritePlan) -> int:
+    """The object's folder, made as needed (see `_open_new_temp`)."""
+    for attempt in range(DIR_RACE_ATTEMPTS):
+        try:
+            return _open_folder(plan.loc.base, plan.loc.folders, create=True)
+        except FileNotFoundError:
+            if attempt == DIR_RACE_ATTEMPTS - 1:
+                raise
+        except NotADirectoryError as exc:
+            raise _key_clash(plan.key, "runs through an existing object (a key prefix is a file)") from exc
+    raise AssertionError("unreachable")
+
+
 def _open_new_temp(loc: _Loc, temp: str) -> tuple[int, int]:
     """(folder, file) descriptors of new file `temp` in `loc`'s folder, made as needed."""
     for attempt in range(DIR_RACE_ATTEMPTS):
@@ -1160,6 +1258,7 @@ def _write_object(
     fill: Callable[[BinaryIO], str],
     attrs: ObjectAttrs,
     parts: tuple[int, ...] | None = None,
+    checksum: ChecksumValue | None = None,
 ) -> tuple[os.stat_result, str]:
     """Create the temp file beside the object, fill it, move it into place and write the
     sidecar (or remove an earlier one a sidecar-less write leaves stale: see _needs_sidecar);
@@ -1178,7 +1277,9 @@ def _write_object(
             # os.replace keeps the inode, so this is the object's stamp.
             st = os.fstat(f.fileno())
         sidecar = (
-            _Sidecar(attrs, etag, _stamp(st), parts).encoded() if _needs_sidecar(attrs, st, parts) else None
+            _Sidecar(attrs, etag, _stamp(st), parts, checksum).encoded()
+            if _needs_sidecar(attrs, st, parts)
+            else None
         )
         with plan.lock:
             if plan.abandoned.is_set():
@@ -1199,6 +1300,83 @@ def _write_object(
     return st, etag
 
 
+def _complete_assembled(
+    plan: _WritePlan,
+    folder: Path,
+    upload_id: str,
+    requested: Sequence[UploadedPart],
+    sent: ChecksumValue | None,
+) -> tuple[str, ChecksumValue | None]:
+    """CompleteMultipartUpload of an assembled upload, under its file's lock (no part is
+    written meanwhile): the parts checked against the layout, the ETag and checksum derived
+    from their records, the file moved into place (copied where it cannot be: another
+    filesystem), the upload's folder removed. Returns the ETag and the checksum."""
+    with staging.locked_assembly(folder) as fd:
+        upload = staging.read_upload(folder, plan.key, upload_id)
+        chosen = staging.assembled_parts(folder, upload, requested, fd)
+        size = sum(part.size for part in chosen)
+        etag = multipart_etag(chosen)
+        full = full_hasher(upload)
+        if full is not None:
+            staging.hash_assembly(fd, size, full)
+        answer = completed_checksum(upload, chosen, full)
+        check_sent_whole(answer, sent)  # before the object is moved into place
+        attrs = object_attrs(upload.attributes)
+        sizes = tuple(part.size for part in chosen)
+
+        def copy(out: BinaryIO) -> str:
+            staging.copy_assembly(fd, out, size)
+            return etag
+
+        if not _adopt_object(plan, folder, os.fstat(fd), etag, attrs, sizes, answer):
+            _write_object(plan, copy, attrs, sizes, answer)
+        staging.remove(folder)
+    return etag, answer
+
+
+def _adopt_object(
+    plan: _WritePlan,
+    folder: Path,
+    st: os.stat_result,
+    etag: str,
+    attrs: ObjectAttrs,
+    parts: tuple[int, ...],
+    checksum: ChecksumValue | None,
+) -> bool:
+    """Move the assembly file of the upload in `folder` (stat `st`) to the object's place and
+    write the sidecar, as `_write_object` moves its temp file: under the key's lock, never
+    once the caller gave up. False, with nothing moved, when the object's folder is on another
+    filesystem than the staging area (a bucket folder that is a symlink there)."""
+    _sweep_folders(plan.sweep)
+    sidecar = _Sidecar(attrs, etag, _stamp(st), parts, checksum).encoded()  # a rename keeps the stamp
+    src = os.open(folder, _BASE_FLAGS)  # the store's own staging folder
+    try:
+        for attempt in range(DIR_RACE_ATTEMPTS):
+            dfd = _open_object_folder(plan)
+            try:
+                with plan.lock:
+                    if plan.abandoned.is_set():
+                        raise _Abandoned(plan.key)
+                    try:
+                        _replace_in(dfd, plan.loc.name, staging.ASSEMBLY_FILE, plan.key, src)
+                    except FileNotFoundError:
+                        # A concurrent delete pruned the object's folder (empty) once opened.
+                        if attempt == DIR_RACE_ATTEMPTS - 1:
+                            raise
+                        continue
+                    _atomic_write(plan.sidecar, sidecar)
+                return True
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    return False
+                raise
+            finally:
+                os.close(dfd)
+    finally:
+        os.close(src)
+    raise AssertionError("unreachable")
+
+
 def _needs_sidecar(attrs: ObjectAttrs, st: os.stat_result, parts: tuple[int, ...] | None) -> bool:
     """Whether a written object needs a sidecar: unless a HEAD of the file alone would answer
     the same (default attributes, an MD5 ETag, and few enough bytes that hashing them again on a
@@ -1211,14 +1389,15 @@ def _needs_sidecar(attrs: ObjectAttrs, st: os.stat_result, parts: tuple[int, ...
     )
 
 
-def _replace_in(dfd: int, name: str, temp: str, key: str) -> None:
-    """Rename `temp` to `name` in folder `dfd`; never onto a symlink (a rename would not follow
-    it, but it would replace a link someone made with an object)."""
+def _replace_in(dfd: int, name: str, temp: str, key: str, src_dfd: int | None = None) -> None:
+    """Rename `temp` (in folder `src_dfd`, else `dfd`) to `name` in folder `dfd`; never onto a
+    symlink (a rename would not follow it, but it would replace a link someone made with an
+    object)."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
             raise _symlink_error(name)
     try:
-        os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.replace(temp, name, src_dir_fd=dfd if src_dfd is None else src_dfd, dst_dir_fd=dfd)
     except IsADirectoryError as exc:
         raise _key_clash(key, "names an existing folder of other keys") from exc
 
@@ -1334,6 +1513,14 @@ def _encode_header(value: Any) -> Any:
     if isinstance(value, datetime):
         return {_DATETIME_TAG: value.isoformat()}
     return value
+
+
+def _encode_checksum(checksum: ChecksumValue) -> dict[str, str]:
+    return {"algorithm": checksum.algorithm.value, "type": checksum.type.value, "value": checksum.value}
+
+
+def _decode_checksum(data: Mapping[str, Any]) -> ChecksumValue:
+    return ChecksumValue(ChecksumAlgorithm(data["algorithm"]), str(data["value"]), ChecksumType(data["type"]))
 
 
 def _decode_header(value: Any) -> Any:

@@ -16,31 +16,63 @@ else a copy that never enters Python; sendfile where that is refused; read/write
 are), and hashes nothing: the object's ETag and checksum follow from the part records
 (emulated_uploads.multipart_etag, completed_checksum). Only a FULL_OBJECT upload whose algorithm
 does not combine (not a CRC) reads the joined bytes back through Python, to hash them.
+
+An assembled upload (capabilities.AssembledUploadStore: the transfer's way in) knows its layout
+from the start, and holds no part files:
+
+    .s3batch-uploads/<bucket>/<upload id>/upload.json        ... and the layout (size, part size)
+    .s3batch-uploads/<bucket>/<upload id>/assembly           the object, sized when created
+    .s3batch-uploads/<bucket>/<upload id>/part-00001.json    a part's ETag, size, checksum, boot
+
+UploadPart checks the part's size against the layout and its checksum (the upload's algorithm,
+required) against its bytes, writes the bytes at the part's offset in the assembly file
+(os.pwrite), then the part's record: a part is listed only once its bytes are there, so a
+killed process leaves only parts whose bytes are whole. Completion checks the parts cover the
+layout and moves the assembly file into place: no copy, no hash. Each writer of a part, the
+completion and an abort hold the assembly file's lock (flock: across threads and processes),
+so two writers of one part cannot interleave their bytes and records, and a writer that waited
+for the lock while the upload was completed or aborted finds it gone instead of writing into
+what is now the object. Parts of distinct numbers go to distinct offsets; only the short
+write-and-record step is serialized.
+
+A record holds the machine's boot id (Linux's /proc/sys/kernel/random/boot_id) when it was
+written. The bytes it stands for were written through the page cache: a killed process cannot
+lose them, a machine that went down (power loss, crash) can, while the record survives. A
+record of another boot is therefore not trusted: before such a part is listed or completed,
+its bytes are read back from the assembly file and checked against the recorded checksum; a
+part that passes is recorded again for this boot, one that does not has its record removed
+(the part is uploaded again). Where no boot id can be read, the file is fsync'ed before each
+record instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from s3batch.domain.checksums import Hasher
+from s3batch.domain.checksums import ChecksumAlgorithm, Hasher, encode, new_hasher
 from s3batch.domain.uploads import Body, ChecksumValue, UploadedPart, is_md5_etag
 from s3batch.errors import StorageError
+from s3batch.storage.base import UploadLayout
 from s3batch.storage.emulated_uploads import (
     UPLOAD_ID,
     StagedUpload,
+    assembled_part_etag,
     bad_digest,
     check_part_number,
     checksum_of,
+    chosen_parts,
     no_such_upload,
 )
 
@@ -61,6 +93,14 @@ KERNEL_COPY_REFUSED = frozenset(
 )
 #: Marks files being written; they are never read as parts.
 TEMP_PREFIX = ".tmp-"
+#: An assembled upload's file: the object, each part written at its offset.
+ASSEMBLY_FILE = "assembly"
+#: Where Linux says which boot of the machine this is (a random id per boot).
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+#: Block size for reading an assembly file back (re-checking parts, hashing it), in bytes.
+READ_BACK_BYTES = 1024 * 1024
+#: Opening an assembly file: never through a symbolic link.
+_ASSEMBLY_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def upload_folder(root: Path, bucket: str, upload_id: str) -> Path:
@@ -72,6 +112,13 @@ def upload_folder(root: Path, bucket: str, upload_id: str) -> Path:
 
 def create(folder: Path, upload: StagedUpload) -> None:
     folder.mkdir(parents=True)
+    if upload.layout is not None:
+        # The file before the record that makes the upload exist: a listed upload has its file.
+        fd = os.open(folder / ASSEMBLY_FILE, _ASSEMBLY_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.ftruncate(fd, upload.layout.size)  # sparse: the parts' bytes fill it
+        finally:
+            os.close(fd)
     _write_atomic(folder / UPLOAD_RECORD, json.dumps(upload.to_json(), ensure_ascii=False).encode())
 
 
@@ -81,9 +128,20 @@ def read_upload(folder: Path, key: str, upload_id: str) -> StagedUpload:
         upload = StagedUpload.from_json(json.loads((folder / UPLOAD_RECORD).read_bytes()))
     except (FileNotFoundError, NotADirectoryError):
         raise no_such_upload(upload_id) from None
-    if upload.key != key:
+    if upload.key != key or _left_over(folder, upload):
         raise no_such_upload(upload_id)
     return upload
+
+
+def _left_over(folder: Path, upload: StagedUpload) -> bool:
+    """Whether `upload` is an assembled upload whose file is gone: a completion killed between
+    moving the file into place and removing the upload's folder (or a file removed by hand).
+    It can never complete, and its records would list parts that are not there: it is
+    removed as soon as it is seen."""
+    if upload.layout is None or os.path.lexists(folder / ASSEMBLY_FILE):
+        return False
+    remove(folder)
+    return True
 
 
 def stage_part(
@@ -94,6 +152,8 @@ def stage_part(
     emulated_uploads.part_answer gives, with each checksum computed once."""
     upload = read_upload(folder, key, upload_id)
     check_part_number(number)
+    if upload.layout is not None:
+        return _stage_assembled(folder, upload, number, body, sent)
     sent_value = None
     if sent is not None:
         sent_value = checksum_of(sent.algorithm, body)
@@ -162,6 +222,245 @@ def join_parts(folder: Path, parts: Sequence[UploadedPart], out: BinaryIO, full:
                 copied = _python_copy(src, out, part.size, full)
             if copied != part.size:
                 raise _part_changed(part)
+
+
+# -- assembled uploads ---------------------------------------------------------------------------
+
+
+def _assembled(upload: StagedUpload) -> tuple[UploadLayout, ChecksumAlgorithm]:
+    if upload.layout is None or upload.algorithm is None:
+        raise StorageError("InternalError", "an assembled upload's record lacks its layout or algorithm")
+    return upload.layout, upload.algorithm
+
+
+def _stage_assembled(
+    folder: Path, upload: StagedUpload, number: int, body: Body, sent: ChecksumValue | None
+) -> UploadedPart:
+    """UploadPart of an assembled upload: the checks, then under the file's lock the bytes at
+    the part's offset and then its record (see the module docstring)."""
+    layout, algorithm = _assembled(upload)
+    if number > layout.part_count:
+        raise StorageError(
+            "InvalidArgument", f"part {number} is past this upload's last part ({layout.part_count})", 400
+        )
+    if len(body) != layout.part_bytes(number):
+        raise StorageError(
+            "InvalidArgument",
+            f"part {number} of this upload is {layout.part_bytes(number)} bytes; {len(body)} were sent",
+            400,
+        )
+    if sent is None or sent.algorithm is not algorithm:
+        actual = "null" if sent is None else sent.algorithm.lower()
+        raise StorageError(
+            "InvalidRequest",
+            "Checksum Type mismatch occurred, expected checksum Type: "
+            f"{algorithm.lower()}, actual checksum Type: {actual}",
+            400,
+        )
+    checksum = checksum_of(algorithm, body)
+    if checksum != sent.value:
+        raise bad_digest(algorithm)
+    part = UploadedPart(number, len(body), assembled_part_etag(algorithm, checksum), checksum)
+    with locked_assembly(folder) as fd:
+        _pwrite_all(fd, body, layout.offset(number))
+        boot = boot_id()
+        if boot is None:
+            os.fsync(fd)  # no way to tell a restart later: the bytes are on disk before the record
+        _write_record(folder, part, boot)
+    return part
+
+
+@contextlib.contextmanager
+def locked_assembly(folder: Path) -> Iterator[int]:
+    """The assembly file, open for reading and writing, under its lock (flock, exclusive);
+    NoSuchUpload when it is gone, or was moved away (completed) while this waited for the lock:
+    what the descriptor holds may then be the object, which must not be written."""
+    path = folder / ASSEMBLY_FILE
+    try:
+        fd = os.open(path, _ASSEMBLY_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise no_such_upload(folder.name) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        try:
+            there = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            raise no_such_upload(folder.name) from None
+        if (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino):
+            raise no_such_upload(folder.name)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _pwrite_all(fd: int, body: Body, offset: int) -> None:
+    with memoryview(body) as whole:
+        view = whole
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id, or None where the system does not tell it."""
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def _write_record(folder: Path, part: UploadedPart, boot: str | None) -> None:
+    record = {
+        "number": part.number, "size": part.size, "etag": part.etag, "checksum": part.checksum,
+        "boot": boot,
+    }  # fmt: skip
+    try:
+        _write_atomic(_record_path(folder, part.number), json.dumps(record).encode())
+    except FileNotFoundError:
+        raise no_such_upload(folder.name) from None  # aborted meanwhile
+
+
+def _record_path(folder: Path, number: int) -> Path:
+    return folder / (_part_name(number) + PART_RECORD_SUFFIX)
+
+
+def _read_record(path: Path) -> tuple[UploadedPart, str | None] | None:
+    """A part record and the boot it was written in; None when missing or unreadable."""
+    with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+        data = json.loads(path.read_bytes())
+        checksum, boot = data.get("checksum"), data.get("boot")
+        part = UploadedPart(
+            int(data["number"]), int(data["size"]), str(data["etag"]),
+            checksum if isinstance(checksum, str) else None,
+        )  # fmt: skip
+        return part, boot if isinstance(boot, str) else None
+    return None
+
+
+def _fits(part: UploadedPart, layout: UploadLayout, algorithm: ChecksumAlgorithm) -> bool:
+    """Whether a record is one this store wrote for this layout (else the part is uploaded again)."""
+    return (
+        1 <= part.number <= layout.part_count
+        and part.size == layout.part_bytes(part.number)
+        and part.checksum is not None
+        and part.etag == assembled_part_etag(algorithm, part.checksum)
+    )
+
+
+def upload_parts(folder: Path, upload: StagedUpload, locked: int | None = None) -> dict[int, UploadedPart]:
+    """Part number → record of each part the upload holds, either kind of upload. `locked`:
+    the assembly file's descriptor when the caller holds its lock."""
+    if upload.layout is None:
+        return read_parts(folder)
+    layout, algorithm = _assembled(upload)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        raise no_such_upload(folder.name) from None
+    parts: dict[int, UploadedPart] = {}
+    unsure: list[int] = []
+    for name in names:
+        if not (name.startswith(PART_PREFIX) and name.endswith(PART_RECORD_SUFFIX)):
+            continue
+        record = _read_record(folder / name)
+        if record is None or not _fits(record[0], layout, algorithm):
+            continue
+        if record[1] == boot_id():
+            parts[record[0].number] = record[0]
+        else:
+            unsure.append(record[0].number)
+    if unsure:
+        with contextlib.ExitStack() as stack:
+            fd = locked if locked is not None else stack.enter_context(locked_assembly(folder))
+            parts.update(_rechecked(folder, fd, layout, algorithm, unsure))
+    return parts
+
+
+def _rechecked(
+    folder: Path, fd: int, layout: UploadLayout, algorithm: ChecksumAlgorithm, numbers: list[int]
+) -> dict[int, UploadedPart]:
+    """The parts `numbers` (recorded in another boot) whose bytes in the assembly file have
+    their recorded checksum, recorded again for this boot; the others' records are removed.
+    The caller holds the file's lock: the records are read again under it."""
+    kept: dict[int, UploadedPart] = {}
+    for number in numbers:
+        path = _record_path(folder, number)
+        record = _read_record(path)
+        if record is None or not _fits(record[0], layout, algorithm):
+            continue
+        part, boot = record
+        if boot != boot_id():
+            hasher = new_hasher(algorithm)
+            _read_back(fd, layout.offset(number), part.size, hasher)
+            if encode(hasher.digest()) != part.checksum:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            _write_record(folder, part, boot_id())
+        kept[number] = part
+    return kept
+
+
+def _read_back(fd: int, offset: int, size: int, hasher: Hasher) -> None:
+    """Feed `size` bytes of `fd` from `offset` to `hasher` (a hole reads as zeros)."""
+    end = offset + size
+    while offset < end:
+        block = os.pread(fd, min(READ_BACK_BYTES, end - offset), offset)
+        if not block:
+            raise StorageError("InvalidPart", "the upload's file is shorter than its layout", 400)
+        hasher.update(block)
+        offset += len(block)
+
+
+def assembled_parts(
+    folder: Path, upload: StagedUpload, requested: Sequence[UploadedPart], fd: int
+) -> list[UploadedPart]:
+    """The parts CompleteMultipartUpload names, checked as S3 checks them, which must be every
+    part of the layout (the file has no bytes to leave out); InvalidPart otherwise, or when the
+    file no longer has the layout's size (changed by hand). The caller holds the file's lock."""
+    layout, _ = _assembled(upload)
+    chosen = chosen_parts(upload_parts(folder, upload, fd), requested)
+    missing = sorted(set(range(1, layout.part_count + 1)) - {p.number for p in chosen})
+    if missing:
+        raise StorageError(
+            "InvalidPart",
+            f"One or more of the specified parts could not be found ({missing[0]}): an upload "
+            "started with its layout completes with every part of it",
+            400,
+        )
+    if os.fstat(fd).st_size != layout.size:
+        raise StorageError("InvalidPart", f"the upload's file no longer holds {layout.size} bytes", 400)
+    return chosen
+
+
+def hash_assembly(fd: int, size: int, full: Hasher) -> None:
+    """Feed the whole assembly file to `full` (a FULL_OBJECT checksum that does not combine)."""
+    _read_back(fd, 0, size, full)
+
+
+def copy_assembly(fd: int, out: BinaryIO, size: int) -> None:
+    """Copy the assembly file into `out` in the kernel (when it cannot be moved: the object's
+    folder is on another filesystem)."""
+    out.flush()
+    os.lseek(fd, 0, os.SEEK_SET)
+    if _kernel_copy(fd, out.fileno(), size) != size:
+        raise StorageError("InvalidPart", f"the upload's file no longer holds {size} bytes", 400)
+
+
+def abort(folder: Path, key: str, upload_id: str) -> None:
+    """AbortMultipartUpload: the upload's folder removed; an assembled upload's under its
+    file's lock, so no part is being written (nor the upload completed) meanwhile."""
+    upload = read_upload(folder, key, upload_id)
+    if upload.layout is not None:
+        try:
+            with locked_assembly(folder):
+                remove(folder)
+                return
+        except StorageError:
+            read_upload(folder, key, upload_id)  # NoSuchUpload when it was completed meanwhile
+    remove(folder)  # (an assembled upload whose file is gone: nothing to wait for)
 
 
 def _kernel_copy(src: int, dst: int, size: int) -> int:
@@ -239,8 +538,9 @@ def list_uploads(root: Path, bucket: str) -> list[tuple[str, StagedUpload]]:
         if UPLOAD_ID.fullmatch(upload_id) is None:
             continue
         with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
-            record = json.loads((base / upload_id / UPLOAD_RECORD).read_bytes())
-            found.append((upload_id, StagedUpload.from_json(record)))
+            upload = StagedUpload.from_json(json.loads((base / upload_id / UPLOAD_RECORD).read_bytes()))
+            if not _left_over(base / upload_id, upload):
+                found.append((upload_id, upload))
     return sorted(found, key=lambda item: (item[1].key, item[1].initiated))
 
 
