@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from s3batch.errors import ConfigError
-from s3batch.functions.builtin import device, embed_text, images, ocr
+from s3batch.functions.builtin import device, embed_image, embed_text, images, ocr
 from s3batch.functions.builtin.batch import PERMANENT_FAILURE, SUCCEEDED, Answer
-from s3batch.functions.builtin.device import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Device, DeviceChoice
+from s3batch.functions.builtin.device import GPU_BATCH_SIZE, Device, DeviceChoice
 from s3batch.functions.registry import BUILTIN_FUNCTIONS
 
 
@@ -63,13 +63,11 @@ def test_asking_for_a_gpu_that_is_not_there_never_falls_back_to_the_cpu() -> Non
 
 
 def test_device_names_and_batch_sizes() -> None:
-    assert (Device("cpu").name, Device("cpu").batch_size, Device("cpu").is_gpu) == (
-        "cpu",
-        CPU_BATCH_SIZE,
-        False,
-    )
-    assert (Device("cuda", 1).name, Device("cuda", 1).batch_size) == ("cuda:1", GPU_BATCH_SIZE)
-    assert CPU_BATCH_SIZE < GPU_BATCH_SIZE
+    assert (Device("cpu").name, Device("cpu").batch_size(8), Device("cpu").is_gpu) == ("cpu", 8, False)
+    assert (Device("cuda", 1).name, Device("cuda", 1).batch_size(8)) == ("cuda:1", GPU_BATCH_SIZE)
+    # Each model's CPU size is its own, and smaller than a GPU's.
+    assert embed_text.CPU_BATCH_SIZE != embed_image.CPU_BATCH_SIZE
+    assert max(embed_text.CPU_BATCH_SIZE, embed_image.CPU_BATCH_SIZE) < GPU_BATCH_SIZE
 
 
 @pytest.mark.parametrize(

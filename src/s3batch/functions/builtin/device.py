@@ -35,8 +35,6 @@ FUNCTION_WORKERS_ENV: Final = "S3BATCH_FUNCTION_WORKERS"
 AUTO: Final = "auto"
 CPU: Final = "cpu"
 CUDA: Final = "cuda"
-#: Items per forward pass on the CPU: past ~32 a CPU gains nothing and holds more memory.
-CPU_BATCH_SIZE: Final = 32
 #: Items per forward pass on a GPU: large enough to keep it busy, small enough for any card
 #: (256 images of 224x224 are ~150 MB of input; 256 texts of 256 tokens are far less).
 GPU_BATCH_SIZE: Final = 256
@@ -73,10 +71,11 @@ class Device:
     def is_gpu(self) -> bool:
         return self.kind == CUDA
 
-    @property
-    def batch_size(self) -> int:
-        """Items per forward pass on this device."""
-        return GPU_BATCH_SIZE if self.is_gpu else CPU_BATCH_SIZE
+    def batch_size(self, cpu: int) -> int:
+        """Items per forward pass on this device: `cpu`, the model's own CPU size, on the CPU.
+        Each model has its own there: a CPU runs small batches faster, down to where the
+        per-pass cost shows, and where that is depends on the model (its module says)."""
+        return GPU_BATCH_SIZE if self.is_gpu else cpu
 
 
 def parse_device(raw: str | None) -> DeviceChoice:

@@ -42,6 +42,10 @@ MAX_TOKENS: Final = 256
 MAX_TEXT_BYTES: Final = 16 * 1024
 #: Decimal places kept of each vector value (~7 significant digits, float32's precision).
 VECTOR_DIGITS: Final = 8
+#: Texts per forward pass on the CPU. encode() sorts an invocation's texts by length, so small
+#: passes pad little: one thread embedded 106 texts/s in passes of 8 against 83/s in passes
+#: of 32 (invocations of 32 texts of 8-40 words; 1,024 such texts in one call: 120 vs 128/s).
+CPU_BATCH_SIZE: Final = 8
 #: Set before the Hugging Face libraries are imported: they must never reach the network.
 OFFLINE_ENV: Final = {
     "HF_HUB_OFFLINE": "1",
@@ -129,7 +133,7 @@ def embed(texts: Sequence[str]) -> list[list[float]]:
     state = loaded()
     vectors = state.model.encode(
         list(texts),
-        batch_size=state.device.batch_size,
+        batch_size=state.device.batch_size(CPU_BATCH_SIZE),
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,
