@@ -372,6 +372,60 @@ async def test_parts_recorded_before_a_restart_are_checked_against_their_bytes(
     assert await store.get_bytes(BUCKET, KEY) == b"".join(bodies)
 
 
+async def test_a_file_cut_short_before_a_restart_drops_the_parts_it_lost(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part whose bytes the file no longer reaches fails its check like any other (it does
+    not fail the listing, which would fail every resume of the key)."""
+    store = LocalStore(root)
+    bodies = split(os.urandom(SIZE))
+    upload_id = await start(store)
+    parts = await upload_all(store, upload_id, bodies)
+    folder = staging.upload_folder(root, BUCKET, upload_id)
+    os.truncate(folder / staging.ASSEMBLY_FILE, PART + 10)
+    monkeypatch.setattr(staging, "boot_id", lambda: "the next boot")
+    assert await store.list_parts(BUCKET, KEY, upload_id) == [parts[0]]
+    for number, body in list(enumerate(bodies, 1))[1:]:
+        parts[number - 1] = await store.upload_part(BUCKET, KEY, upload_id, number, body, checksum=sent(body))
+    await store.complete_multipart_upload(BUCKET, KEY, upload_id, parts, checksum=None)
+    assert await store.get_bytes(BUCKET, KEY) == b"".join(bodies)
+
+
+async def test_a_part_sent_again_is_unlisted_while_its_bytes_change(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed halfway through writing a part's new bytes, an upload must not list the old
+    record over them."""
+    store = LocalStore(root)
+    bodies = split(os.urandom(SIZE))
+    upload_id = await start(store)
+    parts = await upload_all(store, upload_id, bodies)
+
+    class Killed(Exception):
+        pass
+
+    def half_then_killed(fd: int, body: Any, offset: int) -> None:
+        os.pwrite(fd, bytes(body)[: len(body) // 2], offset)
+        raise Killed
+
+    monkeypatch.setattr(staging, "_pwrite_all", half_then_killed)
+    other = os.urandom(PART)
+    with pytest.raises(Killed):
+        await store.upload_part(BUCKET, KEY, upload_id, 2, other, checksum=sent(other))
+    assert await store.list_parts(BUCKET, KEY, upload_id) == [parts[0], parts[2], parts[3]]
+
+
+async def test_a_failed_create_leaves_no_upload_folder(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def too_large(fd: int, size: int) -> None:
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(staging.os, "ftruncate", too_large)
+    store = LocalStore(root)
+    with pytest.raises(StorageError):
+        await start(store)
+    assert not any((root / staging.UPLOADS_DIR_NAME / BUCKET).iterdir())
+
+
 async def test_without_a_boot_id_each_part_is_synced_before_its_record(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

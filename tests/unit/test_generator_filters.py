@@ -200,11 +200,20 @@ class ListingStore:
     def __init__(self, sizes: dict[str, int]) -> None:
         self.sizes = sizes
         self.calls: list[tuple[str, str, str | None]] = []
+        #: The `etags` of each listing call.
+        self.etags: list[bool] = []
 
     async def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None, *, end_before: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        *,
+        end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
         self.calls.append(("list_objects", prefix, start_after))
+        self.etags.append(etags)
         for key in sorted(self.sizes):
             if end_before is not None and key >= end_before:
                 return
@@ -222,8 +231,9 @@ class ListingStore:
         return sorted(found)
 
     async def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, etags: bool = True
     ) -> AsyncIterator[ObjectInfo]:
+        self.etags.append(etags)
         for key in sorted(self.sizes):
             if key.startswith(prefix) and (start_after is None or key > start_after):
                 yield info(key, self.sizes[key], version_id="v2", is_latest=True)
@@ -312,3 +322,12 @@ def test_all_versions_lists_every_version_but_not_delete_markers(tmp_path: Path)
     store = ListingStore({"a b": 1, "c": 1})
     lines = run_listing(store, tmp_path, IncludeVersions="All")
     assert lines == ["src,a+b,v2", "src,a+b,v0", "src,c,v2", "src,c,v0"]
+
+
+@pytest.mark.parametrize("versions", ["Current", "All"])
+def test_the_generator_lists_without_etags(tmp_path: Path, versions: str) -> None:
+    # No filter and no manifest row uses an ETag: a folder store need not hash its files.
+    store = ListingStore({"a/1": 1, "b/2": 2, "c": 3})
+    lines = run_listing(store, tmp_path, IncludeVersions=versions, Filter={"ObjectSizeGreaterThanBytes": 0})
+    assert len(lines) == (3 if versions == "Current" else 6)
+    assert store.etags and not any(store.etags)

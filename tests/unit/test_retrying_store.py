@@ -55,6 +55,8 @@ class _FlakyStreams(MemoryStore):
         super().__init__()
         self.failed = {"iter_bytes": False, "list_objects": False}
         self.starts: list[tuple[str, object]] = []
+        #: The `etags` of each list_objects call.
+        self.etags: list[bool] = []
 
     async def iter_bytes(
         self, bucket: str, key: str, version_id: str | None = None, start: int = 0, chunk_size: int = 1 << 20
@@ -69,11 +71,20 @@ class _FlakyStreams(MemoryStore):
             yield chunk
 
     async def list_objects(
-        self, bucket: str, prefix: str = "", start_after: str | None = None, *, end_before: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        start_after: str | None = None,
+        *,
+        end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
         self.starts.append(("list_objects", start_after))
+        self.etags.append(etags)
         sent = 0
-        async for info in super().list_objects(bucket, prefix, start_after, end_before=end_before):
+        async for info in super().list_objects(
+            bucket, prefix, start_after, end_before=end_before, etags=etags
+        ):
             if sent == 3 and not self.failed["list_objects"]:
                 self.failed["list_objects"] = True
                 raise StorageError("InternalError", "try again", 500, True)
@@ -102,3 +113,13 @@ async def test_list_objects_resumes_after_the_last_key_yielded() -> None:
     listed = [info.key async for info in store.list_objects("b")]
     assert listed == keys  # nothing twice, nothing missing
     assert inner.starts == [("list_objects", None), ("list_objects", "k02")]
+
+
+async def test_list_objects_passes_etags_on_to_every_attempt() -> None:
+    inner = _FlakyStreams()
+    await inner.create_bucket("b")
+    for i in range(8):
+        await inner.put_bytes("b", f"k{i:02d}", b"")
+    store = RetryingStore(inner, FAST)
+    assert len([info async for info in store.list_objects("b", etags=False)]) == 8
+    assert inner.etags == [False, False]  # the first listing and the one resumed after the failure

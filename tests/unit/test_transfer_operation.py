@@ -208,9 +208,11 @@ class HeadCountingStore(MemoryStore):
         written = await super().complete_multipart_upload(*args, **kwargs)
         return written if self.answer_checksum else dataclasses.replace(written, checksum=None)
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
         self.heads += 1
-        head = await super().head_with_checksum(bucket, key, version_id)
+        head = await super().head_with_checksum(bucket, key, version_id, etag=etag)
         info = dataclasses.replace(head.info, size=head.info.size + self.head_extra)
         return dataclasses.replace(head, info=info)
 
@@ -437,9 +439,11 @@ class GetFirstStore(MemoryStore):
         #: ("get", key), ("read", key, n bytes), ("closed", key) in order, and the source's HEADs.
         self.events: list[tuple[str, ...]] = []
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
         self.events.append(("head", key))
-        return await super().head_with_checksum(bucket, key, version_id)
+        return await super().head_with_checksum(bucket, key, version_id, etag=etag)
 
     async def get_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedGet:
         self.events.append(("get", key))

@@ -240,7 +240,13 @@ class Copier:
 
     async def _head_source(self, task: Task) -> CheckedHead:
         if self.checked_source is not None:
-            return await self.checked_source.head_with_checksum(task.bucket, task.key, task.version_id)
+            # The source's ETag is compared only by SizeAndChecksum (`_identical`); elsewhere it
+            # is read only with a stored checksum, which comes with it (`head_with_checksum`).
+            # A folder would read the whole file to compute it.
+            etag = self.plan.skip is SkipExisting.SIZE_AND_CHECKSUM
+            return await self.checked_source.head_with_checksum(
+                task.bucket, task.key, task.version_id, etag=etag
+            )
         return CheckedHead(await self.source.head(task.bucket, task.key, task.version_id))
 
     async def _describe(self, task: Task, head: CheckedHead) -> _Source:
@@ -284,6 +290,13 @@ class Copier:
             return "same size and ETag", None
         if src.checksum is not None and src.checksum == dst.checksum:
             return f"same size and stored {src.checksum.algorithm} checksum", src.checksum.value
+        stored = self._full_stored(dst)
+        if stored is not None:
+            # The destination's own checksum of the whole body: only the source's is read.
+            ours, read = await checksum_of_stream(self._body(task), self.algorithm)
+            if ours == stored and read == src.size:
+                return f"same size and {self.algorithm} of the source body as the destination stores it", ours
+            return None
         # Nothing stored settles it: read both (DistCp -update compares checksums the same way).
         ours, read = await checksum_of_stream(self._body(task), self.algorithm)
         theirs, theirs_read = await checksum_of_stream(
@@ -349,27 +362,30 @@ class Copier:
 
     def _check_source(self, head: CheckedHead, full: str | None) -> None:
         """Step 1: the bytes read against the source's own stored checksum, where it is one."""
+        stored = self._full_stored(head)
+        if full is not None and stored is not None and stored != full:
+            raise _Mismatch(f"the bytes read have {self.algorithm} {full}; the source stores {stored}")
+
+    def _full_stored(self, head: CheckedHead) -> str | None:
+        """The stored checksum of `head`'s object that a whole-body checksum of the job's
+        algorithm (`checksum_of_stream`, a FULL_OBJECT value) can be compared with: of that
+        algorithm and type, and not a multipart object's unless CRC64NVME (see the module
+        docstring: not trusted for multipart objects). None when there is none."""
         stored = head.checksum
-        if full is None or stored is None or stored.algorithm is not self.algorithm:
-            return
+        if stored is None or stored.algorithm is not self.algorithm:
+            return None
         if stored.type is not ChecksumType.FULL_OBJECT:
-            return
+            return None  # a composite value is over the parts' checksums, not the bytes
         if is_multipart_etag(head.etag) and self.algorithm is not ChecksumAlgorithm.CRC64NVME:
-            return  # see the module docstring: not trusted for multipart objects
-        if stored.value != full:
-            raise _Mismatch(f"the bytes read have {self.algorithm} {full}; the source stores {stored.value}")
+            return None
+        return stored.value
 
     def _needs_full(self, head: CheckedHead) -> bool:
-        """Whether a multipart transfer must hash the whole body too (besides each part)."""
+        """Whether a multipart transfer must hash the whole body too (besides each part): for
+        a full-object upload, or to check the source's stored checksum (`_check_source`)."""
         if upload_checksum_type(self.algorithm) is ChecksumType.FULL_OBJECT:
             return True
-        stored = head.checksum
-        return (
-            stored is not None
-            and stored.algorithm is self.algorithm
-            and stored.type is ChecksumType.FULL_OBJECT
-            and not is_multipart_etag(head.etag)
-        )
+        return self._full_stored(head) is not None
 
     async def _remove(self, key: str, version_id: str | None) -> None:
         with contextlib.suppress(StorageError):

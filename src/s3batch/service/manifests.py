@@ -13,7 +13,8 @@ listed by its own task, at most LIST_CONCURRENCY at once, into its own temporary
 are then joined in range order, so the manifest is in key order and deterministic.
 `IncludeVersions: All` uses the same ranges with ListObjectVersions (KeyMarker). A range holds
 whole keys, so the noncurrent-version filter (domain/versions.py) sees each key's versions
-together within one listing.
+together within one listing. The listing asks for no ETags (`etags=False`): nothing here uses
+them, and a folder store would hash every file it has not cached an ETag for.
 
 Reading an inventory needs only the core `ObjectStore`. A generator lists versions on any store,
 declared versioned or not (`list_versions` on an unversioned store lists each object once, as
@@ -360,7 +361,9 @@ class _Lister:
     async def list_range(self, r: KeyRange, sink: TextIO) -> int:
         """Matching rows of `r` into `sink`; returns rows written."""
         prefix = self.flt.list_prefix
-        listing = range_listing(self.objects, self.bucket, prefix, r, versions=self.versions)
+        # No ETag: neither the filters nor the rows (bucket, key, version) use one, and a folder
+        # would read every file to compute it.
+        listing = range_listing(self.objects, self.bucket, prefix, r, versions=self.versions, etags=False)
         n = 0
         rule = self.flt.noncurrent
         # Never bypassed: a listing of current objects only (all IsLatest) selects nothing.

@@ -242,11 +242,21 @@ class ObjectStore(Protocol):
         start_after: str | None = None,
         *,
         end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
         """Objects under `prefix` with keys after `start_after` and, when `end_before` is
         given, before it, in key order (a caller may stop early, e.g. at the end of a key
         range it lists in parallel with others). With `end_before` an S3 adapter starts with
-        small pages, so a range that ends soon does not fetch a full page past its end."""
+        small pages, so a range that ends soon does not fetch a full page past its end.
+
+        `etags=False` says the caller uses no ETag of the listing (a manifest generator, which
+        keeps bucket, key and version). A store whose ETags cost work of their own may then
+        give an object's ETag as "" (no object has an empty ETag) instead of computing it; one
+        it holds already it still gives. The folder store then opens no object's file, and
+        gives only the ETags its sidecars cache for the files as they are now. Every other
+        field is as with `etags=True`. Stores whose listing carries the ETags anyway (S3,
+        memory) ignore it. A caller that passes False must not compare, store or report an
+        ETag it got so."""
         ...
 
     async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:

@@ -103,11 +103,11 @@ class VersionedStore(ObjectStore, Protocol):
     """Capability.VERSIONS: object versions and delete markers."""
 
     def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, etags: bool = True
     ) -> AsyncIterator[ObjectInfo]:
         """Every version and delete marker under `prefix` of keys after `start_after` (S3's
         KeyMarker): key order, newest first per key. Stores without versioning yield each
-        object once as its latest version."""
+        object once as its latest version. `etags`: as for `ObjectStore.list_objects`."""
         ...
 
 
@@ -199,8 +199,16 @@ class PartUploadStore(MultipartUploadStore, Protocol):
         FULL_OBJECT upload."""
         ...
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
-        """HeadObject with checksum mode on: size, ETag, stored checksum and tag count."""
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
+        """HeadObject with checksum mode on: size, ETag, stored checksum and tag count.
+
+        `etag=False` says the caller uses the ETag only along with a stored checksum (the
+        transfer's own checks, without SkipExisting): a store whose ETag costs work of its own
+        may then give it as "" (no object has an empty ETag), as `ObjectStore.list_objects`
+        with `etags=False` does, but always gives it for an object with a stored checksum.
+        The folder store then opens no object's file; S3 and memory ignore it."""
         ...
 
 

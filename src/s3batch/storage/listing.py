@@ -8,7 +8,8 @@ number at once (`run_ranges`, or `run_workers` for callers that keep state acros
 worker takes). A range [P, next) where P is a common prefix is listed as prefix P exactly (the
 server stops at its end), then the few keys between P's last key and `next` with a bounded
 listing (`end_before`); any other range is one bounded listing from `start_after`. A range holds
-whole keys, so a key's versions come together within one range's listing.
+whole keys, so a key's versions come together within one range's listing. A caller that uses
+no ETag says so (`etags=False`), so a folder store lists without hashing its files.
 
 Only the store's listing calls are used: nothing here knows of jobs, manifests or tables.
 """
@@ -79,31 +80,38 @@ async def plan_ranges(
     return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-def range_objects(store: ObjectStore, bucket: str, prefix: str, r: KeyRange) -> AsyncIterator[ObjectInfo]:
-    """Every object under `prefix` in range `r`, in key order (ListObjectsV2)."""
+def range_objects(
+    store: ObjectStore, bucket: str, prefix: str, r: KeyRange, *, etags: bool = True
+) -> AsyncIterator[ObjectInfo]:
+    """Every object under `prefix` in range `r`, in key order (ListObjectsV2). `etags=False`:
+    the caller uses no ETag (see `ObjectStore.list_objects`)."""
 
     def listing(p: str, start_after: str | None, end_before: str | None) -> AsyncIterator[ObjectInfo]:
-        return store.list_objects(bucket, p, start_after, end_before=end_before)
+        return store.list_objects(bucket, p, start_after, end_before=end_before, etags=etags)
 
     return _range(listing, prefix, r)
 
 
-def range_versions(store: VersionedStore, bucket: str, prefix: str, r: KeyRange) -> AsyncIterator[ObjectInfo]:
+def range_versions(
+    store: VersionedStore, bucket: str, prefix: str, r: KeyRange, *, etags: bool = True
+) -> AsyncIterator[ObjectInfo]:
     """Every version and delete marker under `prefix` in range `r`, in key order, newest first
-    per key (ListObjectVersions)."""
+    per key (ListObjectVersions). `etags`: as for `range_objects`."""
 
     def listing(p: str, start_after: str | None, _end_before: str | None) -> AsyncIterator[ObjectInfo]:
         # ListObjectVersions has no end bound: `_within` stops at the range's end instead.
-        return store.list_versions(bucket, p, start_after)
+        return store.list_versions(bucket, p, start_after, etags=etags)
 
     return _range(listing, prefix, r)
 
 
 def range_listing(
-    store: VersionedStore, bucket: str, prefix: str, r: KeyRange, *, versions: bool
+    store: VersionedStore, bucket: str, prefix: str, r: KeyRange, *, versions: bool, etags: bool = True
 ) -> AsyncIterator[ObjectInfo]:
     """`range_versions` when `versions`, else `range_objects`."""
-    return range_versions(store, bucket, prefix, r) if versions else range_objects(store, bucket, prefix, r)
+    if versions:
+        return range_versions(store, bucket, prefix, r, etags=etags)
+    return range_objects(store, bucket, prefix, r, etags=etags)
 
 
 async def _range(listing: Listing, prefix: str, r: KeyRange) -> AsyncIterator[ObjectInfo]:

@@ -28,7 +28,9 @@ listing: hashing a small file again costs less than the atomic write of a cache 
 same reason a write of fewer bytes whose attributes are all defaults (what a HEAD answers for a
 file with no sidecar: no metadata, headers or tags, the default content type, STANDARD) writes
 no sidecar, and removes the one an earlier version of the key had; every other write records
-its ETag in its sidecar.
+its ETag in its sidecar. A listing or a HEAD whose caller uses no ETag (`list_objects`'s
+`etags=False`, `head_with_checksum`'s `etag=False`: the manifest generator, the transfer's
+source) hashes nothing: it gives the ETags cached for the files as they are, "" for the others.
 
 A write runs in one worker thread (a small one on the event loop's thread): content to a temp
 file, moved into place, then the sidecar written (or removed). Sidecar read-modify-write
@@ -274,7 +276,8 @@ class _Described:
 
     st: os.stat_result
     sidecar: _Sidecar
-    #: None: a large file whose ETag is not cached (hashed in its own thread call).
+    #: None: an ETag not cached and not computed yet (a large file, hashed in its own thread
+    #: call; or any file, when the caller wants no ETag it does not have already).
     etag: str | None
 
 
@@ -387,6 +390,12 @@ class LocalStore:
         sidecar = self._read_sidecar(bucket, key)
         return _Described(st, sidecar, _cheap_etag(loc, key, st, sidecar))
 
+    def _described_unhashed(self, bucket: str, key: str, loc: _Loc) -> _Described:
+        """`_described` with the ETag only when cached: the object's file is not opened."""
+        st = self._stat(loc, key)
+        sidecar = self._read_sidecar(bucket, key)
+        return _Described(st, sidecar, _cached_etag(st, sidecar))
+
     async def _etag(self, bucket: str, key: str, loc: _Loc, described: _Described) -> str:
         """MD5 of the file: `described`'s when it has one, else hashed in a worker thread and
         cached in the sidecar (a file this large is worth a cache write)."""
@@ -442,16 +451,23 @@ class LocalStore:
             _discard(loc, plan.temp)
             raise
 
-    async def _head(self, bucket: str, key: str, version_id: str | None) -> tuple[ObjectInfo, _Described]:
+    async def _head(
+        self, bucket: str, key: str, version_id: str | None, *, etag: bool = True
+    ) -> tuple[ObjectInfo, _Described]:
+        """The object's HEAD; with `etag=False` its ETag only when cached, else ""."""
         _check_version(version_id)
         with _io_errors(key):
             loc = self._object_loc(bucket, key)
             # Inline: a stat and a small sidecar (a large file's hash goes to a thread).
-            described = self._described(bucket, key, loc)
-            etag = await self._etag(bucket, key, loc, described)
+            if etag:
+                described = self._described(bucket, key, loc)
+                value = await self._etag(bucket, key, loc, described)
+            else:
+                described = self._described_unhashed(bucket, key, loc)
+                value = described.etag or ""
         st, sidecar = described.st, described.sidecar
         info = object_info(
-            bucket, key, size=st.st_size, etag=etag, last_modified=_mtime(st), attrs=sidecar.attrs
+            bucket, key, size=st.st_size, etag=value, last_modified=_mtime(st), attrs=sidecar.attrs
         )
         return info, described
 
@@ -628,7 +644,9 @@ class LocalStore:
         start_after: str | None = None,
         *,
         end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
+        # etags=False: no object's file is opened; only the ETags sidecars cache are given.
         with _io_errors(bucket):
             bucket_dir = self._bucket_dir(bucket)
             batch: list[tuple[str, _Loc]] = []
@@ -642,27 +660,33 @@ class LocalStore:
                         break
                     batch.append((key, loc))
                 while len(batch) >= LIST_BATCH_OBJECTS:
-                    async for info in self._listed(bucket, batch[:LIST_BATCH_OBJECTS]):
+                    async for info in self._listed(bucket, batch[:LIST_BATCH_OBJECTS], etags):
                         yield info
                     batch = batch[LIST_BATCH_OBJECTS:]
                 if ended:
                     break
-            async for info in self._listed(bucket, batch):
+            async for info in self._listed(bucket, batch, etags):
                 yield info
 
-    async def _listed(self, bucket: str, batch: list[tuple[str, _Loc]]) -> AsyncIterator[ObjectInfo]:
-        """The listing entries of `batch`: stats, sidecars and small files' ETags gathered in
-        one worker-thread call; a file deleted meanwhile is left out."""
+    async def _listed(
+        self, bucket: str, batch: list[tuple[str, _Loc]], etags: bool
+    ) -> AsyncIterator[ObjectInfo]:
+        """The listing entries of `batch`: stats, sidecars and small files' ETags (`etags`;
+        else only cached ones, "" for the rest) gathered in one worker-thread call; a file
+        deleted meanwhile is left out."""
         if not batch:
             return
-        described = await asyncio.to_thread(self._described_many, bucket, batch)
+        described = await asyncio.to_thread(self._described_many, bucket, batch, etags)
         for (key, loc), found in zip(batch, described, strict=True):
             if found is None:
                 continue
-            try:
-                etag = await self._etag(bucket, key, loc, found)
-            except StorageError:
-                continue  # deleted while listing
+            if etags:
+                try:
+                    etag = await self._etag(bucket, key, loc, found)
+                except StorageError:
+                    continue  # deleted while listing
+            else:
+                etag = found.etag or ""
             yield ObjectInfo(
                 bucket=bucket,
                 key=key,
@@ -672,11 +696,14 @@ class LocalStore:
                 storage_class=found.sidecar.attrs.storage_class,
             )
 
-    def _described_many(self, bucket: str, batch: list[tuple[str, _Loc]]) -> list[_Described | None]:
+    def _described_many(
+        self, bucket: str, batch: list[tuple[str, _Loc]], etags: bool
+    ) -> list[_Described | None]:
+        describe = self._described if etags else self._described_unhashed
         found: list[_Described | None] = []
         for key, loc in batch:
             try:
-                found.append(self._described(bucket, key, loc))
+                found.append(describe(bucket, key, loc))
             except StorageError:
                 found.append(None)  # deleted while listing
             except OSError as exc:
@@ -693,10 +720,10 @@ class LocalStore:
         return common_prefixes(keys, prefix, delimiter)
 
     async def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, etags: bool = True
     ) -> AsyncIterator[ObjectInfo]:
         # One version per file: each object is its own latest version.
-        async for info in self.list_objects(bucket, prefix, start_after):
+        async for info in self.list_objects(bucket, prefix, start_after, etags=etags):
             yield info
 
     async def object_parts(self, bucket: str, key: str, version_id: str | None = None) -> list[int] | None:
@@ -921,10 +948,13 @@ class LocalStore:
             raise
         return WrittenObject(etag, None, answer)
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
-        info, described = await self._head(bucket, key, version_id)
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
+        info, described = await self._head(bucket, key, version_id, etag=etag)
         # A folder keeps no checksum at rest, but for an assembled upload's object (in its
-        # sidecar, while the file is the one completed): the ETag is cached in the sidecar.
+        # sidecar, while the file is the one completed): the ETag is cached in the same
+        # sidecar for the same file state, so even `etag=False` gives it with the checksum.
         st, sidecar = described.st, described.sidecar
         return CheckedHead(info, sidecar.checksum_of(st), len(sidecar.attrs.tags))
 
@@ -1155,13 +1185,19 @@ def _md5_object(loc: _Loc, key: str) -> tuple[str, tuple[int, int, int]]:
         return digest.hexdigest(), _stamp(os.fstat(f.fileno()))
 
 
+def _cached_etag(st: os.stat_result, sidecar: _Sidecar) -> str | None:
+    """The sidecar's cached ETag when it is for this file state, else None."""
+    if sidecar.etag and sidecar.stamp == _stamp(st):
+        return sidecar.etag
+    return None
+
+
 def _cheap_etag(loc: _Loc, key: str, st: os.stat_result, sidecar: _Sidecar) -> str | None:
     """The sidecar's cached ETag when it is for this file state; else the MD5 of a small file
     (up to INLINE_IO_MAX_BYTES), hashed here; None for a large file not cached."""
-    if sidecar.etag and sidecar.stamp == _stamp(st):
-        return sidecar.etag
-    if st.st_size > INLINE_IO_MAX_BYTES:
-        return None
+    cached = _cached_etag(st, sidecar)
+    if cached is not None or st.st_size > INLINE_IO_MAX_BYTES:
+        return cached
     etag, _ = _md5_object(loc, key)
     return etag
 

@@ -112,14 +112,18 @@ def upload_folder(root: Path, bucket: str, upload_id: str) -> Path:
 
 def create(folder: Path, upload: StagedUpload) -> None:
     folder.mkdir(parents=True)
-    if upload.layout is not None:
-        # The file before the record that makes the upload exist: a listed upload has its file.
-        fd = os.open(folder / ASSEMBLY_FILE, _ASSEMBLY_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            os.ftruncate(fd, upload.layout.size)  # sparse: the parts' bytes fill it
-        finally:
-            os.close(fd)
-    _write_atomic(folder / UPLOAD_RECORD, json.dumps(upload.to_json(), ensure_ascii=False).encode())
+    try:
+        if upload.layout is not None:
+            # The file before the record that makes the upload exist: a listed upload has its file.
+            fd = os.open(folder / ASSEMBLY_FILE, _ASSEMBLY_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                os.ftruncate(fd, upload.layout.size)  # sparse: the parts' bytes fill it
+            finally:
+                os.close(fd)
+        _write_atomic(folder / UPLOAD_RECORD, json.dumps(upload.to_json(), ensure_ascii=False).encode())
+    except BaseException:
+        remove(folder)  # no record: nothing would ever list, abort or sweep what is left
+        raise
 
 
 def read_upload(folder: Path, key: str, upload_id: str) -> StagedUpload:
@@ -178,6 +182,9 @@ def write_part(folder: Path, part: UploadedPart, body: Body) -> None:
     if not (folder / UPLOAD_RECORD).is_file():
         raise no_such_upload(folder.name)
     name = _part_name(part.number)
+    # The old record goes first: until the new one is written, the part is not listed at all.
+    with contextlib.suppress(FileNotFoundError):
+        (folder / (name + PART_RECORD_SUFFIX)).unlink()
     _write_atomic(folder / name, body)
     record = {"number": part.number, "size": part.size, "etag": part.etag, "checksum": part.checksum}
     _write_atomic(folder / (name + PART_RECORD_SUFFIX), json.dumps(record).encode())
@@ -262,6 +269,10 @@ def _stage_assembled(
         raise bad_digest(algorithm)
     part = UploadedPart(number, len(body), assembled_part_etag(algorithm, checksum), checksum)
     with locked_assembly(folder) as fd:
+        # The old record goes before the new bytes: a write killed halfway must not leave it
+        # vouching for bytes that are now partly another part's.
+        with contextlib.suppress(FileNotFoundError):
+            _record_path(folder, number).unlink()
         _pwrite_all(fd, body, layout.offset(number))
         boot = boot_id()
         if boot is None:
@@ -392,15 +403,24 @@ def _rechecked(
             continue
         part, boot = record
         if boot != boot_id():
-            hasher = new_hasher(algorithm)
-            _read_back(fd, layout.offset(number), part.size, hasher)
-            if encode(hasher.digest()) != part.checksum:
+            if not _has_checksum(fd, layout.offset(number), part, algorithm):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
             _write_record(folder, part, boot_id())
         kept[number] = part
     return kept
+
+
+def _has_checksum(fd: int, offset: int, part: UploadedPart, algorithm: ChecksumAlgorithm) -> bool:
+    """Whether the part's bytes in the file (all there: a file cut short fails) have its
+    recorded checksum."""
+    hasher = new_hasher(algorithm)
+    try:
+        _read_back(fd, offset, part.size, hasher)
+    except StorageError:
+        return False
+    return encode(hasher.digest()) == part.checksum
 
 
 def _read_back(fd: int, offset: int, size: int, hasher: Hasher) -> None:

@@ -323,7 +323,9 @@ class MemoryStore:
         start_after: str | None = None,
         *,
         end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
+        # `etags` is ignored: an ETag here costs nothing.
         self._record("list_objects", bucket, prefix)
         objects = self._bucket(bucket)
         for key in _listed_keys(objects, prefix, start_after, end_before):
@@ -340,7 +342,7 @@ class MemoryStore:
         return common_prefixes(live, prefix, delimiter)
 
     async def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, etags: bool = True
     ) -> AsyncIterator[ObjectInfo]:
         self._record("list_versions", bucket, prefix)
         objects = self._bucket(bucket)
@@ -520,7 +522,10 @@ class MemoryStore:
         del self._staged[upload_id]
         return WrittenObject(version.etag, version.version_id if self.versioned else None, result)
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
+        # `etag` is ignored: an ETag here costs nothing.
         self._record("head_with_checksum", bucket, key)
         version = self._version(bucket, key, version_id)
         return CheckedHead(self._info(bucket, key, version), None, len(version.attrs.tags))

@@ -98,11 +98,13 @@ class RetryingStore:
         start_after: str | None = None,
         *,
         end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
         after, attempt = start_after, 1
         while True:
             try:
-                async for info in self._inner.list_objects(bucket, prefix, after, end_before=end_before):
+                listing = self._inner.list_objects(bucket, prefix, after, end_before=end_before, etags=etags)
+                async for info in listing:
                     after = info.key
                     yield info
                 return

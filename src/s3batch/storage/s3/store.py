@@ -251,7 +251,9 @@ class S3Store(S3PartUploads):
         start_after: str | None = None,
         *,
         end_before: str | None = None,
+        etags: bool = True,
     ) -> AsyncIterator[ObjectInfo]:
+        # `etags` is ignored: ListObjectsV2 carries every ETag.
         params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         if start_after is not None:
             params["StartAfter"] = start_after
@@ -317,8 +319,9 @@ class S3Store(S3PartUploads):
         return found
 
     async def list_versions(
-        self, bucket: str, prefix: str = "", start_after: str | None = None
+        self, bucket: str, prefix: str = "", start_after: str | None = None, *, etags: bool = True
     ) -> AsyncIterator[ObjectInfo]:
+        # `etags` is ignored: ListObjectVersions carries every ETag.
         client = await self._s3()
         params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         if start_after is not None:

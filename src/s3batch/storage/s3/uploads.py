@@ -271,7 +271,10 @@ class S3PartUploads:
             unquoted_etag(response.get("ETag", "")), response.get("VersionId"), response_checksum(response)
         )
 
-    async def head_with_checksum(self, bucket: str, key: str, version_id: str | None = None) -> CheckedHead:
+    async def head_with_checksum(
+        self, bucket: str, key: str, version_id: str | None = None, *, etag: bool = True
+    ) -> CheckedHead:
+        # `etag` is ignored: HeadObject carries the ETag.
         query = [("versionId", version_id)] if version_id is not None else []
         try:
             lean = await self._lean_call(
