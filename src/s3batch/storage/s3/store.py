@@ -25,7 +25,6 @@ from s3batch.storage.capabilities import ALL_CAPABILITIES
 from s3batch.storage.config import S3Config
 from s3batch.storage.s3.client import SharedClient, acquire, release
 from s3batch.storage.s3.errors import TLS_ERROR, local_io, translating
-from s3batch.storage.s3.http1 import Response
 from s3batch.storage.s3.lean import Fallback, LeanS3, Route
 from s3batch.storage.s3.shapes import (
     acl_params,
@@ -48,7 +47,7 @@ from s3batch.storage.s3.shapes import (
     tagging_header,
     unquoted_etag,
 )
-from s3batch.storage.s3.uploads import S3PartUploads, body_once, lean_chunks
+from s3batch.storage.s3.uploads import S3PartUploads
 
 #: S3's limit for one CopyObject request, in bytes.
 SINGLE_COPY_MAX_BYTES = 5 * 1024**3
@@ -208,9 +207,8 @@ class S3Store(S3PartUploads):
         chunk_size: int = 1 << 20,
     ) -> AsyncIterator[bytes]:
         # The first `chunk_size` bytes on the lean path: all of a small object (a manifest, a
-        # CSV) in one cheap request; a larger one goes on streaming, pinned to the same object by
-        # its ETag: on the lean path too (pieces as the socket gives them, with none of aiohttp's
-        # buffering and joining), else through aiobotocore.
+        # CSV) in one cheap request; a larger one goes on streaming through aiobotocore, pinned
+        # to the same object by its ETag.
         byte_range = f"bytes={start}-{start + chunk_size - 1}"
         lean = await self._lean_call(
             bucket, lambda lean, route: _or_none(lean.get_object(route, key, version_id, byte_range))
@@ -229,19 +227,6 @@ class S3Store(S3PartUploads):
             if total is not None and start >= total:
                 return
             if_match = lean.headers.get("etag")
-            streamed = None
-            if if_match:
-                streamed = await self._lean_rest(bucket, key, version_id, start, if_match, chunk_size)
-            if streamed is not None:
-                async for piece in streamed:
-                    yield piece
-                return
-        async for chunk in self._botocore_rest(bucket, key, version_id, start, if_match, chunk_size):
-            yield chunk
-
-    async def _botocore_rest(
-        self, bucket: str, key: str, version_id: str | None, start: int, if_match: str | None, chunk_size: int
-    ) -> AsyncIterator[bytes]:
         params = object_params(bucket, key, version_id)
         if start > 0:
             params["Range"] = f"bytes={start}-"
@@ -258,25 +243,6 @@ class S3Store(S3PartUploads):
             async with response["Body"] as body:
                 while chunk := await body.read(chunk_size):
                     yield chunk
-
-    async def _lean_rest(
-        self, bucket: str, key: str, version_id: str | None, start: int, if_match: str, most: int
-    ) -> AsyncIterator[bytes] | None:
-        """The object's bytes from `start` on, streamed on the lean path and pinned by
-        `if_match` (an object replaced meanwhile answers 412 PreconditionFailed, as through
-        botocore); None when the bucket has left the lean path."""
-        headers = {"range": f"bytes={start}-", "if-match": if_match}
-        query = [("versionId", version_id)] if version_id is not None else []
-        answer = await self._lean_call(
-            bucket,
-            lambda lean, route: lean.request(route, "GET", key, query, headers, stream_over=0),
-        )
-        if not isinstance(answer, Response):
-            return None
-        pieces = body_once(answer.body) if answer.stream is None else lean_chunks(answer.stream)
-        # A server that ignores the range answers 200 with the whole object: skip what was read.
-        skip = start if answer.status == 200 and "content-range" not in answer.headers else 0
-        return _cut(pieces, skip, most)
 
     async def list_objects(
         self,
@@ -778,21 +744,6 @@ class S3Store(S3PartUploads):
         }
         # A copy onto itself keeping metadata and tags (the CopyOptions defaults) re-encrypts.
         await self.copy(bucket, key, bucket, key, src_version_id=version_id, options=CopyOptions(extra=extra))
-
-
-async def _cut(pieces: AsyncIterator[bytes], skip: int, most: int) -> AsyncIterator[bytes]:
-    """`pieces` without their first `skip` bytes, none longer than `most` (`iter_bytes`'s
-    chunk size; a piece is cut only when the socket gave more at once)."""
-    async for piece in pieces:
-        if skip >= len(piece):
-            skip -= len(piece)
-            continue
-        if skip or len(piece) > most:
-            for at in range(skip, len(piece), most):
-                yield piece[at : at + most]
-        else:
-            yield piece
-        skip = 0
 
 
 async def _or_none(call: Awaitable[_T]) -> _T | None:

@@ -322,8 +322,8 @@ class S3PartUploads:
                     stream.close()
                 return await self._get_after_head(bucket, key, version_id)
             if stream is None:
-                return CheckedGet(head, body_once(lean.body), buffered=True)
-            return CheckedGet(head, lean_chunks(stream), buffered=stream.ended, release=stream.close)
+                return CheckedGet(head, _once(lean.body), buffered=True)
+            return CheckedGet(head, _lean_chunks(stream), buffered=stream.ended, release=stream.close)
         params = object_params(bucket, key, version_id)
         response = await self._call("get_object", **params, ChecksumMode=CHECKSUM_MODE)
         body = response["Body"]
@@ -341,7 +341,7 @@ class S3PartUploads:
                     data: bytes = await body.read()
             finally:
                 body.close()
-            return CheckedGet(head, body_once(data), buffered=True)
+            return CheckedGet(head, _once(data), buffered=True)
         return CheckedGet(head, _botocore_chunks(body), buffered=False, release=body.close)
 
     async def _get_after_head(self, bucket: str, key: str, version_id: str | None) -> CheckedGet:
@@ -351,14 +351,12 @@ class S3PartUploads:
         return CheckedGet(head, self.iter_bytes(bucket, key, version_id), buffered=False)
 
 
-async def body_once(body: bytes) -> AsyncIterator[bytes]:
-    """A body already in memory, as a stream of one chunk (none when empty)."""
+async def _once(body: bytes) -> AsyncIterator[bytes]:
     if body:
         yield body
 
 
-async def lean_chunks(stream: BodyStream) -> AsyncIterator[bytes]:
-    """A streamed lean answer's body, piece by piece; closed at its end or when left early."""
+async def _lean_chunks(stream: BodyStream) -> AsyncIterator[bytes]:
     try:
         while piece := await stream.read():
             yield piece
