@@ -11,7 +11,9 @@ import pytest
 from botocore.config import Config
 
 from conftest import Env, read_report, report_spec
+from s3batch.errors import StorageError
 from s3batch.storage.config import S3Config
+from s3batch.storage.s3 import S3Store
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +95,23 @@ def test_tagging_passes_the_probe_on_a_server_that_supports_it(moto_env: Env, bu
     assert batch.describe_job(JobId=job_id)["Job"]["Status"] == "Complete"
     listed = env.client.list_objects_v2(Bucket=bucket_name).get("Contents", [])
     assert [o["Key"] for o in listed] == ["a.txt", "manifest.csv"]  # the scratch object is gone
+
+
+async def test_a_read_continued_from_a_replaced_object_fails_on_rclone(
+    rclone_env: Env, rclone_server: str, bucket_name: str
+) -> None:
+    """rclone serve s3 ignores If-Match: the second request of a read still says which object
+    it sent, and the read fails (412) rather than splice two objects' bytes."""
+    client = rclone_env.client
+    client.create_bucket(Bucket=bucket_name)
+    client.put_object(Bucket=bucket_name, Key="r", Body=b"A" * 4096)
+    store = S3Store(S3Config(endpoint_url=rclone_server, addressing_style="path"))
+    try:
+        read = store.iter_bytes(bucket_name, "r", chunk_size=1024)
+        assert await anext(read) == b"A" * 1024
+        client.put_object(Bucket=bucket_name, Key="r", Body=b"B" * 4096)
+        with pytest.raises(StorageError) as caught:
+            await anext(read)
+        assert (caught.value.code, caught.value.http_status) == ("PreconditionFailed", 412)
+    finally:
+        await store.close()

@@ -241,6 +241,7 @@ class S3Store(S3PartUploads):
             raise
         with translating():
             async with response["Body"] as body:
+                _check_pinned(key, if_match, response.get("ETag"))
                 while chunk := await body.read(chunk_size):
                     yield chunk
 
@@ -744,6 +745,16 @@ class S3Store(S3PartUploads):
         }
         # A copy onto itself keeping metadata and tags (the CopyOptions defaults) re-encrypts.
         await self.copy(bucket, key, bucket, key, src_version_id=version_id, options=CopyOptions(extra=extra))
+
+
+def _check_pinned(key: str, if_match: str | None, etag: str | None) -> None:
+    """PreconditionFailed when the rest of a read comes from another object than its start.
+    S3 refuses the If-Match itself; a server that ignores it (rclone serve s3 does) still says
+    which object it sent, and splicing two objects' bytes must never pass."""
+    if if_match and etag and etag.strip('"') != if_match.strip('"'):
+        raise StorageError(
+            "PreconditionFailed", f"{key}: the object changed while it was read (ETag {etag})", 412
+        )
 
 
 async def _or_none(call: Awaitable[_T]) -> _T | None:
