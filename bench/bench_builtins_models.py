@@ -74,11 +74,12 @@ from job_stores import (
     lay_out,
     rclone_version,
     s3_client,
+    sign_as_the_server_expects,
 )
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
 from s3batch.functions.registry import BUILTINS_NEEDING_A_SINK
-from servers import ACCESS_KEY, SECRET_KEY, rclone_server
+from servers import rclone_server
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 #: Key prefix, in BUCKET, of the embedding jobs' Parquet results (their ResultsSink).
@@ -441,15 +442,7 @@ def main() -> None:
         return
     os.environ.setdefault("S3BATCH_DEVICE", "cpu")
     if args.store == "s3":
-        # Before anything makes a client: s3batch, its function workers, boto3 and the bare
-        # interpreters (which inherit this environment) all sign with these credentials,
-        # which the server checks.
-        os.environ.update(
-            AWS_ACCESS_KEY_ID=ACCESS_KEY,
-            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-            AWS_REGION="us-east-1",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
+        sign_as_the_server_expects()
     suites = [
         ("s3batch-embed-text", texts(args.texts)),
         ("s3batch-embed-image", scenes(args.images)),

@@ -73,11 +73,12 @@ from job_stores import (
     cpu_now,
     lay_out,
     rclone_version,
+    sign_as_the_server_expects,
 )
 from s3batch.client import S3Batch
 from s3batch.errors import BadRequest
 from s3batch.functions.registry import BUILTIN_FUNCTIONS, PYTHON_PREFIX
-from servers import ACCESS_KEY, SECRET_KEY, rclone_server
+from servers import rclone_server
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 #: The floor's handler module, written to the work folder (the jobs' working directory).
@@ -382,14 +383,7 @@ def main() -> None:
     if args.out is not None:
         args.out = args.out.resolve()  # the benchmark works in a temporary folder
     if args.store == "s3":
-        # Before anything makes a client: s3batch, its function workers and boto3 all sign
-        # with the environment's credentials, which the server checks.
-        os.environ.update(
-            AWS_ACCESS_KEY_ID=ACCESS_KEY,
-            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-            AWS_REGION="us-east-1",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
+        sign_as_the_server_expects()
     docs = documents(args.texts)
     suites = [
         (FLOOR_HANDLER, docs, bare_floor),

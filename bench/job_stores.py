@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from servers import rclone_binary
+from servers import ACCESS_KEY, SECRET_KEY, rclone_binary
 
 BUCKET = "bench"
 #: Clock ticks per second of /proc's CPU times.
@@ -52,6 +52,18 @@ class S3Object:
 
     def read_text(self) -> str:
         return self.read_bytes().decode()
+
+
+def sign_as_the_server_expects() -> None:
+    """The test server's credentials in this process's environment. Call it before anything
+    makes a client: s3batch, its function workers, boto3 and the bare interpreters (which
+    inherit this environment) all sign with them, and the server checks."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
 
 
 def s3_client(endpoint: str) -> Any:
