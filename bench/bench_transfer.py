@@ -1,7 +1,8 @@
 """Benchmark: `s3batch transfer` against `rclone copy` and `s5cmd cp`, between two local servers.
 
     .venv/bin/python bench/bench_transfer.py [--small 10000] [--small-kib 4] [--large 20]
-        [--large-mib 256] [--only small,large] [--skip-s5cmd]
+        [--large-mib 256] [--only small,large] [--directions s3-s3,folder-s3,s3-folder]
+        [--skip-s5cmd]
 
 Two `rclone serve s3` processes on 127.0.0.1 (bench/servers.py) stand for two stores: A holds the
 source bucket (laid out as files before it starts), B receives. Workloads:
@@ -19,8 +20,8 @@ process. s3batch's run includes creating the job, listing the source (its manife
 verifying every checksum and writing its report rows to SQLite; the peers verify MD5/ETags their
 own way. s3batch runs with SkipExisting None (a copy, as the peers are told to copy).
 
-Prints objects/s, MB/s, CPU seconds, the ratio of each peer's time to s3batch's, and peak RSS, and writes
-bench/results/bench_transfer.json.
+Prints objects/s, MB/s, CPU seconds (the client's, and the two servers' meanwhile), the ratio of
+each peer's time to s3batch's, and peak RSS, and writes bench/results/bench_transfer.json.
 """
 
 from __future__ import annotations
@@ -90,11 +91,21 @@ def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"seconds": elapsed, "cpu_seconds": cpu_s, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (0 for pid 0), from /proc."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
     """Two servers, a scratch folder and the environment every client runs with."""
 
-    def __init__(self, src: str, dst: str, work: Path) -> None:
+    def __init__(self, src: str, dst: str, work: Path, servers: tuple[int, int] = (0, 0)) -> None:
+        """`servers`: the two servers' PIDs, whose CPU time each run also reports."""
         self.src, self.dst, self.work = src, dst, work
+        self.servers = servers
         self.home = work / "home"
         self.home.mkdir()
         (self.home / "stores.toml").write_text(
@@ -115,6 +126,14 @@ class Bench:
                             ("FORCE_PATH_STYLE", "true"), ("REGION", "us-east-1"))},
         }  # fmt: skip
         self.runs = 0
+
+    def measured(self, argv: list[str]) -> dict[str, float]:
+        """`measured`, plus the CPU seconds the servers spent meanwhile (on 2 cores the servers
+        and the client compete for the CPU, so a client's cost includes what it makes them do)."""
+        before = [server_cpu_s(pid) for pid in self.servers]
+        run = measured(argv, self.env)
+        run["server_cpu_seconds"] = sum(server_cpu_s(pid) for pid in self.servers) - sum(before)
+        return run
 
     def client(self, endpoint: str) -> Any:
         return boto3.client(
@@ -142,26 +161,31 @@ class Bench:
 
     def s3batch(self, src: str, dst: str) -> dict[str, float]:
         argv = [sys.executable, "-m", "s3batch", "transfer", src, dst, "--skip-existing", "None"]
-        return measured(argv, self.env)
+        return self.measured(argv)
 
     def rclone(self, src: str, dst: str, small: bool) -> dict[str, float]:
         argv = [rclone_binary(), "copy", src, dst, "--s3-chunk-size", "8M"]
         if small:
             argv += ["--transfers", str(RCLONE_SMALL_TRANSFERS), "--checkers", str(RCLONE_SMALL_TRANSFERS)]
-        return measured(argv, self.env)
+        return self.measured(argv)
 
     def s5cmd(self, src: str, dst: str, endpoint: str) -> dict[str, float]:
         binary = venv_binary("s5cmd")
         if binary is None:
             raise RuntimeError("s5cmd not found: ./scripts/install-bench (or run with --skip-s5cmd)")
         argv = [binary, "--endpoint-url", endpoint, "--numworkers", str(S5CMD_WORKERS), "cp", src, dst]
-        return measured(argv, self.env)
+        return self.measured(argv)
+
+
+#: The directions a run may take (--directions), in the order they run.
+DIRECTIONS = ("s3-s3", "folder-s3", "s3-folder")
 
 
 def workload(
-    bench: Bench, source_root: Path, count: int, size: int, s5cmd: bool
+    bench: Bench, source_root: Path, count: int, size: int, s5cmd: bool, directions: set[str]
 ) -> dict[str, dict[str, float]]:
-    """Every direction and client once; name → {seconds, peak_rss_mib, obj_per_s, mb_per_s}."""
+    """Each direction asked for, every client once; name → {seconds, peak_rss_mib, obj_per_s,
+    mb_per_s}."""
     small = size < MIB
     results: dict[str, dict[str, float]] = {}
 
@@ -173,13 +197,28 @@ def workload(
         results[name] = run
         print(f"  {name:<40}{run['seconds']:>9.2f} s{run['obj_per_s']:>10.0f} obj/s"
               f"{run['mb_per_s']:>9.1f} MiB/s{run['cpu_seconds']:>8.2f} s CPU"
-              f"{run['peak_rss_mib']:>7.0f} MiB RSS", flush=True)  # fmt: skip
+              f"{run['peak_rss_mib']:>7.0f} MiB RSS{run['server_cpu_seconds']:>8.2f} s servers' CPU",
+              flush=True)  # fmt: skip
 
-    dst = bench.bucket(bench.dst)
-    record("S3->S3 s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", f"b:{dst}"), bench.objects_in(dst))
-    dst = bench.bucket(bench.dst)
-    record("S3->S3 rclone copy", bench.rclone(f"a:{SRC_BUCKET}", f"b:{dst}", small), bench.objects_in(dst))
+    if "s3-s3" in directions:
+        dst = bench.bucket(bench.dst)
+        record("S3->S3 s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", f"b:{dst}"), bench.objects_in(dst))
+        dst = bench.bucket(bench.dst)
+        record(
+            "S3->S3 rclone copy", bench.rclone(f"a:{SRC_BUCKET}", f"b:{dst}", small), bench.objects_in(dst)
+        )
     folder = source_root / SRC_BUCKET
+    if "folder-s3" in directions:
+        folder_to_s3(bench, folder, small, s5cmd, record)
+    if "s3-folder" in directions:
+        s3_to_folder(bench, small, s5cmd, record)
+    return results
+
+
+Record = Callable[[str, dict[str, float], int], None]
+
+
+def folder_to_s3(bench: Bench, folder: Path, small: bool, s5cmd: bool, record: Record) -> None:
     dst = bench.bucket(bench.dst)
     record("folder->S3 s3batch transfer", bench.s3batch(str(folder), f"b:{dst}"), bench.objects_in(dst))
     dst = bench.bucket(bench.dst)
@@ -191,6 +230,9 @@ def workload(
             bench.s5cmd(f"{folder}/*", f"s3://{dst}/", bench.dst),
             bench.objects_in(dst),
         )
+
+
+def s3_to_folder(bench: Bench, small: bool, s5cmd: bool, record: Record) -> None:
     out = bench.folder() / "x"
     record("S3->folder s3batch transfer", bench.s3batch(f"a:{SRC_BUCKET}", str(out)), files_in(out))
     out = bench.folder()
@@ -200,7 +242,6 @@ def workload(
         record(
             "S3->folder s5cmd cp", bench.s5cmd(f"s3://{SRC_BUCKET}/*", f"{out}/", bench.src), files_in(out)
         )
-    return results
 
 
 def files_in(folder: Path) -> int:
@@ -223,8 +264,12 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=20, help="objects in the large workload")
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--only", default="small,large")
+    parser.add_argument("--directions", default=",".join(DIRECTIONS))
     parser.add_argument("--skip-s5cmd", action="store_true")
     args = parser.parse_args()
+    directions = set(args.directions.split(","))
+    if not directions <= set(DIRECTIONS):
+        parser.error(f"--directions takes {', '.join(DIRECTIONS)}")
     report: dict[str, Any] = {"args": vars(args), "workloads": {}}
     plans = {"small": (args.small, args.small_kib * 1024), "large": (args.large, args.large_mib * MIB)}
     for name, (count, size) in plans.items():
@@ -239,10 +284,10 @@ def main() -> None:
             lay_out(count, size)(data)
             holder["root"] = data
 
-        with rclone_server(prepare) as (src, _), rclone_server() as (dst, _):
+        with rclone_server(prepare) as (src, src_proc), rclone_server() as (dst, dst_proc):
             with tempfile.TemporaryDirectory(prefix="bench-transfer-") as work:
-                bench = Bench(src, dst, Path(work))
-                results = workload(bench, holder["root"], count, size, not args.skip_s5cmd)
+                bench = Bench(src, dst, Path(work), (src_proc.pid, dst_proc.pid))
+                results = workload(bench, holder["root"], count, size, not args.skip_s5cmd, directions)
         ratios(results)
         report["workloads"][name] = {"count": count, "size": size, "results": results}
     RESULTS.parent.mkdir(exist_ok=True)

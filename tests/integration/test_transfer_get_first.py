@@ -17,9 +17,10 @@ import pytest
 from aiohttp import web
 from tests.integration.test_transfer import CountingProxy, run_job, s3, transfer_job, uploads, write_stores
 
-from s3batch.domain.checksums import ChecksumAlgorithm, encode, new_hasher
+from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType, encode, new_hasher
 from s3batch.domain.task import Task, TaskResult
-from s3batch.domain.uploads import ChecksumValue
+from s3batch.domain.uploads import ChecksumValue, ObjectAttributes
+from s3batch.errors import StorageError
 from s3batch.operations._transfer_copy import Copier
 from s3batch.operations.transfer import TransferPlan
 from s3batch.storage.capabilities import CheckedGetStore, part_upload_store
@@ -393,3 +394,51 @@ async def test_headers_it_cannot_read_leave_no_connection_held() -> None:
     finally:
         await source.close()
         server.close()
+
+
+async def test_a_server_that_checks_signatures_takes_checksummed_bodies_unsigned_on_loopback(
+    seaweedfs_server: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On 127.0.0.1 a checksummed PutObject or UploadPart signs UNSIGNED-PAYLOAD instead of the
+    # body's SHA-256 (lean.LeanS3.request): SeaweedFS checks the signature, and still refuses a
+    # body that does not match the signed checksum.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs_server.secret_key)
+    seaweedfs_server.client().create_bucket(Bucket="gf-unsigned")
+    target = store(seaweedfs_server.endpoint)
+    first, last = bytearray(os.urandom(PART_BYTES)), bytearray(b"the last part")
+
+    def crc32c(body: bytes | bytearray) -> ChecksumValue:
+        hasher = new_hasher(ChecksumAlgorithm.CRC32C)
+        hasher.update(body)
+        return ChecksumValue(ChecksumAlgorithm.CRC32C, encode(hasher.digest()))
+
+    try:
+        upload_id = await target.create_multipart_upload(
+            "gf-unsigned", "k", attributes=ObjectAttributes(), algorithm=ChecksumAlgorithm.CRC32C,
+            checksum_type=ChecksumType.COMPOSITE,
+        )  # fmt: skip
+        part = await target.upload_part("gf-unsigned", "k", upload_id, 1, first, checksum=crc32c(first))
+        assert part.checksum == crc32c(first).value
+        with pytest.raises(StorageError) as refused:
+            await target.upload_part("gf-unsigned", "k", upload_id, 2, last, checksum=crc32c(b"other bytes"))
+        assert refused.value.code == "BadDigest"
+        written = await target.put_with_checksum(
+            "gf-unsigned",
+            "small",
+            b"small body",
+            attributes=ObjectAttributes(),
+            checksum=crc32c(b"small body"),
+        )
+        assert written.checksum == crc32c(b"small body")
+        with pytest.raises(StorageError) as refused:
+            await target.put_with_checksum(
+                "gf-unsigned", "bad", b"small body", attributes=ObjectAttributes(), checksum=crc32c(b"other")
+            )
+        assert refused.value.code == "BadDigest"
+    finally:
+        await target.close()
+    assert (
+        seaweedfs_server.client().get_object(Bucket="gf-unsigned", Key="small")["Body"].read()
+        == b"small body"
+    )

@@ -57,12 +57,21 @@ ODD_KEYS = [
 class RecordingPool:
     """Stands in for ConnectionPool: keeps the serialized request, answers `response`."""
 
-    def __init__(self, response: Response | None = None) -> None:
+    def __init__(self, response: Response | None = None, *, tamper_proof: bool = True) -> None:
         self.sent: list[bytes] = []
         self.response = response or Response(200, {}, b"")
+        self.tamper_proof = tamper_proof
 
-    async def request(self, data: bytes, *, head_only: bool = False, retry_stale: bool = True) -> Response:
-        self.sent.append(data)
+    async def request(
+        self,
+        data: bytes,
+        *,
+        head_only: bool = False,
+        retry_stale: bool = True,
+        stream_over: int | None = None,
+        body: bytes | bytearray | memoryview = b"",
+    ) -> Response:
+        self.sent.append(data + bytes(body))
         return self.response
 
 
@@ -160,6 +169,51 @@ async def test_body_is_hashed_into_the_signature() -> None:
     with pytest.raises(sigv4.SigV4Error) as caught:
         verify(tampered)
     assert caught.value.code == "XAmzContentSHA256Mismatch"
+
+
+@pytest.mark.parametrize("size", [1000, 1_000_000])
+@pytest.mark.parametrize(
+    ("checksummed", "tamper_proof", "unsigned"),
+    [(True, True, True), (True, False, False), (False, True, False), (False, False, False)],
+)
+async def test_a_checksummed_body_goes_unsigned_only_where_nobody_can_change_it(
+    checksummed: bool, tamper_proof: bool, unsigned: bool, size: int
+) -> None:
+    # 1,000,000 bytes go to the pool apart from the head (SEPARATE_BODY_MIN_BYTES), the same
+    # bytes on the wire.
+    body = bytearray(b"part bytes" * (size // 10))
+    headers = {"x-amz-checksum-crc32c": "AAAAAA=="}
+    pool = RecordingPool(tamper_proof=tamper_proof)
+    r = Route(cast(ConnectionPool, pool), HOST, "/bucket/")
+    await lean().request(r, "PUT", "k", (), headers, body, checksummed=checksummed)
+    request = as_received(pool.sent[0])
+    claimed = sigv4.header(request.headers, "x-amz-content-sha256")
+    assert claimed == ("UNSIGNED-PAYLOAD" if unsigned else hashlib.sha256(body).hexdigest())
+    assert verify(request) == AKID
+    # The checksum header stays signed either way: changing it breaks the signature.
+    forged = [(n, "BBBBBB==" if n == "x-amz-checksum-crc32c" else v) for n, v in request.headers]
+    with pytest.raises(sigv4.SigV4Error):
+        verify(sigv4.Request(request.method, request.raw_path, request.raw_query, forged, request.body))
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "tamper_proof"),
+    [
+        ("127.0.0.1", False, True),
+        ("127.8.9.10", False, True),
+        ("::1", False, True),
+        ("[::1]", False, True),
+        ("localhost", False, True),
+        ("10.0.0.5", False, False),
+        ("minio.internal", False, False),
+        ("127.0.0.1.example.com", False, False),
+        ("s3.amazonaws.com", True, True),
+        ("10.0.0.5", True, True),
+    ],
+)
+def test_pool_is_tamper_proof_over_tls_or_loopback(host: str, tls: bool, tamper_proof: bool) -> None:
+    pool = ConnectionPool(host, 443, tls=tls, max_connections=1, connect_timeout_s=1, read_timeout_s=1)
+    assert pool.tamper_proof is tamper_proof
 
 
 async def test_extra_headers_are_signed() -> None:

@@ -27,6 +27,7 @@ arriving in many small segments costs time linear in its size.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import ssl
 from collections import deque
@@ -259,7 +260,12 @@ class _Connection(asyncio.Protocol):
     # -- one request ------------------------------------------------------------------------
 
     def send(
-        self, data: bytes, head_only: bool, stream_over: int | None = None, lease: _Lease | None = None
+        self,
+        data: bytes,
+        head_only: bool,
+        stream_over: int | None = None,
+        lease: _Lease | None = None,
+        body: bytes | bytearray | memoryview = b"",
     ) -> asyncio.Future[Response]:
         assert self.transport is not None
         # Reset first: a stale `answered` from the last request would block the stale retry.
@@ -276,6 +282,8 @@ class _Connection(asyncio.Protocol):
         self._stream_over, self._lease, self.stream = stream_over, lease, None
         self._buf.clear()
         self.transport.write(data)
+        if body:
+            self.transport.write(body)
         return self._waiter
 
     def abort(self, reason: HttpError) -> None:
@@ -434,6 +442,15 @@ class _Connection(asyncio.Protocol):
         return True
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a DNS name: where it leads is not known here
+        return False
+
+
 def _body_length(
     status: int, headers: dict[str, str], head_only: bool, limit: int | None = MAX_BODY_BYTES
 ) -> int:
@@ -559,6 +576,12 @@ class ConnectionPool:
     def read_timeout_s(self) -> float:
         return self._read_timeout_s
 
+    @property
+    def tamper_proof(self) -> bool:
+        """Whether no one on a network between here and the server can change the bytes sent:
+        TLS, or a loopback address (whose traffic never leaves this machine)."""
+        return self._ssl is not None or _is_loopback(self._host)
+
     async def request(
         self,
         data: bytes,
@@ -566,8 +589,10 @@ class ConnectionPool:
         head_only: bool = False,
         retry_stale: bool = True,
         stream_over: int | None = None,
+        body: bytes | bytearray | memoryview = b"",
     ) -> Response:
-        """Send one serialized request and read its answer.
+        """Send one serialized request and read its answer: `data`, then `body` (a large body
+        passed apart is written as it is, not copied into one buffer with the head).
 
         A request that fails on a reused keep-alive connection before any answer arrived is
         sent once more on a new connection when `retry_stale`: the server may have closed the
@@ -580,22 +605,27 @@ class ConnectionPool:
         conn = await self._acquire()
         reused = conn.used
         try:
-            return await self._exchange(conn, data, head_only, stream_over)
+            return await self._exchange(conn, data, body, head_only, stream_over)
         except HttpError as exc:
             # A timeout, or an answer cut short, means the server has the request: not stale.
             # A pool closed meanwhile would refuse the retry: report the first failure instead.
             if not (reused and retry_stale) or exc.timeout or conn.answered or self._closed:
                 raise
-        return await self._exchange(await self._acquire(fresh=True), data, head_only, stream_over)
+        return await self._exchange(await self._acquire(fresh=True), data, body, head_only, stream_over)
 
     async def _exchange(
-        self, conn: _Connection, data: bytes, head_only: bool, stream_over: int | None
+        self,
+        conn: _Connection,
+        data: bytes,
+        body: bytes | bytearray | memoryview,
+        head_only: bool,
+        stream_over: int | None,
     ) -> Response:
         """One request on `conn`, which goes back to the pool (or is closed) either way: at
         once, or when its streamed body has all arrived (or is closed)."""
         lease = _Lease(self, conn)
         try:
-            response = await self._read_answer(conn, data, head_only, stream_over, lease)
+            response = await self._read_answer(conn, data, body, head_only, stream_over, lease)
         except BaseException:
             # Failed or cancelled mid-request: a late answer would arrive out of step.
             if not lease.done:
@@ -609,10 +639,16 @@ class ConnectionPool:
         return response
 
     async def _read_answer(
-        self, conn: _Connection, data: bytes, head_only: bool, stream_over: int | None, lease: _Lease
+        self,
+        conn: _Connection,
+        data: bytes,
+        body: bytes | bytearray | memoryview,
+        head_only: bool,
+        stream_over: int | None,
+        lease: _Lease,
     ) -> Response:
         loop = asyncio.get_running_loop()
-        waiter = conn.send(data, head_only, stream_over, lease)
+        waiter = conn.send(data, head_only, stream_over, lease, body)
         timer = loop.call_later(
             self._read_timeout_s,
             conn.abort,

@@ -157,8 +157,12 @@ class S3PartUploads:
     ) -> WrittenObject:
         headers = _lean_put_headers(len(body), attributes, checksum)
         if headers is not None:
+            checksummed = checksum is not None
             lean = await self._lean_call(
-                bucket, lambda lean, route: lean.request(route, "PUT", key, headers=headers, body=body)
+                bucket,
+                lambda lean, route: lean.request(
+                    route, "PUT", key, headers=headers, body=body, checksummed=checksummed
+                ),
             )
             if isinstance(lean, Response):
                 return WrittenObject(
@@ -208,8 +212,12 @@ class S3PartUploads:
         if len(body) <= LEAN_PUT_MAX_BYTES:
             headers = {} if checksum is None else {checksum_header(checksum.algorithm): checksum.value}
             query = [("partNumber", str(number)), ("uploadId", upload_id)]
+            checksummed = checksum is not None
             lean = await self._lean_call(
-                bucket, lambda lean, route: lean.request(route, "PUT", key, query, headers, body)
+                bucket,
+                lambda lean, route: lean.request(
+                    route, "PUT", key, query, headers, body, checksummed=checksummed
+                ),
             )
             if isinstance(lean, Response):
                 etag = unquoted_etag(lean.headers.get("etag", ""))
