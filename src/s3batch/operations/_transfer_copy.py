@@ -82,9 +82,11 @@ from s3batch.storage.capabilities import (
     CheckedGet,
     CheckedGetStore,
     PartUploadStore,
+    RangeReadStore,
     assembled_upload_store,
     checked_get_store,
     part_upload_store,
+    range_read_store,
 )
 
 if TYPE_CHECKING:
@@ -150,6 +152,14 @@ class _Source:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _RangedPart:
+    number: int
+    #: Its first byte's offset in the object.
+    start: int
+    size: int
+
+
 class Copier:
     """Transfers one task's object; shared by every task of the operation in one process."""
 
@@ -161,6 +171,8 @@ class Copier:
         self.checked_source = part_upload_store(source)
         #: The source, when one GET answers what its HEAD would (the HEAD is then not made).
         self.get_first: CheckedGetStore | None = checked_get_store(source)
+        #: The source, when it reads a part straight into a buffer (several parts at once).
+        self.ranged: RangeReadStore | None = range_read_store(source)
         self.writer = writer
         #: The destination, when it writes an upload's parts straight into the object's file.
         self.assembler: AssembledUploadStore | None = assembled_upload_store(writer)
@@ -583,6 +595,8 @@ class Copier:
         upload already holds it with the same bytes. Returns the digests, the parts to complete
         with, how many were reused, and the whole body's checksum when it was needed."""
         full: Hasher | None = new_hasher(self.algorithm) if self._needs_full(head) else None
+        if full is None and self.ranged is not None:
+            return await self._send_ranged_parts(self.ranged, task, head, key, upload_id, sizes, kept)
         digests: dict[int, PartDigest] = {}
         done: dict[int, UploadedPart] = {}
         in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
@@ -622,6 +636,89 @@ class Copier:
         numbers = range(1, len(sizes) + 1)
         parts = [done[number] for number in numbers]
         return [digests[number] for number in numbers], parts, reused, None if full is None else _encode(full)
+
+    async def _send_ranged_parts(
+        self,
+        ranged: RangeReadStore,
+        task: Task,
+        head: CheckedHead,
+        key: str,
+        upload_id: str,
+        sizes: list[int],
+        kept: dict[int, UploadedPart],
+    ) -> tuple[list[PartDigest], list[UploadedPart], int, str | None]:
+        """`_send_parts` where each part is read by a ranged read into a buffer of its own
+        (capabilities.RangeReadStore): PARTS_IN_FLIGHT parts read and uploaded at once, in any
+        order, each pinned to the source's ETag and size. Only where no checksum of the whole
+        body is needed, which would take the bytes in order."""
+        digests: dict[int, PartDigest] = {}
+        done: dict[int, UploadedPart] = {}
+        reused: set[int] = set()
+        in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for number, start, size in part_ranges(sizes):
+                    await in_flight.acquire()
+                    await self.budget.claim(size)
+                    part = _RangedPart(number, start, size)
+                    group.create_task(
+                        self._send_ranged_part(
+                            ranged, task, head, key, upload_id, part, kept, digests, done, reused, in_flight
+                        )
+                    )
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+        numbers = range(1, len(sizes) + 1)
+        return (
+            [digests[number] for number in numbers],
+            [done[number] for number in numbers],
+            len(reused),
+            None,
+        )
+
+    async def _send_ranged_part(
+        self,
+        ranged: RangeReadStore,
+        task: Task,
+        head: CheckedHead,
+        key: str,
+        upload_id: str,
+        part: _RangedPart,
+        kept: dict[int, UploadedPart],
+        digests: dict[int, PartDigest],
+        done: dict[int, UploadedPart],
+        reused: set[int],
+        in_flight: asyncio.Semaphore,
+    ) -> None:
+        """One part: read, hashed, then kept (the upload already holds these bytes) or
+        uploaded. Releases the part's place in flight and its bytes of the budget."""
+        handed = False
+        try:
+            body = bytearray(part.size)
+            await ranged.read_range_into(
+                task.bucket,
+                task.key,
+                task.version_id,
+                part.start,
+                body,
+                size=head.size,
+                etag=head.etag or None,
+            )
+            have = kept.get(part.number)
+            # A listed part without a checksum is compared by its MD5 ETag.
+            md5 = have is not None and have.checksum is None
+            digest = await digest_part(part.number, body, self.algorithm, md5=md5)
+            digests[part.number] = digest
+            if have is not None and _same_bytes(have, digest):
+                done[part.number] = UploadedPart(part.number, part.size, have.etag, digest.checksum)
+                reused.add(part.number)
+            else:
+                handed = True  # _upload_part releases both
+                await self._upload_part(key, upload_id, body, digest, done, digests, in_flight)
+        finally:
+            if not handed:
+                in_flight.release()
+                self.budget.release(part.size)
 
     async def _upload_part(
         self,

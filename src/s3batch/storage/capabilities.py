@@ -270,6 +270,31 @@ class CheckedGetStore(Protocol):
 
 
 @runtime_checkable
+class RangeReadStore(Protocol):
+    """A store that reads a byte range of an object straight into the caller's buffer (S3: a
+    ranged GetObject received on sockets of its own: storage/s3/ranged.py). S3batchTransfer
+    reads the parts of a large object this way, several at once, where the source has the
+    method and no checksum of the whole body is needed; otherwise it streams the body once.
+
+    Not a `Capability`: nothing outside the transfer asks for it."""
+
+    async def read_range_into(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        start: int,
+        buffer: bytearray,
+        *,
+        size: int,
+        etag: str | None,
+    ) -> None:
+        """Fill `buffer` with the object's bytes from `start`. The object must be `size` bytes
+        long and, with `etag`, have that ETag: PreconditionFailed (412) otherwise."""
+        ...
+
+
+@runtime_checkable
 class AssembledUploadStore(Protocol):
     """A store that writes a multipart upload of a known layout straight into one file: each
     part at its offset, so completion moves that file into place instead of joining parts
@@ -376,6 +401,11 @@ def parts_store(store: ObjectStore) -> PartsStore | None:
 def checked_get_store(store: ObjectStore) -> CheckedGetStore | None:
     """`store` when it has `get_with_checksum` (a structural check: ask once, not per task)."""
     return store if isinstance(store, CheckedGetStore) else None
+
+
+def range_read_store(store: ObjectStore) -> RangeReadStore | None:
+    """`store` when it has `read_range_into` (a structural check: ask once, not per task)."""
+    return store if isinstance(store, RangeReadStore) else None
 
 
 def part_upload_store(store: ObjectStore) -> PartUploadStore | None:

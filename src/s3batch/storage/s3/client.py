@@ -33,6 +33,7 @@ from s3batch.storage.config import S3Config
 from s3batch.storage.s3.errors import TLS_ERROR, translating
 from s3batch.storage.s3.http1 import ConnectionPool
 from s3batch.storage.s3.lean import Credentials, Fallback, LeanS3, Route, Signer
+from s3batch.storage.s3.ranged import RangeReader
 from s3batch.storage.s3.shapes import parse_timestamp, shared_loader
 
 #: Region used when neither the config, the environment nor the profile names one.
@@ -76,6 +77,8 @@ class SharedClient:
     routes: dict[str, Route | None] = field(default_factory=dict)
     route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pools: dict[tuple[str, int, bool], ConnectionPool] = field(default_factory=dict)
+    #: The lean routes' ranged readers (ranged.py), by (host, port, tls), made on first use.
+    readers: dict[tuple[str, int, bool], RangeReader] = field(default_factory=dict)
     #: Open S3Stores using it; the last close() closes it.
     users: int = 0
 
@@ -117,7 +120,7 @@ class SharedClient:
             # Reading a CA bundle takes ~17 ms: off the event loop, as aiobotocore does.
             self.ssl_context = await asyncio.to_thread(_ssl_context, self.verify)
         try:
-            return Route.parse(url, _ROUTE_PROBE_KEY, self._pool)
+            return Route.parse(url, _ROUTE_PROBE_KEY, self._pool, self._reader)
         except Fallback:
             return None  # a URL shape we don't know
 
@@ -136,7 +139,23 @@ class SharedClient:
             )
         return self.pools[pool_key]
 
+    def _reader(self, host: str, port: int, tls: bool) -> RangeReader:
+        reader_key = (host, port, tls)
+        if reader_key not in self.readers:
+            cfg = self.key[0]
+            self.readers[reader_key] = RangeReader(
+                host,
+                port,
+                ssl_context=(self.ssl_context or ssl.create_default_context()) if tls else None,
+                connect_timeout_s=cfg.connect_timeout_s,
+                read_timeout_s=cfg.read_timeout_s,
+            )
+        return self.readers[reader_key]
+
     async def aclose(self) -> None:
+        readers, self.readers = self.readers, {}
+        for reader in readers.values():
+            reader.close()
         pools, self.pools = self.pools, {}
         for pool in pools.values():
             await pool.close()

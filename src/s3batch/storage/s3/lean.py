@@ -34,6 +34,7 @@ from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
 from s3batch.storage.s3.errors import TLS_ERROR, TLS_HINT, storage_error
 from s3batch.storage.s3.http1 import ConnectionPool, HttpError, Response
+from s3batch.storage.s3.ranged import RangeReader
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -79,9 +80,17 @@ class Route:
     host: str  # the Host header (with a non-default port)
     #: Path before the URL-encoded key: "/bucket/" (path style) or "/" (virtual-hosted).
     prefix: str
+    #: Large ranged reads into the caller's buffer, on sockets of their own (None: not offered).
+    reader: RangeReader | None = None
 
     @classmethod
-    def parse(cls, url: str, key: str, pools: Callable[[str, int, bool], ConnectionPool]) -> Route:
+    def parse(
+        cls,
+        url: str,
+        key: str,
+        pools: Callable[[str, int, bool], ConnectionPool],
+        readers: Callable[[str, int, bool], RangeReader] | None = None,
+    ) -> Route:
         """From a presigned URL for `key`: everything before the encoded key is the prefix."""
         parts = urlsplit(url)
         encoded = quote(key, safe="/~")
@@ -90,7 +99,8 @@ class Route:
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         host = parts.netloc.rpartition("@")[2]
-        return cls(pools(parts.hostname, port, tls), host, parts.path[: -len(encoded)])
+        reader = None if readers is None else readers(parts.hostname, port, tls)
+        return cls(pools(parts.hostname, port, tls), host, parts.path[: -len(encoded)], reader)
 
 
 class Signer:
@@ -183,6 +193,34 @@ class LeanS3:
         checks the ETag it answers: docs/transfer.md, "Checksums"), and the SHA-256 cost
         ~0.9 s of CPU per GiB. Over plain HTTP to another machine the SHA-256 stays signed: a
         CRC can be forged by whoever can rewrite the body on the way."""
+        head = await self._serialized(route, method, key, query, headers, body, checksummed)
+        try:
+            head_only = method == "HEAD"
+            if len(body) >= SEPARATE_BODY_MIN_BYTES:
+                response = await route.pool.request(
+                    head, head_only=head_only, stream_over=stream_over, body=body
+                )
+            elif stream_over is None:  # the pool's plain call: what test doubles of it implement
+                response = await route.pool.request(head + body, head_only=head_only)
+            else:
+                response = await route.pool.request(head + body, head_only=head_only, stream_over=stream_over)
+        except HttpError as exc:
+            raise connection_error(exc) from exc
+        if response.status >= 300:
+            raise error_from(response)
+        return response
+
+    async def _serialized(
+        self,
+        route: Route,
+        method: str,
+        key: str | None,
+        query: Sequence[tuple[str, str]],
+        headers: Mapping[str, str] | None,
+        body: bytes | bytearray,
+        checksummed: bool,
+    ) -> bytes:
+        """The signed request line and headers (`request` documents `checksummed`)."""
         path = route.prefix if key is None else route.prefix + encode_path(key)
         if key is None and route.prefix.endswith("/") and len(route.prefix) > 1:
             path = route.prefix[:-1]  # the bucket itself: "/bucket", as botocore sends it
@@ -205,22 +243,50 @@ class LeanS3:
         lines = [f"{method} {target} HTTP/1.1", f"Authorization: {auth}"]
         lines.extend(f"{name}: {value}" for name, value in signed.items())
         lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    async def get_range_into(
+        self,
+        route: Route,
+        key: str,
+        version_id: str | None,
+        start: int,
+        buffer: bytearray,
+        *,
+        size: int,
+        if_match: str | None,
+    ) -> bool:
+        """Fill `buffer` with the object's bytes from `start`, by a ranged GET on the route's
+        RangeReader (ranged.py); False, reading nothing, when the route has none. The object
+        must be `size` bytes long and, with `if_match`, have that ETag: PreconditionFailed
+        otherwise (checked on the answer too, as a server may ignore If-Match)."""
+        if route.reader is None:
+            return False
+        end = start + len(buffer) - 1
+        headers = {"range": f"bytes={start}-{end}"}
+        if if_match:
+            headers["if-match"] = if_match
+        head = await self._serialized(route, "GET", key, _version_query(version_id), headers, b"", False)
         try:
-            head_only = method == "HEAD"
-            if len(body) >= SEPARATE_BODY_MIN_BYTES:
-                response = await route.pool.request(
-                    head, head_only=head_only, stream_over=stream_over, body=body
-                )
-            elif stream_over is None:  # the pool's plain call: what test doubles of it implement
-                response = await route.pool.request(head + body, head_only=head_only)
-            else:
-                response = await route.pool.request(head + body, head_only=head_only, stream_over=stream_over)
+            answer = await route.reader.read_into(head, buffer)
         except HttpError as exc:
             raise connection_error(exc) from exc
-        if response.status >= 300:
-            raise error_from(response)
-        return response
+        if answer.status >= 300:
+            raise error_from(Response(answer.status, answer.headers, answer.body))
+        etag = answer.headers.get("etag", "").strip('"')
+        if if_match and etag and etag != if_match.strip('"'):
+            raise StorageError(
+                "PreconditionFailed", f"{key}: the object changed while it was read (ETag {etag})", 412
+            )
+        content_range = answer.headers.get("content-range")
+        whole = answer.status == 200 and content_range is None and start == 0 and len(buffer) == size
+        if not whole and content_range != f"bytes {start}-{end}/{size}":
+            raise StorageError(
+                "PreconditionFailed",
+                f"{key}: asked for bytes {start}-{end} of {size}, got Content-Range {content_range!r}",
+                412,
+            )
+        return True
 
     # -- the calls --------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from s3batch.storage.s3.shapes import (
     lean_put_headers,
     object_params,
     parsed_head,
+    range_total,
     tagging_header,
     unquoted_etag,
 )
@@ -351,6 +352,59 @@ class S3PartUploads:
                 body.close()
             return CheckedGet(head, _once(data), buffered=True)
         return CheckedGet(head, _botocore_chunks(body), buffered=False, release=body.close)
+
+    async def read_range_into(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        start: int,
+        buffer: bytearray,
+        *,
+        size: int,
+        etag: str | None,
+    ) -> None:
+        """capabilities.RangeReadStore: on the lean route's RangeReader (straight into `buffer`),
+        else one ranged GetObject through aiobotocore, its chunks copied in."""
+        lean = await self._lean_call(
+            bucket,
+            lambda lean, route: lean.get_range_into(
+                route, key, version_id, start, buffer, size=size, if_match=etag
+            ),
+        )
+        if lean is True:
+            return
+        end = start + len(buffer) - 1
+        params = object_params(bucket, key, version_id)
+        params["Range"] = f"bytes={start}-{end}"
+        if etag:
+            params["IfMatch"] = etag
+        response = await self._call("get_object", **params)
+        body = response["Body"]
+        try:
+            answered = unquoted_etag(response.get("ETag", ""))
+            if etag and answered and answered != etag.strip('"'):
+                raise StorageError(
+                    "PreconditionFailed",
+                    f"{key}: the object changed while it was read (ETag {answered})",
+                    412,
+                )
+            view, filled = memoryview(buffer), 0
+            with translating():
+                while chunk := await body.read(CHECKED_GET_READ_BYTES):
+                    if filled + len(chunk) > len(view):
+                        break
+                    view[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+            total = range_total(response.get("ContentRange") or "")
+            if filled != len(view) or (total is not None and total != size):
+                raise StorageError(
+                    "PreconditionFailed",
+                    f"{key}: asked for bytes {start}-{end} of {size}, got {filled} bytes of {total}",
+                    412,
+                )
+        finally:
+            body.close()
 
     async def _get_after_head(self, bucket: str, key: str, version_id: str | None) -> CheckedGet:
         """An answer that did not say the body's length (a chunked GET) cannot tell the size:
