@@ -1,7 +1,7 @@
 """S3Store.read_range_into (capabilities.RangeReadStore) against real servers on 127.0.0.1:
 moto's and `rclone serve s3` (which answers a range with 200 and a Content-Range, and ignores
-If-Match), on the lean path's ranged reader and through aiobotocore; and S3batchTransfer reading
-a large object's parts that way."""
+If-Match), on the lean path's ranged reader and through aiobotocore, and LocalStore's (preadv);
+and S3batchTransfer reading a large object's parts that way from either."""
 
 from __future__ import annotations
 
@@ -125,3 +125,55 @@ def test_a_ranged_read_of_a_replaced_object_fails_the_task_and_leaves_nothing(
     status, code, _ = rows["big.bin"]
     assert (status, code) == ("failed", "PreconditionFailed")
     assert not (back / "out" / "big.bin").exists()
+
+
+async def test_a_folder_reads_a_range_into_the_buffer_and_refuses_another_size(tmp_path: Path) -> None:
+    from s3batch.storage.local import LocalStore
+
+    body = os.urandom(2 * MIB + 3)
+    (tmp_path / "b" / "d").mkdir(parents=True)
+    (tmp_path / "b" / "d" / "k").write_bytes(body)
+    (tmp_path / "b" / "link").symlink_to(tmp_path / "b" / "d" / "k")
+    store = LocalStore(tmp_path)
+    reader = range_read_store(store)
+    assert reader is not None
+    buffer = bytearray(MIB + 3)
+    await reader.read_range_into("b", "d/k", None, MIB, buffer, size=len(body), etag=None)
+    assert buffer == body[MIB:]
+    with pytest.raises(StorageError) as changed:
+        await reader.read_range_into("b", "d/k", None, 0, bytearray(10), size=len(body) - 1, etag=None)
+    assert (changed.value.code, changed.value.http_status) == ("PreconditionFailed", 412)
+    for missing in ("d/nope", "link"):  # a symlink is no object
+        with pytest.raises(StorageError) as caught:
+            await reader.read_range_into("b", missing, None, 0, bytearray(10), size=10, etag=None)
+        assert caught.value.code == "NoSuchKey"
+
+
+def test_a_transfer_from_a_folder_reads_a_large_files_parts_by_ranged_reads(
+    tmp_path: Path, rclone_server: str
+) -> None:
+    from s3batch.storage.local import LocalStore
+
+    body = os.urandom(12 * MIB)
+    root = tmp_path / "folders"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "big.bin").write_bytes(body)
+    home = tmp_path / "home"
+    write_stores(home, rcl=rclone_server)
+    client(rclone_server).create_bucket(Bucket="ranged-dst")
+    calls: list[int] = []
+    original = LocalStore.read_range_into
+
+    async def counted(self: LocalStore, *args: object, **kwargs: object) -> None:
+        calls.append(int(str(args[3])))
+        await original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    request = transfer_job(
+        "src", TargetStore="rcl", TargetResource="arn:aws:s3:::ranged-dst", PartSizeBytes=5 * MIB
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalStore, "read_range_into", counted)
+        rows = run_job(home, f"file://{root}", request)
+    assert rows["big.bin"][0] == "succeeded" and "Parts=3 (0 reused)" in rows["big.bin"][2]
+    assert sorted(calls) == [0, 5 * MIB, 10 * MIB]
+    assert client(rclone_server).get_object(Bucket="ranged-dst", Key="big.bin")["Body"].read() == body

@@ -272,7 +272,8 @@ class CheckedGetStore(Protocol):
 @runtime_checkable
 class RangeReadStore(Protocol):
     """A store that reads a byte range of an object straight into the caller's buffer (S3: a
-    ranged GetObject received on sockets of its own: storage/s3/ranged.py). S3batchTransfer
+    ranged GetObject received on sockets of its own, storage/s3/ranged.py; the folder store:
+    `preadv`). S3batchTransfer
     reads the parts of a large object this way, several at once, where the source has the
     method and no checksum of the whole body is needed; otherwise it streams the body once.
 
