@@ -473,3 +473,16 @@ async def test_list_page_decodes_url_encoded_keys() -> None:
         "encoding-type": "url",
         "prefix": "p q/",
     }
+
+
+def test_tls_without_certificate_checks_is_not_tamper_proof() -> None:
+    import ssl
+
+    unchecked = ssl.create_default_context()
+    unchecked.check_hostname = False
+    unchecked.verify_mode = ssl.CERT_NONE
+    pool = ConnectionPool(
+        "s3.example.com", 443, tls=True, max_connections=1, connect_timeout_s=1, read_timeout_s=1,
+        ssl_context=unchecked,
+    )  # fmt: skip
+    assert pool.tamper_proof is False

@@ -177,3 +177,100 @@ async def test_a_refused_connection_fails_unsent() -> None:
     finally:
         ranged.close()
     assert not caught.value.sent
+
+
+async def test_a_request_answered_on_a_reused_socket_is_not_sent_again() -> None:
+    # The second read's answer is cut short on the kept-alive socket: that is the answer's
+    # failure, not a stale socket's, so the GET is not re-sent behind the caller's back.
+    requests: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for i in range(2):
+            await reader.readuntil(b"\r\n\r\n")
+            requests.append(n)
+            if n == 1 and i == 1:
+                writer.write(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\r\nxxxx")
+                await writer.drain()
+                writer.close()
+                return
+            writer.write(answer(b"y" * 10, "206 Partial Content"))
+            await writer.drain()
+
+    async with serving(handler) as server:
+        ranged = reader_for(server)
+        try:
+            await ranged.read_into(GET, bytearray(10))
+            with pytest.raises(HttpError):
+                await ranged.read_into(GET, bytearray(10))
+        finally:
+            ranged.close()
+    assert requests == [1, 1]
+
+
+async def test_a_cancelled_read_stops_writing_its_buffer_and_frees_its_thread() -> None:
+    from s3batch.storage.s3.ranged import READ_THREADS
+
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if n <= READ_THREADS:
+            writer.write(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\r\nab")
+            await writer.drain()
+            await release.wait()
+            writer.write(b"cdefghij")
+        else:
+            writer.write(answer(b"z" * 10, "206 Partial Content"))
+        await writer.drain()
+        await asyncio.sleep(2)
+
+    async with serving(handler) as server:
+        ranged = reader_for(server, read_timeout_s=5.0)
+        buffers = [bytearray(10) for _ in range(READ_THREADS)]
+        try:
+            tasks = [asyncio.create_task(ranged.read_into(GET, b)) for b in buffers]
+            await asyncio.sleep(0.3)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            fresh = bytearray(10)
+            await asyncio.wait_for(ranged.read_into(GET, fresh), 1.0)  # no thread held
+            release.set()
+            await asyncio.sleep(0.2)
+        finally:
+            ranged.close()
+    assert fresh == b"z" * 10
+    assert all(b == b"ab" + bytes(8) for b in buffers)  # nothing written after the cancel
+
+
+async def test_close_fails_a_queued_read_as_an_http_error() -> None:
+    from s3batch.storage.s3.ranged import READ_THREADS
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(5)
+
+    async with serving(handler) as server:
+        ranged = reader_for(server, read_timeout_s=5.0)
+        tasks = [asyncio.create_task(ranged.read_into(GET, bytearray(10))) for _ in range(READ_THREADS + 1)]
+        await asyncio.sleep(0.3)
+        ranged.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, HttpError) for r in results), results
+
+
+async def test_a_server_that_ignores_the_range_is_told_apart() -> None:
+    from s3batch.storage.s3.ranged import RangeIgnored
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b"w" * 30))  # 200, the whole object, no Content-Range
+        await writer.drain()
+
+    async with serving(handler) as server:
+        ranged = reader_for(server)
+        try:
+            with pytest.raises(RangeIgnored):
+                await ranged.read_into(GET, bytearray(10))
+        finally:
+            ranged.close()

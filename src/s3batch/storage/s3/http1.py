@@ -579,8 +579,12 @@ class ConnectionPool:
     @property
     def tamper_proof(self) -> bool:
         """Whether no one on a network between here and the server can change the bytes sent:
-        TLS, or a loopback address (whose traffic never leaves this machine)."""
-        return self._ssl is not None or _is_loopback(self._host)
+        TLS with the server's certificate checked, or a loopback address (whose traffic never
+        leaves this machine)."""
+        if self._ssl is not None:
+            # TLS without checking the certificate lets anyone on the way in: not tamper-proof.
+            return self._ssl.verify_mode == ssl.CERT_REQUIRED and self._ssl.check_hostname
+        return _is_loopback(self._host)
 
     async def request(
         self,

@@ -34,7 +34,7 @@ from s3batch.domain.objects import ObjectInfo
 from s3batch.errors import StorageError
 from s3batch.storage.s3.errors import TLS_ERROR, TLS_HINT, storage_error
 from s3batch.storage.s3.http1 import ConnectionPool, HttpError, Response
-from s3batch.storage.s3.ranged import RangeReader
+from s3batch.storage.s3.ranged import RangeIgnored, RangeReader
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -269,6 +269,10 @@ class LeanS3:
         head = await self._serialized(route, "GET", key, _version_query(version_id), headers, b"", False)
         try:
             answer = await route.reader.read_into(head, buffer)
+        except RangeIgnored as exc:  # retrying cannot help: say so instead of a network error
+            raise StorageError(
+                "NotImplemented", f"{key}: the server ignores Range headers ({exc})", 501
+            ) from exc
         except HttpError as exc:
             raise connection_error(exc) from exc
         if answer.status >= 300:

@@ -12,13 +12,13 @@ same bytes through the event loop's stream.
 Its sockets are its own, never the event-loop pool's: a part being read never waits for a
 connection an upload holds, nor the reverse. One request per socket at a time, kept alive for
 the next read (IDLE_REUSE_S); a reused socket that fails before any answer byte is retried once
-on a new one, as http1 does. Only a complete answer of exactly the buffer's length fills the
-buffer; anything else raises `HttpError` (the caller's StorageError: retryable). An error
-status comes back with its (small) body for the caller to parse.
+on a new one, as http1 does. A read its caller gives up (cancelled) has its socket shut down,
+so its thread stops at once rather than go on filling the buffer. Only a complete answer of
+exactly the buffer's length fills the buffer; anything else raises `HttpError` (the caller's
+StorageError: retryable), or `RangeIgnored` for a whole object sent instead of the range. An
+error status comes back with its (small) body for the caller to parse.
 
-A read whose caller is cancelled runs on in its thread until it ends (at most the read
-timeout, or at once when the reader is closed: `close` shuts its sockets down), writing into
-the buffer the caller gave it; the caller must not reuse that buffer for anything else.
+The read timeout applies to each receive (as for any socket), not to a whole answer.
 """
 
 from __future__ import annotations
@@ -82,6 +82,31 @@ class _Head:
         return int(raw)
 
 
+class RangeIgnored(HttpError):
+    """The server answered a ranged GET with the whole object: it does not do ranges."""
+
+
+class _Attempt:
+    """One read's state, shared by the caller and its worker thread: the socket it is on (the
+    caller shuts it down when it gives up, so the thread stops writing into its buffer at
+    once), whether it was given up, and whether any answer byte arrived (then the request is
+    not sent again on a fresh socket)."""
+
+    __slots__ = ("answered", "cancelled", "conn")
+
+    def __init__(self) -> None:
+        self.conn: _Conn | None = None
+        self.cancelled = False
+        self.answered = False
+
+    def abandon(self) -> None:
+        self.cancelled = True
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Conn:
     __slots__ = ("idle_since", "sock")
 
@@ -118,8 +143,13 @@ class RangeReader:
         `buffer`, which it must fill exactly."""
         if self._closed:
             raise HttpError("range reader closed", sent=False)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._read, request, memoryview(buffer))
+        attempt = _Attempt()
+        future = asyncio.wrap_future(self._executor.submit(self._read, request, memoryview(buffer), attempt))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            attempt.abandon()  # the thread fails at its next recv instead of filling the buffer
+            raise
 
     def close(self) -> None:
         """Refuse new reads, close idle sockets and cut reads in flight short (they fail)."""
@@ -131,24 +161,26 @@ class RangeReader:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 conn.sock.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Reads still queued run and fail at once on the closed reader (as HttpError, not as a
+        # cancellation nobody asked for).
+        self._executor.shutdown(wait=False)
 
     # -- in the worker thread -----------------------------------------------------------------
 
-    def _read(self, request: bytes, buffer: memoryview) -> RangeAnswer:
-        conn, reused = self._take()
+    def _read(self, request: bytes, buffer: memoryview, attempt: _Attempt) -> RangeAnswer:
+        conn, reused = self._take(attempt)
         try:
-            answer, keep = self._exchange(conn.sock, request, buffer)
+            answer, keep = self._exchange(conn.sock, request, buffer, attempt)
         except (HttpError, OSError) as exc:
             self._drop(conn)
             error = self._http_error(exc)
-            # A GET may always be sent again; a kept-alive socket the server closed meanwhile
-            # says nothing about the store. A timeout does: it is not sent twice.
-            if not reused or error.timeout or self._closed:
+            # A kept-alive socket the server closed meanwhile says nothing about the store: the
+            # GET goes once more on a new one, unless any of an answer (or a timeout) came.
+            if not reused or error.timeout or attempt.answered or attempt.cancelled or self._closed:
                 raise error from None
-            conn, _ = self._take(fresh=True)
+            conn, _ = self._take(attempt, fresh=True)
             try:
-                answer, keep = self._exchange(conn.sock, request, buffer)
+                answer, keep = self._exchange(conn.sock, request, buffer, attempt)
             except (HttpError, OSError) as again:
                 self._drop(conn)
                 raise self._http_error(again) from None
@@ -163,13 +195,17 @@ class RangeReader:
             return HttpError(f"{where}: no answer within {self._read_timeout_s:g} s", sent=True, timeout=True)
         return HttpError(f"{where}: {exc}", sent=True)
 
-    def _exchange(self, sock: socket.socket, request: bytes, buffer: memoryview) -> tuple[RangeAnswer, bool]:
+    def _exchange(
+        self, sock: socket.socket, request: bytes, buffer: memoryview, attempt: _Attempt
+    ) -> tuple[RangeAnswer, bool]:
         sock.sendall(request)
-        head, rest = self._read_head(sock)
+        head, rest = self._read_head(sock, attempt)
         if head.status >= 300:
             body, whole = self._read_error_body(sock, head, rest)
             return RangeAnswer(head.status, head.headers, body), whole and head.keep_alive
         length = head.length()
+        if head.status == 200 and "content-range" not in head.headers and length != len(buffer):
+            raise RangeIgnored(f"asked for {len(buffer)} bytes, the server sent all {length}", sent=True)
         if length != len(buffer) or len(rest) > length:
             raise HttpError(f"an answer of {length} bytes to a range of {len(buffer)}", sent=True)
         buffer[: len(rest)] = rest
@@ -181,7 +217,7 @@ class RangeReader:
             filled += got
         return RangeAnswer(head.status, head.headers, b""), head.keep_alive
 
-    def _read_head(self, sock: socket.socket) -> tuple[_Head, bytes]:
+    def _read_head(self, sock: socket.socket, attempt: _Attempt) -> tuple[_Head, bytes]:
         raw = bytearray()
         while True:
             end = raw.find(_HEADER_END)
@@ -197,6 +233,7 @@ class RangeReader:
             chunk = sock.recv(HEAD_RECV_BYTES)
             if not chunk:
                 raise HttpError("connection closed before an answer", sent=True)
+            attempt.answered = True
             raw += chunk
 
     def _read_error_body(self, sock: socket.socket, head: _Head, rest: bytes) -> tuple[bytes, bool]:
@@ -214,24 +251,28 @@ class RangeReader:
             body += chunk
         return bytes(body[:length]), len(body) == length
 
-    def _take(self, fresh: bool = False) -> tuple[_Conn, bool]:
+    def _take(self, attempt: _Attempt, fresh: bool = False) -> tuple[_Conn, bool]:
         now = time.monotonic()
         with self._lock:
-            if self._closed:
-                raise HttpError("range reader closed", sent=False)
+            if self._closed or attempt.cancelled:
+                raise HttpError("range reader closed, or the read given up", sent=False)
             while self._idle and not fresh:
                 conn = self._idle.pop()
                 if now - conn.idle_since < IDLE_REUSE_S:
                     self._busy.add(conn)
+                    attempt.conn = conn
                     return conn, True
                 with contextlib.suppress(OSError):
                     conn.sock.close()
         conn = _Conn(self._connect())
         with self._lock:
-            if self._closed:
+            if self._closed or attempt.cancelled:
                 conn.sock.close()
-                raise HttpError("range reader closed", sent=False)
+                raise HttpError("range reader closed, or the read given up", sent=False)
             self._busy.add(conn)
+            attempt.conn = conn
+        if attempt.cancelled:  # given up between the check and `attempt.conn`: abandon missed it
+            attempt.abandon()
         return conn, False
 
     def _connect(self) -> socket.socket:

@@ -40,7 +40,6 @@ from s3batch.storage.s3.shapes import (
     lean_put_headers,
     object_params,
     parsed_head,
-    range_total,
     tagging_header,
     unquoted_etag,
 )
@@ -389,19 +388,26 @@ class S3PartUploads:
                     f"{key}: the object changed while it was read (ETag {answered})",
                     412,
                 )
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            content_range = response.get("ContentRange")
+            whole = status == 200 and content_range is None and start == 0 and len(buffer) == size
+            if not whole and content_range != f"bytes {start}-{end}/{size}":
+                raise StorageError(
+                    "PreconditionFailed",
+                    f"{key}: asked for bytes {start}-{end} of {size}, got Content-Range {content_range!r}",
+                    412,
+                )
             view, filled = memoryview(buffer), 0
             with translating():
                 while chunk := await body.read(CHECKED_GET_READ_BYTES):
                     if filled + len(chunk) > len(view):
+                        filled = -1
                         break
                     view[filled : filled + len(chunk)] = chunk
                     filled += len(chunk)
-            total = range_total(response.get("ContentRange") or "")
-            if filled != len(view) or (total is not None and total != size):
+            if filled != len(view):
                 raise StorageError(
-                    "PreconditionFailed",
-                    f"{key}: asked for bytes {start}-{end} of {size}, got {filled} bytes of {total}",
-                    412,
+                    "InternalError", f"{key}: the answer to bytes {start}-{end} was not that long", 500, True
                 )
         finally:
             body.close()
