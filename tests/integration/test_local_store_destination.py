@@ -1,7 +1,8 @@
 """The folder store as a write destination: a completed multipart upload has S3's multipart ETag
 and checksums (derived from the parts, the parts joined in the kernel), a file changed by hand
 stops trusting them, completion keeps its resume, abort and kill -9 rules, and a small write
-with default attributes leaves no sidecar (and no stale one).
+with default attributes records no attributes (and leaves no stale record), wherever the store
+records them: the object's own xattr or a sidecar file (tests/folder_attrs.py).
 
 The rules are in docs/compatibility.md ("Local folder store").
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.folder_attrs import MODES, in_sidecars, recorded, recorded_elsewhere, use_mode
 from tests.integration.test_transfer import run_job, s3, transfer_job, write_stores
 
 import s3batch.storage.local as local_module
@@ -35,7 +37,7 @@ from s3batch.domain.checksums import (
 from s3batch.domain.uploads import ChecksumValue, ObjectAttributes, UploadedPart
 from s3batch.errors import StorageError
 from s3batch.storage.emulated_uploads import checksum_of
-from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, META_DIR_NAME, TEMP_MARKER, LocalStore
+from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, TEMP_MARKER, LocalStore
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,14 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
+    """Where the store records attributes: the object's xattr, or a sidecar file only."""
+    mode: str = request.param
+    use_mode(monkeypatch, mode, root)
+    return mode
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -65,11 +75,6 @@ def md5(data: bytes) -> str:
 def s3_multipart_etag(bodies: list[bytes]) -> str:
     """S3's ETag of an object completed from parts `bodies`, computed here independently."""
     return hashlib.md5(b"".join(hashlib.md5(b).digest() for b in bodies)).hexdigest() + f"-{len(bodies)}"
-
-
-def sidecars(root: Path) -> list[str]:
-    meta = root / META_DIR_NAME
-    return sorted(str(p.relative_to(meta)) for p in meta.rglob("*.json")) if meta.exists() else []
 
 
 async def upload(
@@ -149,7 +154,7 @@ async def test_a_completed_upload_has_s3s_multipart_etag_checksum_and_parts(
 
 
 async def test_a_one_part_upload_is_a_multipart_object_and_no_checksum_without_an_algorithm(
-    root: Path,
+    root: Path, mode: str
 ) -> None:
     store = LocalStore(root)
     (body,) = bodies = bodies_of((5,))
@@ -161,7 +166,9 @@ async def test_a_one_part_upload_is_a_multipart_object_and_no_checksum_without_a
     )
     assert written.etag == s3_multipart_etag(bodies)
     assert await store.object_parts(BUCKET, "one") == [5]
-    assert sidecars(root) == [f"{BUCKET}/one.json"]  # the ETag cannot be recomputed: it is kept
+    assert recorded(root, mode) == [f"{BUCKET}/one"]  # the ETag cannot be recomputed: it is kept
+    assert recorded_elsewhere(root, mode) == []
+    assert (await LocalStore(root).head(BUCKET, "one")).etag == written.etag
 
 
 async def test_a_multipart_objects_attributes_tags_and_copies(root: Path) -> None:
@@ -265,16 +272,19 @@ async def test_a_write_error_while_joining_is_reported_as_itself(
 async def test_a_head_racing_a_completion_keeps_the_multipart_etag(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A HEAD that stats the completed file before its sidecar is written hashes it; what it
-    caches must not replace the multipart ETag the completion records (the bytes cannot give
-    it back)."""
+    """A HEAD that stats the completed file before its sidecar file is written hashes it; what
+    it caches must not replace the multipart ETag the completion records (the bytes cannot give
+    it back). Sidecar files only: where the xattr is taken the completed file carries its ETag
+    as it is moved into place (next test)."""
+    use_mode(monkeypatch, "sidecar", root)
     renamed, described = threading.Event(), threading.Event()
     real_atomic, real_described = local_module._atomic_write, LocalStore._described
+    waited: list[bool] = []
 
     def atomic(loc: Any, data: bytes) -> None:
         if b'"parts": [' in data and not renamed.is_set():  # the completion's sidecar
             renamed.set()
-            described.wait(WAIT_S)  # the HEAD's stat and sidecar read happen now
+            waited.append(described.wait(WAIT_S))  # the HEAD's stat and sidecar read happen now
         real_atomic(loc, data)
 
     def describe(self: LocalStore, bucket: str, key: str, loc: Any) -> Any:
@@ -294,10 +304,55 @@ async def test_a_head_racing_a_completion_keeps_the_multipart_etag(
     assert await asyncio.to_thread(renamed.wait, WAIT_S)
     during = await store.head(BUCKET, "k")
     written = await completing
+    assert waited == [True]  # the HEAD did run between the rename and the sidecar write
     assert written.etag == s3_multipart_etag(bodies)
     assert during.etag in (written.etag, md5(b"".join(bodies)))  # either answer of that moment
     assert (await store.head(BUCKET, "k")).etag == written.etag
     assert await store.object_parts(BUCKET, "k") == [300_000, 100_000]
+    assert in_sidecars(root) == [f"{BUCKET}/k"]
+
+
+async def test_a_head_racing_a_completion_sees_the_multipart_etag_in_the_xattr(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file takes the xattr, the completed file carries its multipart ETag when it is
+    moved into place: a HEAD right after the rename (before the completion removes an earlier
+    sidecar file, under the key's lock) answers that ETag, not the MD5 of the bytes."""
+    use_mode(monkeypatch, "xattr", root)
+    renamed, described = threading.Event(), threading.Event()
+    real_replace, real_described = local_module._replace_in, LocalStore._described
+    waited: list[bool] = []
+    seen: list[str | None] = []  # the ETag the HEAD found recorded, before any hashing
+
+    def replace_in(dfd: int, name: str, temp: str, key: str, src_dfd: int | None = None) -> None:
+        real_replace(dfd, name, temp, key, src_dfd)
+        if key == "k" and not renamed.is_set():  # the completion's rename, its lock held
+            renamed.set()
+            waited.append(described.wait(WAIT_S))  # the HEAD's stat and xattr read happen now
+
+    def describe(self: LocalStore, bucket: str, key: str, loc: Any) -> Any:
+        found = real_described(self, bucket, key, loc)
+        if renamed.is_set() and not described.is_set():
+            seen.append(found.etag)
+            described.set()
+        return found
+
+    monkeypatch.setattr(local_module, "_replace_in", replace_in)
+    monkeypatch.setattr(LocalStore, "_described", describe)
+    store = LocalStore(root)
+    bodies = bodies_of((300_000, 100_000))  # too large to be hashed inline by the HEAD
+    upload_id, parts = await upload(store, "k", bodies, algorithm=None)
+    completing = asyncio.create_task(
+        store.complete_multipart_upload(BUCKET, "k", upload_id, parts, checksum=None)
+    )
+    assert await asyncio.to_thread(renamed.wait, WAIT_S)
+    during = await store.head(BUCKET, "k")
+    written = await completing
+    assert waited == [True]  # the HEAD did run while the completion held the key's lock
+    assert seen == [written.etag] == [s3_multipart_etag(bodies)]  # read with the file, not hashed
+    assert during.etag == written.etag
+    assert await store.object_parts(BUCKET, "k") == [300_000, 100_000]
+    assert (recorded(root, "xattr"), in_sidecars(root)) == ([f"{BUCKET}/k"], [])
 
 
 async def test_a_file_replaced_with_the_same_size_and_mtime_is_another_file(root: Path) -> None:
@@ -457,7 +512,7 @@ async def test_a_completion_killed_mid_join_leaves_the_key_and_the_upload_as_the
     assert dict((await store.head(BUCKET, "sub/big.bin")).metadata) == {}  # the upload's attributes
 
 
-# -- small writes without a sidecar -------------------------------------------------------------
+# -- small writes without a sidecar (neither xattr nor file) -------------------------------------
 
 
 def created_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -475,7 +530,7 @@ def created_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_a_small_write_with_default_attributes_creates_one_file(
-    root: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     store = LocalStore(root)
     await store.put_bytes(BUCKET, "warm", b"x")  # the folders' first write sweeps them: not counted
@@ -484,9 +539,13 @@ async def test_a_small_write_with_default_attributes_creates_one_file(
     await store.put_bytes(BUCKET, "typed", b"binary", content_type="binary/octet-stream")
     await store.put_with_checksum(BUCKET, "checked", b"checked", attributes=ObjectAttributes(), checksum=None)
     assert len(created) == 3
+    assert (recorded(root, mode), recorded_elsewhere(root, mode)) == ([], [])
     await store.put_bytes(BUCKET, "meta", b"meta", metadata={"m": "1"})
-    assert len(created) == 5  # the object and its sidecar
-    assert sidecars(root) == [f"{BUCKET}/meta.json"]
+    # The object (its attributes in its xattr), or the object and its sidecar file.
+    assert len(created) == (4 if mode == "xattr" else 5), created
+    assert recorded(root, mode) == [f"{BUCKET}/meta"]
+    assert recorded_elsewhere(root, mode) == []
+    assert dict((await LocalStore(root).head(BUCKET, "meta")).metadata) == {"m": "1"}
     head = await store.head(BUCKET, "plain")
     assert (head.etag, head.content_type, dict(head.metadata)) == (md5(b"plain"), "binary/octet-stream", {})
     assert (await store.head_with_checksum(BUCKET, "plain")).tag_count == 0
@@ -494,13 +553,16 @@ async def test_a_small_write_with_default_attributes_creates_one_file(
 
 
 @pytest.mark.parametrize("key", ["k", "a/b/k"])
-async def test_a_default_write_removes_the_stale_sidecar_of_an_earlier_version(root: Path, key: str) -> None:
+async def test_a_default_write_removes_the_stale_sidecar_of_an_earlier_version(
+    root: Path, key: str, mode: str
+) -> None:
     store = LocalStore(root)
     await store.put_bytes(BUCKET, key, b"one", content_type="text/plain", metadata={"m": "1"})
     await store.put_tags(BUCKET, key, {"t": "1"})
-    assert len(sidecars(root)) == 1
+    assert recorded(root, mode) == [f"{BUCKET}/{key}"]
+    assert recorded_elsewhere(root, mode) == []
     await store.put_bytes(BUCKET, key, b"two")
-    assert sidecars(root) == []
+    assert (recorded(root, mode), recorded_elsewhere(root, mode)) == ([], [])
     head = await store.head(BUCKET, key)
     assert (head.etag, head.content_type, dict(head.metadata)) == (md5(b"two"), "binary/octet-stream", {})
     assert await store.get_tags(BUCKET, key) == {}
@@ -510,9 +572,11 @@ async def test_a_default_write_removes_the_stale_sidecar_of_an_earlier_version(r
         {"t": "2"},
         md5(b"two"),
     )
+    assert recorded(root, mode) == [f"{BUCKET}/{key}"]
+    assert recorded_elsewhere(root, mode) == []
 
 
-async def test_which_writes_keep_a_sidecar(root: Path, tmp_path: Path) -> None:
+async def test_which_writes_keep_a_sidecar(root: Path, tmp_path: Path, mode: str) -> None:
     store = LocalStore(root)
     big = os.urandom(ETAG_CACHE_MIN_BYTES)
     await store.put_bytes(BUCKET, "big", big)  # its ETag is cached: a HEAD need not hash it
@@ -529,12 +593,15 @@ async def test_which_writes_keep_a_sidecar(root: Path, tmp_path: Path) -> None:
     )
     await store.copy(BUCKET, "small", BUCKET, "copied")  # defaults copied: none
     await store.copy(BUCKET, "tagged", BUCKET, "copied-tags")  # tags copied: one
-    local_file = tmp_path / "f.txt"
+    local_file = tmp_path / "f.txt"  # (tmp_path is root: a file beside the bucket, no object)
     local_file.write_bytes(b"file")
     await store.put_file(BUCKET, "file", local_file, content_type="text/plain")
-    assert sidecars(root) == [
-        f"{BUCKET}/{k}.json" for k in ("big", "copied-tags", "file", "headers", "tagged")
+    upload_id, parts = await upload(store, "multipart", [b"m"], algorithm=None)
+    await store.complete_multipart_upload(BUCKET, "multipart", upload_id, parts, checksum=None)
+    assert recorded(root, mode) == [
+        f"{BUCKET}/{k}" for k in ("big", "copied-tags", "file", "headers", "multipart", "tagged")
     ]
+    assert recorded_elsewhere(root, mode) == []
     assert (await store.head(BUCKET, "copied")).etag == md5(big[:-1])
     assert (await store.head(BUCKET, "headers")).headers == {"CacheControl": "no-cache"}
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.folder_attrs import MODES, in_sidecars, in_xattrs, recorded, recorded_elsewhere, use_mode
 
 import s3batch.storage.local as local
 from s3batch.domain.checksums import ChecksumAlgorithm, ChecksumType
 from s3batch.domain.uploads import ChecksumValue, ObjectAttributes
 from s3batch.errors import StorageError
 from s3batch.storage.emulated_uploads import checksum_of
-from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, META_DIR_NAME, LocalStore
+from s3batch.storage.local import ETAG_CACHE_MIN_BYTES, LocalStore
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,8 @@ def drop(root: Path, key: str, body: bytes) -> None:
 
 
 def sidecars(root: Path) -> list[str]:
-    meta = root / META_DIR_NAME
-    return sorted(str(p.relative_to(meta)) for p in meta.rglob("*.json")) if meta.exists() else []
+    """Keys with attributes recorded anywhere: in their file's xattr or in a sidecar file."""
+    return in_xattrs(root) + in_sidecars(root)
 
 
 async def test_a_small_hand_dropped_file_is_hashed_on_each_head_and_no_cache_is_written(root: Path) -> None:
@@ -56,15 +57,25 @@ async def test_a_small_hand_dropped_file_is_hashed_on_each_head_and_no_cache_is_
     assert (await store.head(BUCKET, "d/small")).etag == hashlib.md5(b"changed body").hexdigest()
 
 
-async def test_a_large_hand_dropped_file_gets_its_etag_cached_and_recomputed_when_changed(root: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_large_hand_dropped_file_gets_its_etag_cached_and_recomputed_when_changed(
+    root: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    use_mode(monkeypatch, mode, root)
     body = os.urandom(ETAG_CACHE_MIN_BYTES)
     drop(root, "large", body)
     store = LocalStore(root)
-    assert (await store.head(BUCKET, "large")).etag == hashlib.md5(body).hexdigest()
-    assert sidecars(root) == [f"{BUCKET}/large.json"]
+    etag = hashlib.md5(body).hexdigest()
+    assert (await store.head(BUCKET, "large")).etag == etag
+    assert (recorded(root, mode), recorded_elsewhere(root, mode)) == ([f"{BUCKET}/large"], [])
+    # Cached: a HEAD that hashes nothing (etag=False) gives it.
+    assert (await store.head_with_checksum(BUCKET, "large", etag=False)).info.etag == etag
     changed = body[:-1] + bytes([body[-1] ^ 1]) + b"!"
-    drop(root, "large", changed)
-    assert (await store.head(BUCKET, "large")).etag == hashlib.md5(changed).hexdigest()
+    drop(root, "large", changed)  # written in place: the same file, with its xattr, if any
+    changed_etag = hashlib.md5(changed).hexdigest()
+    assert (await store.head(BUCKET, "large")).etag == changed_etag
+    assert (await store.head_with_checksum(BUCKET, "large", etag=False)).info.etag == changed_etag
+    assert (recorded(root, mode), recorded_elsewhere(root, mode)) == ([f"{BUCKET}/large"], [])
 
 
 async def test_common_prefixes_come_from_names_and_skip_what_is_no_object(root: Path) -> None:

@@ -44,6 +44,14 @@ def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(local_module, "openat2", None)
 
 
+@pytest.fixture
+def sidecar_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attributes in sidecar files only, as where the file system takes no user xattrs (or with
+    S3BATCH_FOLDER_XATTRS=0): for the checks of the sidecar tree itself. The xattr's own are in
+    test_local_store_xattrs.py."""
+    monkeypatch.setattr(local_module, "XATTRS_ENABLED", False)
+
+
 @dataclass
 class Folders:
     store: LocalStore
@@ -131,6 +139,7 @@ async def test_a_symlinked_folder_is_not_followed_for_reads(folders: Folders) ->
     assert not (folders.bucket_dir / "stolen.txt").exists()
 
 
+@pytest.mark.usefixtures("sidecar_files")
 async def test_a_symlinked_sidecar_is_not_read(folders: Folders) -> None:
     s = folders.store
     await s.put_bytes("bkt", "k", b"k", metadata={"m": "inside"})
@@ -179,6 +188,7 @@ async def test_writes_never_replace_or_follow_a_symlinked_key(folders: Folders) 
     assert not [p for p in folders.bucket_dir.iterdir() if TEMP_MARKER in p.name]  # no temp left
 
 
+@pytest.mark.usefixtures("sidecar_files")
 async def test_sidecar_writes_never_go_through_a_symlinked_folder(folders: Folders) -> None:
     s = folders.store
     before = tree(folders.outside)
@@ -304,6 +314,7 @@ async def test_a_killed_writes_temp_file_is_hidden_then_swept(folders: Folders) 
     assert await s.get_bytes("bkt", "sub/other.txt") == b"other"
 
 
+@pytest.mark.usefixtures("sidecar_files")
 async def test_the_first_write_into_a_folder_sweeps_it(folders: Folders) -> None:
     await folders.store.put_bytes("bkt", "sub/a", b"a", metadata={"m": "1"})
     content = folders.bucket_dir / "sub"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.folder_attrs import MODES, in_sidecars, in_xattrs, use_mode
 
 from s3batch.errors import StorageError
 from s3batch.storage.base import CopyOptions, ObjectStore, VersionRef
@@ -730,7 +731,13 @@ async def test_local_keys_that_clash_with_folders(local: LocalStore) -> None:
     assert dict((await local.head("bkt", "a.json/b")).metadata) == {"k": "b"}
 
 
-async def test_local_layout_and_persistence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_local_layout_and_persistence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """An object's bytes in its file; its attributes in the file's xattr, or (xattrs off, or a
+    file system without them) in its sidecar file; both read back by a later store."""
+    use_mode(monkeypatch, mode, tmp_path)
     root = tmp_path / "root"
     first = LocalStore(root)
     await first.create_bucket("bkt")
@@ -743,7 +750,13 @@ async def test_local_layout_and_persistence(tmp_path: Path) -> None:
     )
     await first.copy("bkt", "a/b.txt", "bkt", "c.txt", options=options)
     assert (root / "bkt" / "a" / "b.txt").read_bytes() == b"hello"
-    assert (root / META_DIR_NAME / "bkt" / "a.d" / "b.txt.json").is_file()
+    if mode == "sidecar":
+        assert (root / META_DIR_NAME / "bkt" / "a.d" / "b.txt.json").is_file()
+        assert (root / META_DIR_NAME / "bkt" / "c.txt.json").is_file()
+        assert in_xattrs(root) == []
+    else:
+        assert in_xattrs(root) == ["bkt/a/b.txt", "bkt/c.txt"]
+        assert in_sidecars(root) == [] and not (root / META_DIR_NAME).exists()
 
     second = LocalStore(root)  # a restart
     info = await second.head("bkt", "a/b.txt")

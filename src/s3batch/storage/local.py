@@ -3,9 +3,16 @@
 Layout under `root`:
 
     <bucket>/<key>                          the object's bytes; users may drop files in
-    .s3batch-meta/<bucket>/<key>.json       its sidecar: content type, user metadata, system
+    .s3batch-meta/<bucket>/<key>.json       its sidecar file: content type, user metadata, system
                                             headers, tags, storage class, cached ETag (and the
                                             part sizes behind a multipart ETag)
+
+The sidecar's JSON lives in the `user.s3batch` xattr of the object's own file (ATTRS_XATTR) where
+the file system takes it, else in the sidecar file: a read takes the xattr, else the file; a
+write sets the xattr (before the move into place, or on the file for a later update) and removes
+the sidecar file, or, where the xattr is refused, writes the file and removes the xattr
+(docs/compatibility.md, "Local folder store"). One file per object instead of two: creating a
+file is most of what a small write costs.
 
 In the sidecar tree every folder level of the key gets a `.d` suffix (`a/b/c` → `a.d/b.d/c.json`),
 so the sidecar of key `a` (`a.json`) can never collide with the folder of key `a.json/b`.
@@ -144,6 +151,17 @@ MAX_SWEPT_FOLDERS = 10_000
 #: Bucket folder paths a store keeps made; past this it forgets them all and makes each again.
 MAX_CACHED_BUCKETS = 1_000
 SIDECAR_SUFFIX = ".json"
+#: The extended attribute of an object's own file that holds what its sidecar file would (see
+#: the module docstring): where the file system takes user xattrs an object is one file, not two
+#: (creating a file is most of a small write's cost), and its attributes move with it.
+ATTRS_XATTR = "user.s3batch"
+#: Whether this platform has the xattr calls that reach a file through its folder's descriptor:
+#: Python has them on Linux only, and they take no dir_fd, so a file is named by its folder's
+#: entry in /proc/self/fd (and never followed if it is a symlink).
+_XATTR_CALLS = hasattr(os, "setxattr") and os.path.isdir("/proc/self/fd")
+#: Whether writes put attributes in ATTRS_XATTR (else in sidecar files only).
+#: S3BATCH_FOLDER_XATTRS=0 turns it off, for a folder copied by tools that drop xattrs.
+XATTRS_ENABLED = _XATTR_CALLS and os.environ.get("S3BATCH_FOLDER_XATTRS", "1") != "0"
 #: Suffix of each folder level in the sidecar tree (see the module docstring).
 SIDECAR_DIR_SUFFIX = ".d"
 #: Block size for reading, writing and hashing files, in bytes.
@@ -187,6 +205,23 @@ _FILE_MODE = 0o666
 #: Errors that mean "nothing readable there": missing, a file where a folder should be, a
 #: symlink (ELOOP), or a socket (ENXIO).
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO})
+#: A getxattr that finds nothing to read: none set, none possible (the file system; a symlink),
+#: or none readable; the sidecar file, if any, is read instead.
+_XATTR_ABSENT = _MISSING_ERRNOS | {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES}
+#: A setxattr refused for this file or file system (none there, too large, no room, no right):
+#: the attributes go to a sidecar file instead.
+_XATTR_REFUSED = frozenset(
+    {
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.E2BIG,
+        errno.ENOSPC,
+        errno.ERANGE,
+        errno.EPERM,
+        errno.EACCES,
+        errno.EDQUOT,
+    }
+)
 _FOLDER = "local folder store"
 #: What a file without a sidecar has (besides S3's default content type).
 _NO_SIDECAR_ATTRS = ObjectAttrs()
@@ -312,6 +347,8 @@ class LocalStore:
         self._swept: set[tuple[Path, tuple[str, ...]]] = set()
         #: Bucket name → its folder's path, made once (a Path costs microseconds to build).
         self._bases: dict[str, Path] = {}
+        #: Bucket name → its sidecar folder's path, likewise (every write names it).
+        self._meta_bases: dict[str, Path] = {}
         #: Per-key sidecar locks (see the module docstring); threading locks, as write threads
         #: take them too. Held only across a few local file operations, never across an await.
 
@@ -343,19 +380,12 @@ class LocalStore:
     def _sidecar_loc(self, bucket: str, key: str) -> _Loc:
         *folders, name = key.split("/")
         parts = tuple(f + SIDECAR_DIR_SUFFIX for f in folders)
-        return _Loc(self._meta / bucket, parts, name + SIDECAR_SUFFIX)
-
-    def _stat(self, loc: _Loc, key: str) -> os.stat_result:
-        """The object's own stat; NoSuchKey unless it is a regular file (not a symlink)."""
-        try:
-            st = _lstat(loc)
-        except OSError as exc:
-            if exc.errno in _MISSING_ERRNOS:
-                raise no_such_key(key) from exc
-            raise
-        if not _is_file(st):
-            raise no_such_key(key)  # a folder of other keys, a symlink: not an object
-        return st
+        base = self._meta_bases.get(bucket)
+        if base is None:
+            if len(self._meta_bases) >= MAX_CACHED_BUCKETS:
+                self._meta_bases.clear()
+            base = self._meta_bases[bucket] = self._meta / bucket
+        return _Loc(base, parts, name + SIDECAR_SUFFIX)
 
     def _unswept(self, *locs: _Loc) -> list[tuple[Path, tuple[str, ...]]]:
         """The folders of `locs` not yet swept by this store, now marked as swept."""
@@ -371,29 +401,66 @@ class LocalStore:
         # Shared by every instance over the same root: open_store() makes one per job and call.
         return _SIDECAR_LOCKS[hash((self._root_id, bucket, key)) % SIDECAR_LOCK_STRIPES]
 
-    def _read_sidecar(self, bucket: str, key: str) -> _Sidecar:
-        return _read_sidecar_at(self._sidecar_loc(bucket, key))
+    def _inspected(self, bucket: str, key: str, loc: _Loc) -> tuple[os.stat_result, _Sidecar, bool]:
+        """The object's own stat, its sidecar content (from its file's xattr, else from its
+        sidecar file) and whether its file has that xattr; NoSuchKey unless a regular file."""
+        st, raw = _stat_and_xattr(loc, key)
+        sidecar = None if raw is None else _parsed_sidecar(raw, loc)
+        if sidecar is None:
+            sidecar = _read_sidecar_at(self._sidecar_loc(bucket, key))
+        return st, sidecar, raw is not None
 
-    def _write_sidecar(self, bucket: str, key: str, sidecar: _Sidecar) -> None:
-        _atomic_write(self._sidecar_loc(bucket, key), sidecar.encoded())
+    def _record(self, bucket: str, key: str, loc: _Loc, sidecar: _Sidecar, in_xattr: bool) -> None:
+        """Keep `sidecar` for the object at `loc` (whose file has the xattr when `in_xattr`): in
+        its file's xattr where it takes one, removing any sidecar file; else in its sidecar
+        file, removing the xattr a reader would prefer to it."""
+        data = sidecar.encoded()
+        if XATTRS_ENABLED:
+            try:
+                with _folder(loc.base, loc.folders) as dfd:
+                    os.setxattr(_entry(dfd, loc.name), ATTRS_XATTR, data, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _XATTR_REFUSED:
+                    raise
+            else:
+                _remove_file(self._sidecar_loc(bucket, key))
+                return
+        sidecar_loc = self._sidecar_loc(bucket, key)
+        _atomic_write(sidecar_loc, data)
+        if in_xattr:
+            try:
+                with _folder(loc.base, loc.folders) as dfd:
+                    os.removexattr(_entry(dfd, loc.name), ATTRS_XATTR, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in _MISSING_ERRNOS or exc.errno == errno.ENODATA:
+                    return
+                # The xattr would hide the update (a file made read-only since it got it): the
+                # change fails, and its sidecar file goes, so nothing shows it later either.
+                _remove_file(sidecar_loc)
+                raise StorageError(
+                    "AccessDenied",
+                    f"{key}: its attributes cannot be changed: the file's xattr cannot be "
+                    f"rewritten or removed ({exc.strerror})",
+                    403,
+                ) from exc
 
-    def _update_attrs(self, bucket: str, key: str, change: Callable[[ObjectAttrs], ObjectAttrs]) -> None:
+    def _update_attrs(
+        self, bucket: str, key: str, loc: _Loc, change: Callable[[ObjectAttrs], ObjectAttrs]
+    ) -> None:
         with self._lock(bucket, key):
-            sidecar = self._read_sidecar(bucket, key)
+            _, sidecar, in_xattr = self._inspected(bucket, key, loc)
             sidecar.attrs = change(sidecar.attrs)
-            self._write_sidecar(bucket, key, sidecar)
+            self._record(bucket, key, loc, sidecar, in_xattr)
 
     def _described(self, bucket: str, key: str, loc: _Loc) -> _Described:
         """The object's stat and sidecar, and its ETag when cached or cheap to compute
         (blocking: run in a worker thread). NoSuchKey unless a regular file."""
-        st = self._stat(loc, key)
-        sidecar = self._read_sidecar(bucket, key)
+        st, sidecar, _ = self._inspected(bucket, key, loc)
         return _Described(st, sidecar, _cheap_etag(loc, key, st, sidecar))
 
     def _described_unhashed(self, bucket: str, key: str, loc: _Loc) -> _Described:
         """`_described` with the ETag only when cached: the object's file is not opened."""
-        st = self._stat(loc, key)
-        sidecar = self._read_sidecar(bucket, key)
+        st, sidecar, _ = self._inspected(bucket, key, loc)
         return _Described(st, sidecar, _cached_etag(st, sidecar))
 
     async def _etag(self, bucket: str, key: str, loc: _Loc, described: _Described) -> str:
@@ -408,14 +475,14 @@ class LocalStore:
             # (writers hold it from the rename to their sidecar) so an attribute change made
             # while hashing is kept, and an ETag a writer recorded for this very file (a
             # multipart upload's, which the bytes cannot give back) is never overwritten.
-            with contextlib.suppress(OSError), self._lock(bucket, key):
-                fresh = self._read_sidecar(bucket, key)
+            with contextlib.suppress(OSError, StorageError), self._lock(bucket, key):
+                st, fresh, in_xattr = self._inspected(bucket, key, loc)
                 if fresh.etag and fresh.stamp == stamp:
                     return fresh.etag
-                if _stamp(_lstat(loc)) != stamp:
+                if _stamp(st) != stamp:
                     return etag  # replaced while hashed: nothing to cache for a file gone
                 fresh.etag, fresh.stamp, fresh.parts, fresh.checksum = etag, stamp, None, None
-                self._write_sidecar(bucket, key, fresh)
+                self._record(bucket, key, loc, fresh, in_xattr)
         return etag
 
     # -- writes -----------------------------------------------------------------------------
@@ -610,16 +677,16 @@ class LocalStore:
         check_copy((src_bucket, src_key), (dst_bucket, dst_key), src_version_id, options)
         with _io_errors(src_key):
             src = self._object_loc(src_bucket, src_key)
-            self._stat(src, src_key)
-            attrs = copied_attrs(self._read_sidecar(src_bucket, src_key).attrs, options)
+            _, sidecar, _ = self._inspected(src_bucket, src_key, src)
+            attrs = copied_attrs(sidecar.attrs, options)
             _, etag = await self._write(dst_bucket, dst_key, lambda f: _copy_object(src, src_key, f), attrs)
         return CopyResult(etag)
 
     async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
         _check_version(version_id)
         with _io_errors(key):
-            self._stat(self._object_loc(bucket, key), key)
-            return dict(self._read_sidecar(bucket, key).attrs.tags)
+            _, sidecar, _ = self._inspected(bucket, key, self._object_loc(bucket, key))
+            return dict(sidecar.attrs.tags)
 
     async def put_tags(
         self, bucket: str, key: str, tags: Mapping[str, str], version_id: str | None = None
@@ -627,8 +694,8 @@ class LocalStore:
         _check_version(version_id)
         check_tags(tags)
         with _io_errors(key):
-            self._stat(self._object_loc(bucket, key), key)
-            self._update_attrs(bucket, key, lambda a: replace(a, tags=dict(tags)))
+            loc = self._object_loc(bucket, key)
+            self._update_attrs(bucket, key, loc, lambda a: replace(a, tags=dict(tags)))
 
     async def delete_tags(self, bucket: str, key: str, version_id: str | None = None) -> None:
         await self.put_tags(bucket, key, {}, version_id)
@@ -1122,9 +1189,50 @@ def _folder(base: Path, folders: Sequence[str]) -> Iterator[int]:
         os.close(fd)
 
 
-def _lstat(loc: _Loc) -> os.stat_result:
-    with _folder(loc.base, loc.folders) as dfd:
-        return os.stat(loc.name, dir_fd=dfd, follow_symlinks=False)
+def _stat_and_xattr(loc: _Loc, key: str) -> tuple[os.stat_result, bytes | None]:
+    """The object's own stat and its file's ATTRS_XATTR (None: it has none), its folder opened
+    once; NoSuchKey unless a regular file (not a symlink, not a folder of other keys)."""
+    try:
+        with _folder(loc.base, loc.folders) as dfd:
+            st = os.stat(loc.name, dir_fd=dfd, follow_symlinks=False)
+            if not _is_file(st):
+                raise no_such_key(key)
+            return st, _get_xattr(dfd, loc.name)
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            raise no_such_key(key) from exc
+        raise
+
+
+def _entry(dfd: int, name: str) -> str:
+    """A path to entry `name` of the folder open as `dfd`, for the xattr calls (they take no
+    dir_fd). Callers pass follow_symlinks=False: a symlink swapped in there is not followed."""
+    return f"/proc/self/fd/{dfd}/{name}"
+
+
+def _get_xattr(dfd: int, name: str) -> bytes | None:
+    """ATTRS_XATTR of entry `name` of folder `dfd`, or None when it has none to read."""
+    if not _XATTR_CALLS:
+        return None
+    try:
+        return os.getxattr(_entry(dfd, name), ATTRS_XATTR, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _XATTR_ABSENT:
+            return None
+        raise
+
+
+def _attach(fd: int, data: bytes) -> bool:
+    """Put `data` in ATTRS_XATTR of the open file `fd`; False where it is not taken."""
+    if not XATTRS_ENABLED:
+        return False
+    try:
+        os.setxattr(fd, ATTRS_XATTR, data)
+    except OSError as exc:
+        if exc.errno in _XATTR_REFUSED:
+            return False
+        raise
+    return True
 
 
 def _open_file(loc: _Loc) -> int:
@@ -1252,11 +1360,17 @@ def _read_sidecar_at(loc: _Loc) -> _Sidecar:
             raw = f.read()
     except IsADirectoryError:
         return _Sidecar()
+    return _parsed_sidecar(raw, loc) or _Sidecar()
+
+
+def _parsed_sidecar(raw: bytes, loc: _Loc) -> _Sidecar | None:
+    """The sidecar content `raw` (a sidecar file's or the xattr of the file at `loc`), or None
+    when it cannot be read."""
     try:
         return _Sidecar.from_json(json.loads(raw.decode("utf-8")))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        log.warning("ignoring unreadable metadata file %s", loc.base.joinpath(*loc.folders, loc.name))
-        return _Sidecar()
+        log.warning("ignoring unreadable metadata of %s", loc.base.joinpath(*loc.folders, loc.name))
+        return None
 
 
 def _write_bytes(f: BinaryIO, body: bytes) -> str:
@@ -1345,22 +1459,24 @@ def _write_object(
         with os.fdopen(fd, "wb") as f:
             etag = fill(f)
             f.flush()
-            if FSYNC_WRITES:
-                os.fsync(f.fileno())
             # os.replace keeps the inode, so this is the object's stamp.
             st = os.fstat(f.fileno())
-        sidecar = (
-            _Sidecar(attrs, etag, _stamp(st), parts, checksum).encoded()
-            if _needs_sidecar(attrs, st, parts)
-            else None
-        )
+            sidecar = (
+                _Sidecar(attrs, etag, _stamp(st), parts, checksum).encoded()
+                if _needs_sidecar(attrs, st, parts)
+                else None
+            )
+            attached = sidecar is not None and _attach(f.fileno(), sidecar)
+            if FSYNC_WRITES:
+                os.fsync(f.fileno())
         with plan.lock:
             if plan.abandoned.is_set():
                 raise _Abandoned(plan.key)
             _replace_in(dfd, plan.loc.name, plan.temp, plan.key)
-            # A kill -9 between the move and this leaves the new bytes with the earlier
-            # version's attributes (and its ETag cache, stamped for the earlier file).
-            if sidecar is None:
+            # A sidecar file of an earlier version goes. A kill -9 between the move and this
+            # leaves it: the attributes the xattr carries win; without one, the new bytes show
+            # the earlier version's attributes (its ETag cache, stamped for the earlier file, not).
+            if sidecar is None or attached:
                 _remove_file(plan.sidecar)
             else:
                 _atomic_write(plan.sidecar, sidecar)
