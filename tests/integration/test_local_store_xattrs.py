@@ -1,11 +1,10 @@
 """The folder store's attributes in the extended attribute of the object's own file
 (local.ATTRS_XATTR, "user.s3batch"), with real files: an object written with attributes is one
-file and a later store reads them back; a sidecar file an earlier version wrote is read, and its
-attributes move to the xattr on the next update; a stale sidecar file beside an xattr is never
-the one read; where the file system refuses the xattr (not supported, too large) sidecar files
-take over, and an update that cannot go into the xattr removes it; nothing is read or written
-through a symlink; a large hand-dropped file's ETag is cached in its xattr; a delete leaves
-nothing behind.
+file and a later store reads them back; a later change (tags, an ETag cache) goes into a sidecar
+file, which a read takes before the xattr, and never writes to the object's file (read-only,
+hard-linked); a sidecar file an earlier version wrote is read; where the file system refuses the
+xattr (not supported, too large) sidecar files take over; nothing is read or written through a
+symlink; a delete leaves nothing behind.
 
 Skipped where the file system of the test's temp folder refuses user xattrs. The rules are in
 docs/compatibility.md ("Local folder store").
@@ -149,7 +148,7 @@ async def test_a_write_with_attributes_is_one_file_whose_xattr_a_later_store_rea
     assert (await LocalStore(root).head(BUCKET, "d/k.csv")).etag == md5(b"a,b\n")
 
 
-async def test_a_sidecar_file_of_an_earlier_version_is_read_then_moved_into_the_xattr(
+async def test_a_sidecar_file_of_an_earlier_version_is_read_and_updated(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_xattrs(monkeypatch, False)  # a folder written by an earlier version (or xattrs off)
@@ -159,19 +158,45 @@ async def test_a_sidecar_file_of_an_earlier_version_is_read_then_moved_into_the_
     store = LocalStore(root)
     await expect_attributes(store, "a/k")  # read from the sidecar file
     await store.put_tags(BUCKET, "a/k", {"new": "tag"})
-    assert (in_xattrs(root), in_sidecars(root)) == ([f"{BUCKET}/a/k"], [])
+    assert (in_sidecars(root), in_xattrs(root)) == ([f"{BUCKET}/a/k"], [])
     await expect_attributes(LocalStore(root), "a/k", tags={"new": "tag"})
     assert (await LocalStore(root).head(BUCKET, "a/k")).etag == md5(b"v1")
+    # The next whole write puts its attributes in its file's xattr and removes the sidecar file.
+    await store.put_with_checksum(BUCKET, "a/k", b"v2", attributes=ATTRIBUTES, checksum=None)
+    assert (in_xattrs(root), in_sidecars(root)) == ([f"{BUCKET}/a/k"], [])
+    await expect_attributes(LocalStore(root), "a/k")
 
 
-async def test_a_stale_sidecar_file_beside_the_xattr_is_not_read(
+async def test_a_tag_update_goes_to_a_sidecar_file_that_wins_and_never_writes_the_file(
+    root: Path,
+) -> None:
+    """A later change never writes to the object's file: a hard link elsewhere keeps its
+    attributes, and a read-only file can still be tagged."""
+    store = LocalStore(root)
+    await store.put_with_checksum(BUCKET, "k", b"body", attributes=ATTRIBUTES, checksum=None)
+    path = root / BUCKET / "k"
+    written = xattr_of(path)
+    snapshot = root.parent / "snapshot-k"
+    os.link(path, snapshot)  # e.g. cp -al, rsync --link-dest
+    path.chmod(0o444)
+    await store.put_tags(BUCKET, "k", {"t": "new"})
+    assert written is not None and xattr_of(path) == written and xattr_of(snapshot) == written
+    assert places(root, "k") == ["xattr", "sidecar"]
+    await expect_attributes(LocalStore(root), "k", tags={"t": "new"})
+    assert (await LocalStore(root).head(BUCKET, "k")).etag == md5(b"body")
+    await store.delete_tags(BUCKET, "k")
+    await expect_attributes(LocalStore(root), "k", tags={})
+
+
+async def test_a_stale_sidecar_file_beside_the_xattr_shows_the_earlier_version(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a write killed between its rename and the sidecar file's removal leaves: the new
-    file's own attributes (in its xattr) are the ones answered."""
+    """What a write killed between its rename and the sidecar file's removal leaves: the
+    earlier version's sidecar file, read first (as before xattrs), with its ETag cache not
+    taken for the new file."""
     sidecar = root / META_DIR_NAME / BUCKET / "k.json"
     set_xattrs(monkeypatch, False)
-    v1 = ObjectAttributes(content_type="text/plain", metadata={"v": "1"}, headers=HEADERS, tags={"v": "1"})
+    v1 = ObjectAttributes(content_type="text/csv", metadata={"v": "1"}, headers=HEADERS, tags={"v": "1"})
     await LocalStore(root).put_with_checksum(BUCKET, "k", b"one", attributes=v1, checksum=None)
     stale = sidecar.read_bytes()
     set_xattrs(monkeypatch, True)
@@ -181,7 +206,7 @@ async def test_a_stale_sidecar_file_beside_the_xattr_is_not_read(
     sidecar.write_bytes(stale)  # as the kill left it
     assert places(root, "k") == ["xattr", "sidecar"]
     store = LocalStore(root)
-    await expect_attributes(store, "k", metadata={"v": "2"}, tags={"v": "2"})
+    await expect_attributes(store, "k", metadata={"v": "1"}, tags={"v": "1"})
     assert (await store.head(BUCKET, "k")).etag == md5(b"two")
 
 
@@ -208,40 +233,9 @@ async def test_a_write_the_file_system_refuses_the_xattr_goes_to_a_sidecar_file(
     assert (in_sidecars(root), in_xattrs(root)) == ([f"{BUCKET}/k"], [])
     await expect_attributes(LocalStore(root), "k")
     await store.put_tags(BUCKET, "k", {"t": "2"})
-    assert calls == [ATTRS_XATTR] * 2
+    assert calls == [ATTRS_XATTR]  # an update writes no xattr
     assert (in_sidecars(root), in_xattrs(root)) == ([f"{BUCKET}/k"], [])
     await expect_attributes(LocalStore(root), "k", tags={"t": "2"})
-
-
-async def test_an_update_the_xattr_cannot_take_goes_to_a_sidecar_file_and_the_xattr_goes(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = LocalStore(root)
-    await store.put_with_checksum(BUCKET, "k", b"body", attributes=ATTRIBUTES, checksum=None)
-    assert places(root, "k") == ["xattr"]
-    calls: list[str] = []
-    with monkeypatch.context() as patched:
-        patched.setattr(os, "setxattr", refuse(errno.E2BIG, calls))
-        await store.put_tags(BUCKET, "k", {"t": "new"})
-    assert calls == [ATTRS_XATTR]
-    assert places(root, "k") == ["sidecar"]  # not hidden by the xattr the file had
-    await expect_attributes(LocalStore(root), "k", tags={"t": "new"})
-    assert (await LocalStore(root).head(BUCKET, "k")).etag == md5(b"body")
-
-
-async def test_an_update_whose_old_xattr_cannot_be_removed_fails(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = LocalStore(root)
-    await store.put_with_checksum(BUCKET, "k", b"body", attributes=ATTRIBUTES, checksum=None)
-    with monkeypatch.context() as patched:
-        patched.setattr(os, "setxattr", refuse(errno.E2BIG))
-        patched.setattr(os, "removexattr", refuse(errno.EPERM))
-        await expect_error(store.put_tags(BUCKET, "k", {"t": "new"}), "AccessDenied")
-    # The xattr still answers, and no sidecar file keeps what the failed call was told to
-    # change (it would show once the xattr is lost, e.g. by a copy that drops xattrs).
-    assert places(root, "k") == ["xattr"]
-    await expect_attributes(LocalStore(root), "k")
 
 
 async def test_attributes_too_large_for_the_file_system_read_back_from_one_place(root: Path) -> None:
@@ -253,15 +247,12 @@ async def test_attributes_too_large_for_the_file_system_read_back_from_one_place
     await store.put_with_checksum(BUCKET, "big", b"body", attributes=attributes, checksum=None)
     assert len(places(root, "big")) == 1, places(root, "big")
     await expect_attributes(LocalStore(root), "big", metadata=BIG_METADATA, tags=BIG_TAGS)
-    # An update that makes them too large, then one that makes them small again.
+    # An update that makes them too large goes into a sidecar file, as every update does.
     await store.put_with_checksum(BUCKET, "grows", b"body", attributes=ATTRIBUTES, checksum=None)
     assert places(root, "grows") == ["xattr"]
     await store.put_tags(BUCKET, "grows", BIG_TAGS)
-    assert len(places(root, "grows")) == 1, places(root, "grows")
+    assert places(root, "grows") == ["xattr", "sidecar"]
     await expect_attributes(LocalStore(root), "grows", tags=BIG_TAGS)
-    await store.put_tags(BUCKET, "grows", {"small": "again"})
-    assert places(root, "grows") == ["xattr"]
-    await expect_attributes(LocalStore(root), "grows", tags={"small": "again"})
 
 
 # -- symlinks ---------------------------------------------------------------------------------
@@ -301,43 +292,26 @@ async def test_removing_a_stale_sidecar_file_never_goes_through_a_symlinked_fold
     (meta / "dir.d").symlink_to(outside)
     store = LocalStore(root)
     await store.put_with_checksum(BUCKET, "dir/k", b"body", attributes=ATTRIBUTES, checksum=None)
-    await store.put_tags(BUCKET, "dir/k", {"t": "2"})
+    await expect_error(store.put_tags(BUCKET, "dir/k", {"t": "2"}), "AccessDenied")
     assert (outside / "k.json").read_bytes() == FAKE
     assert [p.name for p in outside.iterdir()] == ["k.json"]
     assert in_xattrs(root) == [f"{BUCKET}/dir/k"]
-    await expect_attributes(LocalStore(root), "dir/k", tags={"t": "2"})
+    await expect_attributes(LocalStore(root), "dir/k")
 
 
 # -- the ETag cache, deletes ------------------------------------------------------------------
 
 
-async def test_a_large_hand_dropped_files_etag_is_cached_in_its_xattr(root: Path) -> None:
+async def test_a_large_hand_dropped_files_etag_is_cached_in_a_sidecar_file(root: Path) -> None:
     path = root / BUCKET / "large.bin"
     body = os.urandom(ETAG_CACHE_MIN_BYTES)
     path.write_bytes(body)
-    assert xattr_of(path) is None
-    assert (await LocalStore(root).head(BUCKET, "large.bin")).etag == md5(body)
     st = path.stat()
-    kept = held(path)
-    assert (kept["etag"], kept["stamp"]) == (md5(body), [st.st_size, st.st_mtime_ns, st.st_ino])
-    assert in_sidecars(root) == [] and not (root / META_DIR_NAME).exists()
+    assert (await LocalStore(root).head(BUCKET, "large.bin")).etag == md5(body)
+    assert (xattr_of(path), in_sidecars(root)) == (None, [f"{BUCKET}/large.bin"])
+    assert path.stat().st_ctime_ns == st.st_ctime_ns  # the file itself is not written
     # Cached: a HEAD that hashes nothing gives it.
     assert (await LocalStore(root).head_with_checksum(BUCKET, "large.bin", etag=False)).info.etag == md5(body)
-    # Changed by hand in place: the same size and inode (and xattr), another mtime.
-    changed = os.urandom(len(body))
-    with path.open("r+b") as f:
-        f.write(changed)
-    later = st.st_mtime_ns + 1_000_000_000  # even on a coarse clock
-    os.utime(path, ns=(later, later))
-    assert (path.stat().st_size, path.stat().st_ino, xattr_of(path) is not None) == (
-        st.st_size,
-        st.st_ino,
-        True,
-    )
-    assert (await LocalStore(root).head_with_checksum(BUCKET, "large.bin", etag=False)).info.etag == ""
-    assert (await LocalStore(root).head(BUCKET, "large.bin")).etag == md5(changed)
-    assert (held(path)["etag"], held(path)["stamp"][1]) == (md5(changed), later)
-    assert in_sidecars(root) == []
 
 
 async def test_a_delete_leaves_neither_xattr_nor_sidecar_file(
@@ -365,3 +339,30 @@ async def test_a_delete_leaves_neither_xattr_nor_sidecar_file(
         {},
     )
     assert files(root) == [f"{BUCKET}/a/k"]
+
+
+async def test_a_symlink_swapped_in_after_the_stat_is_not_followed_by_the_xattr_read(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The xattr read names the file through its folder's descriptor and never follows a
+    symlink there, even one that replaced the file between its stat and the read."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"outside")
+    os.setxattr(outside, ATTRS_XATTR, FAKE)
+    store = LocalStore(root)
+    await store.put_bytes(BUCKET, "k", b"k")  # default attributes: no xattr, no sidecar file
+    real = local_module._get_xattr
+    swapped: list[bool] = []
+
+    def swap_then_read(dfd: int, name: str) -> bytes | None:
+        path = root / BUCKET / name
+        path.unlink()
+        path.symlink_to(outside)
+        swapped.append(True)
+        return real(dfd, name)
+
+    monkeypatch.setattr(local_module, "_get_xattr", swap_then_read)
+    head = (await store.head_with_checksum(BUCKET, "k", etag=False)).info  # opens no file
+    assert swapped == [True]
+    assert (head.content_type, dict(head.metadata)) == ("binary/octet-stream", {})
+    assert xattr_of(outside) == FAKE

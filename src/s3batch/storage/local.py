@@ -7,12 +7,13 @@ Layout under `root`:
                                             headers, tags, storage class, cached ETag (and the
                                             part sizes behind a multipart ETag)
 
-The sidecar's JSON lives in the `user.s3batch` xattr of the object's own file (ATTRS_XATTR) where
-the file system takes it, else in the sidecar file: a read takes the xattr, else the file; a
-write sets the xattr (before the move into place, or on the file for a later update) and removes
-the sidecar file, or, where the xattr is refused, writes the file and removes the xattr
-(docs/compatibility.md, "Local folder store"). One file per object instead of two: creating a
-file is most of what a small write costs.
+A whole-object write puts the sidecar's JSON in the `user.s3batch` xattr of its new file
+(ATTRS_XATTR) before moving it into place, and removes the key's sidecar file; where the xattr is
+refused, it writes the sidecar file. One file per object instead of two: creating a file is most
+of what a small write costs. A later change (tags, an ETag cache) goes into the sidecar file, and
+a read takes the sidecar file, else the xattr: an existing file is never written to, so a
+read-only, hard-linked or read-only-mounted file is never changed, and a folder written by an
+earlier version (sidecar files only) reads the same (docs/compatibility.md, "Local folder store").
 
 In the sidecar tree every folder level of the key gets a `.d` suffix (`a/b/c` → `a.d/b.d/c.json`),
 so the sidecar of key `a` (`a.json`) can never collide with the folder of key `a.json/b`.
@@ -28,9 +29,10 @@ transfer's: storage/local_uploads.py) has an ETag of that form derived from its 
 checksums instead (emulated_uploads.assembled_part_etag), and its sidecar also keeps the
 checksum it was completed with, which `head_with_checksum` reports for that file state.
 
-A file changed outside the store keeps its sidecar's attributes; only its cached ETag is
-recomputed, as the MD5 of the new content (the cache is keyed by size and mtime_ns), and it is
-one part again. Only files of ETAG_CACHE_MIN_BYTES or more get their ETag cached on a HEAD or a
+A file changed in place outside the store keeps its attributes; one replaced by a rename (mv,
+most editors) keeps those of a sidecar file but loses those of its xattr, as a new object would.
+Either way its cached ETag is recomputed, as the MD5 of the new content (the cache is keyed by
+size, mtime_ns and inode), and it is one part again. Only files of ETAG_CACHE_MIN_BYTES or more get their ETag cached on a HEAD or a
 listing: hashing a small file again costs less than the atomic write of a cache file. For the
 same reason a write of fewer bytes whose attributes are all defaults (what a HEAD answers for a
 file with no sidecar: no metadata, headers or tags, the default content type, STANDARD) writes
@@ -401,66 +403,38 @@ class LocalStore:
         # Shared by every instance over the same root: open_store() makes one per job and call.
         return _SIDECAR_LOCKS[hash((self._root_id, bucket, key)) % SIDECAR_LOCK_STRIPES]
 
-    def _inspected(self, bucket: str, key: str, loc: _Loc) -> tuple[os.stat_result, _Sidecar, bool]:
-        """The object's own stat, its sidecar content (from its file's xattr, else from its
-        sidecar file) and whether its file has that xattr; NoSuchKey unless a regular file."""
+    def _inspected(self, bucket: str, key: str, loc: _Loc) -> tuple[os.stat_result, _Sidecar]:
+        """The object's own stat and its sidecar content: its sidecar file's, else its file's
+        xattr's (module docstring); NoSuchKey unless a regular file."""
         st, raw = _stat_and_xattr(loc, key)
-        sidecar = None if raw is None else _parsed_sidecar(raw, loc)
-        if sidecar is None:
-            sidecar = _read_sidecar_at(self._sidecar_loc(bucket, key))
-        return st, sidecar, raw is not None
+        sidecar = _read_sidecar_at(self._sidecar_loc(bucket, key))
+        if sidecar is None and raw is not None:
+            sidecar = _parsed_sidecar(raw, loc)
+        return st, sidecar or _Sidecar()
 
-    def _record(self, bucket: str, key: str, loc: _Loc, sidecar: _Sidecar, in_xattr: bool) -> None:
-        """Keep `sidecar` for the object at `loc` (whose file has the xattr when `in_xattr`): in
-        its file's xattr where it takes one, removing any sidecar file; else in its sidecar
-        file, removing the xattr a reader would prefer to it."""
-        data = sidecar.encoded()
-        if XATTRS_ENABLED:
-            try:
-                with _folder(loc.base, loc.folders) as dfd:
-                    os.setxattr(_entry(dfd, loc.name), ATTRS_XATTR, data, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in _XATTR_REFUSED:
-                    raise
-            else:
-                _remove_file(self._sidecar_loc(bucket, key))
-                return
-        sidecar_loc = self._sidecar_loc(bucket, key)
-        _atomic_write(sidecar_loc, data)
-        if in_xattr:
-            try:
-                with _folder(loc.base, loc.folders) as dfd:
-                    os.removexattr(_entry(dfd, loc.name), ATTRS_XATTR, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno in _MISSING_ERRNOS or exc.errno == errno.ENODATA:
-                    return
-                # The xattr would hide the update (a file made read-only since it got it): the
-                # change fails, and its sidecar file goes, so nothing shows it later either.
-                _remove_file(sidecar_loc)
-                raise StorageError(
-                    "AccessDenied",
-                    f"{key}: its attributes cannot be changed: the file's xattr cannot be "
-                    f"rewritten or removed ({exc.strerror})",
-                    403,
-                ) from exc
+    def _write_sidecar(self, bucket: str, key: str, sidecar: _Sidecar) -> None:
+        """Record `sidecar` for an existing object: always in a sidecar file (which a read takes
+        before the xattr). An existing file is never written to, so a read-only or hard-linked
+        file, or one on a read-only mount, is never changed by a tag update or an ETag cache."""
+        _atomic_write(self._sidecar_loc(bucket, key), sidecar.encoded())
 
     def _update_attrs(
         self, bucket: str, key: str, loc: _Loc, change: Callable[[ObjectAttrs], ObjectAttrs]
     ) -> None:
         with self._lock(bucket, key):
-            _, sidecar, in_xattr = self._inspected(bucket, key, loc)
+            _, sidecar = self._inspected(bucket, key, loc)
             sidecar.attrs = change(sidecar.attrs)
-            self._record(bucket, key, loc, sidecar, in_xattr)
+            self._write_sidecar(bucket, key, sidecar)
 
     def _described(self, bucket: str, key: str, loc: _Loc) -> _Described:
         """The object's stat and sidecar, and its ETag when cached or cheap to compute
         (blocking: run in a worker thread). NoSuchKey unless a regular file."""
-        st, sidecar, _ = self._inspected(bucket, key, loc)
+        st, sidecar = self._inspected(bucket, key, loc)
         return _Described(st, sidecar, _cheap_etag(loc, key, st, sidecar))
 
     def _described_unhashed(self, bucket: str, key: str, loc: _Loc) -> _Described:
         """`_described` with the ETag only when cached: the object's file is not opened."""
-        st, sidecar, _ = self._inspected(bucket, key, loc)
+        st, sidecar = self._inspected(bucket, key, loc)
         return _Described(st, sidecar, _cached_etag(st, sidecar))
 
     async def _etag(self, bucket: str, key: str, loc: _Loc, described: _Described) -> str:
@@ -476,13 +450,13 @@ class LocalStore:
             # while hashing is kept, and an ETag a writer recorded for this very file (a
             # multipart upload's, which the bytes cannot give back) is never overwritten.
             with contextlib.suppress(OSError, StorageError), self._lock(bucket, key):
-                st, fresh, in_xattr = self._inspected(bucket, key, loc)
+                st, fresh = self._inspected(bucket, key, loc)
                 if fresh.etag and fresh.stamp == stamp:
                     return fresh.etag
                 if _stamp(st) != stamp:
                     return etag  # replaced while hashed: nothing to cache for a file gone
                 fresh.etag, fresh.stamp, fresh.parts, fresh.checksum = etag, stamp, None, None
-                self._record(bucket, key, loc, fresh, in_xattr)
+                self._write_sidecar(bucket, key, fresh)
         return etag
 
     # -- writes -----------------------------------------------------------------------------
@@ -677,7 +651,7 @@ class LocalStore:
         check_copy((src_bucket, src_key), (dst_bucket, dst_key), src_version_id, options)
         with _io_errors(src_key):
             src = self._object_loc(src_bucket, src_key)
-            _, sidecar, _ = self._inspected(src_bucket, src_key, src)
+            _, sidecar = self._inspected(src_bucket, src_key, src)
             attrs = copied_attrs(sidecar.attrs, options)
             _, etag = await self._write(dst_bucket, dst_key, lambda f: _copy_object(src, src_key, f), attrs)
         return CopyResult(etag)
@@ -685,7 +659,7 @@ class LocalStore:
     async def get_tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
         _check_version(version_id)
         with _io_errors(key):
-            _, sidecar, _ = self._inspected(bucket, key, self._object_loc(bucket, key))
+            _, sidecar = self._inspected(bucket, key, self._object_loc(bucket, key))
             return dict(sidecar.attrs.tags)
 
     async def put_tags(
@@ -1347,20 +1321,20 @@ def _cheap_etag(loc: _Loc, key: str, st: os.stat_result, sidecar: _Sidecar) -> s
     return etag
 
 
-def _read_sidecar_at(loc: _Loc) -> _Sidecar:
-    """The sidecar at `loc`; an empty one when it is missing or unreadable."""
+def _read_sidecar_at(loc: _Loc) -> _Sidecar | None:
+    """The sidecar file at `loc`; None when it is missing or unreadable."""
     try:
         fd = _open_file(loc)
     except OSError as exc:
         if exc.errno in _MISSING_ERRNOS:
-            return _Sidecar()  # a file dropped in by hand: no metadata yet
+            return None  # attributes in the xattr, or a file dropped in by hand
         raise
     try:
         with os.fdopen(fd, "rb") as f:
             raw = f.read()
     except IsADirectoryError:
-        return _Sidecar()
-    return _parsed_sidecar(raw, loc) or _Sidecar()
+        return None
+    return _parsed_sidecar(raw, loc)
 
 
 def _parsed_sidecar(raw: bytes, loc: _Loc) -> _Sidecar | None:
@@ -1473,9 +1447,9 @@ def _write_object(
             if plan.abandoned.is_set():
                 raise _Abandoned(plan.key)
             _replace_in(dfd, plan.loc.name, plan.temp, plan.key)
-            # A sidecar file of an earlier version goes. A kill -9 between the move and this
-            # leaves it: the attributes the xattr carries win; without one, the new bytes show
-            # the earlier version's attributes (its ETag cache, stamped for the earlier file, not).
+            # A sidecar file of an earlier version goes (a read takes it before the xattr). A
+            # kill -9 between the move and this leaves it: the new bytes show the earlier
+            # version's attributes (its ETag cache, stamped for the earlier file, not).
             if sidecar is None or attached:
                 _remove_file(plan.sidecar)
             else:
