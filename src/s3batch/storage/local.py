@@ -32,14 +32,15 @@ checksum it was completed with, which `head_with_checksum` reports for that file
 A file changed in place outside the store keeps its attributes; one replaced by a rename (mv,
 most editors) keeps those of a sidecar file but loses those of its xattr, as a new object would.
 Either way its cached ETag is recomputed, as the MD5 of the new content (the cache is keyed by
-size, mtime_ns and inode), and it is one part again. Only files of ETAG_CACHE_MIN_BYTES or more get their ETag cached on a HEAD or a
-listing: hashing a small file again costs less than the atomic write of a cache file. For the
-same reason a write of fewer bytes whose attributes are all defaults (what a HEAD answers for a
-file with no sidecar: no metadata, headers or tags, the default content type, STANDARD) writes
-no sidecar, and removes the one an earlier version of the key had; every other write records
-its ETag in its sidecar. A listing or a HEAD whose caller uses no ETag (`list_objects`'s
-`etags=False`, `head_with_checksum`'s `etag=False`: the manifest generator, the transfer's
-source) hashes nothing: it gives the ETags cached for the files as they are, "" for the others.
+size, mtime_ns and inode), and it is one part again. Only files of ETAG_CACHE_MIN_BYTES or more
+get their ETag cached on a HEAD or a listing: hashing a small file again costs less than the
+atomic write of a cache file. For the same reason a write of fewer bytes whose attributes are
+all defaults (what a HEAD answers for a file with no sidecar: no metadata, headers or tags, the
+default content type, STANDARD) writes no sidecar, and removes the one an earlier version of the
+key had; every other write records its ETag in its sidecar. A listing or a HEAD whose caller
+uses no ETag (`list_objects`'s `etags=False`, `head_with_checksum`'s `etag=False`: the manifest
+generator, the transfer's source) hashes nothing: it gives the ETags cached for the files as
+they are, "" for the others.
 
 A write runs in one worker thread (a small one on the event loop's thread): content to a temp
 file, moved into place, then the sidecar written (or removed). Sidecar read-modify-write
