@@ -365,6 +365,23 @@ def test_function_resources_place_the_actors(cluster: TwoNodeCluster, local_env:
     assert free and free[0] == 0.0  # Ray reserved them: nothing left for anyone else
 
 
+def test_an_actor_the_cluster_has_no_room_for_does_not_hold_up_the_end(
+    cluster: TwoNodeCluster, local_env: Env
+) -> None:
+    """Three workers of 2 CPUs on two nodes of 2: the third waits for room the other two hold
+    until the job ends. The job ends without it (no close waits for it to start), and it is
+    killed rather than kept: started later, it would take the CPUs of the next job."""
+    keys = [f"k{i:03d}" for i in range(40)]
+    local_env.make_bucket("b")
+    engine = ray_engine(cluster, actors=3)
+    batch = local_env.batch()
+    job = drive(batch, create(batch, local_env, "b", keys, invoke(FunctionResources={"CPU": 2})), engine)
+    assert job["Status"] == "Complete"
+    assert job["ProgressSummary"]["NumberOfTasksSucceeded"] == len(keys)
+    assert engine.plan == ActorPlan(count=3, cpus=2.0, gpus=0.0)
+    assert engine.unstarted == 1
+
+
 def test_function_resources_the_cluster_lacks_fail_the_job(
     local_env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -238,6 +238,8 @@ async def test_an_actor_the_cluster_has_no_room_for_gets_no_chunk() -> None:
     done = await asyncio.wait_for(collect(dispatch, chunks(10, 5)), 10)
     assert sorted(task.seq for task, _ in done) == list(range(50))
     assert {name for name, _ in log} == {"runs"}
+    assert dispatch.sent == [True, False]  # only "runs" has the run to close
+    assert dispatch.ready == [True, False]  # only "runs" may serve the next run
 
 
 async def test_a_chunk_whose_actor_died_goes_to_another_and_is_recorded_once() -> None:

@@ -187,6 +187,8 @@ class RayEngine:
         #: The actors of the latest run, and how many of them an earlier run had kept.
         self.plan: ActorPlan | None = None
         self.reused = 0
+        #: Actors of the latest run that never started (the cluster had no room): killed.
+        self.unstarted = 0
 
     async def run(
         self, job: JobContext, operation: Mapping[str, Any], tasks: AsyncIterator[Task]
@@ -222,17 +224,21 @@ class RayEngine:
         try:
             async for group in dispatch.results(ready_batches(tasks, sizer.size)):
                 yield group
-            self.actor_stats, clean = await _close_all(ray, actors, spec.run_id)
+            # Only an actor handed a chunk has this run to close. One the cluster had no room
+            # for never started: a close sent to it would wait for room the others hold.
+            used = [actor for actor, sent in zip(actors, dispatch.sent, strict=True) if sent]
+            self.actor_stats, clean = await _close_all(ray, used, spec.run_id)
         finally:
             self.redispatched, self.duplicates = dispatch.redispatched, dispatch.duplicates
+            self.unstarted = dispatch.started.count(False)
             poll.cancel()
             with contextlib.suppress(BaseException):
                 await poll
             await self._read_final_stats(limiter, limit)
             if clean:  # kept for the next job of the same shape (engines/ray_pool.py)
-                POOL.give_back(key, actors, kill)
-            else:
-                for handle in actors:
+                POOL.give_back(key, [a for a, ok in zip(actors, dispatch.ready, strict=True) if ok], kill)
+            for handle, ok in zip(actors, dispatch.ready, strict=True):
+                if not (clean and ok):
                     kill(handle)
 
     def _start_actors(self, ray: Any, count: int) -> list[Any]:
@@ -373,10 +379,16 @@ class _Dispatch:
     started: list[bool] = field(default_factory=list)
     #: `ready` calls not answered yet, by actor index.
     starting: dict[asyncio.Future[Any], int] = field(default_factory=dict)
+    #: Actors whose `ready` call answered True (not an error): fit to serve another run.
+    ready: list[bool] = field(default_factory=list)
+    #: Actors handed at least one chunk of this run: they have the run to close.
+    sent: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.load = [0] * len(self.actors)
         self.started = [False] * len(self.actors)
+        self.ready = [False] * len(self.actors)
+        self.sent = [False] * len(self.actors)
 
     async def results(self, batches: AsyncIterator[list[Task]]) -> AsyncIterator[Finished]:
         reading: asyncio.Task[list[Task] | None] | None = None
@@ -420,8 +432,12 @@ class _Dispatch:
             index = self.starting.pop(future, None)
             if index is not None:
                 self.started[index] = True
-                if not future.cancelled() and future.exception() is not None:
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
                     log.warning("a Ray actor failed to start: %s", future.exception())
+                else:
+                    self.ready[index] = True
 
     def _room(self) -> bool:
         return sum(self.load) < self.per_actor * sum(self.started)
@@ -433,6 +449,7 @@ class _Dispatch:
 
     def _send(self, chunk: _Chunk) -> None:
         self.load[chunk.actor] += 1
+        self.sent[chunk.actor] = True
         chunk.sent_at = time.monotonic()
         ref = self.actors[chunk.actor].run_chunk.remote(self.spec, chunk.tasks)
         self.running[asyncio.wrap_future(ref.future())] = chunk
