@@ -193,8 +193,12 @@ async def test_listing_pages_prefixes_and_start_after(sw: Harness, monkeypatch: 
     assert [i.key async for i in h.store.list_objects(h.bucket, prefix="nothing/")] == []
     assert_only_lean(h, "list_objects_v2")
 
-    # Delimited listing is botocore's (list_prefixes): the same server, the same keys.
+    # Delimited listings (list_prefixes) too, their prefixes URL-decoded, over several pages.
+    h.lean_requests.clear()
     assert await h.store.list_prefixes(h.bucket) == sorted({k.split("/")[0] + "/" for k in KEYS if "/" in k})
+    assert len(h.lean_requests) > 1  # continuation tokens followed to the end
+    assert await h.store.list_prefixes(h.bucket, "sp ace/") == ["sp ace/ +%~/"]
+    assert_only_lean(h, "list_objects_v2")
 
 
 async def test_delete_and_delete_many_with_awkward_keys(sw: Harness) -> None:

@@ -385,12 +385,7 @@ class LeanS3:
     ) -> tuple[list[ObjectInfo], str | None]:
         """One ListObjectsV2 page of `bucket` (URL-encoded keys, decoded here) → (objects,
         next token)."""
-        query = [("list-type", "2"), ("encoding-type", "url"), *query]
-        response = await self.request(route, "GET", None, query)
-        root = _xml(response.body)
-        # Tags compared with the document's namespace prefix: ~2 µs a key less than stripping it.
-        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-        encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+        root, ns, encoded = await self._list(route, query)
         key_tag, size_tag, etag_tag = f"{ns}Key", f"{ns}Size", f"{ns}ETag"
         modified_tag, class_tag = f"{ns}LastModified", f"{ns}StorageClass"
         entries = []
@@ -407,9 +402,32 @@ class LeanS3:
                     storage_class=fields.get(class_tag) or "STANDARD",
                 )
             )
-        truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
-        token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
-        return entries, token or None
+        return entries, _next_token(root, ns)
+
+    async def prefix_page(
+        self, route: Route, query: Sequence[tuple[str, str]]
+    ) -> tuple[list[str], str | None]:
+        """One delimited ListObjectsV2 page's common prefixes (URL-encoded, decoded here), and
+        the next token."""
+        root, ns, encoded = await self._list(route, query)
+        prefixes = [node.findtext(f"{ns}Prefix") or "" for node in root.iterfind(f"{ns}CommonPrefixes")]
+        return [unquote_plus(p) for p in prefixes] if encoded else prefixes, _next_token(root, ns)
+
+    async def _list(self, route: Route, query: Sequence[tuple[str, str]]) -> tuple[ET.Element, str, bool]:
+        """A ListObjectsV2 answer: its root, its namespace prefix ("{uri}" or ""), and whether
+        its keys and prefixes are URL-encoded (a server may ignore the encoding asked for)."""
+        query = [("list-type", "2"), ("encoding-type", "url"), *query]
+        response = await self.request(route, "GET", None, query)
+        root = _xml(response.body)
+        # Tags compared with the document's namespace prefix: ~2 µs a key less than stripping it.
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        return root, ns, (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+
+
+def _next_token(root: ET.Element, ns: str) -> str | None:
+    truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
+    token = root.findtext(f"{ns}NextContinuationToken") if truncated else None
+    return token or None
 
 
 def connection_error(exc: HttpError) -> StorageError:

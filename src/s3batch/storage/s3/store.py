@@ -309,6 +309,29 @@ class S3Store(S3PartUploads):
         )
 
     async def list_prefixes(self, bucket: str, prefix: str = "", delimiter: str = "/") -> list[str]:
+        found: list[str] = []
+        token: str | None = None
+        for _ in range(MAX_BOUNDED_PAGES):
+            query = [("delimiter", delimiter), ("max-keys", str(LIST_PAGE_MAX_KEYS)), ("prefix", prefix)]
+            if token is not None:
+                query.append(("continuation-token", token))
+            page = await self._lean_prefix_page(bucket, query)
+            if page is SKIP:  # no lean route (any more): the whole listing through aiobotocore
+                return await self._botocore_prefixes(bucket, prefix, delimiter)
+            prefixes, token = page
+            found.extend(prefixes)
+            if token is None:
+                return found
+        raise StorageError(
+            "InternalError", f"listing of {bucket} did not end after {MAX_BOUNDED_PAGES} pages"
+        )
+
+    async def _lean_prefix_page(
+        self, bucket: str, query: list[tuple[str, str]]
+    ) -> tuple[list[str], str | None] | _Skip:
+        return await self._lean_call(bucket, lambda lean, route: lean.prefix_page(route, query))
+
+    async def _botocore_prefixes(self, bucket: str, prefix: str, delimiter: str) -> list[str]:
         client = await self._s3()
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, Delimiter=delimiter
