@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from s3batch import __version__
+from s3batch import __version__, heap
 from s3batch.cli.context import CliContext
 from s3batch.errors import ConfigError
 
@@ -184,4 +184,5 @@ def cli(
 
 
 def main() -> None:
+    heap.enable()
     cli(prog_name="s3batch")

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from s3batch import heap
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.limiter import AdaptiveLimit
 from s3batch.operations import get_kind
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 def build_operation(job: JobContext, operation: Mapping[str, Any]) -> tuple[Operation, ObjectStore]:
     name, params = next(iter(operation.items()))
     store = open_store(job.storage)
-    return get_kind(name).create(params, OperationContext(job=job, store=store)), store
+    built = get_kind(name).create(params, OperationContext(job=job, store=store))
+    heap.freeze_once()  # the job's modules are imported now (heap.py)
+    return built, store
 
 
 async def apply_safely(op: Operation, task: Task) -> TaskResult:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from s3batch import eventloop
+from s3batch import eventloop, heap
 from s3batch.domain.task import Task
 from s3batch.engines.base import Finished
 from s3batch.engines.batching import ready_batches
@@ -124,6 +124,7 @@ def _stop(workers: Sequence[BaseProcess]) -> None:
 def _worker_main(
     job: JobContext, operation: dict[str, Any], concurrency: int, retry: RetryPolicy, inbox: Any, outbox: Any
 ) -> None:
+    heap.enable()
     eventloop.run(_worker(job, operation, concurrency, retry, inbox, outbox))
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from s3batch import heap
 from s3batch.domain.task import Task, TaskResult
 from s3batch.engines.base import Finished
 from s3batch.engines.batching import cut
@@ -95,6 +96,7 @@ class ChunkWorker:
     a job's close and the next job's first chunk."""
 
     def __init__(self) -> None:
+        heap.enable()  # a process of its own, started for s3batch (heap.py)
         self._running: _Running | None = None
         #: Held while the actor changes jobs: concurrent first chunks start the job once.
         self._switch = asyncio.Lock()
