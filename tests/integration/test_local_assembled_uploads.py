@@ -490,6 +490,12 @@ class CountingFolder(LocalStore):
         self.sent.append(number)
         return await super().upload_part(bucket, key, upload_id, number, body, **kw)
 
+    async def upload_hashed_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Any, **kw: Any
+    ) -> Any:
+        self.sent.append(number)
+        return await super().upload_hashed_part(bucket, key, upload_id, number, body, **kw)
+
 
 async def test_a_transfer_into_a_folder_writes_in_place_hashes_no_md5_and_resumes(
     root: Path, md5_inputs: list[int]
@@ -536,6 +542,38 @@ async def test_a_transfer_into_a_folder_writes_in_place_hashes_no_md5_and_resume
     assert [u.upload_id async for u in target.list_multipart_uploads(BUCKET)] == [other]
 
 
+async def test_a_transfer_into_a_folder_hashes_each_part_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transfer's CRC of a part, computed from the very buffer it hands the folder, is the
+    part's checksum there: the store does not hash the bytes a second time. A part anyone else
+    sends is still checked against the checksum it comes with."""
+    source = MemoryStore()
+    await source.create_bucket("src")
+    data = os.urandom(TRANSFER_SIZE)
+    await source.put_bytes("src", "big", data)
+    target = LocalStore(root)
+    hashed: list[int] = []
+    real = staging.checksum_of
+    monkeypatch.setattr(staging, "checksum_of", lambda a, body: hashed.append(len(body)) or real(a, body))
+    result = await Copier(plan(), source, target).apply(transfer_task("big"))
+    assert result.succeeded, result
+    assert hashed == []
+    assert (root / BUCKET / "big").read_bytes() == data
+    head = await target.head_with_checksum(BUCKET, "big")
+    assert head.checksum is not None
+    assert head.checksum.value == result.message.split("Checksum=")[1].split(";")[0]
+    layout = dict(size=TRANSFER_SIZE, part_size=TRANSFER_PART, attributes=ObjectAttributes())
+    upload = await target.create_assembled_upload(
+        BUCKET, "other", **layout, algorithm=CRC32C, checksum_type=ChecksumType.COMPOSITE
+    )
+    body = data[:TRANSFER_PART]
+    with pytest.raises(StorageError) as caught:
+        await target.upload_part(BUCKET, "other", upload, 1, body, checksum=sent(body[::-1]))
+    assert caught.value.code == "BadDigest"
+    assert hashed == [TRANSFER_PART]
+
+
 #: Transfers one object from S3 into a folder: parts up to KEPT_PARTS go in whole; the next
 #: one's bytes are written but its record never is (the process is killed there).
 _KILLED_TRANSFER = """
@@ -553,13 +591,13 @@ endpoint, root, marker = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 kept, part = int(sys.argv[4]), int(sys.argv[5])
 real_stage, real_record = staging.stage_part, staging._write_record
 
-def in_order(folder, key, upload_id, number, body, sent):
+def in_order(folder, key, upload_id, number, body, sent, **kw):
     deadline = time.monotonic() + 30  # the kept parts first: the stalled one holds the file's lock
     while number > kept and time.monotonic() < deadline and not all(
         (folder / f"part-{n:05d}.json").exists() for n in range(1, kept + 1)
     ):
         time.sleep(0.01)
-    return real_stage(folder, key, upload_id, number, body, sent)
+    return real_stage(folder, key, upload_id, number, body, sent, **kw)
 
 def stalled(folder, part, boot):
     if part.number > kept:
@@ -618,3 +656,56 @@ def test_kill_9_mid_part_from_s3_into_a_folder_resumes_keeping_whole_parts(
 
 async def _uploads(store: LocalStore) -> list[str]:
     return [u.upload_id async for u in store.list_multipart_uploads(BUCKET)]
+
+
+class FailingPart(LocalStore):
+    """The folder store, failing one part number's upload."""
+
+    def __init__(self, root: Path, fail: int) -> None:
+        super().__init__(root)
+        self.fail = fail
+
+    async def upload_hashed_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Any, **kw: Any
+    ) -> Any:
+        if number == self.fail:
+            raise StorageError("InternalError", "refused for the test", 500)
+        return await super().upload_hashed_part(bucket, key, upload_id, number, body, **kw)
+
+
+def watch_buffers(copier: Copier) -> tuple[list[bytearray], list[bytearray]]:
+    """The part buffers the copier takes and gives back, in order."""
+    taken: list[bytearray] = []
+    given: list[bytearray] = []
+    take, give = copier.buffers.take, copier.buffers.give
+    copier.buffers.take = lambda size: taken.append(take(size)) or taken[-1]  # type: ignore[method-assign]
+    copier.buffers.give = lambda buffer: given.append(buffer) or give(buffer)  # type: ignore[method-assign]
+    return taken, given
+
+
+async def test_ranged_parts_reuse_their_buffers_only_after_a_clean_part(tmp_path: Path) -> None:
+    """From a folder (ranged reads), each part's buffer serves a later part once that part is
+    written; a part that failed keeps its buffer out of the pool (a thread may still use it)."""
+    source = LocalStore(tmp_path / "source")
+    await source.create_bucket("src")
+    data = os.urandom(TRANSFER_SIZE)
+    for key in ("one", "two"):
+        await source.put_bytes("src", key, data)
+    (tmp_path / "target" / BUCKET).mkdir(parents=True)
+    copier = Copier(plan(), source, LocalStore(tmp_path / "target"))
+    assert copier.ranged is not None
+    taken, given = watch_buffers(copier)
+    assert (await copier.apply(transfer_task("one"))).succeeded
+    assert len(taken) == len(given) == 4
+    first = {id(buffer) for buffer in given}
+    assert (await copier.apply(transfer_task("two"))).succeeded
+    assert {id(buffer) for buffer in taken[4:]} <= first  # no new buffer: the pool's
+    assert (tmp_path / "target" / BUCKET / "two").read_bytes() == data
+
+    failing = Copier(plan(), source, FailingPart(tmp_path / "target", fail=2))
+    taken, given = watch_buffers(failing)
+    assert not (await failing.apply(transfer_task("one"))).succeeded
+    second = data[TRANSFER_PART : 2 * TRANSFER_PART]
+    part_two = [buffer for buffer in taken if buffer == second]
+    assert len(part_two) == 1  # read whole, then refused
+    assert all(buffer is not part_two[0] for buffer in given)

@@ -19,7 +19,7 @@ from s3batch.domain.uploads import CheckedHead, ChecksumValue, ObjectAttributes,
 from s3batch.errors import BadRequest, ConfigError, InvalidRequest, StorageError
 from s3batch.functions.registry import FunctionScope
 from s3batch.operations import kind_of
-from s3batch.operations._transfer_stream import ByteBudget
+from s3batch.operations._transfer_stream import ByteBudget, PartBuffers
 from s3batch.operations.base import JobContext, OperationContext
 from s3batch.operations.transfer import Transfer
 from s3batch.service.stores import STORES_FILE, target_stores
@@ -565,3 +565,18 @@ async def test_a_missing_source_fails_its_task_with_the_stores_code() -> None:
     source, target = await get_first_stores()
     result = await operation(source, target).apply(task("missing"))
     assert (result.error_code, result.http_status, result.retryable) == ("NoSuchKey", 404, False)
+
+
+def test_part_buffers_keep_idle_buffers_by_size_up_to_their_capacity() -> None:
+    buffers = PartBuffers(capacity=10)
+    a = buffers.take(4)
+    assert len(a) == 4
+    buffers.give(a)
+    assert buffers.take(4) is a  # the same buffer again
+    assert buffers.take(4) is not a  # none left: a new one
+    b, c, d = buffers.take(4), buffers.take(4), buffers.take(3)
+    for buffer in (b, c, d):
+        buffers.give(buffer)
+    # 4 + 4 fit in 10; the 3-byte one would not: it is dropped, not kept
+    assert buffers.take(3) is not d
+    assert {id(buffers.take(4)), id(buffers.take(4))} == {id(b), id(c)}

@@ -66,6 +66,7 @@ from s3batch.errors import StorageError
 from s3batch.operations._transfer_stream import (
     READ_CHUNK_BYTES,
     ByteBudget,
+    PartBuffers,
     PartDigest,
     PartReader,
     SourceChanged,
@@ -177,6 +178,8 @@ class Copier:
         #: The destination, when it writes an upload's parts straight into the object's file.
         self.assembler: AssembledUploadStore | None = assembled_upload_store(writer)
         self.budget = ByteBudget(MAX_BUFFERED_BYTES)
+        #: Ranged parts' buffers, for the next parts (idle ones count apart from the budget).
+        self.buffers = PartBuffers(MAX_BUFFERED_BYTES)
         self.streams = asyncio.Semaphore(MAX_STREAMING_OBJECTS)
         #: (bucket, key) → the upload a task started or adopted and has not completed.
         self._open: dict[tuple[str, str], str] = {}
@@ -694,7 +697,7 @@ class Copier:
         uploaded. Releases the part's place in flight and its bytes of the budget."""
         handed = False
         try:
-            body = bytearray(part.size)
+            body = self.buffers.take(part.size)
             await ranged.read_range_into(
                 task.bucket,
                 task.key,
@@ -715,6 +718,7 @@ class Copier:
             else:
                 handed = True  # _upload_part releases both
                 await self._upload_part(key, upload_id, body, digest, done, digests, in_flight)
+            self.buffers.give(body)  # nothing raised: no thread uses it any more
         finally:
             if not handed:
                 in_flight.release()
@@ -732,10 +736,15 @@ class Copier:
     ) -> None:
         try:
             try:
-                answer = await self.writer.upload_part(
-                    self.bucket, key, upload_id, digest.number, body,
-                    checksum=ChecksumValue(self.algorithm, digest.checksum),
-                )  # fmt: skip
+                checksum = ChecksumValue(self.algorithm, digest.checksum)
+                if self.assembler is not None:  # in this process: the bytes we just hashed
+                    answer = await self.assembler.upload_hashed_part(
+                        self.bucket, key, upload_id, digest.number, body, checksum=checksum
+                    )
+                else:
+                    answer = await self.writer.upload_part(
+                        self.bucket, key, upload_id, digest.number, body, checksum=checksum
+                    )
             finally:
                 in_flight.release()
             if answer.checksum is None:

@@ -332,6 +332,14 @@ class AssembledUploadStore(Protocol):
         create_multipart_upload. NoSuchUpload when it is gone."""
         ...
 
+    async def upload_hashed_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Body, *, checksum: ChecksumValue
+    ) -> UploadedPart:
+        """UploadPart (of an upload started either way) whose `checksum` the caller computed
+        from `body` itself, in this process: the store takes it as the part's checksum instead
+        of hashing the same bytes again, as nothing between them could have changed them."""
+        ...
+
 
 @runtime_checkable
 class StorageAdapter(

@@ -939,6 +939,15 @@ class LocalStore:
         with _io_errors(key):
             return await asyncio.to_thread(staging.stage_part, folder, key, upload_id, number, body, checksum)
 
+    async def upload_hashed_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Body, *, checksum: ChecksumValue
+    ) -> UploadedPart:
+        folder = self._upload_folder(bucket, upload_id)
+        with _io_errors(key):
+            return await asyncio.to_thread(
+                staging.stage_part, folder, key, upload_id, number, body, checksum, hashed=True
+            )
+
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
         folder = self._upload_folder(bucket, upload_id)
         with _io_errors(key):

@@ -149,18 +149,27 @@ def _left_over(folder: Path, upload: StagedUpload) -> bool:
 
 
 def stage_part(
-    folder: Path, key: str, upload_id: str, number: int, body: Body, sent: ChecksumValue | None
+    folder: Path,
+    key: str,
+    upload_id: str,
+    number: int,
+    body: Body,
+    sent: ChecksumValue | None,
+    *,
+    hashed: bool = False,
 ) -> UploadedPart:
     """UploadPart in one call (the store runs it in one worker thread): the upload's record,
     the checks of what was sent, then the part's bytes and record. The answer is what
-    emulated_uploads.part_answer gives, with each checksum computed once."""
+    emulated_uploads.part_answer gives, with each checksum computed once. `hashed`: the caller
+    computed `sent` from `body` in this process (AssembledUploadStore.upload_hashed_part), so it
+    is taken as it is."""
     upload = read_upload(folder, key, upload_id)
     check_part_number(number)
     if upload.layout is not None:
-        return _stage_assembled(folder, upload, number, body, sent)
+        return _stage_assembled(folder, upload, number, body, sent, hashed)
     sent_value = None
     if sent is not None:
-        sent_value = checksum_of(sent.algorithm, body)
+        sent_value = sent.value if hashed else checksum_of(sent.algorithm, body)
         if sent_value != sent.value:
             raise bad_digest(sent.algorithm)
     use = upload.algorithm or (sent.algorithm if sent is not None else None)
@@ -241,7 +250,7 @@ def _assembled(upload: StagedUpload) -> tuple[UploadLayout, ChecksumAlgorithm]:
 
 
 def _stage_assembled(
-    folder: Path, upload: StagedUpload, number: int, body: Body, sent: ChecksumValue | None
+    folder: Path, upload: StagedUpload, number: int, body: Body, sent: ChecksumValue | None, hashed: bool
 ) -> UploadedPart:
     """UploadPart of an assembled upload: the checks, then under the file's lock the bytes at
     the part's offset and then its record (see the module docstring)."""
@@ -264,7 +273,7 @@ def _stage_assembled(
             f"{algorithm.lower()}, actual checksum Type: {actual}",
             400,
         )
-    checksum = checksum_of(algorithm, body)
+    checksum = sent.value if hashed else checksum_of(algorithm, body)
     if checksum != sent.value:
         raise bad_digest(algorithm)
     part = UploadedPart(number, len(body), assembled_part_etag(algorithm, checksum), checksum)
