@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "retry": 0,
     "idle": 0,
+    "heap": 0,
     "types": 0,
     "domain": 1,
     "settings": 1,
