@@ -134,7 +134,13 @@ class Bench:
 
     def measured(self, argv: list[str]) -> dict[str, float]:
         """`measured`, plus the CPU seconds the servers spent meanwhile (on 2 cores the servers
-        and the client compete for the CPU, so a client's cost includes what it makes them do)."""
+        and the client compete for the CPU, so a client's cost includes what it makes them do).
+
+        The page cache is flushed first (`os.sync`, not timed): a large run leaves gigabytes of
+        dirty pages, and whichever client came next was held back by their writeback (Linux
+        throttles writers past `vm.dirty_ratio`), so a client's time depended on who ran
+        before it."""
+        os.sync()
         before = [server_cpu_s(pid) for pid in self.servers]
         run = measured(argv, self.env)
         run["server_cpu_seconds"] = sum(server_cpu_s(pid) for pid in self.servers) - sum(before)
