@@ -20,6 +20,9 @@ ACCESS_KEY, SECRET_KEY = "benchkey", "benchsecret"
 STARTUP_TIMEOUT_S = 30.0
 #: Seconds a server may take to exit after SIGTERM (then SIGKILL), and after SIGKILL.
 STOP_TIMEOUT_S = 10.0
+#: How long `rclone serve s3` keeps its files' entries and hashes (rclone's duration syntax):
+#: longer than any benchmark run.
+RCLONE_DIR_CACHE_TIME = "24h"
 
 
 def free_port() -> int:
@@ -61,14 +64,19 @@ def rclone_server(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`rclone serve s3` over a temp folder; yields (endpoint, process). `prepare(folder)` runs
     before the server starts: each sub-folder is a bucket, each file an object, so a big
-    bucket can be laid out directly instead of through a million PUTs."""
+    bucket can be laid out directly instead of through a million PUTs.
+
+    The server keeps what it learnt of its files (entries, and each file's MD5, its ETag) for
+    RCLONE_DIR_CACHE_TIME instead of rclone's 5 minutes: past those, the next request for a
+    file hashed it again (about 0.5 s of the server's CPU per 256 MiB), which the first client
+    after a long row paid alone, and a benchmark run on a slow machine outlasts 5 minutes."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-rclone-") as data:
         if prepare is not None:
             prepare(Path(data))
         proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}",
-             "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", data],
+             "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--dir-cache-time", RCLONE_DIR_CACHE_TIME, data],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
