@@ -22,8 +22,10 @@ process. s3batch's run includes creating the job, listing the source (its manife
 verifying every checksum and writing its report rows to SQLite; the peers verify MD5/ETags their
 own way. s3batch runs with SkipExisting None (a copy, as the peers are told to copy).
 
-Prints objects/s, MB/s, CPU seconds (the client's, and the two servers' meanwhile), the ratio of
-each peer's time to s3batch's, and peak RSS, and writes bench/results/bench_transfer.json.
+Prints objects/s, MB/s, CPU seconds (the client's, and the two servers' meanwhile), the CPU
+seconds the host took from this virtual machine meanwhile ("stolen": a run with much of it is
+slow and uneven for every client), the ratio of each peer's time to s3batch's, and peak RSS, and
+writes bench/results/bench_transfer.json.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ def server_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_s() -> float:
+    """CPU seconds this (virtual) machine's CPUs have waited for the host so far, all CPUs
+    together ("steal" in /proc/stat; 0 where the kernel does not report it)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 class Bench:
     """Two servers, a scratch folder and the environment every client runs with."""
 
@@ -141,9 +150,12 @@ class Bench:
         throttles writers past `vm.dirty_ratio`), so a client's time depended on who ran
         before it."""
         os.sync()
-        before = [server_cpu_s(pid) for pid in self.servers]
+        before, stolen = [server_cpu_s(pid) for pid in self.servers], steal_s()
         run = measured(argv, self.env)
         run["server_cpu_seconds"] = sum(server_cpu_s(pid) for pid in self.servers) - sum(before)
+        # The host's share of the run: a machine whose CPUs wait for their host runs everything,
+        # peers included, slower and less evenly. Compare runs with little steal.
+        run["steal_seconds"] = steal_s() - stolen
         return run
 
     def client(self, endpoint: str) -> Any:
@@ -232,8 +244,8 @@ def workload(
         results[name] = run
         print(f"  {name:<40}{run['seconds']:>9.2f} s{run['obj_per_s']:>10.0f} obj/s"
               f"{run['mb_per_s']:>9.1f} MiB/s{run['cpu_seconds']:>8.2f} s CPU"
-              f"{run['peak_rss_mib']:>7.0f} MiB RSS{run['server_cpu_seconds']:>8.2f} s servers' CPU",
-              flush=True)  # fmt: skip
+              f"{run['peak_rss_mib']:>7.0f} MiB RSS{run['server_cpu_seconds']:>8.2f} s servers' CPU"
+              f"{run['steal_seconds']:>7.2f} s stolen", flush=True)  # fmt: skip
 
     if "s3-s3" in directions:
         dst = bench.bucket(bench.dst)
