@@ -17,10 +17,12 @@ Directions, each into a fresh destination bucket or folder:
 - folder -> S3 and S3 -> folder: s3batch against `s5cmd cp` (which copies between a folder and S3,
   not between two endpoints) and `rclone copy`.
 
-Every client is a subprocess, timed by wall clock; its peak RSS comes from wait4() on that very
-process. s3batch's run includes creating the job, listing the source (its manifest generator),
-verifying every checksum and writing its report rows to SQLite; the peers verify MD5/ETags their
-own way. s3batch runs with SkipExisting None (a copy, as the peers are told to copy).
+Every client is a subprocess, timed by wall clock, started by bench/launch.py: its CPU time and
+peak RSS come from wait4() on that very process, and the small launcher keeps the benchmark's
+own memory out of the client's peak (see launch.py). s3batch's run includes creating the job,
+listing the source (its manifest generator), verifying every checksum and writing its report
+rows to SQLite; the peers verify MD5/ETags their own way. s3batch runs with SkipExisting None (a
+copy, as the peers are told to copy).
 
 Prints objects/s, MB/s, CPU seconds (the client's, and the two servers' meanwhile), the CPU
 seconds the host took from this virtual machine meanwhile ("stolen": a run with much of it is
@@ -50,6 +52,8 @@ SRC_BUCKET = "src"
 MIB = 1024**2
 #: Bytes per write when laying out large source files.
 WRITE_CHUNK_BYTES = 8 * MIB
+#: Starts each client so that its peak RSS is its own (see launch.py).
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 #: Seconds one client run may take before the benchmark gives up on it.
 RUN_TIMEOUT_S = 3600.0
 #: rclone's parallelism for many small objects (its default, 4, is meant for large files).
@@ -80,22 +84,29 @@ def lay_out(count: int, size: int) -> Callable[[Path], None]:
 
 
 def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run one client; its wall time, CPU time (user + system, which a shared machine disturbs
-    less than wall time) and peak RSS (MiB). Its output goes to a file, not a pipe:
-    nothing reads a pipe while wait4() waits, and a client that prints a line per object
-    (s5cmd) would block on a full one."""
-    with tempfile.TemporaryFile() as output:
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+    """Run one client through bench/launch.py; its wall time, CPU time (user + system, which a
+    shared machine disturbs less than wall time, and each apart) and peak RSS (MiB). The
+    launcher starts it so that its peak RSS is its own, not this benchmark's (see launch.py).
+    Its output goes to a file, not a pipe: a client that prints a line per object (s5cmd)
+    would block on a full pipe nobody reads."""
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "usage.json"
+        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(result), str(RUN_TIMEOUT_S)]
+        code = subprocess.run(launcher + argv, env=env, stdout=output, stderr=subprocess.STDOUT).returncode
+        if code != 0:
             output.seek(0)
             tail = output.read()[-4000:].decode(errors="replace")
-            raise RuntimeError(f"{argv[:3]} exited {proc.returncode}: {tail}")
-    cpu_s = usage.ru_utime + usage.ru_stime
-    return {"seconds": elapsed, "cpu_seconds": cpu_s, "peak_rss_mib": usage.ru_maxrss / 1024}
+            raise RuntimeError(f"{argv[:3]} exited {code}: {tail}")
+        usage = json.loads(result.read_text())
+    return {
+        "seconds": usage["seconds"],
+        "cpu_seconds": usage["user_seconds"] + usage["system_seconds"],
+        "user_seconds": usage["user_seconds"],
+        "system_seconds": usage["system_seconds"],
+        "peak_rss_mib": usage["peak_rss_mib"],
+        # What any client's peak RSS reads at least: the launcher's own (see launch.py).
+        "floor_rss_mib": usage["floor_rss_mib"],
+    }
 
 
 def server_cpu_s(pid: int) -> float:
@@ -244,6 +255,7 @@ def workload(
         results[name] = run
         print(f"  {name:<40}{run['seconds']:>9.2f} s{run['obj_per_s']:>10.0f} obj/s"
               f"{run['mb_per_s']:>9.1f} MiB/s{run['cpu_seconds']:>8.2f} s CPU"
+              f" ({run['system_seconds']:.2f} sys)"
               f"{run['peak_rss_mib']:>7.0f} MiB RSS{run['server_cpu_seconds']:>8.2f} s servers' CPU"
               f"{run['steal_seconds']:>7.2f} s stolen", flush=True)  # fmt: skip
 
