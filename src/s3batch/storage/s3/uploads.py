@@ -64,6 +64,12 @@ def checksum_header(algorithm: ChecksumAlgorithm) -> str:
     return f"x-amz-checksum-{algorithm.value.lower()}"
 
 
+#: Each algorithm with its botocore field and its header, in ChecksumAlgorithm's order (an answer
+#: names one; the first found wins), made once: every checked GET and PUT looks them up.
+_CHECKSUM_FIELDS = tuple((algorithm, checksum_param(algorithm)) for algorithm in ChecksumAlgorithm)
+_CHECKSUM_HEADERS = tuple((algorithm, checksum_header(algorithm)) for algorithm in ChecksumAlgorithm)
+
+
 def attribute_params(attributes: ObjectAttributes) -> dict[str, Any]:
     """PutObject / CreateMultipartUpload parameters for an object's attributes."""
     params: dict[str, Any] = dict(attributes.headers)
@@ -78,8 +84,8 @@ def attribute_params(attributes: ObjectAttributes) -> dict[str, Any]:
 
 def response_checksum(response: Mapping[str, Any]) -> ChecksumValue | None:
     """The checksum in a parsed answer (PutObject, CompleteMultipartUpload, HeadObject)."""
-    for algorithm in ChecksumAlgorithm:
-        value = response.get(checksum_param(algorithm))
+    for algorithm, field in _CHECKSUM_FIELDS:
+        value = response.get(field)
         if value:
             return parse_checksum(algorithm, str(value), response.get("ChecksumType"))
     return None
@@ -88,8 +94,8 @@ def response_checksum(response: Mapping[str, Any]) -> ChecksumValue | None:
 def header_checksum(headers: Mapping[str, str]) -> ChecksumValue | None:
     """The checksum in an answer's raw headers (lower-case names): `x-amz-checksum-<algorithm>`
     and `x-amz-checksum-type`. Cheaper than botocore's parser for a PutObject answer."""
-    for algorithm in ChecksumAlgorithm:
-        value = headers.get(checksum_header(algorithm))
+    for algorithm, header in _CHECKSUM_HEADERS:
+        value = headers.get(header)
         if value:
             return parse_checksum(algorithm, value, headers.get("x-amz-checksum-type"))
     return None
