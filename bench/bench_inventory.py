@@ -25,7 +25,6 @@ import csv
 import gzip
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,8 @@ SIDES = ("boto3", "s3batch")
 LABELS = {"boto3": "boto3 loop + csv + gzip", "s3batch": "s3batch inventory generate"}
 #: Seconds one side may take before the benchmark gives up on it.
 RUN_TIMEOUT_S = 900
+#: Starts each side so that its peak RSS is its own (see launch.py).
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 #: gzip level of the boto3 side (the same as s3batch's GZIP_LEVEL).
 GZIP_LEVEL = 6
 
@@ -101,22 +102,27 @@ def run_boto3(endpoint: str) -> int:
 
 
 def child(side: str, endpoint: str) -> None:
-    """One side in this process: prints {rows, seconds, peak_rss_mib}."""
+    """One side in this process: prints {rows, seconds}."""
     t0 = time.perf_counter()
     rows = run_s3batch(endpoint) if side == "s3batch" else run_boto3(endpoint)
-    seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mib": peak_kib / 1024}))
+    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0}))
 
 
 def measure(side: str, endpoint: str) -> dict[str, Any]:
+    """One side in a process of its own, started by bench/launch.py so that its peak RSS is its
+    own (Linux counts the spawning process's memory into a child's peak)."""
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_REGION": "us-east-1"}  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", side, "--endpoint", endpoint],
-        capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT_S, check=True,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        usage_path = Path(scratch) / "usage.json"
+        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(usage_path), str(RUN_TIMEOUT_S)]
+        out = subprocess.run(
+            [*launcher, sys.executable, __file__, "--child", side, "--endpoint", endpoint],
+            capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        usage = json.loads(usage_path.read_text())
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage["peak_rss_mib"]
     return result
 
 
