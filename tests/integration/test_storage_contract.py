@@ -581,6 +581,18 @@ def test_s3_timeouts_and_odd_errors_are_storage_errors() -> None:
     assert caught.value.code == "CredentialsError" and not caught.value.retryable
 
 
+def test_s3_aiohttp_failures_are_retryable_connection_errors() -> None:
+    """aiohttp (under the aiobotocore client) is loaded on first use only; its errors, none of
+    them an OSError, are still connection errors, and anything else passes through."""
+    import aiohttp
+
+    with pytest.raises(StorageError) as caught, s3_errors.translating():
+        raise aiohttp.ServerDisconnectedError()
+    assert (caught.value.code, caught.value.retryable) == ("ConnectionError", True)
+    with pytest.raises(KeyError), s3_errors.translating():
+        raise KeyError("not a storage failure")
+
+
 async def test_s3_extra_copy_parameters_pass_through(s3: S3Store, bucket_name: str) -> None:
     await s3.put_bytes(bucket_name, "src", b"x")
     await s3.copy(bucket_name, "src", bucket_name, "dst", options=CopyOptions(extra={"ACL": "private"}))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiobotocore.session import AioSession
+from botocore.credentials import RefreshableCredentials
 
 from s3batch.storage.config import S3Config
 from s3batch.storage.s3 import client as s3_client
@@ -44,7 +49,7 @@ def _handler_names(emitter: Any) -> list[tuple[tuple[str, ...], tuple[str, ...]]
     return sorted(found)
 
 
-async def test_sessions_get_the_same_handlers_as_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sessions_get_the_same_handlers_as_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions start from a copy of one process-wide emitter instead of registering
     botocore's built-in handlers again (~3.5 ms each): the copy must hold the same handlers,
     and what one session registers must not leak into the next."""
@@ -52,17 +57,78 @@ async def test_sessions_get_the_same_handlers_as_a_fresh_one(monkeypatch: pytest
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     cfg = S3Config(endpoint_url="http://127.0.0.1:9", region="us-east-1")
     fresh = _handler_names(AioSession()._original_handler)
-    first = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
-    try:
-        assert _handler_names(first.session._original_handler) == fresh
-        assert len(fresh) > 50  # botocore's built-ins really are there
-        first.session.register("before-call.s3.HeadObject", _probe_handler)
-        second = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
-        assert _handler_names(second.session._original_handler) == fresh
-        await second.aclose()
-    finally:
-        await first.aclose()
+    first = s3_client._aio_session(cfg.profile)
+    assert _handler_names(first._original_handler) == fresh
+    assert len(fresh) > 50  # botocore's built-ins really are there
+    first.register("before-call.s3.HeadObject", _probe_handler)
+    second = s3_client._aio_session(cfg.profile)
+    assert _handler_names(second._original_handler) == fresh
 
 
 def _probe_handler(**kwargs: Any) -> None:
     return None
+
+
+def test_loading_the_s3_adapter_and_the_commands_leaves_aiohttp_unloaded() -> None:
+    """aiobotocore and aiohttp (~0.2 s to import, most of it building TLS contexts) load with the
+    aiobotocore client, on first use: not with the modules every job imports."""
+    code = (
+        "import sys, s3batch.storage.s3, s3batch.cli, s3batch.cli.transfer, s3batch.cli.jobs, "
+        "s3batch.operations.transfer, s3batch.engines.local; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'aiobotocore')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_the_aiobotocore_client_signs_with_the_credentials_resolved_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chain is resolved once, when the shared client opens; the aiobotocore client built
+    later signs with those keys rather than resolving them again (a second STS call or MFA
+    prompt for an assumed role)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s1")
+    cfg = S3Config(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    shared = await s3_client._open_client(cfg, (cfg, asyncio.get_running_loop()))
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second")  # a second resolution would see this
+        client = await shared.botocore()
+        frozen = await client._request_signer._credentials.get_frozen_credentials()
+        assert (frozen.access_key, frozen.secret_key) == ("first", "s1")
+        assert shared.lean is not None
+        assert (await shared.lean._credentials()).access_key == "first"
+    finally:
+        await shared.aclose()
+
+
+def _expiring(refreshes: list[str]) -> RefreshableCredentials:
+    """Temporary credentials within botocore's refresh window; each refresh hands out new keys
+    (and records the thread it ran on)."""
+
+    def refresh() -> dict[str, str]:
+        refreshes.append(threading.current_thread().name)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        return {
+            "access_key": f"k{len(refreshes)}",
+            "secret_key": "s",
+            "token": "t",
+            "expiry_time": later.isoformat(),
+        }
+
+    soon = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    metadata = {"access_key": "k0", "secret_key": "s", "token": "t", "expiry_time": soon}
+    return RefreshableCredentials.create_from_metadata(metadata, refresh, "assume-role")
+
+
+async def test_temporary_credentials_refresh_once_off_the_loop_for_both_paths() -> None:
+    refreshes: list[str] = []
+    credentials = _expiring(refreshes)
+    lean = await s3_client._lean_client(credentials, "us-east-1")
+    aio = s3_client._aio_credentials(credentials)
+    assert (await lean._credentials()).access_key == "k1"
+    assert (await aio.get_frozen_credentials()).access_key == "k1"  # the same refresh
+    assert len(refreshes) == 1
+    assert refreshes[0] != threading.main_thread().name  # the loop's thread never blocks on it
+    with pytest.raises(NotImplementedError):
+        _ = aio.access_key  # a key read past get_frozen_credentials could be stale

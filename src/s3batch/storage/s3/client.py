@@ -16,13 +16,10 @@ import os
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import botocore.session
-from aiobotocore.config import AioConfig
-from aiobotocore.hooks import AioHierarchicalEmitter
-from aiobotocore.session import AioSession
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 from botocore.httpsession import create_urllib3_context, get_cert_path
@@ -35,6 +32,12 @@ from s3batch.storage.s3.http1 import ConnectionPool
 from s3batch.storage.s3.lean import Credentials, Fallback, LeanS3, Route, Signer
 from s3batch.storage.s3.ranged import RangeReader
 from s3batch.storage.s3.shapes import parse_timestamp, shared_loader
+
+if TYPE_CHECKING:
+    from aiobotocore.hooks import AioHierarchicalEmitter
+    from aiobotocore.session import AioSession
+    from botocore.credentials import Credentials as BotocoreCredentials
+    from botocore.credentials import ReadOnlyCredentials
 
 #: Region used when neither the config, the environment nor the profile names one.
 DEFAULT_REGION = "us-east-1"
@@ -58,14 +61,19 @@ class SharedClient:
     shared by the S3Stores of one config on one event loop: a job's manifest reader and its
     engine then pay for one of each and one connection pool.
 
-    The aiobotocore client is built on first use only: a job whose calls all take the lean
-    path (a delete, a plain copy, tagging, a transfer of small objects, with its manifest
-    generated or read and its report written on the lean path too) never builds one."""
+    The aiobotocore client is built on first use only, and aiobotocore (with aiohttp under it,
+    ~0.2 s to import, most of it building TLS contexts) is imported then: a job whose calls all
+    take the lean path (a delete, a plain copy, tagging, a transfer of small objects, with its
+    manifest generated or read and its report written on the lean path too) never loads it."""
 
     key: tuple[S3Config, asyncio.AbstractEventLoop]
-    session: AioSession
+    #: botocore's own session: the config's settings, and the credentials both paths sign with.
+    session: botocore.session.Session
     region: str
     lean: LeanS3 | None
+    #: What `session` resolved once (None: no credentials, so aiobotocore's client stays
+    #: anonymous too); the aiobotocore client signs with the same object (`_aio_credentials`).
+    credentials: BotocoreCredentials | None = None
     #: botocore's `verify` for this config (see `_verify_setting`).
     verify: bool | str = True
     #: The lean path's TLS settings, built when a first HTTPS route needs them.
@@ -88,7 +96,7 @@ class SharedClient:
             async with self.client_lock:
                 if self.client is None:
                     with translating():
-                        creator = _create_client(self.session, self.key[0], self.region)
+                        creator = _create_client(self.key[0], self.region, self.credentials)
                         self.client = await self.stack.enter_async_context(creator)
         return self.client
 
@@ -208,6 +216,9 @@ def _builtin_handlers() -> AioHierarchicalEmitter:
 
 @functools.lru_cache(maxsize=1)
 def _emitter_for(_builtins: int) -> AioHierarchicalEmitter:
+    from aiobotocore.hooks import AioHierarchicalEmitter
+    from aiobotocore.session import AioSession
+
     emitter = AioHierarchicalEmitter()
     # The initializers run into the throwaway session's own emitter; then the built-ins are
     # registered into `emitter` through botocore's own registration code.
@@ -219,20 +230,39 @@ def _emitter_for(_builtins: int) -> AioHierarchicalEmitter:
 
 async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEventLoop]) -> SharedClient:
     with translating():
-        hooks = copy.copy(_builtin_handlers())
-        session = AioSession(profile=cfg.profile, event_hooks=hooks, include_builtin_handlers=False)
+        session = botocore.session.Session(profile=cfg.profile)
         session.register_component("data_loader", shared_loader(session.get_config_variable("data_path")))
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
         region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
+        # The chain may call out (an instance's metadata service, STS, SSO): off the loop.
+        credentials = await asyncio.to_thread(session.get_credentials)
         lean = None
-        if cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
-            lean = await _lean_client(session, region)
+        if credentials is not None and cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
+            lean = await _lean_client(credentials, region)
         verify = _verify_setting(session, cfg)
-    return SharedClient(key, session, region, lean, verify)
+    return SharedClient(key, session, region, lean, credentials, verify)
 
 
-def _create_client(session: AioSession, cfg: S3Config, region: str) -> Any:
-    """aiobotocore's client context manager for `cfg`."""
+def _aio_session(profile: str | None) -> AioSession:
+    """An aiobotocore session set up as every one of this process's: botocore's handlers copied
+    in (`_builtin_handlers`), the shared data loader, s3batch's timestamp parser."""
+    from aiobotocore.session import AioSession
+
+    hooks = copy.copy(_builtin_handlers())
+    session = AioSession(profile=profile, event_hooks=hooks, include_builtin_handlers=False)
+    session.register_component("data_loader", shared_loader(session.get_config_variable("data_path")))
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return session
+
+
+def _create_client(cfg: S3Config, region: str, credentials: BotocoreCredentials | None) -> Any:
+    """aiobotocore's client context manager for `cfg`, signing with `credentials` (the shared
+    client's: the chain is not resolved a second time, which could mean a second STS call or
+    MFA prompt); None lets aiobotocore resolve its own, as it would find none either."""
+    from aiobotocore.config import AioConfig
+
+    session = _aio_session(cfg.profile)
+    if credentials is not None:
+        session.register_component("credential_provider", _GivenCredentials(_aio_credentials(credentials)))
     client_config = AioConfig(
         region_name=region,
         s3={"addressing_style": cfg.addressing_style},
@@ -254,6 +284,72 @@ def _create_client(session: AioSession, cfg: S3Config, region: str) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class _GivenCredentials:
+    """A credential provider component that hands out credentials already resolved."""
+
+    credentials: Any
+
+    async def load_credentials(self) -> Any:
+        return self.credentials
+
+
+async def frozen_credentials(credentials: BotocoreCredentials) -> ReadOnlyCredentials:
+    """The current keys of botocore's credentials. Temporary ones (SSO, an assumed role, an
+    instance's role) refresh near their expiry, which may call out over the network: that runs
+    in a thread; otherwise reading them is a few attribute reads."""
+    refresh_needed = getattr(credentials, "refresh_needed", None)
+    if refresh_needed is not None and refresh_needed():
+        return await asyncio.to_thread(credentials.get_frozen_credentials)
+    return credentials.get_frozen_credentials()
+
+
+def _aio_credentials(credentials: BotocoreCredentials) -> Any:
+    """aiobotocore's credentials for botocore's `credentials`: fixed keys as aiobotocore's own
+    AioCredentials; temporary ones through `frozen_credentials`, so both request paths use, and
+    refresh, one object."""
+    from aiobotocore.credentials import AioCredentials
+
+    method = getattr(credentials, "method", None)
+    if hasattr(credentials, "refresh_needed"):
+        return _refreshing_type()(credentials, method)
+    frozen = credentials.get_frozen_credentials()  # fixed keys: nothing to fetch
+    return AioCredentials(frozen.access_key, frozen.secret_key, frozen.token, method=method)
+
+
+@functools.cache
+def _refreshing_type() -> type[Any]:
+    from aiobotocore.credentials import AioCredentials
+
+    class SharedRefreshing(AioCredentials):  # type: ignore[misc]
+        """Temporary credentials shared with the lean path, read through
+        `get_frozen_credentials` only, as aiobotocore reads its own temporary credentials
+        (their key attributes raise there too: a key read that way could be stale)."""
+
+        def __init__(self, source: BotocoreCredentials, method: str | None) -> None:
+            # Not Credentials.__init__: it would set the keys, which are never held here.
+            self._source = source
+            self.method = method
+            self.account_id = None
+
+        async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+            return await frozen_credentials(self._source)
+
+        @property
+        def access_key(self) -> str:
+            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
+
+        @property
+        def secret_key(self) -> str:
+            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
+
+        @property
+        def token(self) -> str:
+            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
+
+    return SharedRefreshing
+
+
 def _verifying(cfg: S3Config) -> bool:
     """Whether TLS certificates are verified for `cfg`. A plain-HTTP endpoint needs no
     certificates: not verifying skips loading the CA bundle (~17 ms, in a thread, on every new
@@ -263,7 +359,7 @@ def _verifying(cfg: S3Config) -> bool:
     return cfg.verify_ssl and os.environ.get(VERIFY_SSL_ENV, "1") != "0" and not plain_http
 
 
-def _verify_setting(session: AioSession, cfg: S3Config) -> bool | str:
+def _verify_setting(session: botocore.session.Session, cfg: S3Config) -> bool | str:
     """What botocore's `verify` resolves to for `cfg`: False (not verifying), the CA bundle
     path (`ca_bundle`: AWS_CA_BUNDLE or the profile's; else REQUESTS_CA_BUNDLE), or True
     (botocore's own bundle). The order is botocore's (Session.create_client, then
@@ -331,14 +427,9 @@ def _presigner(cfg: S3Config, region: str, environment: tuple[tuple[str, str], .
     )
 
 
-async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
-    """The lean path with the same credential chain as botocore; None without credentials
-    (anonymous access stays on botocore)."""
-    credentials = await session.get_credentials()
-    if credentials is None:
-        return None
-
-    frozen = await credentials.get_frozen_credentials()
+async def _lean_client(credentials: BotocoreCredentials, region: str) -> LeanS3:
+    """The lean path, signing with the credentials botocore's chain resolved."""
+    frozen = await frozen_credentials(credentials)  # temporary ones may be fetched only now
     fixed = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     async def static() -> Credentials:
@@ -346,7 +437,7 @@ async def _lean_client(session: AioSession, region: str) -> LeanS3 | None:
 
     async def current() -> Credentials:
         # Refreshable credentials (SSO, assumed roles) renew here, as they would in botocore.
-        frozen = await credentials.get_frozen_credentials()
+        frozen = await frozen_credentials(credentials)
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     refreshable = hasattr(credentials, "refresh_needed")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import aiohttp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -93,7 +93,7 @@ def translating() -> Iterator[None]:
         if _tls_refused(exc):  # as the lean path reports it: lean.connection_error
             raise StorageError(TLS_ERROR, f"{_describe(exc)}; {TLS_HINT}") from exc
         raise StorageError("ConnectionError", _describe(exc), None, True) from exc
-    except (BotoConnectionError, HTTPClientError, IncompleteReadError, aiohttp.ClientError, OSError) as exc:
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError, OSError) as exc:
         raise StorageError("ConnectionError", _describe(exc), None, True) from exc
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
         raise StorageError("CredentialsError", _describe(exc)) from exc
@@ -101,6 +101,17 @@ def translating() -> Iterator[None]:
         raise StorageError("InvalidArgument", _describe(exc)) from exc
     except BotoCoreError as exc:
         raise StorageError(type(exc).__name__, _describe(exc)) from exc
+    except Exception as exc:
+        if isinstance(exc, _aiohttp_errors()):  # a connection failure, as the OSErrors above
+            raise StorageError("ConnectionError", _describe(exc), None, True) from exc
+        raise
+
+
+def _aiohttp_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp's client errors, once aiohttp is loaded (with the aiobotocore client, on first
+    use: client.py); before that nothing can raise one."""
+    aiohttp = sys.modules.get("aiohttp")
+    return (aiohttp.ClientError,) if aiohttp is not None else ()
 
 
 def _tls_refused(exc: BaseException) -> bool:
