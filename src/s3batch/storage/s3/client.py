@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 
 import botocore.session
 from botocore.config import Config
+from botocore.credentials import create_credential_resolver
 from botocore.exceptions import BotoCoreError
+from botocore.hooks import HierarchicalEmitter
 from botocore.httpsession import create_urllib3_context, get_cert_path
 from botocore.utils import get_environ_proxies
 
 from s3batch.errors import StorageError
 from s3batch.storage.config import S3Config
+from s3batch.storage.s3.credentials import GivenCredentials, SharedKeys, aio_credentials
 from s3batch.storage.s3.errors import TLS_ERROR, translating
 from s3batch.storage.s3.http1 import ConnectionPool
 from s3batch.storage.s3.lean import Credentials, Fallback, LeanS3, Route, Signer
@@ -34,10 +37,7 @@ from s3batch.storage.s3.ranged import RangeReader
 from s3batch.storage.s3.shapes import parse_timestamp, shared_loader
 
 if TYPE_CHECKING:
-    from aiobotocore.hooks import AioHierarchicalEmitter
     from aiobotocore.session import AioSession
-    from botocore.credentials import Credentials as BotocoreCredentials
-    from botocore.credentials import ReadOnlyCredentials
 
 #: Region used when neither the config, the environment nor the profile names one.
 DEFAULT_REGION = "us-east-1"
@@ -71,9 +71,9 @@ class SharedClient:
     session: botocore.session.Session
     region: str
     lean: LeanS3 | None
-    #: What `session` resolved once (None: no credentials, so aiobotocore's client stays
-    #: anonymous too); the aiobotocore client signs with the same object (`_aio_credentials`).
-    credentials: BotocoreCredentials | None = None
+    #: What `session` resolved once (None: no credentials); the aiobotocore client signs with
+    #: the same (credentials.py).
+    keys: SharedKeys | None = None
     #: botocore's `verify` for this config (see `_verify_setting`).
     verify: bool | str = True
     #: The lean path's TLS settings, built when a first HTTPS route needs them.
@@ -96,7 +96,7 @@ class SharedClient:
             async with self.client_lock:
                 if self.client is None:
                     with translating():
-                        creator = _create_client(self.key[0], self.region, self.credentials)
+                        creator = _create_client(self.key[0], self.region, self.keys)
                         self.client = await self.stack.enter_async_context(creator)
         return self.client
 
@@ -199,11 +199,12 @@ async def release(shared: SharedClient) -> None:
         await shared.aclose()
 
 
-def _builtin_handlers() -> AioHierarchicalEmitter:
-    """botocore's built-in event handlers, registered once per process. A new session
-    registers its ~130 one by one (~3.5 ms of CPU: each name is aliased and each handler's
-    signature inspected); a copy of this emitter is the same trie for ~0.3 ms. botocore
-    itself gives every client a copy of its session's emitter the same way.
+def _builtin_handlers(aio: bool) -> HierarchicalEmitter:
+    """botocore's built-in event handlers, registered once per process and kind of session
+    (botocore's, or aiobotocore's with its async emitter). A new session registers its ~130
+    one by one (~3.5 ms of CPU: each name is aliased and each handler's signature inspected);
+    a copy of this emitter is the same trie for ~0.3 ms. botocore itself gives every client a
+    copy of its session's emitter the same way.
 
     It holds BUILTIN_HANDLERS only, rebuilt whenever that list grew: a session's initializers
     (botocore.register_initializer; AWS Lambda Powertools registers one that adds a user-agent
@@ -211,35 +212,50 @@ def _builtin_handlers() -> AioHierarchicalEmitter:
     twice."""
     from botocore.handlers import BUILTIN_HANDLERS
 
-    return _emitter_for(len(BUILTIN_HANDLERS))
+    return _emitter_for(len(BUILTIN_HANDLERS), aio)
 
 
-@functools.lru_cache(maxsize=1)
-def _emitter_for(_builtins: int) -> AioHierarchicalEmitter:
-    from aiobotocore.hooks import AioHierarchicalEmitter
-    from aiobotocore.session import AioSession
+@functools.lru_cache(maxsize=2)
+def _emitter_for(_builtins: int, aio: bool) -> HierarchicalEmitter:
+    if aio:
+        from aiobotocore.hooks import AioHierarchicalEmitter
+        from aiobotocore.session import AioSession
 
-    emitter = AioHierarchicalEmitter()
+        emitter: HierarchicalEmitter = AioHierarchicalEmitter()
+        session: botocore.session.Session = AioSession(include_builtin_handlers=False)
+    else:
+        emitter = HierarchicalEmitter()
+        session = botocore.session.Session(include_builtin_handlers=False)
     # The initializers run into the throwaway session's own emitter; then the built-ins are
     # registered into `emitter` through botocore's own registration code.
-    session = AioSession(include_builtin_handlers=False)
     session._events = type(session._events)(emitter)
     session._register_builtin_handlers(session._events)
     return emitter
 
 
+def _session(profile: str | None) -> botocore.session.Session:
+    """botocore's own session for a config: its settings, and the credential chain."""
+    hooks = copy.copy(_builtin_handlers(aio=False))
+    session = botocore.session.Session(profile=profile, event_hooks=hooks, include_builtin_handlers=False)
+    session.register_component("data_loader", shared_loader(session.get_config_variable("data_path")))
+    return session
+
+
 async def _open_client(cfg: S3Config, key: tuple[S3Config, asyncio.AbstractEventLoop]) -> SharedClient:
     with translating():
-        session = botocore.session.Session(profile=cfg.profile)
-        session.register_component("data_loader", shared_loader(session.get_config_variable("data_path")))
+        session = _session(cfg.profile)
         region = cfg.region or session.get_config_variable("region") or DEFAULT_REGION
+        # The chain's STS calls (assumed roles, web identity) go to the config's region, as
+        # they did when aiobotocore's client resolved it.
+        resolver = create_credential_resolver(session, region_name=region)
         # The chain may call out (an instance's metadata service, STS, SSO): off the loop.
-        credentials = await asyncio.to_thread(session.get_credentials)
+        credentials = await asyncio.to_thread(resolver.load_credentials)
+        keys = None if credentials is None else SharedKeys(credentials)
         lean = None
-        if credentials is not None and cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
-            lean = await _lean_client(credentials, region)
+        if keys is not None and cfg.lean_path and os.environ.get(LEAN_PATH_ENV, "1") != "0":
+            lean = await _lean_client(keys, region)
         verify = _verify_setting(session, cfg)
-    return SharedClient(key, session, region, lean, credentials, verify)
+    return SharedClient(key, session, region, lean, keys, verify)
 
 
 def _aio_session(profile: str | None) -> AioSession:
@@ -247,22 +263,21 @@ def _aio_session(profile: str | None) -> AioSession:
     in (`_builtin_handlers`), the shared data loader, s3batch's timestamp parser."""
     from aiobotocore.session import AioSession
 
-    hooks = copy.copy(_builtin_handlers())
+    hooks = copy.copy(_builtin_handlers(aio=True))
     session = AioSession(profile=profile, event_hooks=hooks, include_builtin_handlers=False)
     session.register_component("data_loader", shared_loader(session.get_config_variable("data_path")))
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
     return session
 
 
-def _create_client(cfg: S3Config, region: str, credentials: BotocoreCredentials | None) -> Any:
-    """aiobotocore's client context manager for `cfg`, signing with `credentials` (the shared
-    client's: the chain is not resolved a second time, which could mean a second STS call or
-    MFA prompt); None lets aiobotocore resolve its own, as it would find none either."""
+def _create_client(cfg: S3Config, region: str, keys: SharedKeys | None) -> Any:
+    """aiobotocore's client context manager for `cfg`, signing with `keys`, the shared client's
+    credentials: the chain is not resolved a second time (credentials.py)."""
     from aiobotocore.config import AioConfig
 
     session = _aio_session(cfg.profile)
-    if credentials is not None:
-        session.register_component("credential_provider", _GivenCredentials(_aio_credentials(credentials)))
+    given = None if keys is None else aio_credentials(keys)
+    session.register_component("credential_provider", GivenCredentials(given))
     client_config = AioConfig(
         region_name=region,
         s3={"addressing_style": cfg.addressing_style},
@@ -282,72 +297,6 @@ def _create_client(cfg: S3Config, region: str, credentials: BotocoreCredentials 
         config=client_config,
         verify=None if _verifying(cfg) else False,
     )
-
-
-@dataclass(frozen=True)
-class _GivenCredentials:
-    """A credential provider component that hands out credentials already resolved."""
-
-    credentials: Any
-
-    async def load_credentials(self) -> Any:
-        return self.credentials
-
-
-async def frozen_credentials(credentials: BotocoreCredentials) -> ReadOnlyCredentials:
-    """The current keys of botocore's credentials. Temporary ones (SSO, an assumed role, an
-    instance's role) refresh near their expiry, which may call out over the network: that runs
-    in a thread; otherwise reading them is a few attribute reads."""
-    refresh_needed = getattr(credentials, "refresh_needed", None)
-    if refresh_needed is not None and refresh_needed():
-        return await asyncio.to_thread(credentials.get_frozen_credentials)
-    return credentials.get_frozen_credentials()
-
-
-def _aio_credentials(credentials: BotocoreCredentials) -> Any:
-    """aiobotocore's credentials for botocore's `credentials`: fixed keys as aiobotocore's own
-    AioCredentials; temporary ones through `frozen_credentials`, so both request paths use, and
-    refresh, one object."""
-    from aiobotocore.credentials import AioCredentials
-
-    method = getattr(credentials, "method", None)
-    if hasattr(credentials, "refresh_needed"):
-        return _refreshing_type()(credentials, method)
-    frozen = credentials.get_frozen_credentials()  # fixed keys: nothing to fetch
-    return AioCredentials(frozen.access_key, frozen.secret_key, frozen.token, method=method)
-
-
-@functools.cache
-def _refreshing_type() -> type[Any]:
-    from aiobotocore.credentials import AioCredentials
-
-    class SharedRefreshing(AioCredentials):  # type: ignore[misc]
-        """Temporary credentials shared with the lean path, read through
-        `get_frozen_credentials` only, as aiobotocore reads its own temporary credentials
-        (their key attributes raise there too: a key read that way could be stale)."""
-
-        def __init__(self, source: BotocoreCredentials, method: str | None) -> None:
-            # Not Credentials.__init__: it would set the keys, which are never held here.
-            self._source = source
-            self.method = method
-            self.account_id = None
-
-        async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-            return await frozen_credentials(self._source)
-
-        @property
-        def access_key(self) -> str:
-            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
-
-        @property
-        def secret_key(self) -> str:
-            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
-
-        @property
-        def token(self) -> str:
-            raise NotImplementedError("temporary credentials: use get_frozen_credentials")
-
-    return SharedRefreshing
 
 
 def _verifying(cfg: S3Config) -> bool:
@@ -427,18 +376,17 @@ def _presigner(cfg: S3Config, region: str, environment: tuple[tuple[str, str], .
     )
 
 
-async def _lean_client(credentials: BotocoreCredentials, region: str) -> LeanS3:
+async def _lean_client(keys: SharedKeys, region: str) -> LeanS3:
     """The lean path, signing with the credentials botocore's chain resolved."""
-    frozen = await frozen_credentials(credentials)  # temporary ones may be fetched only now
+    frozen = await keys.frozen()  # temporary ones may be fetched only now
     fixed = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     async def static() -> Credentials:
         return fixed
 
     async def current() -> Credentials:
-        # Refreshable credentials (SSO, assumed roles) renew here, as they would in botocore.
-        frozen = await frozen_credentials(credentials)
+        # Temporary credentials (SSO, assumed roles) renew here, as they would in botocore.
+        frozen = await keys.frozen()
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
-    refreshable = hasattr(credentials, "refresh_needed")
-    return LeanS3(Signer(region), current if refreshable else static)
+    return LeanS3(Signer(region), current if keys.temporary else static)

@@ -110,8 +110,9 @@ def translating() -> Iterator[None]:
 def _aiohttp_errors() -> tuple[type[BaseException], ...]:
     """aiohttp's client errors, once aiohttp is loaded (with the aiobotocore client, on first
     use: client.py); before that nothing can raise one."""
-    aiohttp = sys.modules.get("aiohttp")
-    return (aiohttp.ClientError,) if aiohttp is not None else ()
+    # getattr: another thread may be importing aiohttp at this moment, half-initialised.
+    error = getattr(sys.modules.get("aiohttp"), "ClientError", None)
+    return (error,) if isinstance(error, type) else ()
 
 
 def _tls_refused(exc: BaseException) -> bool:
