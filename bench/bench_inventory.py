@@ -26,7 +26,6 @@ import gzip
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from urllib.parse import quote_plus
 import boto3
 from botocore.config import Config
 
+from launch import run_launched
 from s3batch.domain.inventory_writer import inventory_config
 from s3batch.service.gctune import worker_gc
 from s3batch.service.inventory_report import generate_inventory
@@ -49,8 +49,6 @@ SIDES = ("boto3", "s3batch")
 LABELS = {"boto3": "boto3 loop + csv + gzip", "s3batch": "s3batch inventory generate"}
 #: Seconds one side may take before the benchmark gives up on it.
 RUN_TIMEOUT_S = 900
-#: Starts each side so that its peak RSS is its own (see launch.py).
-LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 #: gzip level of the boto3 side (the same as s3batch's GZIP_LEVEL).
 GZIP_LEVEL = 6
 
@@ -113,14 +111,11 @@ def measure(side: str, endpoint: str) -> dict[str, Any]:
     own (Linux counts the spawning process's memory into a child's peak)."""
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_REGION": "us-east-1"}  # fmt: skip
-    with tempfile.TemporaryDirectory() as scratch:
-        usage_path = Path(scratch) / "usage.json"
-        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(usage_path), str(RUN_TIMEOUT_S)]
-        out = subprocess.run(
-            [*launcher, sys.executable, __file__, "--child", side, "--endpoint", endpoint],
-            capture_output=True, text=True, env=env, check=True,
-        )  # fmt: skip
-        usage = json.loads(usage_path.read_text())
+    out, usage = run_launched(
+        [sys.executable, __file__, "--child", side, "--endpoint", endpoint], RUN_TIMEOUT_S,
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    out.check_returncode()
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["peak_rss_mib"] = usage["peak_rss_mib"]
     return result

@@ -46,14 +46,13 @@ from typing import Any
 
 import boto3
 
+from launch import run_launched
 from servers import ACCESS_KEY, SECRET_KEY, rclone_binary, rclone_server, venv_binary
 
 SRC_BUCKET = "src"
 MIB = 1024**2
 #: Bytes per write when laying out large source files.
 WRITE_CHUNK_BYTES = 8 * MIB
-#: Starts each client so that its peak RSS is its own (see launch.py).
-LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 #: Seconds one client run may take before the benchmark gives up on it.
 RUN_TIMEOUT_S = 3600.0
 #: rclone's parallelism for many small objects (its default, 4, is meant for large files).
@@ -89,15 +88,12 @@ def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     launcher starts it so that its peak RSS is its own, not this benchmark's (see launch.py).
     Its output goes to a file, not a pipe: a client that prints a line per object (s5cmd)
     would block on a full pipe nobody reads."""
-    with tempfile.TemporaryFile() as output, tempfile.TemporaryDirectory() as scratch:
-        result = Path(scratch) / "usage.json"
-        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(result), str(RUN_TIMEOUT_S)]
-        code = subprocess.run(launcher + argv, env=env, stdout=output, stderr=subprocess.STDOUT).returncode
-        if code != 0:
+    with tempfile.TemporaryFile() as output:
+        done, usage = run_launched(argv, RUN_TIMEOUT_S, env=env, stdout=output, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
             output.seek(0)
             tail = output.read()[-4000:].decode(errors="replace")
-            raise RuntimeError(f"{argv[:3]} exited {code}: {tail}")
-        usage = json.loads(result.read_text())
+            raise RuntimeError(f"{argv[:3]} exited {done.returncode}: {tail}")
     return {
         "seconds": usage["seconds"],
         "cpu_seconds": usage["user_seconds"] + usage["system_seconds"],

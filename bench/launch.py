@@ -20,9 +20,26 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 #: Exit status when the command ran past its time limit (timeout(1)'s).
 TIMED_OUT_STATUS = 124
+
+
+def run_launched(argv: list[str], timeout_s: float, **run_options: Any) -> tuple[Any, dict[str, Any]]:
+    """For the benchmarks: run `argv` through this launcher (`subprocess.run` with
+    `run_options`); its CompletedProcess and the usage written for it. Imports stay in here, so
+    the launcher itself loads no more than it needs."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        usage_path = Path(scratch) / "usage.json"
+        launcher = [sys.executable, "-I", "-S", __file__, str(usage_path), str(timeout_s)]
+        done = subprocess.run([*launcher, *argv], check=False, **run_options)
+        usage = json.loads(usage_path.read_text()) if usage_path.exists() else {}
+    return done, usage
 
 
 def own_peak_kib() -> int:
